@@ -1,0 +1,1 @@
+"""sif_magic: map notebook functions over Singularity/Apptainer workers via RabbitMQ."""

@@ -1,0 +1,323 @@
+"""One warm process that runs calls: ``python _slot.py REQ_FD RESP_FD OUT ERR STATE``.
+
+Its file descriptors 1 and 2 point at two files (``OUT``, ``ERR``, opened
+O_APPEND), so whatever a call writes, from Python, C code or a subprocess, lands
+there. Around each call the slot notes the files' sizes and sends the bytes
+written in between with the call's record: output is attributed to calls
+exactly, without a pipe read per call. The parent tails the same files for live
+logs of calls that run for a while.
+
+``STATE`` is a small file both sides map into memory: before each call the
+slot writes which call it is running, since when, and where its output starts
+(a seqlock: ``seq`` is odd while it writes). The parent reads it to show calls
+as running, to enforce time limits and, when the slot dies, to know exactly
+which call killed it: results are sent in batches, so the last reported call
+says nothing about which one was running.
+
+Parent -> slot (length-prefixed pickles on REQ_FD)::
+
+    ("run", run_id, func_hash, func_bytes | None, args_bytes, positions, indices,
+     attempts, star, env)
+
+Slot -> parent (on RESP_FD)::
+
+    ("ready", pid)
+    ("results", run_id, [record, ...])
+    ("finished", run_id)
+
+A record is ``(index, status, value, error, out, err, t_start, t_end, attempt, dropped)``.
+Standard library and cloudpickle only: this runs inside the worker image.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+import time
+import traceback
+
+_LEN = struct.Struct(">I")
+# seq, run_id, position in the run (-1: between calls), start time, out offset, err offset
+STATE = struct.Struct("=qqqdqq")
+DONE, FAILED = 2, 3
+MAX_CALL_OUTPUT = 1 << 20  # bytes of each stream kept per call (the tail)
+TRUNCATE_AT = 16 << 20  # the output files are emptied between calls past this size
+FLUSH_EVERY = 0.002  # seconds between result batches while calls are quick
+WATCH_EVERY = 0.01  # the watchdog sends finished results while a long call runs
+_THIS_FILE = os.path.abspath(__file__).removesuffix("c")
+
+
+def read_msg(fd: int) -> object | None:
+    head = _read_exact(fd, 4)
+    if head is None:
+        return None
+    (n,) = _LEN.unpack(head)
+    body = _read_exact(fd, n)
+    if body is None:
+        return None
+    return pickle.loads(body)
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks = []
+    while n:
+        try:
+            b = os.read(fd, min(n, 1 << 20))
+        except InterruptedError:
+            continue
+        if not b:
+            return None
+        chunks.append(b)
+        n -= len(b)
+    return b"".join(chunks)
+
+
+def write_msg(fd: int, msg: object) -> None:
+    body = pickle.dumps(msg, protocol=5)
+    data = memoryview(_LEN.pack(len(body)) + body)
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+class SharedState:
+    """The seqlocked record of the call a slot is running (both sides use it)."""
+
+    def __init__(self, path: str, create: bool = False) -> None:
+        if create:
+            with open(path, "wb") as f:
+                f.write(b"\0" * STATE.size)
+        self.fd = os.open(path, os.O_RDWR)
+        self.mem = mmap.mmap(self.fd, STATE.size)
+        self.seq = 0
+
+    def write(self, run_id: int, pos: int, start: float, out: int, err: int) -> None:
+        self.seq += 1
+        STATE.pack_into(self.mem, 0, self.seq * 2 - 1, run_id, pos, start, out, err)
+        STATE.pack_into(self.mem, 0, self.seq * 2, run_id, pos, start, out, err)
+
+    def read(self) -> tuple[int, int, float, int, int]:
+        """(run_id, position, start, out offset, err offset) of the current call."""
+        for _ in range(1000):
+            seq, run_id, pos, start, out, err = STATE.unpack_from(self.mem, 0)
+            if seq % 2 == 0 and STATE.unpack_from(self.mem, 0)[0] == seq:
+                return run_id, pos, start, out, err
+        return 0, -1, 0.0, 0, 0
+
+    def close(self) -> None:
+        self.mem.close()
+        os.close(self.fd)
+
+
+def _die_with_parent() -> None:
+    try:  # Linux: SIGKILL this process when the parent dies
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _user_frames(tb: object) -> list[list]:
+    frames = traceback.extract_tb(tb)  # type: ignore[arg-type]
+    # drop our own frames (the runner) at the top of the stack
+    while frames and os.path.abspath(frames[0].filename) == _THIS_FILE:
+        frames.pop(0)
+    return [[f.filename, f.lineno or 0, f.name, f.line or ""] for f in frames]
+
+
+def describe_exception(e: BaseException) -> dict:
+    t = type(e)
+    name = (
+        t.__qualname__
+        if t.__module__ in ("builtins", "__main__")
+        else f"{t.__module__}.{t.__qualname__}"
+    )
+    try:
+        message = str(e)
+    except Exception:
+        message = f"<unprintable {name}>"
+    return {"type": name, "message": message, "frames": _user_frames(e.__traceback__)}
+
+
+def dumps_value(value: object) -> bytes:
+    try:
+        return pickle.dumps(value, protocol=5)
+    except Exception:
+        import cloudpickle
+
+        return cloudpickle.dumps(value, protocol=5)
+
+
+class Slot:
+    def __init__(self, req_fd: int, resp_fd: int, state: SharedState) -> None:
+        self.req_fd = req_fd
+        self.resp_fd = resp_fd
+        self.state = state
+        self.lock = threading.Lock()
+        self.pending: list[tuple] = []
+        self.last_flush = 0.0
+        self.run_id = 0
+        self.in_call = False
+        self.funcs: dict[str, object] = {}
+        threading.Thread(target=self._watchdog, daemon=True).start()
+
+    # -- messages ------------------------------------------------------------
+    def send(self, msg: object) -> None:
+        with self.lock:
+            write_msg(self.resp_fd, msg)
+
+    def flush(self) -> None:
+        with self.lock:
+            if self.pending:
+                write_msg(self.resp_fd, ("results", self.run_id, self.pending))
+                self.pending = []
+            self.last_flush = time.monotonic()
+
+    def _watchdog(self) -> None:
+        ppid = os.getppid()
+        while True:
+            time.sleep(WATCH_EVERY)
+            if os.getppid() != ppid:
+                os._exit(1)
+            if self.in_call and self.pending:
+                self.flush()
+
+    # -- running -------------------------------------------------------------
+    def loop(self) -> None:
+        self.send(("ready", os.getpid()))
+        while True:
+            msg = read_msg(self.req_fd)
+            if msg is None:
+                return
+            if msg[0] == "run":
+                self.run(*msg[1:])
+
+    def _function(self, func_hash: str, func_bytes: bytes | None) -> object:
+        func = self.funcs.get(func_hash)
+        if func is None:
+            import cloudpickle  # noqa: F401  (needed to unpickle by-value functions)
+
+            func = pickle.loads(func_bytes)  # type: ignore[arg-type]
+            if len(self.funcs) > 8:
+                self.funcs.clear()
+            self.funcs[func_hash] = func
+        return func
+
+    def run(
+        self, run_id, func_hash, func_bytes, args_bytes, positions, indices, attempts, star, env
+    ) -> None:  # noqa: ANN001
+        self.run_id = run_id
+        saved_env = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            try:
+                func = self._function(func_hash, func_bytes)
+                import cloudpickle  # noqa: F401
+
+                items = pickle.loads(args_bytes)
+            except BaseException as e:  # cannot even load the chunk: every call fails
+                err = describe_exception(e)
+                err["message"] = (
+                    f"could not unpickle the function or its inputs here: {err['message']}"
+                )
+                now = time.time()
+                self.pending.extend(
+                    (i, FAILED, b"", err, b"", b"", now, now, a, 0)
+                    for i, a in zip(indices, attempts)
+                )
+                return
+            for k, (pos, index, attempt) in enumerate(zip(positions, indices, attempts)):
+                self.call(func, items[pos], k, index, attempt, star)
+        finally:
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            self.flush()
+            self.send(("finished", run_id))
+
+    def call(self, func, item, k: int, index: int, attempt: int, star: bool) -> None:  # noqa: ANN001
+        if self.pending and time.monotonic() - self.last_flush >= FLUSH_EVERY:
+            self.flush()
+        out0 = os.fstat(1).st_size
+        err0 = os.fstat(2).st_size
+        start = time.time()
+        self.state.write(self.run_id, k, start, out0, err0)
+        self.in_call = True
+        error = None
+        try:
+            value = func(*item) if star else func(item)
+            status = DONE
+        except BaseException as e:  # noqa: BLE001 - report everything, even SystemExit
+            status = FAILED
+            error = describe_exception(e)
+            value = e
+        end = time.time()
+        self.in_call = False
+        try:
+            blob = dumps_value(value)
+        except Exception as e:
+            if status == DONE:
+                status = FAILED
+                error = {
+                    "type": "sif_magic.errors.SerializationError",
+                    "message": f"the result of call {index} ({type(value).__name__}) cannot be "
+                    f"pickled to send it back: {e}",
+                    "frames": [],
+                }
+            blob = b""  # an unpicklable exception travels as its description only
+        sys.stdout.flush()
+        sys.stderr.flush()
+        out, d1 = _slice(1, out0)
+        err, d2 = _slice(2, err0)
+        with self.lock:
+            self.pending.append(
+                (index, status, blob, error, out, err, start, end, attempt, d1 + d2)
+            )
+        self.state.write(self.run_id, -1, end, 0, 0)
+
+
+def _slice(fd: int, start: int) -> tuple[bytes, int]:
+    end = os.fstat(fd).st_size
+    if end < start:  # emptied meanwhile (should not happen between our own calls)
+        start = 0
+    if end == start:
+        if end > TRUNCATE_AT:
+            os.ftruncate(fd, 0)
+        return b"", 0
+    dropped = max(0, end - start - MAX_CALL_OUTPUT)
+    data = os.pread(fd, end - start - dropped, start + dropped)
+    if end > TRUNCATE_AT:
+        os.ftruncate(fd, 0)
+    return data, dropped
+
+
+def main(argv: list[str]) -> None:
+    req_fd, resp_fd = int(argv[0]), int(argv[1])
+    out_path, err_path, state_path = argv[2], argv[3], argv[4]
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about interrupts
+    for fd, path in ((1, out_path), (2, err_path)):
+        f = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
+        os.dup2(f, fd)
+        os.close(f)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    sys.argv = ["sif-magic-slot"]
+    Slot(req_fd, resp_fd, SharedState(state_path)).loop()
+
+
+if __name__ == "__main__":
+    # run as a script: do not let this package's directory shadow the user's modules
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(_THIS_FILE):
+        sys.path.pop(0)
+    main(sys.argv[1:])

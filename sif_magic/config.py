@@ -1,0 +1,171 @@
+"""Configuration (traitlets) and the signing key.
+
+Order of precedence, lowest first:
+
+1. built-in defaults;
+2. environment variables (``SIF_MAGIC_BACKEND``, ``SIF_MAGIC_AMQP_URL``, ...);
+3. ``ipython_config.py`` (``c.SifConfig.amqp_url = ...``);
+4. at run time, ``%config SifConfig.x = ...`` or ``%sif_config x=...``
+   (the last one said wins), and finally options given to one ``%%sifmap``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from traitlets import Bool, CFloat, CInt, Enum, Unicode, default, validate
+from traitlets.config import Configurable
+
+from ._keys import load_key, read_secret_file
+from .errors import ConfigError, mask_url
+
+ENV_PREFIX = "SIF_MAGIC_"
+
+
+def _env(name: str, fallback: Any) -> Any:
+    return os.environ.get(ENV_PREFIX + name.upper(), fallback)
+
+
+class SifConfig(Configurable):
+    """Settings of sif_magic (``%sif_config`` shows and sets them)."""
+
+    backend = Enum(
+        ["local", "rabbitmq"],
+        config=True,
+        help="Where calls run: 'local' (worker processes here, no broker) or 'rabbitmq'.",
+    )
+    amqp_url = Unicode(
+        config=True,
+        help="RabbitMQ URL, amqp://user:password@host:5672/vhost (amqps:// for TLS).",
+    )
+    amqp_url_file = Unicode(
+        config=True, help="File (mode 600) holding the RabbitMQ URL, instead of amqp_url."
+    )
+    runtime = Unicode(config=True, help="Runtime (worker image) name: selects the task queue.")
+    key = Unicode(config=True, help="HMAC signing key (prefer key_file).")
+    key_file = Unicode(config=True, help="File holding the HMAC key; created 600 on first use.")
+    processes = CInt(0, config=True, help="Worker processes of the local backend (0: CPUs).")
+    chunksize = CInt(0, config=True, help="Calls per message (0: automatic).")
+    timeout = CFloat(0.0, config=True, help="Per-call time limit in seconds (0: none).")
+    retries = CInt(0, config=True, help="Re-runs of a call that raised.")
+    max_lost = CInt(3, config=True, help="Worker deaths a call may cause before it fails.")
+    errors = Enum(
+        ["raise", "collect"],
+        config=True,
+        help="'raise' the first failure after the run, or 'collect' exceptions in the results.",
+    )
+    max_message_mb = CFloat(64.0, config=True, help="Largest message (pickled chunk) in MB.")
+    connect_timeout = CFloat(5.0, config=True, help="Seconds to wait for the broker.")
+    no_worker_timeout = CFloat(
+        10.0, config=True, help="Seconds without any consumer on the task queue before failing."
+    )
+    result_ttl = CFloat(
+        86400.0, config=True, help="Seconds a job's result queue outlives its last client."
+    )
+    widgets = Bool(True, config=True, help="Show ipywidgets under cells (else text).")
+    progress_delay = CFloat(0.5, config=True, help="Seconds before a progress display appears.")
+
+    @default("backend")
+    def _backend(self) -> str:
+        return _env("backend", "local")
+
+    @default("amqp_url")
+    def _amqp_url(self) -> str:
+        return _env("amqp_url", "")
+
+    @default("amqp_url_file")
+    def _amqp_url_file(self) -> str:
+        return _env("amqp_url_file", "")
+
+    @default("runtime")
+    def _runtime(self) -> str:
+        return _env("runtime", "default")
+
+    @default("key_file")
+    def _key_file(self) -> str:
+        return _env("key_file", "")
+
+    @default("errors")
+    def _errors(self) -> str:
+        return _env("errors", "raise")
+
+    @default("widgets")
+    def _widgets(self) -> bool:
+        return _env("widgets", "1").lower() not in ("0", "false", "no", "off")
+
+    @validate("runtime")
+    def _check_runtime(self, proposal: Any) -> str:
+        value = proposal["value"]
+        if not value or not all(c.isalnum() or c in "-_." for c in value):
+            raise ConfigError(f"runtime name {value!r}: use letters, digits, '-', '_' and '.'")
+        return value
+
+    @validate("amqp_url")
+    def _check_url(self, proposal: Any) -> str:
+        value = proposal["value"].strip()
+        if value and not value.startswith(("amqp://", "amqps://")):
+            raise ConfigError(
+                f"amqp_url {mask_url(value)!r} must start with amqp:// or amqps://, "
+                "e.g. amqp://user:password@broker:5672/vhost"
+            )
+        return value
+
+    def get_amqp_url(self) -> str:
+        if self.amqp_url:
+            return self.amqp_url
+        if self.amqp_url_file:
+            return read_secret_file(self.amqp_url_file, "broker URL")
+        raise ConfigError(
+            "backend 'rabbitmq' needs a broker URL: %sif_config amqp_url=amqp://user:pw@host/vhost "
+            "or set SIF_MAGIC_AMQP_URL (or SIF_MAGIC_AMQP_URL_FILE)"
+        )
+
+    def get_key(self) -> bytes:
+        return load_key(self.key, self.key_file)
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting, secrets masked (what ``%sif_config`` prints)."""
+        out: dict[str, Any] = {}
+        for name in sorted(self.trait_names(config=True)):
+            value = getattr(self, name)
+            if name == "key" and value:
+                value = "***"
+            elif name == "amqp_url":
+                value = mask_url(value)
+            out[name] = value
+        return out
+
+    def set_from_strings(self, pairs: dict[str, str]) -> None:
+        names = set(self.trait_names(config=True))
+        for name, text in pairs.items():
+            if name not in names:
+                raise ConfigError(f"unknown setting {name!r}; known: {', '.join(sorted(names))}")
+            try:
+                trait = self.traits()[name]
+                value: Any = text
+                if isinstance(trait, Bool):
+                    value = text.lower() in ("1", "true", "yes", "on")
+                setattr(self, name, value)
+            except ConfigError:
+                raise
+            except Exception as e:  # traitlets raises TraitError with its own words
+                raise ConfigError(f"{name}={mask_url(text)!r}: {e}") from None
+
+
+_config: SifConfig | None = None
+
+
+def get_config() -> SifConfig:
+    """The process-wide configuration (the one ``%sif_config`` edits)."""
+    global _config
+    if _config is None:
+        parent = None
+        try:
+            from IPython import get_ipython
+
+            parent = get_ipython()
+        except ImportError:  # pragma: no cover - the worker image may lack IPython
+            pass
+        _config = SifConfig(parent=parent) if parent is not None else SifConfig()
+    return _config

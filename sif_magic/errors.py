@@ -1,0 +1,136 @@
+"""Exceptions of sif_magic. Every message says what to do next.
+
+::
+
+    SifMagicError
+     +-- ConfigError           bad or missing configuration (URL, key, option)
+     +-- BrokerError           RabbitMQ unreachable, refused credentials, no vhost ...
+     +-- NoWorkersError        nobody consumes the runtime's queue
+     +-- IncompatibleWorkerError  worker's Python / cloudpickle cannot run our functions
+     +-- SerializationError    a function, argument or result cannot be pickled, or is too big
+     +-- RemoteError           the call raised on the worker (carries its traceback)
+     +-- CallTimeoutError      the call ran past its --timeout and was killed
+     +-- WorkerLostError       the call's process or worker died under it
+     +-- CancelledError        the call was cancelled
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_URL_PASSWORD = re.compile(r"(amqps?://[^:/@\s]*:)([^@\s]*)(@)")
+
+
+def mask_url(text: str) -> str:
+    """Replace the password of every amqp(s) URL in ``text`` with ``***``."""
+    return _URL_PASSWORD.sub(r"\1***\3", text)
+
+
+class SifMagicError(Exception):
+    """Base class of every sif_magic error."""
+
+    def __str__(self) -> str:  # never let a URL password out, whatever the message
+        return mask_url(super().__str__())
+
+
+class ConfigError(SifMagicError):
+    pass
+
+
+class BrokerError(SifMagicError):
+    pass
+
+
+class NoWorkersError(SifMagicError):
+    pass
+
+
+class IncompatibleWorkerError(SifMagicError):
+    pass
+
+
+class SerializationError(SifMagicError):
+    pass
+
+
+class CancelledError(SifMagicError):
+    pass
+
+
+class CallTimeoutError(SifMagicError):
+    pass
+
+
+class WorkerLostError(SifMagicError):
+    pass
+
+
+class RemoteError(SifMagicError):
+    """An exception raised by a call on a worker.
+
+    ``ename``/``evalue`` name the remote exception, ``frames`` its traceback
+    (user frames only) as ``(filename, lineno, name, line)``; ``exception`` is
+    the original exception object when it could be unpickled here.
+    """
+
+    def __init__(
+        self,
+        ename: str,
+        evalue: str,
+        frames: list[tuple[str, int, str, str]] | None = None,
+        *,
+        index: int | None = None,
+        host: str = "",
+        worker: str = "",
+        exception: BaseException | None = None,
+    ) -> None:
+        super().__init__(f"{ename}: {evalue}")
+        self.ename = ename
+        self.evalue = evalue
+        self.frames = frames or []
+        self.index = index
+        self.host = host
+        self.worker = worker
+        self.exception = exception
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_remote,
+            (self.ename, self.evalue, self.frames, self.index, self.host, self.worker),
+        )
+
+    def remote_traceback(self) -> str:
+        lines = ["Traceback (most recent call last):"]
+        for filename, lineno, name, line in self.frames:
+            lines.append(f'  File "{filename}", line {lineno}, in {name}')
+            if line:
+                lines.append(f"    {line.strip()}")
+        lines.append(f"{self.ename}: {self.evalue}" if self.evalue else self.ename)
+        return "\n".join(lines)
+
+    def _where(self) -> str:
+        where = f"call {self.index}" if self.index is not None else "a call"
+        if self.host:
+            where += f" on {self.host}"
+        return where
+
+    def __str__(self) -> str:
+        return mask_url(
+            f"{self.ename}: {self.evalue}\n[{self._where()}]\n{self.remote_traceback()}"
+        )
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython calls this instead of printing our own (useless) local frames.
+        red, cyan, green, bold, reset = "\x1b[31m", "\x1b[36m", "\x1b[32m", "\x1b[1m", "\x1b[0m"
+        out = [f"{red}{'-' * 75}{reset}", f"{red}{bold}RemoteError{reset} in {self._where()}:"]
+        for filename, lineno, name, line in self.frames:
+            out.append(f"  File {green}{filename}{reset}, line {lineno}, in {cyan}{name}{reset}")
+            if line:
+                out.append(f"    {line.strip()}")
+        out.append(f"{red}{bold}{self.ename}{reset}: {self.evalue}")
+        return [mask_url(x) for x in out]
+
+
+def _rebuild_remote(ename, evalue, frames, index, host, worker):  # noqa: ANN001, ANN202
+    return RemoteError(ename, evalue, frames, index=index, host=host, worker=worker)

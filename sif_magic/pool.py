@@ -1,0 +1,546 @@
+"""A pool of warm slot processes that run chunks of calls (worker side).
+
+The pool owns its slots (see ``_slot.py``): it hands each idle slot the next
+piece of work, reads what the slot reports, enforces per-call time limits,
+notices a slot that died under a call, retries failed calls, tails the slots'
+output files for live logs, and cancels. It never unpickles user data: the
+function and inputs stay bytes here, only slots load them.
+
+What happens is told to a ``Reporter`` (the RabbitMQ worker publishes it, the
+local backend folds it straight into the job). Reporter methods are called
+from the pool's threads and must return quickly.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import _slot
+from .protocol import CANCELLED, DONE, FAILED, CallResult
+
+log = logging.getLogger("sif_magic.pool")
+
+TAIL_INTERVAL = 0.1
+ANNOUNCE_AFTER = 0.02  # a call running this long is shown as running
+
+
+@dataclass(eq=False)
+class Chunk:
+    """A chunk of calls of one job, as one task message delivered it."""
+
+    job_id: str
+    chunk: int
+    calls: list[int]  # job indices, one per item of ``args``
+    func_hash: str
+    func: bytes
+    args: bytes
+    star: bool = False
+    timeout: float | None = None
+    retries: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    tag: Any = None  # the delivery this chunk came from (for the transport)
+    attempt_base: int = 1  # first attempt number (a redelivered chunk starts higher)
+    remaining: int = -1  # calls without a final result yet
+
+    def __post_init__(self) -> None:
+        if self.remaining < 0:
+            self.remaining = len(self.calls)
+
+
+@dataclass(eq=False)
+class Piece:
+    """Some positions of a chunk sent to one slot in one request."""
+
+    chunk: Chunk
+    positions: list[int]
+    attempts: list[int]
+    done: int = 0  # positions reported so far (a slot runs them in order)
+
+
+class Reporter(Protocol):
+    def started(self, chunk: Chunk, index: int, attempt: int, t: float) -> None: ...
+    def retrying(self, chunk: Chunk, index: int, attempt: int, note: str) -> None: ...
+    def output(self, chunk: Chunk, index: int, stream: int, data: bytes) -> None: ...
+    def results(self, chunk: Chunk, results: list[CallResult]) -> None: ...
+    def chunk_done(self, chunk: Chunk) -> None: ...
+
+
+class _SlotProc:
+    def __init__(self, pool: Pool, n: int) -> None:
+        self.pool = pool
+        self.n = n
+        self.out_path = os.path.join(pool.workdir, f"slot{n}.out")
+        self.err_path = os.path.join(pool.workdir, f"slot{n}.err")
+        state_path = os.path.join(pool.workdir, f"slot{n}.state")
+        self.state = _slot.SharedState(state_path, create=True)
+        req_r, self.req_w = os.pipe()
+        self.resp_r, resp_w = os.pipe()
+        script = os.path.abspath(_slot.__file__)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                script,
+                str(req_r),
+                str(resp_w),
+                self.out_path,
+                self.err_path,
+                state_path,
+            ],
+            pass_fds=(req_r, resp_w),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: signals to the kernel skip it
+            cwd=pool.cwd,
+        )
+        os.close(req_r)
+        os.close(resp_w)
+        self.pid = self.proc.pid
+        self.piece: Piece | None = None
+        self.run_id = 0
+        self.killed_for: str = ""  # why we killed it, if we did
+        # live tail of the current call (once the slot announced it): stream -> offsets
+        self.tail_index: int | None = None
+        self.tail_start: dict[int, int] = {}
+        self.tail_pos: dict[int, int] = {}
+        self.ready = threading.Event()
+        self.reader = threading.Thread(target=self._read, name=f"sif-slot-{n}", daemon=True)
+        self.reader.start()
+
+    def send(self, msg: tuple) -> bool:
+        try:
+            _slot.write_msg(self.req_w, msg)
+            return True
+        except OSError:
+            return False
+
+    def kill(self, why: str) -> None:
+        self.killed_for = why
+        try:
+            os.killpg(self.pid, signal.SIGKILL)  # the call's own children go too
+        except ProcessLookupError:
+            pass
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg = _slot.read_msg(self.resp_r)
+            except Exception:  # noqa: BLE001 - a garbled pipe is a dead slot
+                msg = None
+            if msg is None:
+                break
+            self.pool._on_message(self, msg)
+        os.close(self.resp_r)
+        try:
+            os.close(self.req_w)
+        except OSError:
+            pass
+        self.proc.wait()
+        self.pool._on_slot_exit(self)
+        self.state.close()
+
+
+def _exit_reason(proc: subprocess.Popen) -> str:
+    rc = proc.returncode
+    if rc is None:
+        return "its process stopped answering"
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if -rc == 9 else ""
+        return f"its process was killed by {name}{hint}"
+    return f"its process exited with code {rc}"
+
+
+class Pool:
+    def __init__(
+        self,
+        processes: int,
+        reporter: Reporter,
+        *,
+        workdir: str | None = None,
+        cwd: str | None = None,
+        worker: str = "",
+        host: str = "",
+    ) -> None:
+        if processes < 1:
+            raise ValueError("a pool needs at least one process")
+        self.processes = processes
+        self.reporter = reporter
+        self._own_workdir = workdir is None
+        self.workdir = workdir or tempfile.mkdtemp(prefix="sif_magic-slots-")
+        self.cwd = cwd or os.getcwd()
+        self.worker = worker
+        self.host = host
+        self.lock = threading.RLock()
+        self.queue: collections.deque[Piece] = collections.deque()
+        self.slots: list[_SlotProc] = []
+        self.cancelled: dict[str, float] = {}  # job id -> when
+        self.closed = False
+        self.done_calls = 0
+        self.failed_calls = 0
+        self._next_slot = 0
+        self._run_ids = 0
+        self._pieces: dict[int, Piece] = {}
+
+    # -- life ----------------------------------------------------------------
+    def start(self, wait: bool = True) -> Pool:
+        with self.lock:
+            for _ in range(self.processes):
+                self._spawn()
+        threading.Thread(target=self._monitor, name="sif-pool-monitor", daemon=True).start()
+        if wait:
+            for s in list(self.slots):
+                s.ready.wait(30)
+        return self
+
+    def _spawn(self) -> _SlotProc:
+        slot = _SlotProc(self, self._next_slot)
+        self._next_slot += 1
+        self.slots.append(slot)
+        return slot
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            slots = list(self.slots)
+            self.queue.clear()
+        for s in slots:
+            s.kill("shutdown")
+        for s in slots:
+            s.reader.join(5)
+        if self._own_workdir:
+            for name in os.listdir(self.workdir):
+                try:
+                    os.unlink(os.path.join(self.workdir, name))
+                except OSError:
+                    pass
+            try:
+                os.rmdir(self.workdir)
+            except OSError:
+                pass
+
+    @property
+    def busy(self) -> int:
+        with self.lock:
+            return sum(1 for s in self.slots if s.piece is not None)
+
+    @property
+    def pids(self) -> list[int]:
+        with self.lock:
+            return [s.pid for s in self.slots]
+
+    # -- work ----------------------------------------------------------------
+    def submit(self, chunk: Chunk) -> None:
+        with self.lock:
+            if chunk.job_id in self.cancelled:
+                self._finish_cancelled(chunk, range(len(chunk.calls)))
+                return
+            n = len(chunk.calls)
+            self.queue.append(Piece(chunk, list(range(n)), [chunk.attempt_base] * n))
+            self._dispatch()
+
+    def cancel(self, job_id: str) -> None:
+        """Drop queued calls of ``job_id``, kill its running calls (others untouched)."""
+        with self.lock:
+            self.cancelled[job_id] = time.monotonic()
+            keep: collections.deque[Piece] = collections.deque()
+            for piece in self.queue:
+                if piece.chunk.job_id == job_id:
+                    self._finish_cancelled(piece.chunk, piece.positions)
+                else:
+                    keep.append(piece)
+            self.queue = keep
+            for s in self.slots:
+                if s.piece is not None and s.piece.chunk.job_id == job_id:
+                    s.kill("cancel")
+
+    def _dispatch(self) -> None:
+        for s in self.slots:
+            if not self.queue:
+                return
+            if s.piece is None and s.ready.is_set() and not s.killed_for:
+                piece = self.queue.popleft()
+                self._run_ids += 1
+                c = piece.chunk
+                s.piece = piece
+                s.run_id = self._run_ids
+                s.tail_index = None
+                ok = s.send(
+                    (
+                        "run",
+                        self._run_ids,
+                        c.func_hash,
+                        c.func,
+                        c.args,
+                        piece.positions,
+                        [c.calls[p] for p in piece.positions],
+                        piece.attempts,
+                        c.star,
+                        c.env,
+                    )
+                )
+                if not ok:  # the slot died just now; its reader requeues the piece
+                    s.kill("dead")
+
+    # -- what slots say --------------------------------------------------------
+    def _on_message(self, s: _SlotProc, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "ready":
+            s.ready.set()
+            with self.lock:
+                self._dispatch()
+        elif kind == "results":
+            piece = s.piece
+            if piece is not None:
+                self._on_records(s, piece, msg[2])
+        elif kind == "finished":
+            with self.lock:
+                piece, s.piece = s.piece, None
+                s.tail_index = None
+            if piece is not None and piece.done < len(piece.positions):
+                # never lose a call silently, even to a bug of ours in the slot
+                self._fail_rest(piece, "the worker's call runner stopped before reporting it")
+            with self.lock:
+                self._dispatch()
+
+    def _on_records(self, s: _SlotProc, piece: Piece, records: list[tuple]) -> None:
+        c = piece.chunk
+        final: list[CallResult] = []
+        for index, status, value, error, out, err, t0, t1, attempt, dropped in records:
+            pos = piece.positions[piece.done]
+            piece.done += 1
+            # live log lines not streamed yet, so every subscriber sees the whole output
+            live = s.tail_index == index
+            for stream, data in ((1, out), (2, err)):
+                sent = s.tail_pos[stream] - s.tail_start[stream] if live else 0
+                if len(data) > sent:
+                    self.reporter.output(c, index, stream, data[sent:])
+            if live:
+                s.tail_index = None
+            r = CallResult(
+                index=index,
+                status=status,
+                value=value,
+                error=error,
+                stdout=out,
+                stderr=err,
+                t_start=t0,
+                t_end=t1,
+                attempt=attempt,
+                worker=self.worker,
+                host=self.host,
+                pid=s.pid,
+                dropped=dropped,
+            )
+            if status == FAILED and attempt - c.attempt_base < c.retries:
+                self._retry(c, pos, attempt, f"attempt {attempt} failed: {_short(error)}")
+                continue
+            final.append(r)
+        if final:
+            self._report_final(c, final)
+
+    def _retry(self, c: Chunk, pos: int, attempt: int, note: str) -> None:
+        self.reporter.retrying(c, c.calls[pos], attempt + 1, note)
+        with self.lock:
+            self.queue.append(Piece(c, [pos], [attempt + 1]))
+            self._dispatch()
+
+    def _report_final(self, c: Chunk, results: list[CallResult]) -> None:
+        for r in results:
+            if r.status == DONE:
+                self.done_calls += 1
+            elif r.status == FAILED:
+                self.failed_calls += 1
+        self.reporter.results(c, results)
+        with self.lock:
+            c.remaining -= len(results)
+            finished = c.remaining == 0
+        if finished:
+            self.reporter.chunk_done(c)
+
+    def _fail_rest(self, piece: Piece, why: str) -> None:
+        c, now = piece.chunk, time.time()
+        results = [
+            CallResult(
+                index=c.calls[p],
+                status=FAILED,
+                error={"type": "sif_magic.errors.WorkerLostError", "message": why, "frames": []},
+                t_start=now,
+                t_end=now,
+                attempt=a,
+                worker=self.worker,
+                host=self.host,
+            )
+            for p, a in zip(piece.positions[piece.done :], piece.attempts[piece.done :])
+        ]
+        piece.done = len(piece.positions)
+        self._report_final(c, results)
+
+    def _finish_cancelled(self, c: Chunk, positions: Any) -> None:
+        now = time.time()
+        results = [
+            CallResult(
+                index=c.calls[p],
+                status=CANCELLED,
+                t_start=now,
+                t_end=now,
+                worker=self.worker,
+                host=self.host,
+            )
+            for p in positions
+        ]
+        if results:
+            self._report_final(c, results)
+
+    def _on_slot_exit(self, s: _SlotProc) -> None:
+        with self.lock:
+            if s in self.slots:
+                self.slots.remove(s)
+            piece, s.piece = s.piece, None
+            closed = self.closed
+            if not closed:
+                self._spawn()
+        if piece is not None and not closed:
+            self._after_death(s, piece)
+        with self.lock:
+            self._dispatch()
+
+    def _after_death(self, s: _SlotProc, piece: Piece) -> None:
+        """A slot died (or was killed) under ``piece``: settle the call it was
+        running, and queue again the calls it had not reported (those it had
+        finished but not yet sent are run again: at-least-once)."""
+        c = piece.chunk
+        if piece.done >= len(piece.positions):
+            return
+        if s.killed_for == "cancel" or c.job_id in self.cancelled:
+            self._finish_cancelled(c, piece.positions[piece.done :])
+            return
+        run_id, cur, start, _, _ = s.state.read()
+        if run_id != s.run_id or cur < piece.done or cur >= len(piece.positions):
+            cur = -1  # it died between calls: nobody to blame
+        again = [k for k in range(piece.done, len(piece.positions)) if k != cur]
+        if again:
+            with self.lock:
+                self.queue.appendleft(
+                    Piece(
+                        c, [piece.positions[k] for k in again], [piece.attempts[k] for k in again]
+                    )
+                )
+        if cur < 0:
+            return
+        pos, attempt = piece.positions[cur], piece.attempts[cur]
+        index = c.calls[pos]
+        if s.killed_for == "timeout":
+            error = {
+                "type": "sif_magic.errors.CallTimeoutError",
+                "message": f"call {index} ran past its {c.timeout:g} s time limit and was killed",
+                "frames": [],
+            }
+        else:
+            error = {
+                "type": "sif_magic.errors.WorkerLostError",
+                "message": f"call {index} did not finish: {_exit_reason(s.proc)}",
+                "frames": [],
+            }
+        if attempt - c.attempt_base < c.retries:
+            self._retry(c, pos, attempt, error["message"])
+            return
+        out, err = _read_tail(s, index)
+        r = CallResult(
+            index=index,
+            status=FAILED,
+            error=error,
+            stdout=out,
+            stderr=err,
+            t_start=start,
+            t_end=time.time(),
+            attempt=attempt,
+            worker=self.worker,
+            host=self.host,
+            pid=s.pid,
+        )
+        self._report_final(c, [r])
+
+    # -- the monitor thread ----------------------------------------------------
+    def _monitor(self) -> None:
+        while not self.closed:
+            time.sleep(TAIL_INTERVAL / 2)
+            now = time.time()
+            with self.lock:
+                slots = list(self.slots)
+                for job, t in list(self.cancelled.items()):
+                    if time.monotonic() - t > 3600:
+                        del self.cancelled[job]
+            for s in slots:
+                piece = s.piece
+                if piece is None or s.killed_for:
+                    continue
+                run_id, pos, start, out_off, err_off = s.state.read()
+                if run_id != s.run_id or pos < 0 or pos >= len(piece.positions):
+                    continue
+                c = piece.chunk
+                index = c.calls[piece.positions[pos]]
+                if c.timeout and now - start > c.timeout:
+                    log.debug("call %s of job %s timed out in slot %s", index, c.job_id, s.n)
+                    s.kill("timeout")
+                    continue
+                if s.tail_index != index and now - start >= ANNOUNCE_AFTER:
+                    with self.lock:
+                        s.tail_index = index
+                        s.tail_start = {1: out_off, 2: err_off}
+                        s.tail_pos = dict(s.tail_start)
+                    self.reporter.started(c, index, piece.attempts[pos], start)
+                if s.tail_index == index:
+                    self._tail(s, piece)
+
+    def _tail(self, s: _SlotProc, piece: Piece) -> None:
+        index = s.tail_index
+        for stream, path in ((1, s.out_path), (2, s.err_path)):
+            pos = s.tail_pos.get(stream)
+            if pos is None:
+                return
+            try:
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    data = f.read(1 << 20)
+            except OSError:
+                continue
+            if not data:
+                continue
+            cut = data.rfind(b"\n") + 1  # whole lines only while the call runs
+            if cut == 0:
+                continue
+            s.tail_pos[stream] = pos + cut
+            if s.tail_index == index:
+                self.reporter.output(piece.chunk, index, stream, data[:cut])
+
+
+def _read_tail(s: _SlotProc, index: int) -> tuple[bytes, bytes]:
+    """What a call that died wrote, from the slot's output files."""
+    _, _, _, out_off, err_off = s.state.read()
+    out = []
+    for stream, path, off in ((1, s.out_path, out_off), (2, s.err_path, err_off)):
+        try:
+            with open(path, "rb") as f:
+                f.seek(off)
+                out.append(f.read(_slot.MAX_CALL_OUTPUT))
+        except OSError:
+            out.append(b"")
+    return out[0], out[1]
+
+
+def _short(error: dict | None) -> str:
+    if not error:
+        return "failed"
+    return f"{error.get('type', 'Error')}: {error.get('message', '')}"[:200]

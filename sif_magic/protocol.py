@@ -1,0 +1,484 @@
+"""The sif_magic wire format: every name, field and byte layout in one place.
+
+This module imports nothing else of sif_magic and nothing outside the standard
+library, so a worker in a slim container image can use it; cloudpickle appears
+only as opaque bytes here. ``docs/protocol.md`` describes the same format for
+someone writing a compatible worker.
+
+Messages (AMQP ``type`` property):
+
+- ``task``: a chunk of calls of one job, published to the runtime's task queue.
+- ``result``: results of some calls of a chunk, published to the job's result queue.
+- ``events``: a batch of call-state changes and log lines of one job, from one
+  worker, published to the monitoring exchange at most every ~100 ms.
+- ``heartbeat`` / ``bye``: a worker's presence and description.
+- ``control``: cancel / ping / shutdown, fanned out to every worker.
+
+Every body is signed: HMAC-SHA256 over ``b"sif1\\0" + type + b"\\0" + body``
+with the shared key; the hex digest travels in the ``sif-sig`` header. A body
+whose signature is missing or wrong is never decoded further.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+VERSION = 1
+
+# -- names -------------------------------------------------------------------
+
+MONITOR_EXCHANGE = "sif_magic.monitor"  # topic
+CONTROL_EXCHANGE = "sif_magic.control"  # fanout
+DEAD_EXCHANGE = "sif_magic.dead"  # fanout -> DEAD_QUEUE
+DEAD_QUEUE = "sif_magic.dead"
+
+HDR_SIG = "sif-sig"
+HDR_VERSION = "sif-v"
+HDR_LOST = "sif-lost"  # how many times the calls of this message lost their worker
+
+# States of a call; the byte values are what job state arrays hold.
+QUEUED, RUNNING, DONE, FAILED, CANCELLED, RETRYING, LOST = range(7)
+STATE_NAMES = ("queued", "running", "done", "failed", "cancelled", "retrying", "lost")
+STATE_CODES = {name: code for code, name in enumerate(STATE_NAMES)}
+TERMINAL = frozenset((DONE, FAILED, CANCELLED))
+
+
+def task_queue(runtime: str) -> str:
+    """The durable queue that workers of ``runtime`` consume."""
+    return f"sif_magic.tasks.{runtime}"
+
+
+def result_queue(job_id: str) -> str:
+    """The durable per-job queue results are published to (kept for re-attach)."""
+    return f"sif_magic.results.{job_id}"
+
+
+def task_queue_arguments() -> dict[str, Any]:
+    return {"x-dead-letter-exchange": DEAD_EXCHANGE}
+
+
+def result_queue_arguments(ttl_seconds: float) -> dict[str, Any]:
+    # The queue (and the results in it) disappears after ``ttl_seconds`` unused.
+    return {"x-expires": int(ttl_seconds * 1000), "x-dead-letter-exchange": DEAD_EXCHANGE}
+
+
+def events_key(job_id: str) -> str:
+    return f"job.{job_id}.events"
+
+
+def heartbeat_key(worker_id: str, kind: str = "heartbeat") -> str:
+    return f"worker.{worker_id}.{kind}"
+
+
+# -- errors ------------------------------------------------------------------
+
+
+class ProtocolError(Exception):
+    """A body that is not a well-formed, correctly signed sif_magic message."""
+
+
+# -- signing -----------------------------------------------------------------
+
+
+def sign(key: bytes, kind: str, body: bytes) -> str:
+    mac = hmac.new(key, b"sif1\0" + kind.encode() + b"\0", hashlib.sha256)
+    mac.update(body)
+    return mac.hexdigest()
+
+
+def verify(key: bytes, kind: str | None, body: bytes, headers: dict | None) -> None:
+    """Raise ProtocolError unless ``body`` carries a valid signature for ``kind``."""
+    if not key:
+        raise ProtocolError("no signing key configured: refusing to read any message")
+    if not kind:
+        raise ProtocolError("message has no type property: not a sif_magic message")
+    headers = headers or {}
+    sig = headers.get(HDR_SIG)
+    if isinstance(sig, bytes):
+        sig = sig.decode("ascii", "replace")
+    if not sig:
+        raise ProtocolError(f"unsigned {kind!r} message (no {HDR_SIG} header)")
+    version = headers.get(HDR_VERSION)
+    if version != VERSION:
+        raise ProtocolError(
+            f"{kind!r} message of protocol version {version!r}; this side speaks {VERSION}"
+        )
+    if not hmac.compare_digest(sig, sign(key, kind, body)):
+        raise ProtocolError(f"bad signature on {kind!r} message (signed with another key?)")
+
+
+def headers_for(key: bytes, kind: str, body: bytes, **extra: Any) -> dict[str, Any]:
+    headers = {HDR_VERSION: VERSION, HDR_SIG: sign(key, kind, body)}
+    headers.update(extra)
+    return headers
+
+
+# -- framing -----------------------------------------------------------------
+# A binary body is: MAGIC, then length-prefixed parts (u32 big endian length).
+# The first part is always UTF-8 JSON metadata; the others are opaque bytes.
+
+MAGIC = b"SIF1"
+_LEN = struct.Struct(">I")
+
+
+def pack(meta: dict[str, Any], *blobs: bytes) -> bytes:
+    head = json.dumps(meta, separators=(",", ":")).encode()
+    parts = [MAGIC, _LEN.pack(len(head)), head]
+    for blob in blobs:
+        parts.append(_LEN.pack(len(blob)))
+        parts.append(blob)
+    return b"".join(parts)
+
+
+def unpack(body: bytes, nblobs: int) -> tuple[dict[str, Any], list[memoryview]]:
+    if not isinstance(body, bytes | bytearray | memoryview) or body[:4] != MAGIC:
+        raise ProtocolError("body does not start with the sif_magic marker")
+    view = memoryview(body)
+    pos = 4
+    parts: list[memoryview] = []
+    for _ in range(nblobs + 1):
+        if pos + 4 > len(view):
+            raise ProtocolError("truncated body")
+        (n,) = _LEN.unpack_from(view, pos)
+        pos += 4
+        if pos + n > len(view):
+            raise ProtocolError("truncated body")
+        parts.append(view[pos : pos + n])
+        pos += n
+    try:
+        meta = json.loads(bytes(parts[0]))
+    except ValueError as e:
+        raise ProtocolError(f"metadata is not JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise ProtocolError("metadata is not a JSON object")
+    return meta, parts[1:]
+
+
+def _require(meta: dict, *names: str) -> None:
+    missing = [n for n in names if n not in meta]
+    if missing:
+        raise ProtocolError(f"message lacks fields {missing}")
+
+
+# -- task --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    """A chunk of calls of one job.
+
+    ``func`` is the cloudpickled function (identical for every chunk of a job,
+    so workers cache it by ``func_hash``); ``args`` is the cloudpickled list of
+    this chunk's items, in the order of ``calls`` (the calls' indices in the job).
+    """
+
+    job_id: str
+    chunk: int
+    calls: list[int]
+    reply_to: str
+    func: bytes
+    args: bytes
+    func_hash: str = ""
+    star: bool = False  # call f(*item) instead of f(item)
+    timeout: float | None = None
+    retries: int = 0
+    max_lost: int = 3
+    env: dict[str, str] = field(default_factory=dict)
+    python: str = ""  # "3.11" of the client
+    cloudpickle: str = ""  # cloudpickle version of the client
+    client: str = ""  # session id of the client, for logs
+    lost: int = 0  # from the HDR_LOST header, not the body
+
+    def encode(self) -> bytes:
+        meta = {
+            "job": self.job_id,
+            "chunk": self.chunk,
+            "calls": self.calls,
+            "reply_to": self.reply_to,
+            "func_hash": self.func_hash,
+            "star": self.star,
+            "timeout": self.timeout,
+            "retries": self.retries,
+            "max_lost": self.max_lost,
+            "env": self.env,
+            "python": self.python,
+            "cloudpickle": self.cloudpickle,
+            "client": self.client,
+        }
+        return pack(meta, self.func, self.args)
+
+    @classmethod
+    def decode(cls, body: bytes, lost: int = 0) -> Task:
+        meta, (func, args) = unpack(body, 2)
+        _require(meta, "job", "chunk", "calls", "reply_to")
+        calls = meta["calls"]
+        if not isinstance(calls, list) or not all(isinstance(c, int) for c in calls):
+            raise ProtocolError("task 'calls' must be a list of integers")
+        return cls(
+            job_id=str(meta["job"]),
+            chunk=int(meta["chunk"]),
+            calls=calls,
+            reply_to=str(meta["reply_to"]),
+            func=bytes(func),
+            args=bytes(args),
+            func_hash=str(meta.get("func_hash", "")),
+            star=bool(meta.get("star", False)),
+            timeout=meta.get("timeout"),
+            retries=int(meta.get("retries", 0)),
+            max_lost=int(meta.get("max_lost", 3)),
+            env=dict(meta.get("env") or {}),
+            python=str(meta.get("python", "")),
+            cloudpickle=str(meta.get("cloudpickle", "")),
+            client=str(meta.get("client", "")),
+            lost=lost,
+        )
+
+
+# -- results -----------------------------------------------------------------
+
+
+@dataclass
+class CallResult:
+    """The outcome of one call, as a worker reports it.
+
+    ``value`` is the pickled return value (status done) or the pickled
+    exception, if it could be pickled (status failed); ``error`` holds the
+    exception's type, message and traceback frames as plain data, so the client
+    can render it even when the exception class does not exist in the kernel.
+    """
+
+    index: int
+    status: int  # DONE, FAILED or CANCELLED
+    value: bytes = b""
+    error: dict[str, Any] | None = None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    t_start: float = 0.0
+    t_end: float = 0.0
+    attempt: int = 1
+    worker: str = ""
+    host: str = ""
+    pid: int = 0
+    dropped: int = 0  # bytes of output dropped from the head (bounded buffers)
+
+
+_RESULT_COLUMNS = ("index", "status", "t_start", "t_end", "attempt", "worker", "host", "pid")
+
+
+@dataclass(frozen=True)
+class ResultBatch:
+    job_id: str
+    chunk: int
+    results: list[CallResult]
+    final: bool = False  # last batch of this chunk from this delivery
+
+    def encode(self) -> bytes:
+        cols: dict[str, list] = {c: [] for c in _RESULT_COLUMNS}
+        lens: list[list[int]] = []
+        errors: dict[str, Any] = {}
+        blobs: list[bytes] = []
+        for pos, r in enumerate(self.results):
+            for c in _RESULT_COLUMNS:
+                cols[c].append(getattr(r, c))
+            lens.append([len(r.value), len(r.stdout), len(r.stderr), r.dropped])
+            blobs.extend((r.value, r.stdout, r.stderr))
+            if r.error is not None:
+                errors[str(pos)] = r.error
+        meta = {"job": self.job_id, "chunk": self.chunk, "final": self.final, "lens": lens}
+        meta.update(cols)
+        meta["errors"] = errors
+        return pack(meta, b"".join(blobs))
+
+    @classmethod
+    def decode(cls, body: bytes) -> ResultBatch:
+        meta, (blob,) = unpack(body, 1)
+        _require(meta, "job", "chunk", "lens", *_RESULT_COLUMNS)
+        errors = meta.get("errors") or {}
+        results = []
+        pos = 0
+        try:
+            for i, (nv, no, ne, dropped) in enumerate(meta["lens"]):
+                value = bytes(blob[pos : pos + nv])
+                pos += nv
+                out = bytes(blob[pos : pos + no])
+                pos += no
+                err = bytes(blob[pos : pos + ne])
+                pos += ne
+                results.append(
+                    CallResult(
+                        index=int(meta["index"][i]),
+                        status=int(meta["status"][i]),
+                        value=value,
+                        error=errors.get(str(i)),
+                        stdout=out,
+                        stderr=err,
+                        t_start=float(meta["t_start"][i]),
+                        t_end=float(meta["t_end"][i]),
+                        attempt=int(meta["attempt"][i]),
+                        worker=str(meta["worker"][i]),
+                        host=str(meta["host"][i]),
+                        pid=int(meta["pid"][i]),
+                        dropped=int(dropped),
+                    )
+                )
+        except (IndexError, TypeError, ValueError) as e:
+            raise ProtocolError(f"malformed result batch: {e}") from None
+        if pos != len(blob):
+            raise ProtocolError("result batch lengths do not match its data")
+        return cls(str(meta["job"]), int(meta["chunk"]), results, bool(meta.get("final")))
+
+
+# -- events ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """What one worker saw of one job during one flush interval.
+
+    ``states`` maps a state name to compressed call-index ranges ``[[a, b], ...]``
+    (inclusive) that entered that state. Only the last state of a call within
+    the interval is sent. ``calls`` carries per-call details for calls that
+    started or ended in the interval: ``[index, attempt, t_start, t_end]``.
+    ``logs`` is ``[[index, stream, text], ...]`` with stream 1 (stdout) or 2
+    (stderr), in the order written. ``notes`` holds free text per call, such as
+    why a call is retrying (``{"17": "worker lost"}``).
+    """
+
+    job_id: str
+    worker: str
+    host: str
+    t: float
+    states: dict[str, list[list[int]]] = field(default_factory=dict)
+    calls: list[list[Any]] = field(default_factory=list)
+    logs: list[list[Any]] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "job": self.job_id,
+                "worker": self.worker,
+                "host": self.host,
+                "t": self.t,
+                "states": self.states,
+                "calls": self.calls,
+                "logs": self.logs,
+                "notes": self.notes,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> EventBatch:
+        d = _json_object(body)
+        _require(d, "job", "worker", "t")
+        states = d.get("states") or {}
+        if not isinstance(states, dict) or any(k not in STATE_CODES for k in states):
+            raise ProtocolError("events carry an unknown state")
+        return cls(
+            job_id=str(d["job"]),
+            worker=str(d["worker"]),
+            host=str(d.get("host", "")),
+            t=float(d["t"]),
+            states=states,
+            calls=list(d.get("calls") or []),
+            logs=list(d.get("logs") or []),
+            notes=dict(d.get("notes") or {}),
+        )
+
+
+def compress_ranges(indices: list[int]) -> list[list[int]]:
+    """[1, 2, 3, 7, 9, 10] -> [[1, 3], [7, 7], [9, 10]]."""
+    out: list[list[int]] = []
+    for i in sorted(indices):
+        if out and i == out[-1][1] + 1:
+            out[-1][1] = i
+        elif not out or i > out[-1][1]:
+            out.append([i, i])
+    return out
+
+
+def expand_ranges(ranges: list[list[int]]) -> range | list[int]:
+    if len(ranges) == 1:
+        a, b = ranges[0]
+        return range(int(a), int(b) + 1)
+    return [i for a, b in ranges for i in range(int(a), int(b) + 1)]
+
+
+# -- worker presence -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    worker: str
+    host: str
+    pid: int
+    runtime: str
+    slots: int
+    busy: int
+    python: str
+    cloudpickle: str
+    sif_magic: str
+    t: float
+    started: float = 0.0
+    done: int = 0
+    failed: int = 0
+    container: str = ""  # e.g. "singularity instance://w1", "none"
+    slurm_job: str = ""
+    interval: float = 2.0
+    state: str = "up"  # up | bye
+
+    def encode(self) -> bytes:
+        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> Heartbeat:
+        d = _json_object(body)
+        _require(d, "worker", "host", "pid", "runtime", "slots", "t")
+        known = set(cls.__dataclass_fields__)
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except TypeError as e:
+            raise ProtocolError(f"malformed heartbeat: {e}") from None
+
+
+# -- control -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Control:
+    """``op`` is ``cancel`` (job_id, optional calls), ``ping`` (answer with a
+    heartbeat now) or ``shutdown`` (worker id or runtime, or everyone)."""
+
+    op: str
+    job_id: str = ""
+    calls: list[int] | None = None
+    worker: str = ""
+    runtime: str = ""
+
+    def encode(self) -> bytes:
+        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> Control:
+        d = _json_object(body)
+        _require(d, "op")
+        if d["op"] not in ("cancel", "ping", "shutdown"):
+            raise ProtocolError(f"unknown control op {d['op']!r}")
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        d = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"body is not JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise ProtocolError("body is not a JSON object")
+    return d
