@@ -169,3 +169,23 @@ def get_config() -> SifConfig:
             pass
         _config = SifConfig(parent=parent) if parent is not None else SifConfig()
     return _config
+
+
+def snapshot(**overrides: Any) -> SifConfig:
+    """A copy of the current configuration with ``overrides`` applied (validated)."""
+    base = get_config()
+    copy = SifConfig()
+    for name in base.trait_names(config=True):
+        setattr(copy, name, getattr(base, name))
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name not in copy.trait_names(config=True):
+            raise ConfigError(f"unknown option {name!r}")
+        try:
+            setattr(copy, name, value)
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise ConfigError(f"{name}={mask_url(str(value))!r}: {e}") from None
+    return copy

@@ -1,0 +1,154 @@
+"""The embedded default: a pool of worker processes on this machine, no broker.
+
+Calls run in the same slot processes as on a RabbitMQ worker (``pool.py``), and
+what they report goes through the same EventBuffer into the same Job, so
+states, captured output, timeouts and crashes look the same as on a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from .. import _version
+from .._events import EventBuffer
+from .._serialize import cloudpickle_version, python_version
+from ..config import SifConfig
+from ..job import Job
+from ..pool import Chunk, Pool
+from ..protocol import RETRYING, RUNNING, CallResult, EventBatch
+from . import Backend, JobTask
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: affinity mask, then SLURM's allocation, then the machine."""
+    n = 0
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")
+    if slurm and slurm.isdigit():
+        n = min(n, int(slurm))
+    return max(1, n)
+
+
+class _Reporter:
+    def __init__(self, backend: LocalBackend) -> None:
+        self.backend = backend
+
+    def _job(self, chunk: Chunk) -> Job | None:
+        return self.backend.jobs.get(chunk.job_id)
+
+    def started(self, chunk: Chunk, index: int, attempt: int, t: float) -> None:
+        self.backend.events.state(chunk.job_id, index, RUNNING, attempt, t)
+
+    def retrying(self, chunk: Chunk, index: int, attempt: int, note: str) -> None:
+        self.backend.events.state(chunk.job_id, index, RETRYING, attempt, time.time())
+        self.backend.events.note(chunk.job_id, index, note)
+
+    def output(self, chunk: Chunk, index: int, stream: int, data: bytes) -> None:
+        self.backend.events.log(chunk.job_id, index, stream, data.decode("utf-8", "replace"))
+
+    def results(self, chunk: Chunk, results: list[CallResult]) -> None:
+        job = self._job(chunk)
+        if job is not None:
+            job.apply_results(results)
+
+    def chunk_done(self, chunk: Chunk) -> None:
+        pass
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, config: SifConfig) -> None:
+        self.config = config
+        self.processes = config.processes or usable_cpus()
+        self.jobs: dict[str, Job] = {}
+        self.worker_id = f"local-{os.getpid()}"
+        self.host = socket.gethostname()
+        self.events = EventBuffer(self.worker_id, self.host, self._on_events)
+        self._pool: Pool | None = None
+        self._lock = threading.Lock()
+        self.started = time.time()
+
+    def _on_events(self, batch: EventBatch) -> None:
+        job = self.jobs.get(batch.job_id)
+        if job is not None:
+            job.apply_events(batch)
+
+    @property
+    def pool(self) -> Pool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = Pool(
+                    self.processes, _Reporter(self), worker=self.worker_id, host=self.host
+                ).start()
+                self.events.start()
+            return self._pool
+
+    def slots(self) -> int:
+        return self.processes
+
+    def start_job(self, job: Job, task: JobTask) -> None:
+        pool = self.pool
+        self.jobs[job.job_id] = job
+        job.add_done_callback(lambda j: self.jobs.pop(j.job_id, None))
+        for c in task.chunks:
+            pool.submit(
+                Chunk(
+                    job_id=job.job_id,
+                    chunk=c.number,
+                    calls=c.calls,
+                    func_hash=task.func_hash,
+                    func=task.func,
+                    args=c.args,
+                    star=task.star,
+                    timeout=task.timeout,
+                    retries=task.retries,
+                    env=task.env,
+                )
+            )
+
+    def cancel(self, job: Job) -> None:
+        if self._pool is not None:
+            self._pool.cancel(job.job_id)
+        job.mark_cancelled()
+
+    def workers(self) -> list[dict[str, Any]]:
+        if self._pool is None:
+            return []
+        return [
+            {
+                "worker": self.worker_id,
+                "host": self.host,
+                "pid": os.getpid(),
+                "runtime": "local",
+                "slots": self.processes,
+                "busy": self._pool.busy,
+                "python": python_version(),
+                "cloudpickle": cloudpickle_version(),
+                "sif_magic": _version.__version__,
+                "last_seen": time.time(),
+                "state": "up",
+                "container": "none (local backend)",
+                "done": self._pool.done_calls,
+                "failed": self._pool.failed_calls,
+            }
+        ]
+
+    def close(self) -> None:
+        for job in list(self.jobs.values()):
+            if not job.done():
+                self.cancel(job)
+        if self._pool is not None:
+            self.events.stop()
+            self._pool.close()
+            self._pool = None
+
+    def describe(self) -> str:
+        return f"local ({self.processes} processes)"

@@ -1,0 +1,432 @@
+"""A run of calls: per-call states, results in order, logs, futures.
+
+A Job is plain state. Backends fold what workers report into it
+(``apply_results`` for results, which decide a call's outcome;
+``apply_events`` for the monitoring stream, which shows progress and live
+logs); displays read it. Nothing here touches a widget or a connection.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import pickle
+import threading
+import time
+from array import array
+from collections.abc import Callable
+from typing import Any
+
+from .errors import CallTimeoutError, CancelledError, RemoteError, WorkerLostError
+from .protocol import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    STATE_CODES,
+    STATE_NAMES,
+    TERMINAL,
+    CallResult,
+    EventBatch,
+    expand_ranges,
+)
+
+LOG_BYTES_PER_CALL = 256 * 1024
+LOG_BYTES_PER_JOB = 64 * 1024 * 1024
+_MISSING = object()
+_ERROR_TYPES = {
+    "sif_magic.errors.CallTimeoutError": CallTimeoutError,
+    "sif_magic.errors.WorkerLostError": WorkerLostError,
+}
+
+
+class CallLog:
+    """Bounded output of one call: ``entries`` of (stream, text), oldest dropped first."""
+
+    __slots__ = ("entries", "size", "dropped")
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[int, str]] = []
+        self.size = 0
+        self.dropped = 0
+
+    def add(self, stream: int, text: str) -> int:
+        self.entries.append((stream, text))
+        self.size += len(text)
+        freed = 0
+        while self.size > LOG_BYTES_PER_CALL and len(self.entries) > 1:
+            _, old = self.entries.pop(0)
+            self.size -= len(old)
+            self.dropped += len(old)
+            freed += len(old)
+        return len(text) - freed
+
+
+class Job:
+    """A run of ``n`` calls of one function.
+
+    ``results()`` returns the values in input order; ``wait()``, ``done()``,
+    ``cancel()`` and ``futures`` behave like concurrent.futures. ``states``
+    holds one state code per call (see ``protocol.STATE_NAMES``).
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        n: int,
+        *,
+        name: str = "",
+        errors: str = "raise",
+        runtime: str = "",
+        backend: Any = None,
+    ) -> None:
+        self.job_id = job_id
+        self.n = n
+        self.name = name
+        self.errors = errors
+        self.runtime = runtime
+        self.backend = backend
+        self.states = bytearray(n)
+        self.attempts = bytearray(b"\x01" * n)
+        self.t_start = array("d", bytes(8 * n))
+        self.t_end = array("d", bytes(8 * n))
+        self._where = array("H", bytes(2 * n))  # index into self._hosts
+        self._hosts: list[tuple[str, str, int]] = [("", "", 0)]
+        self._host_ids: dict[tuple[str, str, int], int] = {}
+        self._values: list[Any] = [_MISSING] * n
+        self._errors: dict[int, dict[str, Any]] = {}
+        self.notes: dict[int, str] = {}
+        self.logs: dict[int, CallLog] = {}
+        self.log_bytes = 0
+        self.log_dropped = 0
+        self.counts = [0] * len(STATE_NAMES)
+        self.counts[QUEUED] = n
+        self.final = 0  # calls with an outcome (done, failed or cancelled)
+        self.duplicates = 0  # results that arrived twice (after a redelivery) and were dropped
+        self.created = time.time()
+        self.finished_at: float | None = None
+        self.version = 0  # bumped on every change: displays redraw when it moves
+        self.broker_down = False
+        self._lock = threading.RLock()
+        self._done = threading.Event()
+        self._futures: list[concurrent.futures.Future] | None = None
+        self._decoded: list[Any] | None = None
+        self._callbacks: list[Callable[[Job], None]] = []
+        self.cancel_requested = False
+        if n == 0:
+            self._finish()
+
+    # -- folding -------------------------------------------------------------
+    def _set_state(self, i: int, state: int) -> None:
+        old = self.states[i]
+        if old != state:
+            self.counts[old] -= 1
+            self.counts[state] += 1
+            self.states[i] = state
+
+    def _host_id(self, worker: str, host: str, pid: int) -> int:
+        key = (worker, host, pid)
+        hid = self._host_ids.get(key)
+        if hid is None:
+            hid = len(self._hosts)
+            if hid > 65535:
+                return 0
+            self._hosts.append(key)
+            self._host_ids[key] = hid
+        return hid
+
+    def apply_results(self, results: list[CallResult]) -> None:
+        """Record outcomes; the first outcome of a call wins, later ones are dropped."""
+        with self._lock:
+            for r in results:
+                i = r.index
+                if not 0 <= i < self.n:
+                    continue
+                if self._values[i] is not _MISSING or (
+                    self.states[i] == CANCELLED and self.cancel_requested
+                ):
+                    self.duplicates += 1
+                    continue
+                self._values[i] = r.value
+                if r.error is not None:
+                    self._errors[i] = r.error
+                self._set_state(i, r.status if r.status in TERMINAL else FAILED)
+                self.attempts[i] = min(255, max(1, r.attempt))
+                self.t_start[i] = r.t_start
+                self.t_end[i] = r.t_end
+                self._where[i] = self._host_id(r.worker, r.host, r.pid)
+                if r.stdout or r.stderr:
+                    self._settle_log(i, r)
+                self.final += 1
+                if self._futures is not None:
+                    self._resolve_future(i)
+            self.version += 1
+            if self.final >= self.n and not self._done.is_set():
+                self._finish()
+
+    def _settle_log(self, i: int, r: CallResult) -> None:
+        # the result carries the call's whole output; keep the live lines if they have it all
+        have = self.logs.get(i)
+        size = len(r.stdout) + len(r.stderr)
+        if have is not None and have.size + have.dropped >= size:
+            return
+        log = CallLog()
+        log.dropped = r.dropped
+        for stream, data in ((1, r.stdout), (2, r.stderr)):
+            if data:
+                log.add(stream, data.decode("utf-8", "replace"))
+        self.log_bytes += log.size - (have.size if have else 0)
+        self.logs[i] = log
+
+    def apply_events(self, batch: EventBatch) -> None:
+        """Fold a monitoring batch: progress states, attempts, notes and live logs."""
+        with self._lock:
+            for name, ranges in batch.states.items():
+                state = STATE_CODES[name]
+                for i in expand_ranges(ranges):
+                    if 0 <= i < self.n and self.states[i] not in TERMINAL:
+                        if state in TERMINAL and self._values[i] is _MISSING:
+                            # outcomes come with results; an event only shows it is near
+                            state_shown = state if state != CANCELLED else RUNNING
+                            self._set_state(i, state_shown)
+                        else:
+                            self._set_state(i, state)
+            for entry in batch.calls:
+                i, attempt, t0 = int(entry[0]), int(entry[1]), float(entry[2])
+                if 0 <= i < self.n and self._values[i] is _MISSING:
+                    self.attempts[i] = min(255, max(1, attempt))
+                    self.t_start[i] = t0
+                    self._where[i] = self._host_id(batch.worker, batch.host, 0)
+            for key, note in batch.notes.items():
+                self.notes[int(key)] = note
+            for entry in batch.logs:
+                self._add_log(int(entry[0]), int(entry[1]), str(entry[2]))
+            self.version += 1
+
+    def _add_log(self, i: int, stream: int, text: str) -> None:
+        if not 0 <= i < self.n or self._values[i] is not _MISSING:
+            return  # the result (with the whole output) is already here
+        if self.log_bytes > LOG_BYTES_PER_JOB:
+            self.log_dropped += len(text)
+            return
+        log = self.logs.get(i)
+        if log is None:
+            log = self.logs[i] = CallLog()
+        self.log_bytes += log.add(stream, text)
+
+    def _finish(self) -> None:
+        self.finished_at = time.time()
+        self._done.set()
+        for cb in list(self._callbacks):
+            try:
+                cb(self)
+            except Exception:  # noqa: BLE001 - a display must not break the job
+                pass
+
+    def mark_cancelled(self) -> None:
+        """Give every call without an outcome the outcome 'cancelled' (client side)."""
+        now = time.time()
+        with self._lock:
+            self.cancel_requested = True
+            for i in range(self.n):
+                if self._values[i] is _MISSING:
+                    self._values[i] = b""
+                    self._set_state(i, CANCELLED)
+                    self.t_end[i] = now
+                    self.final += 1
+                    if self._futures is not None:
+                        self._resolve_future(i)
+            self.version += 1
+            if not self._done.is_set():
+                self._finish()
+
+    # -- asking ----------------------------------------------------------------
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every call has an outcome; False if ``timeout`` passed first."""
+        return self._done.wait(timeout)
+
+    def cancel(self) -> bool:
+        """Drop queued calls and kill running ones on the workers."""
+        if self.done():
+            return False
+        if self.backend is not None:
+            self.backend.cancel(self)
+        return True
+
+    def add_done_callback(self, fn: Callable[[Job], None]) -> None:
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished_at or time.time()) - self.created
+
+    def count(self, state: str) -> int:
+        return self.counts[STATE_CODES[state]]
+
+    def state_counts(self) -> dict[str, int]:
+        with self._lock:
+            return {name: self.counts[code] for code, name in enumerate(STATE_NAMES)}
+
+    def state(self, i: int) -> str:
+        return STATE_NAMES[self.states[i]]
+
+    @property
+    def failed(self) -> list[int]:
+        with self._lock:
+            return [i for i in range(self.n) if self.states[i] == FAILED]
+
+    def describe_call(self, i: int) -> dict[str, Any]:
+        with self._lock:
+            worker, host, pid = self._hosts[self._where[i]]
+            t0, t1 = self.t_start[i], self.t_end[i]
+            return {
+                "index": i,
+                "state": STATE_NAMES[self.states[i]],
+                "attempt": self.attempts[i],
+                "worker": worker,
+                "host": host,
+                "pid": pid,
+                "t_start": t0,
+                "t_end": t1,
+                "duration": (t1 - t0) if t0 and t1 else (time.time() - t0 if t0 else None),
+                "note": self.notes.get(i, ""),
+            }
+
+    def call_logs(self, i: int) -> tuple[list[tuple[int, str]], int]:
+        """(entries, dropped bytes) of call ``i``'s output so far."""
+        with self._lock:
+            log = self.logs.get(i)
+            return (list(log.entries), log.dropped) if log else ([], 0)
+
+    def output(self, i: int) -> str:
+        """Everything call ``i`` printed (stdout and stderr) as one string."""
+        return "".join(text for _, text in self.call_logs(i)[0])
+
+    def error(self, i: int) -> BaseException | None:
+        """The exception of call ``i`` if it failed (a RemoteError, a timeout, ...)."""
+        with self._lock:
+            state = self.states[i]
+            info = self._errors.get(i)
+            raw = self._values[i]
+            worker, host, _ = self._hosts[self._where[i]]
+        if state == CANCELLED:
+            return CancelledError(f"call {i} was cancelled")
+        if state != FAILED:
+            return None
+        info = info or {"type": "Error", "message": "failed", "frames": []}
+        etype = info.get("type", "Error")
+        special = _ERROR_TYPES.get(etype)
+        if special is not None:
+            return special(f"{info.get('message', '')} (host {host or '?'})")
+        original = None
+        if raw:
+            try:
+                original = pickle.loads(raw)
+            except Exception:  # noqa: BLE001 - the class may not exist here
+                original = None
+        frames = [tuple(f) for f in info.get("frames", [])]
+        return RemoteError(
+            etype,
+            info.get("message", ""),
+            _fill_source(frames),
+            index=i,
+            host=host,
+            worker=worker,
+            exception=original if isinstance(original, BaseException) else None,
+        )
+
+    def results(self, timeout: float | None = None) -> list[Any]:
+        """The values in input order; raises the first failure unless errors='collect'."""
+        if not self.wait(timeout):
+            raise TimeoutError(f"job {self.job_id} not done after {timeout} s")
+        values = self._decode()
+        if self.errors == "raise":
+            for i in range(self.n):
+                if self.states[i] in (FAILED, CANCELLED):
+                    raise self.error(i)  # type: ignore[misc]
+        return values
+
+    def _decode(self) -> list[Any]:
+        with self._lock:
+            if self._decoded is not None:
+                return self._decoded
+            out: list[Any] = []
+            states, raw_values = self.states, self._values
+        for i in range(self.n):
+            if states[i] == DONE:
+                out.append(pickle.loads(raw_values[i]))
+            else:
+                out.append(self.error(i))
+        with self._lock:
+            self._decoded = out
+            self._values = [None if v is not _MISSING else v for v in self._values]
+        return out
+
+    # -- futures ---------------------------------------------------------------
+    @property
+    def futures(self) -> list[concurrent.futures.Future]:
+        """One concurrent.futures.Future per call (made on first use)."""
+        with self._lock:
+            if self._futures is None:
+                self._futures = [concurrent.futures.Future() for _ in range(self.n)]
+                for f in self._futures:
+                    f.set_running_or_notify_cancel()
+                for i in range(self.n):
+                    if self.states[i] in TERMINAL and self._values[i] is not _MISSING:
+                        self._resolve_future(i)
+            return self._futures
+
+    def _resolve_future(self, i: int) -> None:
+        fut = self._futures[i]  # type: ignore[index]
+        if fut.done():
+            return
+        state = self.states[i]
+        if state == DONE:
+            try:
+                raw = self._values[i]
+                value = self._decoded[i] if self._decoded is not None else pickle.loads(raw)
+                fut.set_result(value)
+            except Exception as e:  # noqa: BLE001
+                fut.set_exception(e)
+        else:
+            fut.set_exception(self.error(i))  # type: ignore[arg-type]
+
+    # -- display ---------------------------------------------------------------
+    def summary(self) -> str:
+        c = self.state_counts()
+        parts = [f"{c['done']} done"]
+        for name in ("failed", "cancelled", "running", "retrying", "queued", "lost"):
+            if c[name]:
+                parts.append(f"{c[name]} {name}")
+        status = "finished" if self.done() else "running"
+        return (
+            f"sif_magic job {self.job_id} ({self.n} calls, {status} in {self.elapsed:.1f} s): "
+            + ", ".join(parts)
+        )
+
+    def __repr__(self) -> str:
+        return f"<{self.summary()}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from .display import job_mimebundle
+
+        return job_mimebundle(self)
+
+
+def _fill_source(frames: list[tuple]) -> list[tuple[str, int, str, str]]:
+    """Fill in source lines the worker could not know (cell code lives in this kernel)."""
+    import linecache
+
+    out = []
+    for filename, lineno, name, line in frames:
+        if not line:
+            line = linecache.getline(filename, lineno).strip()
+        out.append((filename, lineno, name, line))
+    return out
