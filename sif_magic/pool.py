@@ -530,7 +530,7 @@ def _read_tail(s: _SlotProc, index: int) -> tuple[bytes, bytes]:
     """What a call that died wrote, from the slot's output files."""
     _, _, _, out_off, err_off = s.state.read()
     out = []
-    for stream, path, off in ((1, s.out_path, out_off), (2, s.err_path, err_off)):
+    for path, off in ((s.out_path, out_off), (s.err_path, err_off)):
         try:
             with open(path, "rb") as f:
                 f.seek(off)
