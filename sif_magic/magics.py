@@ -1,0 +1,291 @@
+"""IPython magics: thin argument parsing and display over ``Executor``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from . import _cellparse, display
+from .config import get_config
+from .errors import ConfigError, SifMagicError
+from .executor import Executor
+
+
+def _map_options(f: Any) -> Any:
+    for arg in reversed(
+        [
+            argument(
+                "-o",
+                "--out",
+                metavar="NAME",
+                help="Store the results list (or the job with --no-wait) in NAME.",
+            ),
+            argument(
+                "-f",
+                "--func",
+                metavar="NAME",
+                help="Function of the cell to map (default: the last one defined).",
+            ),
+            argument("--backend", choices=["local", "rabbitmq"], help="Where the calls run."),
+            argument("--runtime", help="Runtime (worker image) name."),
+            argument("--chunksize", type=int, help="Calls per message (default: automatic)."),
+            argument("--timeout", type=float, help="Per-call time limit in seconds."),
+            argument("--retries", type=int, help="Re-runs of a call that failed."),
+            argument(
+                "--errors",
+                choices=["raise", "collect"],
+                help="Raise the first failure, or keep exceptions in the results.",
+            ),
+            argument(
+                "--no-wait", action="store_true", help="Return at once; NAME holds the live job."
+            ),
+            argument(
+                "--env",
+                action="append",
+                default=[],
+                metavar="K=V",
+                help="Environment variable for the calls (repeatable).",
+            ),
+            argument("--star", action="store_true", help="Call f(*item) instead of f(item)."),
+        ]
+    ):
+        f = arg(f)
+    return f
+
+
+@magics_class
+class SifMagics(Magics):
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self._executors: dict[tuple, Executor] = {}
+
+    # -- helpers ---------------------------------------------------------------
+    def executor(self, backend: str | None = None, runtime: str | None = None) -> Executor:
+        cfg = get_config()
+        key = (
+            backend or cfg.backend,
+            runtime or cfg.runtime,
+            cfg.amqp_url,
+            cfg.processes,
+            cfg.key_file,
+        )
+        ex = self._executors.get(key)
+        if ex is None:
+            ex = self._executors[key] = Executor(backend=backend, runtime=runtime)
+        return ex
+
+    def _parse(self, func: Any, spec_line: str) -> tuple[str, Any]:
+        spec, opts = _cellparse.split_options(spec_line)
+        try:
+            args = parse_argstring(func, opts)
+        except UsageError:
+            raise
+        except SystemExit:  # argparse's way of saying no
+            raise UsageError(f"bad options: {opts!r}") from None
+        return spec, args
+
+    def _eval(self, expr: str, what: str) -> Any:
+        if not expr:
+            raise UsageError(f"%%sifmap needs {what}")
+        try:
+            return self.shell.ev(expr)
+        except Exception as e:
+            raise UsageError(
+                f"could not evaluate {what} {expr!r}: {type(e).__name__}: {e}"
+            ) from None
+
+    def _run(self, fn: Any, items: Any, args: Any, name: str) -> Any:
+        env = {}
+        for pair in args.env:
+            if "=" not in pair:
+                raise UsageError(f"--env takes K=V, got {pair!r}")
+            k, v = pair.split("=", 1)
+            env[k] = v
+        try:
+            items = list(items)
+        except TypeError:
+            raise UsageError(f"the inputs are not iterable ({type(items).__name__})") from None
+        try:
+            ex = self.executor(args.backend, args.runtime)
+            job = ex.map_job(
+                fn,
+                items,
+                chunksize=args.chunksize,
+                timeout=args.timeout,
+                retries=args.retries,
+                env=env,
+                star=args.star,
+                errors=args.errors,
+                name=name,
+            )
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+        if args.no_wait:
+            if args.out:
+                self.shell.user_ns[args.out] = job
+            return job
+        shown = None
+        try:
+            shown = display.show_job(job, get_config().progress_delay)
+            if shown is None and not display.widgets_enabled() and not display._in_kernel():
+                display.text_progress(job, sys.stderr)
+            job.wait()
+        except KeyboardInterrupt:
+            job.cancel()
+            job.wait(5)
+            display.finish_job(job, shown)
+            print(f"Interrupted: {job.summary()}", file=sys.stderr)
+            raise
+        display.finish_job(job, shown)
+        self.shell.user_ns["_sif_job"] = job
+        failed = job.failed
+        if job.errors == "raise" and failed:
+            if args.out:  # what succeeded stays reachable, failures in place
+                self.shell.user_ns[args.out] = job._decode()
+            raise job.error(failed[0])  # type: ignore[misc]
+        values = job.results()
+        if args.out:
+            self.shell.user_ns[args.out] = values
+            return None
+        return values
+
+    # -- magics ------------------------------------------------------------------
+    @magic_arguments()
+    @_map_options
+    @cell_magic
+    def sifmap(self, line: str, cell: str) -> Any:
+        """Map a function over inputs on sif_magic workers.
+
+        Function form: ``%%sifmap xs -o ys`` — the cell defines functions; the last
+        one (or ``-f NAME``) is called on every item of ``xs``.
+
+        Body form: ``%%sifmap x in xs -o ys`` — the cell body runs once per item with
+        ``x`` bound; its last expression is that call's result.
+        """
+        spec, args = self._parse(SifMagics.sifmap, line)
+        body = _cellparse.body_form(spec)
+        filename = self.shell.compile.cache(cell)
+        if body is not None:
+            target, expr = body
+            items = self._eval(expr, "inputs")
+            try:
+                fn = _cellparse.make_body_function(target, cell, filename, self.shell.user_ns)
+            except SyntaxError as e:
+                raise UsageError(f"the cell body is not valid Python: {e}") from None
+            return self._run(fn, items, args, "cell body")
+        items = self._eval(spec, "inputs (an iterable expression)")
+        name = args.func or _cellparse.last_function(cell)
+        if name is None:
+            raise UsageError(
+                "the cell defines no function: define one (def f(x): ...), "
+                "or use the body form: %%sifmap x in xs"
+            )
+        exec(compile(cell, filename, "exec"), self.shell.user_ns)
+        fn = self.shell.user_ns.get(name)
+        if not callable(fn):
+            raise UsageError(f"{name!r} is not a function defined by the cell")
+        return self._run(fn, items, args, name)
+
+    @magic_arguments()
+    @_map_options
+    @line_magic("sifmap")
+    def sifmap_line(self, line: str) -> Any:
+        """``%sifmap func xs -o ys``: map an existing function over ``xs``."""
+        spec, args = self._parse(SifMagics.sifmap_line, line)
+        parts = spec.split(None, 1)
+        if len(parts) != 2:
+            raise UsageError("usage: %sifmap FUNC ITERABLE [-o NAME] [options]")
+        fn = self._eval(parts[0], "a function")
+        if not callable(fn):
+            raise UsageError(f"{parts[0]!r} is not callable")
+        items = self._eval(parts[1], "inputs")
+        return self._run(fn, items, args, getattr(fn, "__name__", parts[0]))
+
+    @line_magic
+    def sif_config(self, line: str) -> Any:
+        """``%sif_config`` shows the settings (secrets masked); ``%sif_config k=v ...`` sets them."""
+        cfg = get_config()
+        line = line.strip()
+        if line:
+            pairs = {}
+            for token in shlex.split(line):
+                if "=" not in token:
+                    raise UsageError(f"expected key=value, got {token!r}")
+                k, v = token.split("=", 1)
+                pairs[k.strip()] = v.strip()
+            try:
+                cfg.set_from_strings(pairs)
+            except SifMagicError as e:
+                raise UsageError(str(e)) from None
+            self._executors.clear()
+            return None
+        width = max(len(k) for k in cfg.settings())
+        for k, v in cfg.settings().items():
+            print(f"{k:<{width}}  {v}")
+        return None
+
+    @line_magic
+    def sif_workers(self, line: str) -> Any:
+        """``%sif_workers``: the live workers of the current backend."""
+        rows = self.executor().workers()
+        if not rows:
+            print(
+                "no live workers seen (start one: sif-magic worker --amqp-url URL --runtime NAME)"
+            )
+            return None
+        for w in rows:
+            print(
+                f"{w.get('host', '?'):<20} pid {w.get('pid', '?'):<8} runtime {w.get('runtime', '?'):<12} "
+                f"slots {w.get('busy', 0)}/{w.get('slots', '?')}  python {w.get('python', '?')}  "
+                f"cloudpickle {w.get('cloudpickle', '?')}  {w.get('state', '')}"
+            )
+        return None
+
+    @line_magic
+    def sif_logs(self, line: str) -> Any:
+        """``%sif_logs [JOB] [CALL]``: print a job's logs (the last job by default)."""
+        parts = line.split()
+        job = None
+        call = None
+        jobs = {j.job_id: j for ex in self._executors.values() for j in ex.jobs.values()}
+        if parts and parts[0] in jobs:
+            job = jobs[parts.pop(0)]
+        elif "_sif_job" in self.shell.user_ns:
+            job = self.shell.user_ns["_sif_job"]
+        if job is None:
+            raise UsageError("no job: run %%sifmap first, or give a job id")
+        if parts:
+            try:
+                call = int(parts[0])
+            except ValueError:
+                raise UsageError(f"call must be a number, got {parts[0]!r}") from None
+        calls = [call] if call is not None else sorted(job.logs)
+        for i in calls:
+            entries, dropped = job.call_logs(i)
+            if call is None and not entries:
+                continue
+            print(f"--- call {i} ({job.state(i)}) ---")
+            if dropped:
+                print(f"[{dropped} earlier bytes dropped]")
+            for stream, text in entries:
+                (sys.stderr if stream == 2 else sys.stdout).write(text)
+            err = job.error(i)
+            if err is not None and hasattr(err, "remote_traceback"):
+                print(err.remote_traceback(), file=sys.stderr)
+        return None
+
+
+def load(ipython: Any) -> None:
+    ipython.register_magics(SifMagics)
+
+
+def unload(ipython: Any) -> None:
+    for ex in ipython.magics_manager.registry.get(
+        "SifMagics", SifMagics(ipython)
+    )._executors.values():
+        ex.shutdown(wait=False, cancel_futures=True)
