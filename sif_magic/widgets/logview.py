@@ -1,0 +1,82 @@
+"""LogView: the stdout/stderr lines and traceback of a call, rendered in the browser.
+
+The front-end adds what needs no kernel round trip: a search box that filters
+and highlights lines, and a follow toggle that keeps the newest lines in view
+(scrolling up turns it off). The mode dropdown ("call", "all", "failures") is a
+synced trait; the kernel reacts to it through :meth:`LogView.on_mode_change`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import ipywidgets as widgets
+from traitlets import Bool, Enum, Int, List, Unicode
+
+from ._frontend import MODULE_NAME, MODULE_VERSION
+
+__all__ = ["LogView", "MODES", "STDOUT", "STDERR"]
+
+STDOUT = 1
+STDERR = 2
+MODES = ("call", "all", "failures")
+
+
+class LogView(widgets.DOMWidget):
+    """Shows log entries ``(stream, text)``; stream 1 is stdout, 2 is stderr (red)."""
+
+    _model_name = Unicode("LogViewModel").tag(sync=True)
+    _model_module = Unicode(MODULE_NAME).tag(sync=True)
+    _model_module_version = Unicode(MODULE_VERSION).tag(sync=True)
+    _view_name = Unicode("LogViewView").tag(sync=True)
+    _view_module = Unicode(MODULE_NAME).tag(sync=True)
+    _view_module_version = Unicode(MODULE_VERSION).tag(sync=True)
+
+    title = Unicode("", help="Heading, e.g. 'call 17 · failed'.").tag(sync=True)
+    entries = List(help="Log entries as [stream, text] pairs.").tag(sync=True)
+    traceback = Unicode("", help="Traceback shown after the lines.").tag(sync=True)
+    dropped = Int(0, help="Bytes dropped from the start of the log buffer.").tag(sync=True)
+    mode = Enum(MODES, default_value="call", help="Which lines: one call, all, failures.").tag(
+        sync=True
+    )
+    follow = Bool(True, help="Keep the newest lines in view.").tag(sync=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._mode_callbacks: dict[Callable[[str], Any], Callable[[Any], None]] = {}
+
+    def show(
+        self,
+        title: str,
+        entries: Iterable[tuple[int, str]],
+        traceback: str = "",
+        dropped: int = 0,
+    ) -> None:
+        """Replace what the view shows (one message, whatever changed)."""
+        rows = [[int(stream), str(text)] for stream, text in entries]
+        with self.hold_sync():
+            self.title = str(title)
+            self.entries = rows
+            self.traceback = traceback or ""
+            self.dropped = max(0, int(dropped))
+
+    def clear(self) -> None:
+        self.show("", [])
+
+    def on_mode_change(self, callback: Callable[[str], Any], remove: bool = False) -> None:
+        """Call ``callback(mode)`` when the user picks another mode (``remove=True`` unregisters)."""
+        if remove:
+            handler = self._mode_callbacks.pop(callback, None)
+            if handler is not None:
+                self.unobserve(handler, names="mode")
+            return
+
+        def handler(change: Any) -> None:
+            callback(change["new"])
+
+        self._mode_callbacks[callback] = handler
+        self.observe(handler, names="mode")
+
+    def __repr__(self) -> str:
+        return f"LogView(title={self.title!r}, entries={len(self.entries)}, mode={self.mode!r})"
