@@ -42,6 +42,9 @@ class SifConfig(Configurable):
     amqp_url_file = Unicode(
         config=True, help="File (mode 600) holding the RabbitMQ URL, instead of amqp_url."
     )
+    ca_file = Unicode(
+        config=True, help="CA certificate that signed an amqps:// broker's certificate."
+    )
     runtime = Unicode(config=True, help="Runtime (worker image) name: selects the task queue.")
     key = Unicode(config=True, help="HMAC signing key (prefer key_file).")
     key_file = Unicode(config=True, help="File holding the HMAC key; created 600 on first use.")
@@ -77,6 +80,10 @@ class SifConfig(Configurable):
     @default("amqp_url_file")
     def _amqp_url_file(self) -> str:
         return _env("amqp_url_file", "")
+
+    @default("ca_file")
+    def _ca_file(self) -> str:
+        return _env("ca_file", "")
 
     @default("runtime")
     def _runtime(self) -> str:

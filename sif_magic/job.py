@@ -311,6 +311,10 @@ class Job:
 
     def error(self, i: int) -> BaseException | None:
         """The exception of call ``i`` if it failed (a RemoteError, a timeout, ...)."""
+        decoded = self._decoded
+        if decoded is not None:
+            value = decoded[i]
+            return value if isinstance(value, BaseException) and self.states[i] != DONE else None
         with self._lock:
             state = self.states[i]
             info = self._errors.get(i)
@@ -350,7 +354,7 @@ class Job:
         if self.errors == "raise":
             for i in range(self.n):
                 if self.states[i] in (FAILED, CANCELLED):
-                    raise self.error(i)  # type: ignore[misc]
+                    raise values[i]
         return values
 
     def _decode(self) -> list[Any]:
@@ -366,7 +370,7 @@ class Job:
                 out.append(self.error(i))
         with self._lock:
             self._decoded = out
-            self._values = [None if v is not _MISSING else v for v in self._values]
+            self._values = [None] * self.n  # the pickled bytes are not needed any more
         return out
 
     # -- futures ---------------------------------------------------------------

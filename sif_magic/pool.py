@@ -50,11 +50,14 @@ class Chunk:
     env: dict[str, str] = field(default_factory=dict)
     tag: Any = None  # the delivery this chunk came from (for the transport)
     attempt_base: int = 1  # first attempt number (a redelivered chunk starts higher)
+    only: list[int] | None = None  # positions to run (a split chunk); None: all
     remaining: int = -1  # calls without a final result yet
 
     def __post_init__(self) -> None:
+        if self.only is None:
+            self.only = list(range(len(self.calls)))
         if self.remaining < 0:
-            self.remaining = len(self.calls)
+            self.remaining = len(self.only)
 
 
 @dataclass(eq=False)
@@ -65,6 +68,18 @@ class Piece:
     positions: list[int]
     attempts: list[int]
     done: int = 0  # positions reported so far (a slot runs them in order)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: affinity mask, then SLURM's allocation, then the machine."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")
+    if slurm and slurm.isdigit():
+        n = min(n, int(slurm))
+    return max(1, n)
 
 
 class Reporter(Protocol):
@@ -243,11 +258,11 @@ class Pool:
     # -- work ----------------------------------------------------------------
     def submit(self, chunk: Chunk) -> None:
         with self.lock:
+            positions = list(chunk.only or ())
             if chunk.job_id in self.cancelled:
-                self._finish_cancelled(chunk, range(len(chunk.calls)))
+                self._finish_cancelled(chunk, positions)
                 return
-            n = len(chunk.calls)
-            self.queue.append(Piece(chunk, list(range(n)), [chunk.attempt_base] * n))
+            self.queue.append(Piece(chunk, positions, [chunk.attempt_base] * len(positions)))
             self._dispatch()
 
     def cancel(self, job_id: str) -> None:

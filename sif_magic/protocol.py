@@ -192,6 +192,7 @@ class Task:
     python: str = ""  # "3.11" of the client
     cloudpickle: str = ""  # cloudpickle version of the client
     client: str = ""  # session id of the client, for logs
+    only: list[int] | None = None  # positions of ``calls`` to run (after a split); None: all
     lost: int = 0  # from the HDR_LOST header, not the body
 
     def encode(self) -> bytes:
@@ -210,6 +211,8 @@ class Task:
             "cloudpickle": self.cloudpickle,
             "client": self.client,
         }
+        if self.only is not None:
+            meta["only"] = self.only
         return pack(meta, self.func, self.args)
 
     @classmethod
@@ -235,6 +238,7 @@ class Task:
             python=str(meta.get("python", "")),
             cloudpickle=str(meta.get("cloudpickle", "")),
             client=str(meta.get("client", "")),
+            only=meta.get("only"),
             lost=lost,
         )
 

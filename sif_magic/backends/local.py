@@ -18,22 +18,9 @@ from .._events import EventBuffer
 from .._serialize import cloudpickle_version, python_version
 from ..config import SifConfig
 from ..job import Job
-from ..pool import Chunk, Pool
+from ..pool import Chunk, Pool, usable_cpus
 from ..protocol import RETRYING, RUNNING, CallResult, EventBatch
 from . import Backend, JobTask
-
-
-def usable_cpus() -> int:
-    """CPUs this process may use: affinity mask, then SLURM's allocation, then the machine."""
-    n = 0
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")
-    if slurm and slurm.isdigit():
-        n = min(n, int(slurm))
-    return max(1, n)
 
 
 class _Reporter:

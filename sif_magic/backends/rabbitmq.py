@@ -1,0 +1,307 @@
+"""The RabbitMQ backend: chunks to ``sif_magic.tasks.<runtime>``, results back
+through a durable per-job queue, progress from the monitoring exchange.
+
+Results are consumed without acking while the job object lives: if this
+kernel dies, they return to the job's queue (which outlives its last consumer
+by ``result_ttl``), so ``Executor.attach(job_id)`` finds every finished call
+again. ``Job.close()`` / ``Executor.shutdown()`` delete the queue. The first
+message of every result queue is a ``jobinfo`` record (calls, name, ...)
+so a re-attaching client knows the job's size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from .. import protocol
+from .._serialize import cloudpickle_version, python_version
+from ..broker import Connection, declare_task_queue
+from ..config import SifConfig
+from ..errors import BrokerError, ConfigError, IncompatibleWorkerError, NoWorkersError
+from ..job import Job
+from ..protocol import Heartbeat, ProtocolError, ResultBatch, Task
+from . import Backend, JobTask
+
+log = logging.getLogger("sif_magic.rabbitmq")
+
+
+class RabbitBackend(Backend):
+    name = "rabbitmq"
+
+    def __init__(self, config: SifConfig) -> None:
+        self.config = config
+        self.url = config.get_amqp_url()
+        self.key = config.get_key()
+        self.runtime = config.runtime
+        self.session = uuid.uuid4().hex[:8]
+        self.jobs: dict[str, Job] = {}
+        self._workers: dict[str, Heartbeat] = {}
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.rejected = 0
+        self.conn = Connection(
+            self.url,
+            name=f"sif_magic client {self.session}",
+            connect_timeout=config.connect_timeout,
+            ca_file=config.ca_file,
+            setup=lambda ch: declare_task_queue(ch, self.runtime),
+            on_state=self._on_broker_state,
+        ).start()
+        self._monitor_queue = self.conn.consume(
+            self._setup_monitor, self._on_monitor, auto_ack=True, exclusive=True
+        )
+        self.ping()
+
+    # -- monitoring --------------------------------------------------------------
+    def _setup_monitor(self, ch: Any) -> str:
+        q = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        self._monitor_queue = q  # a new name after every reconnect
+        ch.queue_bind(q, protocol.MONITOR_EXCHANGE, "worker.#")
+        for job_id in list(self.jobs):
+            ch.queue_bind(q, protocol.MONITOR_EXCHANGE, f"job.{job_id}.#")
+        return q
+
+    def _on_monitor(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
+        try:
+            protocol.verify(self.key, props.type, body, props.headers)
+            if props.type == "events":
+                batch = protocol.EventBatch.decode(body)
+                job = self.jobs.get(batch.job_id)
+                if job is not None:
+                    job.apply_events(batch)
+            elif props.type == "heartbeat":
+                hb = Heartbeat.decode(body)
+                with self._lock:
+                    self._workers[hb.worker] = hb
+                    self._seen[hb.worker] = time.time()
+        except ProtocolError as e:
+            self.rejected += 1
+            if self.rejected in (1, 10, 100, 1000) or self.rejected % 10000 == 0:
+                log.warning(
+                    "ignored %d monitoring message(s) so far, the last: %s (other users' "
+                    "workers on this vhost sign with their own keys)",
+                    self.rejected,
+                    e,
+                )
+
+    def _on_broker_state(self, up: bool) -> None:
+        for job in list(self.jobs.values()):
+            job.broker_down = not up
+            job.version += 1
+
+    def ping(self) -> None:
+        body = protocol.Control(op="ping").encode()
+        self.conn.publish(
+            protocol.CONTROL_EXCHANGE, "", body, kind="control", key=self.key, persistent=False
+        )
+
+    def workers(self) -> list[dict[str, Any]]:
+        now = time.time()
+        out = []
+        with self._lock:
+            for wid, hb in self._workers.items():
+                d = dict(hb.__dict__)
+                d["last_seen"] = self._seen.get(wid, 0.0)
+                if hb.state == "bye":
+                    d["state"] = "gone"
+                elif now - d["last_seen"] > 3 * max(hb.interval, 0.5) + 1:
+                    d["state"] = "lost"
+                out.append(d)
+        return out
+
+    def live_workers(self, runtime: str | None = None) -> list[dict[str, Any]]:
+        rt = runtime or self.runtime
+        return [w for w in self.workers() if w["state"] == "up" and w["runtime"] == rt]
+
+    def slots(self) -> int:
+        return sum(int(w.get("slots", 0)) for w in self.live_workers()) or 0
+
+    # -- jobs ------------------------------------------------------------------------
+    def _consumers(self) -> int:
+        queue = protocol.task_queue(self.runtime)
+
+        def op() -> int:
+            ok = self.conn.channel.queue_declare(
+                queue, durable=True, arguments=protocol.task_queue_arguments()
+            )
+            return ok.method.consumer_count
+
+        return self.conn.call(op)
+
+    def _wait_for_workers(self) -> None:
+        deadline = time.time() + self.config.no_worker_timeout
+        while self._consumers() == 0:
+            if time.time() >= deadline:
+                raise NoWorkersError(
+                    f"no worker consumes {protocol.task_queue(self.runtime)} (waited "
+                    f"{self.config.no_worker_timeout:g} s). Start one with: sif-magic worker "
+                    f"--amqp-url-file FILE --runtime {self.runtime}  (or sif-magic workers start / "
+                    f"sif-magic slurm submit), then run the cell again."
+                )
+            time.sleep(0.25)
+        self._check_versions()
+
+    def _check_versions(self) -> None:
+        if not self.live_workers():
+            self.ping()
+            time.sleep(0.2)
+        py, cp = python_version(), cloudpickle_version()
+        bad = [
+            w
+            for w in self.live_workers()
+            if w.get("python") != py
+            or str(w.get("cloudpickle", "")).split(".")[0] != cp.split(".")[0]
+        ]
+        if bad and len(bad) == len(self.live_workers()):
+            w = bad[0]
+            raise IncompatibleWorkerError(
+                f"every worker of runtime {self.runtime!r} is incompatible with this kernel: "
+                f"worker {w['worker']} runs Python {w.get('python')} with cloudpickle "
+                f"{w.get('cloudpickle')}, this kernel Python {py} with cloudpickle {cp}. "
+                f"Rebuild the runtime: sif-magic runtime def --python {py} (it pins cloudpickle=={cp})"
+            )
+
+    def start_job(self, job: Job, task: JobTask) -> None:
+        self._wait_for_workers()
+        reply_to = protocol.result_queue(job.job_id)
+        ttl = self.config.result_ttl
+        self.jobs[job.job_id] = job
+
+        def declare() -> None:
+            ch = self.conn.channel
+            ch.queue_declare(reply_to, durable=True, arguments=protocol.result_queue_arguments(ttl))
+            self.conn.sub_channel.queue_bind(
+                self._monitor_queue, protocol.MONITOR_EXCHANGE, f"job.{job.job_id}.#"
+            )
+
+        self.conn.call(declare)
+        info = json.dumps(
+            {
+                "job": job.job_id,
+                "n": job.n,
+                "name": job.name,
+                "errors": job.errors,
+                "runtime": self.runtime,
+                "created": job.created,
+                "chunks": len(task.chunks),
+            }
+        ).encode()
+        self.conn.publish("", reply_to, info, kind="jobinfo", key=self.key, mandatory=True)
+        self._consume_results(job)
+        threading.Thread(
+            target=self._publish_chunks, args=(job, task, reply_to), name="sif-publish", daemon=True
+        ).start()
+
+    def _consume_results(self, job: Job) -> None:
+        reply_to = protocol.result_queue(job.job_id)
+
+        def setup(ch: Any) -> str:
+            ch.queue_declare(
+                reply_to,
+                durable=True,
+                arguments=protocol.result_queue_arguments(self.config.result_ttl),
+            )
+            return reply_to
+
+        def on_result(props: Any, delivery: Any, method: Any, body: bytes) -> None:
+            try:
+                protocol.verify(self.key, props.type, body, props.headers)
+                if props.type == "jobinfo":
+                    return
+                batch = ResultBatch.decode(body)
+            except ProtocolError as e:
+                self.rejected += 1
+                log.warning("dropped a message in %s: %s", reply_to, e)
+                self.conn.reject(delivery, requeue=False)
+                return
+            if batch.job_id == job.job_id:
+                job.apply_results(batch.results)
+
+        job._consumer_tag = self.conn.consume(setup, on_result, prefetch=0)  # type: ignore[attr-defined]
+
+    def _publish_chunks(self, job: Job, task: JobTask, reply_to: str) -> None:
+        queue = protocol.task_queue(self.runtime)
+        futures = []
+        for c in task.chunks:
+            if job.cancel_requested:
+                break
+            body = Task(
+                job_id=job.job_id,
+                chunk=c.number,
+                calls=c.calls,
+                reply_to=reply_to,
+                func=task.func,
+                args=c.args,
+                func_hash=task.func_hash,
+                star=task.star,
+                timeout=task.timeout,
+                retries=task.retries,
+                max_lost=task.max_lost,
+                env=task.env,
+                python=python_version(),
+                cloudpickle=cloudpickle_version(),
+                client=self.session,
+            ).encode()
+            futures.append(
+                self.conn.publish(
+                    "", queue, body, kind="task", key=self.key, mandatory=True, wait=False
+                )
+            )
+            if len(futures) >= 256:  # keep a bounded number of publishes in flight
+                futures.pop(0).result()
+        for f in futures:
+            try:
+                f.result()
+            except Exception as e:  # noqa: BLE001
+                log.error("job %s: a chunk could not be published: %s", job.job_id, e)
+
+    def cancel(self, job: Job) -> None:
+        job.cancel_requested = True
+        body = protocol.Control(op="cancel", job_id=job.job_id).encode()
+        try:
+            self.conn.publish(
+                protocol.CONTROL_EXCHANGE, "", body, kind="control", key=self.key, persistent=False
+            )
+        except BrokerError as e:
+            log.warning("could not tell workers to cancel job %s: %s", job.job_id, e)
+        # running calls report 'cancelled' as the workers kill them: wait for those
+        # (at most 2 s); calls still queued on the broker are cancelled here and now
+        deadline = time.time() + 2.0
+        while time.time() < deadline and not job.done():
+            if not (job.count("running") or job.count("retrying")):
+                break
+            time.sleep(0.02)
+        job.mark_cancelled()
+
+    def release(self, job: Job) -> None:
+        """Forget a finished job: delete its result queue on the broker."""
+        self.jobs.pop(job.job_id, None)
+        tag = getattr(job, "_consumer_tag", None)
+
+        def op() -> None:
+            self.conn.sub_channel.queue_delete(protocol.result_queue(job.job_id))
+
+        try:
+            if tag:
+                self.conn.call(op)
+        except Exception as e:  # noqa: BLE001
+            log.debug("could not delete the result queue of %s: %s", job.job_id, e)
+
+    def attach(self, job_id: str) -> Job:
+        raise ConfigError("attach is not implemented yet for the rabbitmq backend")
+
+    def close(self) -> None:
+        for job in list(self.jobs.values()):
+            if job.done():
+                self.release(job)
+        self.conn.close()
+
+    def describe(self) -> str:
+        from ..errors import mask_url
+
+        return f"rabbitmq {mask_url(self.url)} runtime {self.runtime}"

@@ -1,0 +1,411 @@
+"""RabbitMQ through pika: one connection, owned by one I/O thread.
+
+Other threads never touch the connection: they queue operations with
+``call()`` / ``publish()`` / ``ack()``, which the I/O thread runs between
+``process_data_events`` rounds (woken through ``add_callback_threadsafe``).
+Publishing uses confirms and ``mandatory=True``. When the connection drops,
+the I/O thread reconnects with backoff (forever, until closed), declares the
+topology again, re-creates the consumers, and retries the publishes that had
+not been confirmed; deliveries of the old connection are never acked (the
+broker redelivers them). pika's exceptions stop here: callers see BrokerError.
+
+Standard library and pika only: the worker uses this.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions as pe
+
+from . import protocol
+from .errors import BrokerError, mask_url
+
+log = logging.getLogger("sif_magic.broker")
+for _noisy in ("pika", "pika.adapters", "pika.connection", "pika.channel"):
+    logging.getLogger(_noisy).setLevel(logging.CRITICAL)
+
+_LOST = (
+    pe.AMQPConnectionError,
+    pe.ConnectionClosed,
+    pe.StreamLostError,
+    pe.ChannelWrongStateError,
+    pe.ConnectionWrongStateError,
+    pe.ChannelClosed,
+    OSError,
+)
+
+
+def describe_url(url: str) -> str:
+    return mask_url(url)
+
+
+def connection_parameters(
+    url: str, connect_timeout: float, ca_file: str = ""
+) -> pika.URLParameters:
+    if not url.startswith(("amqp://", "amqps://")):
+        raise BrokerError(
+            f"broker URL {mask_url(url)!r} must look like amqp://user:password@host:5672/vhost"
+        )
+    try:
+        params = pika.URLParameters(url)
+    except Exception as e:
+        raise BrokerError(f"cannot parse broker URL {mask_url(url)!r}: {e}") from None
+    params.socket_timeout = connect_timeout
+    params.stack_timeout = connect_timeout * 2
+    params.blocked_connection_timeout = 60
+    params.connection_attempts = 1
+    if params.heartbeat is None:
+        params.heartbeat = 30
+    if url.startswith("amqps://"):
+        ctx = ssl.create_default_context(cafile=ca_file or None)
+        params.ssl_options = pika.SSLOptions(ctx, server_hostname=params.host)
+    return params
+
+
+def explain_connect_error(url: str, e: BaseException) -> BrokerError:
+    """Turn what pika raised while connecting into an error that says what to do."""
+    parsed = urllib.parse.urlparse(url)
+    where = f"{parsed.hostname}:{parsed.port or (5671 if parsed.scheme == 'amqps' else 5672)}"
+    user = urllib.parse.unquote(parsed.username or "guest")
+    vhost = urllib.parse.unquote(parsed.path[1:]) if len(parsed.path) > 1 else "/"
+    text = str(e)
+    if isinstance(e, pe.ProbableAuthenticationError | pe.AuthenticationError):
+        msg = f"RabbitMQ at {where} refused the login of user {user!r}: check the user name and password in amqp_url"
+    elif isinstance(e, pe.ProbableAccessDeniedError):
+        msg = (
+            f"RabbitMQ at {where} refused access to vhost {vhost!r}: it does not exist or user "
+            f"{user!r} has no permissions there (rabbitmqctl add_vhost / set_permissions)"
+        )
+    elif isinstance(e, socket.gaierror):
+        msg = f"cannot resolve the broker host {parsed.hostname!r}: check the host name in amqp_url"
+    elif isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        msg = (
+            f"TLS certificate of the broker at {where} could not be verified ({e}): "
+            "set ca_file (SIF_MAGIC_CA_FILE) to the CA that signed it"
+        )
+    elif isinstance(e, ssl.SSLError):
+        msg = (
+            f"TLS handshake with {where} failed ({e}): is that port a TLS (amqps) listener? "
+            "Use amqp:// for plain ports, amqps:// (usually port 5671) for TLS"
+        )
+    elif "refused" in text.lower() or isinstance(e, ConnectionRefusedError):
+        msg = f"cannot reach RabbitMQ at {where} (connection refused): is the broker running, and is the port right?"
+    elif "timed out" in text.lower() or isinstance(e, socket.timeout | TimeoutError):
+        msg = f"RabbitMQ at {where} did not answer in time: check the host, port and firewall"
+    else:
+        msg = f"cannot connect to RabbitMQ at {where}: {type(e).__name__}: {text}"
+    return BrokerError(mask_url(msg))
+
+
+def declare_topology(ch: Any) -> None:
+    """The exchanges and the dead-letter queue every side may rely on."""
+    ch.exchange_declare(protocol.MONITOR_EXCHANGE, "topic", durable=True)
+    ch.exchange_declare(protocol.CONTROL_EXCHANGE, "fanout", durable=True)
+    ch.exchange_declare(protocol.DEAD_EXCHANGE, "fanout", durable=True)
+    ch.queue_declare(protocol.DEAD_QUEUE, durable=True)
+    ch.queue_bind(protocol.DEAD_QUEUE, protocol.DEAD_EXCHANGE)
+
+
+def declare_task_queue(ch: Any, runtime: str) -> str:
+    name = protocol.task_queue(runtime)
+    ch.queue_declare(name, durable=True, arguments=protocol.task_queue_arguments())
+    return name
+
+
+@dataclass(frozen=True)
+class Delivery:
+    generation: int
+    tag: int
+    redelivered: bool
+
+
+@dataclass
+class _Consumer:
+    setup: Callable[[Any], str]  # declares/binds on the channel, returns the queue name
+    on_message: Callable[[Any, Delivery, Any, bytes], None]
+    prefetch: int
+    auto_ack: bool
+    exclusive: bool = False
+    tag: str = ""
+
+
+class Connection:
+    """A RabbitMQ connection run by its own thread, reconnecting as needed."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "sif_magic",
+        connect_timeout: float = 5.0,
+        ca_file: str = "",
+        setup: Callable[[Any], None] | None = None,
+        on_state: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.params = connection_parameters(url, connect_timeout, ca_file)
+        self.params.client_properties = {"connection_name": name}
+        self.setup = setup
+        self.on_state = on_state
+        self.generation = 0
+        self.connected = False
+        self.closed = False
+        self._conn: pika.BlockingConnection | None = None
+        self._pub: Any = None
+        self._sub: Any = None
+        self._ops: collections.deque[tuple[Callable, Future]] = collections.deque()
+        self._consumers: list[_Consumer] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._woken = False
+
+    # -- life ------------------------------------------------------------------
+    def start(self) -> Connection:
+        """Connect now (raising BrokerError with the reason if that fails), then run."""
+        try:
+            self._connect()
+        except BrokerError:
+            raise
+        except BaseException as e:
+            raise explain_connect_error(self.url, e) from None
+        self._thread = threading.Thread(target=self._loop, name=f"{self.name}-io", daemon=True)
+        self._thread.start()
+        return self
+
+    def _connect(self) -> None:
+        conn = pika.BlockingConnection(self.params)
+        try:
+            pub = conn.channel()
+            pub.confirm_delivery()
+            sub = conn.channel()
+            declare_topology(pub)
+            if self.setup is not None:
+                self.setup(pub)
+        except BaseException:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            raise
+        self._conn, self._pub, self._sub = conn, pub, sub
+        self.generation += 1
+        for c in self._consumers:
+            self._start_consumer(c)
+        self.connected = True
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._wake()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        conn = self._conn
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    # -- the I/O thread ----------------------------------------------------------
+    def _wake(self) -> None:
+        conn = self._conn
+        if conn is None or self._woken:
+            return
+        self._woken = True
+        try:
+            conn.add_callback_threadsafe(lambda: None)
+        except Exception:  # noqa: BLE001 - closed meanwhile: the loop notices
+            pass
+
+    def _loop(self) -> None:
+        backoff = 0.5
+        while not self.closed:
+            try:
+                if self._conn is None:
+                    self._connect()
+                    backoff = 0.5
+                    log.warning("reconnected to %s", mask_url(self.url))
+                    self._notify(True)
+                self._woken = False
+                self._run_ops()
+                self._conn.process_data_events(time_limit=0.2)  # type: ignore[union-attr]
+            except _LOST as e:
+                if self.closed:
+                    break
+                if self.connected:
+                    log.warning(
+                        "lost the broker connection (%s); reconnecting until it is back",
+                        type(e).__name__,
+                    )
+                    self._notify(False)
+                self._drop()
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self._drop()
+        while self._ops:
+            _, fut = self._ops.popleft()
+            if not fut.done():
+                fut.set_exception(BrokerError("the broker connection was closed"))
+
+    def _notify(self, up: bool) -> None:
+        if self.on_state is not None:
+            try:
+                self.on_state(up)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _drop(self) -> None:
+        self.connected = False
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                if conn.is_open:
+                    conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _run_ops(self) -> None:
+        while self._ops:
+            fn, fut = self._ops[0]
+            if fut.done():  # cancelled by the caller
+                self._ops.popleft()
+                continue
+            try:
+                result = fn()
+            except _LOST:
+                raise  # stays queued: retried after the reconnect
+            except BaseException as e:  # noqa: BLE001
+                self._ops.popleft()
+                fut.set_exception(e)
+                continue
+            self._ops.popleft()
+            fut.set_result(result)
+
+    # -- for other threads -------------------------------------------------------
+    def call(self, fn: Callable[[], Any], wait: bool = True, timeout: float | None = None) -> Any:
+        """Run ``fn`` in the I/O thread (retried after a reconnect if the connection drops).
+
+        From the I/O thread itself (a consumer callback), ``wait=False`` queues the
+        operation behind the ones already queued, keeping their order."""
+        if wait and threading.current_thread() is self._thread:
+            return fn()
+        fut: Future = Future()
+        self._ops.append((fn, fut))
+        self._wake()
+        if not wait:
+            return fut
+        return fut.result(timeout)
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        kind: str,
+        key: bytes,
+        persistent: bool = True,
+        mandatory: bool = False,
+        headers: dict[str, Any] | None = None,
+        wait: bool = True,
+        expiration: str | None = None,
+    ) -> Any:
+        """Sign and publish ``body``; with ``wait`` returns once the broker confirmed it."""
+        props = pika.BasicProperties(
+            type=kind,
+            headers=protocol.headers_for(key, kind, body, **(headers or {})),
+            delivery_mode=2 if persistent else 1,
+            app_id="sif_magic",
+            timestamp=int(time.time()),
+            expiration=expiration,
+        )
+
+        def op() -> None:
+            self._pub.basic_publish(exchange, routing_key, body, props, mandatory=mandatory)
+
+        return self.call(op, wait=wait)
+
+    def ack(self, delivery: Delivery, multiple: bool = False) -> None:
+        def op() -> None:
+            if delivery.generation != self.generation:
+                return  # that channel is gone: the broker redelivers the message
+            self._sub.basic_ack(delivery.tag, multiple=multiple)
+
+        self.call(op, wait=False)
+
+    def reject(self, delivery: Delivery, requeue: bool = False) -> None:
+        def op() -> None:
+            if delivery.generation == self.generation:
+                self._sub.basic_reject(delivery.tag, requeue=requeue)
+
+        self.call(op, wait=False)
+
+    def consume(
+        self,
+        setup: Callable[[Any], str],
+        on_message: Callable[[Any, Delivery, Any, bytes], None],
+        *,
+        prefetch: int = 0,
+        auto_ack: bool = False,
+        exclusive: bool = False,
+    ) -> str:
+        """Declare a queue with ``setup(channel) -> name`` and consume it (again after reconnects)."""
+        c = _Consumer(setup, on_message, prefetch, auto_ack, exclusive)
+
+        def op() -> str:
+            self._consumers.append(c)
+            return self._start_consumer(c)
+
+        return self.call(op)
+
+    def cancel_consumer(self, tag: str) -> None:
+        def op() -> None:
+            self._consumers[:] = [c for c in self._consumers if c.tag != tag]
+            try:
+                self._sub.basic_cancel(tag)
+            except _LOST:
+                pass
+
+        self.call(op)
+
+    def _start_consumer(self, c: _Consumer) -> str:
+        queue = c.setup(self._sub)
+        self._sub.basic_qos(prefetch_count=c.prefetch)  # applies to consumers started after it
+        generation = self.generation
+
+        def on_message(ch: Any, method: Any, props: Any, body: bytes) -> None:
+            delivery = Delivery(generation, method.delivery_tag, method.redelivered)
+            try:
+                c.on_message(props, delivery, method, body)
+            except _LOST:
+                raise
+            except Exception:  # a bug of ours must not stop the connection's thread
+                log.exception("error handling a message from %s", queue)
+
+        c.tag = self._sub.basic_consume(
+            queue, on_message, auto_ack=c.auto_ack, exclusive=c.exclusive
+        )
+        return queue
+
+    @property
+    def channel(self) -> Any:
+        """The publishing channel; use only inside ``call``."""
+        return self._pub
+
+    @property
+    def sub_channel(self) -> Any:
+        return self._sub

@@ -1,0 +1,387 @@
+"""The worker: what runs inside the container (``sif-magic worker``).
+
+It consumes chunks from ``sif_magic.tasks.<runtime>`` (manual ack, bounded
+prefetch), runs them in a pool of warm slot processes, publishes each batch of
+results to the job's result queue with publisher confirms, and acks a chunk
+only after all of its results were confirmed. A chunk that comes back
+redelivered (its worker died) is split into one message per call carrying a
+loss count, so one poison call cannot take its neighbours down with it, and a
+call lost ``max_lost`` times fails with "worker lost N times".
+
+A body that is not ours, unsigned, badly signed or malformed is rejected to the
+dead-letter queue without being unpickled. Events and heartbeats go to the
+monitoring exchange; cancel / ping / shutdown arrive on the control exchange.
+
+Standard library, pika and cloudpickle only (no IPython, no traitlets).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+from . import _version, protocol
+from ._events import EventBuffer
+from .broker import Connection, declare_task_queue
+from .pool import Chunk, Pool, usable_cpus
+from .protocol import FAILED, RETRYING, RUNNING, CallResult, Heartbeat, ProtocolError, Task
+
+log = logging.getLogger("sif_magic.worker")
+
+
+def _versions() -> tuple[str, str]:
+    import cloudpickle
+
+    return f"{sys.version_info[0]}.{sys.version_info[1]}", cloudpickle.__version__
+
+
+def incompatibility(task: Task) -> str:
+    """Why this worker cannot run the task's pickles ('' if it can)."""
+    py, cp = _versions()
+    if task.python and task.python != py:
+        return (
+            f"the notebook runs Python {task.python} but this worker runs Python {py}: functions "
+            f"pickled by one cannot run on the other. Rebuild the runtime image with Python "
+            f"{task.python} (sif-magic runtime def --python {task.python})"
+        )
+    if task.cloudpickle and task.cloudpickle.split(".")[0] != cp.split(".")[0]:
+        return (
+            f"the notebook has cloudpickle {task.cloudpickle} but this worker has {cp}: rebuild "
+            f"the runtime image with cloudpickle=={task.cloudpickle}"
+        )
+    return ""
+
+
+class _Reporter:
+    def __init__(self, worker: Worker) -> None:
+        self.w = worker
+
+    def started(self, chunk: Chunk, index: int, attempt: int, t: float) -> None:
+        self.w.events.state(chunk.job_id, index, RUNNING, attempt, t)
+
+    def retrying(self, chunk: Chunk, index: int, attempt: int, note: str) -> None:
+        self.w.events.state(chunk.job_id, index, RETRYING, attempt, time.time())
+        self.w.events.note(chunk.job_id, index, note)
+
+    def output(self, chunk: Chunk, index: int, stream: int, data: bytes) -> None:
+        self.w.events.log(chunk.job_id, index, stream, data.decode("utf-8", "replace"))
+
+    def results(self, chunk: Chunk, results: list[CallResult]) -> None:
+        self.w.publish_results(chunk, results)
+
+    def chunk_done(self, chunk: Chunk) -> None:
+        self.w.conn.ack(chunk.tag[0])
+
+
+class Worker:
+    def __init__(
+        self,
+        url: str,
+        *,
+        runtime: str = "default",
+        processes: int = 0,
+        key: bytes,
+        worker_id: str = "",
+        heartbeat: float = 2.0,
+        ca_file: str = "",
+        container: str = "",
+    ) -> None:
+        if not key:
+            raise ValueError("a worker needs the signing key")
+        self.url = url
+        self.runtime = runtime
+        self.processes = processes or usable_cpus()
+        self.key = key
+        self.host = socket.gethostname()
+        self.worker_id = worker_id or f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        self.heartbeat_interval = heartbeat
+        self.container = container or os.environ.get("SIF_MAGIC_CONTAINER", "none")
+        self.slurm_job = os.environ.get("SLURM_JOB_ID", "")
+        self.started = time.time()
+        self.queue = protocol.task_queue(runtime)
+        self.stopping = threading.Event()
+        self.cancelled: dict[str, float] = {}
+        self.rejected = 0
+        self.conn = Connection(
+            url,
+            name=f"sif_magic worker {self.worker_id}",
+            ca_file=ca_file,
+            setup=lambda ch: declare_task_queue(ch, runtime),
+        )
+        self.events = EventBuffer(self.worker_id, self.host, self._publish_events)
+        self.pool = Pool(self.processes, _Reporter(self), worker=self.worker_id, host=self.host)
+
+    # -- running ---------------------------------------------------------------
+    def run(self) -> int:
+        self.conn.start()
+        self.pool.start()
+        self.events.start()
+        self.conn.consume(self._setup_control, self._on_control, auto_ack=True, exclusive=True)
+        self.conn.consume(
+            lambda ch: declare_task_queue(ch, self.runtime),
+            self._on_task,
+            prefetch=self.processes * 2,
+        )
+        log.info(
+            "worker %s consuming %s with %d processes (python %s, cloudpickle %s)",
+            self.worker_id,
+            self.queue,
+            self.processes,
+            *_versions(),
+        )
+        self.send_heartbeat()
+        while not self.stopping.wait(self.heartbeat_interval):
+            self.send_heartbeat()
+        self._shutdown()
+        return 0
+
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+
+    def _shutdown(self) -> None:
+        log.info("worker %s stopping: unfinished tasks go back to the queue", self.worker_id)
+        self.pool.close()  # running calls die; their chunks are never acked -> redelivered
+        self.events.stop()
+        try:
+            self.send_heartbeat(state="bye", wait=True)
+        except Exception:  # noqa: BLE001
+            pass
+        self.conn.close()
+
+    # -- messages in -------------------------------------------------------------
+    def _setup_control(self, ch: Any) -> str:
+        q = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        ch.queue_bind(q, protocol.CONTROL_EXCHANGE)
+        return q
+
+    def _on_control(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
+        try:
+            protocol.verify(self.key, props.type, body, props.headers)
+            ctl = protocol.Control.decode(body)
+        except ProtocolError as e:
+            log.warning("ignored a control message: %s", e)
+            return
+        if ctl.op == "cancel":
+            self.cancelled[ctl.job_id] = time.time()
+            self.pool.cancel(ctl.job_id)
+        elif ctl.op == "ping":
+            self.send_heartbeat(wait=False)
+        elif ctl.op == "shutdown":
+            if (not ctl.worker or ctl.worker == self.worker_id) and (
+                not ctl.runtime or ctl.runtime == self.runtime
+            ):
+                self.stop()
+
+    def _on_task(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
+        headers = props.headers or {}
+        try:
+            protocol.verify(self.key, props.type, body, headers)
+            if props.type != "task":
+                raise ProtocolError(f"a {props.type!r} message in the task queue")
+            lost = int(headers.get(protocol.HDR_LOST, 0) or 0)
+            task = Task.decode(body, lost=lost)
+        except (ProtocolError, ValueError, TypeError) as e:
+            self.rejected += 1
+            log.warning(
+                "rejected a message on %s to the dead-letter queue %s, unread: %s",
+                self.queue,
+                protocol.DEAD_QUEUE,
+                e,
+            )
+            self.conn.reject(delivery, requeue=False)
+            return
+        if task.job_id in self.cancelled:
+            self.conn.ack(delivery)
+            return
+        positions = list(task.only) if task.only is not None else list(range(len(task.calls)))
+        if delivery.redelivered:
+            self._redelivered(task, delivery, positions)
+            return
+        why = incompatibility(task)
+        if why:
+            self._fail(task, positions, "sif_magic.errors.IncompatibleWorkerError", why, delivery)
+            return
+        self.pool.submit(
+            Chunk(
+                job_id=task.job_id,
+                chunk=task.chunk,
+                calls=task.calls,
+                func_hash=task.func_hash,
+                func=task.func,
+                args=task.args,
+                star=task.star,
+                timeout=task.timeout,
+                retries=task.retries,
+                env=task.env,
+                tag=(delivery, task.reply_to),
+                attempt_base=1 + task.lost,
+                only=positions,
+            )
+        )
+
+    def _redelivered(self, task: Task, delivery: Any, positions: list[int]) -> None:
+        """A worker died holding this message: count the loss, split it, or give up."""
+        lost = task.lost + 1
+        if lost >= task.max_lost:
+            why = (
+                f"worker lost {lost} times while holding this call (a call that kills its "
+                "worker, e.g. by exhausting the node's memory?); not retried again"
+            )
+            self._fail(task, positions, "sif_magic.errors.WorkerLostError", why, delivery)
+            return
+        for pos in positions:
+            part = Task(**{**task.__dict__, "only": [pos], "lost": lost})
+            idx = task.calls[pos]
+            self.events.state(task.job_id, idx, RETRYING, lost + 1, time.time())
+            self.events.note(task.job_id, idx, f"worker lost {lost} time(s); queued again")
+            self.conn.publish(
+                "",
+                self.queue,
+                part.encode(),
+                kind="task",
+                key=self.key,
+                mandatory=True,
+                headers={protocol.HDR_LOST: lost},
+                wait=False,
+            )
+        self.conn.ack(delivery)
+
+    def _fail(self, task: Task, positions: list[int], etype: str, why: str, delivery: Any) -> None:
+        log.warning("job %s: %s", task.job_id, why)
+        now = time.time()
+        results = [
+            CallResult(
+                index=task.calls[p],
+                status=FAILED,
+                error={"type": etype, "message": why, "frames": []},
+                t_start=now,
+                t_end=now,
+                attempt=task.lost + 1,
+                worker=self.worker_id,
+                host=self.host,
+            )
+            for p in positions
+        ]
+        chunk = Chunk(
+            task.job_id, task.chunk, task.calls, "", b"", b"", tag=(delivery, task.reply_to)
+        )
+        self.publish_results(chunk, results)
+        self.conn.ack(delivery)
+
+    # -- messages out --------------------------------------------------------------
+    def publish_results(self, chunk: Chunk, results: list[CallResult]) -> None:
+        delivery, reply_to = chunk.tag
+        body = protocol.ResultBatch(chunk.job_id, chunk.chunk, results).encode()
+        fut = self.conn.publish(
+            "", reply_to, body, kind="result", key=self.key, mandatory=True, wait=False
+        )
+        fut.add_done_callback(lambda f: self._published(f, chunk.job_id))
+        by_state: dict[int, list[int]] = {}
+        for r in results:
+            by_state.setdefault(r.status, []).append(r.index)
+        for state, indices in by_state.items():
+            self.events.states(chunk.job_id, indices, state)
+
+    def _published(self, fut: Any, job_id: str) -> None:
+        e = fut.exception()
+        if e is not None:
+            log.warning(
+                "results of job %s could not be delivered (%s): its result queue expired or "
+                "was deleted, so nobody waits for them; dropped",
+                job_id,
+                type(e).__name__,
+            )
+
+    def _publish_events(self, batch: protocol.EventBatch) -> None:
+        self.conn.publish(
+            protocol.MONITOR_EXCHANGE,
+            protocol.events_key(batch.job_id),
+            batch.encode(),
+            kind="events",
+            key=self.key,
+            persistent=False,
+            wait=False,
+        )
+
+    def heartbeat(self, state: str = "up") -> Heartbeat:
+        py, cp = _versions()
+        return Heartbeat(
+            worker=self.worker_id,
+            host=self.host,
+            pid=os.getpid(),
+            runtime=self.runtime,
+            slots=self.processes,
+            busy=self.pool.busy,
+            python=py,
+            cloudpickle=cp,
+            sif_magic=_version.__version__,
+            t=time.time(),
+            started=self.started,
+            done=self.pool.done_calls,
+            failed=self.pool.failed_calls,
+            container=self.container,
+            slurm_job=self.slurm_job,
+            interval=self.heartbeat_interval,
+            state=state,
+        )
+
+    def send_heartbeat(self, state: str = "up", wait: bool = False) -> None:
+        hb = self.heartbeat(state)
+        kind = "heartbeat" if state == "up" else "bye"
+        self.conn.publish(
+            protocol.MONITOR_EXCHANGE,
+            protocol.heartbeat_key(self.worker_id, kind),
+            hb.encode(),
+            kind="heartbeat",
+            key=self.key,
+            persistent=False,
+            wait=wait,
+        )
+
+
+def main(args: Any) -> int:
+    """``sif-magic worker``: options from flags, else SIF_MAGIC_* environment variables."""
+    from ._keys import load_key, read_secret_file
+    from .errors import SifMagicError
+
+    logging.basicConfig(
+        level=logging.INFO if not args.verbose else logging.DEBUG,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    env = os.environ.get
+    try:
+        url = args.amqp_url or env("SIF_MAGIC_AMQP_URL") or env("AMQP_URL", "")
+        url_file = args.amqp_url_file or env("SIF_MAGIC_AMQP_URL_FILE", "")
+        if not url and url_file:
+            url = read_secret_file(url_file, "broker URL")
+        if not url:
+            print(
+                "sif-magic worker: no broker URL: pass --amqp-url-file FILE (mode 600) or set "
+                "SIF_MAGIC_AMQP_URL",
+                file=sys.stderr,
+            )
+            return 2
+        key_file = args.key_file or env("SIF_MAGIC_KEY_FILE", "")
+        key = load_key("", key_file, create=False)
+        worker = Worker(
+            url,
+            runtime=args.runtime or env("SIF_MAGIC_RUNTIME", "default"),
+            processes=int(args.processes or env("SIF_MAGIC_PROCESSES", "0") or 0),
+            key=key,
+            worker_id=args.worker_id or env("SIF_MAGIC_WORKER_ID", ""),
+            heartbeat=args.heartbeat,
+            ca_file=args.ca_file or env("SIF_MAGIC_CA_FILE", ""),
+        )
+        signal.signal(signal.SIGTERM, worker.stop)
+        signal.signal(signal.SIGINT, worker.stop)
+        return worker.run()
+    except SifMagicError as e:
+        print(f"sif-magic worker: {e}", file=sys.stderr)
+        return 1

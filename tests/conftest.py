@@ -1,0 +1,195 @@
+"""Shared fixtures: the machine's RabbitMQ, real worker processes, a real IPython shell.
+
+Tests that need RabbitMQ skip on a laptop without one, but fail in CI (CI=true):
+the README's test command starts or installs the broker first.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKER_URL = os.environ.get("SIF_MAGIC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Every test session gets its own signing key and state folder (never ~/.sif_magic).
+_HOME = tempfile.mkdtemp(prefix="sif_magic-test-home-")
+os.environ["SIF_MAGIC_HOME"] = _HOME
+os.environ.setdefault("SIF_MAGIC_WIDGETS", "1")
+for _var in ("SIF_MAGIC_AMQP_URL", "SIF_MAGIC_BACKEND", "SIF_MAGIC_RUNTIME", "SIF_MAGIC_KEY"):
+    os.environ.pop(_var, None)
+
+
+def _broker_answers(url: str) -> str:
+    import pika
+
+    params = pika.URLParameters(url)
+    params.socket_timeout = 3
+    params.connection_attempts = 1
+    try:
+        pika.BlockingConnection(params).close()
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {e}"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> str:
+    problem = _broker_answers(BROKER_URL)
+    if problem:
+        msg = (
+            f"RabbitMQ at 127.0.0.1:5672 does not answer ({problem}); run the README's test command"
+        )
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return BROKER_URL
+
+
+@pytest.fixture(scope="session")
+def key_file() -> Path:
+    from sif_magic._keys import default_key_file, load_key
+
+    load_key()  # creates it, mode 600
+    return default_key_file()
+
+
+@pytest.fixture
+def runtime() -> str:
+    """A runtime name of its own, so tests never take each other's tasks."""
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+def queue_consumers(url: str, queue: str) -> int:
+    import pika
+
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        ch = conn.channel()
+        from sif_magic import protocol
+
+        ok = ch.queue_declare(queue, durable=True, arguments=protocol.task_queue_arguments())
+        return ok.method.consumer_count
+    finally:
+        conn.close()
+
+
+class Workers:
+    """Real ``sif-magic worker`` processes, stopped by pid at the end."""
+
+    def __init__(self, url: str, key_file: Path, log_dir: Path) -> None:
+        self.url = url
+        self.key_file = key_file
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(
+        self,
+        runtime: str,
+        processes: int = 2,
+        count: int = 1,
+        wait: bool = True,
+        extra_env: dict[str, str] | None = None,
+    ) -> list[subprocess.Popen]:
+        url_file = self.log_dir / "amqp_url"
+        url_file.write_text(self.url)
+        url_file.chmod(0o600)
+        started = []
+        for _ in range(count):
+            log = open(self.log_dir / f"worker-{runtime}-{len(self.procs)}.log", "wb")
+            env = dict(os.environ, PYTHONPATH=str(ROOT), **(extra_env or {}))
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sif_magic",
+                    "worker",
+                    "--amqp-url-file",
+                    str(url_file),
+                    "--runtime",
+                    runtime,
+                    "--processes",
+                    str(processes),
+                    "--key-file",
+                    str(self.key_file),
+                    "--heartbeat",
+                    "0.5",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(ROOT),
+            )
+            proc.log_path = log.name  # type: ignore[attr-defined]
+            self.procs.append(proc)
+            started.append(proc)
+        if wait:
+            from sif_magic import protocol
+
+            deadline = time.time() + 20
+            want = sum(1 for p in self.procs if p.poll() is None and p in started)
+            while queue_consumers(self.url, protocol.task_queue(runtime)) < want:
+                if time.time() > deadline:
+                    raise RuntimeError(f"workers did not join: {self.logs()}")
+                time.sleep(0.1)
+        return started
+
+    def logs(self) -> str:
+        out = []
+        for p in self.procs:
+            try:
+                out.append(Path(p.log_path).read_text())  # type: ignore[attr-defined]
+            except OSError:
+                pass
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+
+@pytest.fixture
+def workers(broker_url: str, key_file: Path, tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(broker_url, key_file, tmp_path)
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def ip() -> Iterator:
+    """A real IPython shell with sif_magic loaded (local backend unless a test sets another)."""
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "sif_magic")
+    from sif_magic import config
+
+    cfg = config.get_config()
+    saved = {name: getattr(cfg, name) for name in cfg.trait_names(config=True)}
+    cfg.processes = 2
+    cfg.progress_delay = 0.0
+    yield shell
+    for name, value in saved.items():
+        setattr(cfg, name, value)
+    magics = shell.magics_manager.registry.get("SifMagics")
+    if magics is not None:
+        for ex in magics._executors.values():
+            ex.shutdown(wait=False, cancel_futures=True)
+        magics._executors.clear()

@@ -1,0 +1,127 @@
+"""The wire format: round trips, and every way a body can be refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from sif_magic import protocol
+from sif_magic.protocol import CallResult, ProtocolError, ResultBatch, Task
+
+KEY = b"k" * 32
+
+
+def test_task_round_trip_keeps_every_field() -> None:
+    t = Task(
+        "job1",
+        3,
+        [6, 7, 8],
+        "sif_magic.results.job1",
+        b"FUNC",
+        b"ARGS",
+        "h",
+        True,
+        2.5,
+        1,
+        4,
+        {"A": "1"},
+        "3.11",
+        "3.1.2",
+        "c1",
+        only=[1, 2],
+    )
+    back = Task.decode(t.encode(), lost=2)
+    assert back.calls == [6, 7, 8] and back.func == b"FUNC" and back.args == b"ARGS"
+    assert (back.star, back.timeout, back.retries, back.max_lost, back.env) == (
+        True,
+        2.5,
+        1,
+        4,
+        {"A": "1"},
+    )
+    assert back.only == [1, 2] and back.lost == 2 and back.python == "3.11"
+
+
+def test_result_batch_round_trip_with_output_and_errors() -> None:
+    rs = [
+        CallResult(0, protocol.DONE, b"v0", None, b"out\n", b"", 1.0, 2.0, 1, "w", "h", 5),
+        CallResult(
+            1,
+            protocol.FAILED,
+            b"",
+            {"type": "ValueError", "message": "x", "frames": []},
+            b"",
+            b"err\n",
+            1.5,
+            2.5,
+            2,
+            "w",
+            "h",
+            6,
+            dropped=10,
+        ),
+    ]
+    back = ResultBatch.decode(ResultBatch("j", 0, rs, final=True).encode())
+    assert [r.index for r in back.results] == [0, 1]
+    assert back.results[0].value == b"v0" and back.results[0].stdout == b"out\n"
+    assert back.results[1].error["type"] == "ValueError" and back.results[1].stderr == b"err\n"
+    assert back.results[1].dropped == 10 and back.results[1].attempt == 2 and back.final
+
+
+def test_ranges_compress_and_expand() -> None:
+    assert protocol.compress_ranges([9, 1, 2, 3, 7, 10, 3]) == [[1, 3], [7, 7], [9, 10]]
+    assert list(protocol.expand_ranges([[1, 3], [7, 7]])) == [1, 2, 3, 7]
+
+
+def _signed(kind: str, body: bytes, key: bytes = KEY) -> dict:
+    return protocol.headers_for(key, kind, body)
+
+
+def test_verify_accepts_a_correct_signature() -> None:
+    body = b"hello"
+    protocol.verify(KEY, "task", body, _signed("task", body))
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("unsigned", "unsigned"),
+        ("other key", "bad signature"),
+        ("tampered", "bad signature"),
+        ("other kind", "bad signature"),
+        ("version", "protocol version"),
+        ("no type", "no type"),
+    ],
+)
+def test_verify_refuses(case: str, match: str) -> None:
+    body = b"payload"
+    kind = "task"
+    headers = _signed(kind, body)
+    if case == "unsigned":
+        headers = {protocol.HDR_VERSION: 1}
+    elif case == "other key":
+        headers = _signed(kind, body, b"x" * 32)
+    elif case == "tampered":
+        body = b"payloaD"
+    elif case == "other kind":
+        kind = "result"  # a signed event body replayed as a task must not pass
+    elif case == "version":
+        headers[protocol.HDR_VERSION] = 99
+    elif case == "no type":
+        kind = None  # type: ignore[assignment]
+    with pytest.raises(ProtocolError, match=match):
+        protocol.verify(KEY, kind, body, headers)
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"garbage" * 100, b"SIF1\x00\x00\x00\x10{}", b"SIF1\x00\x00\x00\x02[]"]
+)
+def test_malformed_bodies_raise_protocol_error(body: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        Task.decode(body)
+    with pytest.raises(ProtocolError):
+        ResultBatch.decode(body)
+
+
+def test_control_refuses_unknown_ops() -> None:
+    with pytest.raises(ProtocolError, match="unknown control op"):
+        protocol.Control.decode(b'{"op": "rm -rf"}')
