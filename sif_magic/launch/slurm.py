@@ -1,0 +1,398 @@
+"""Workers on a SLURM cluster: an sbatch script, and submit / status / cancel.
+
+The script starts one worker per node through ``srun``. With a container, each
+node first copies the image to node-local storage (``$SLURM_TMPDIR`` where the
+site sets it, else ``stage_dir``) and runs it in the foreground with
+``singularity run`` (not an instance: an instance daemon escapes the job step,
+and ``scancel`` could leave it behind on sites that track processes by parent).
+The broker URL never appears in the script: it is read at run time from a file
+of mode 600, or from the environment that sbatch passes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .._keys import default_key_file, load_key, read_secret_file
+from .._version import __version__
+from ..errors import ConfigError
+from . import singularity as sing
+from ._state import StateFile, home, write_secret
+from .local import default_url_file
+
+STATE = "slurm.json"
+_SAFE = re.compile(r"[^\s'\"`$\\;]*")
+
+
+@dataclass
+class SlurmSpec:
+    """What to ask SLURM for, and how each node starts its worker."""
+
+    runtime: str
+    image: str = ""
+    nodes: int = 1
+    container: str = "auto"  # auto | apptainer | singularity | none
+    processes: int = 0  # per worker; 0: SLURM_CPUS_PER_TASK
+    cpus_per_task: int = 0
+    time: str = ""
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    mem: str = ""
+    gres: str = ""
+    binds: list[str] = field(default_factory=list)
+    nv: bool = False
+    stage_dir: str = "/tmp"  # node-local, used when the site sets no $SLURM_TMPDIR
+    setup: list[str] = field(default_factory=list)  # e.g. "module load apptainer"
+    sbatch_options: list[str] = field(default_factory=list)  # e.g. "--constraint=avx2"
+    amqp_url_file: str = ""  # mode 600, on a filesystem the nodes see; "": environment
+    key_file: str = ""
+    python: str = sys.executable  # for container "none"
+    job_name: str = ""
+    output: str = ""  # default: ~/.sif_magic/slurm/%x-%j.out
+
+    def check(self) -> None:
+        if self.nodes < 1:
+            raise ConfigError("--nodes must be at least 1")
+        if self.container not in ("auto", "none", *sing.TOOLS):
+            raise ConfigError(
+                f"--container {self.container!r}: use auto, apptainer, singularity or none"
+            )
+        if self.container != "none" and not self.image:
+            raise ConfigError("--image NAME.sif is needed, or --container none")
+        for name in (
+            "runtime",
+            "time",
+            "partition",
+            "account",
+            "qos",
+            "mem",
+            "gres",
+            "job_name",
+            "output",
+            "stage_dir",
+            "sbatch_options",
+        ):
+            values = getattr(self, name)
+            for value in values if isinstance(values, list) else [values]:
+                if not _SAFE.fullmatch(str(value)):
+                    raise ConfigError(f"{name} {value!r}: spaces, quotes, '$' or ';' not allowed")
+        sing.check_binds(self.binds)
+
+
+def _q(value: str) -> str:
+    return shlex.quote(str(value))
+
+
+def render_script(spec: SlurmSpec) -> str:
+    """The sbatch script for ``spec`` (what ``slurm submit --dry-run`` prints)."""
+    spec.check()
+    name = spec.job_name or f"sif-magic-{spec.runtime}"
+    output = spec.output or str(home() / "slurm" / "%x-%j.out")
+    opts = [f"--job-name={name}", f"--nodes={spec.nodes}", "--ntasks-per-node=1"]
+    for opt, value in (
+        ("cpus-per-task", spec.cpus_per_task),
+        ("time", spec.time),
+        ("partition", spec.partition),
+        ("account", spec.account),
+        ("qos", spec.qos),
+        ("mem", spec.mem),
+        ("gres", spec.gres),
+    ):
+        if value:
+            opts.append(f"--{opt}={value}")
+    opts.append(f"--output={output}")
+    from_env = not spec.amqp_url_file
+    if from_env:
+        opts.append("--export=ALL")  # the broker URL comes from the submitting environment
+    opts += spec.sbatch_options
+    lines = [
+        "#!/bin/bash",
+        f"# sif_magic workers for runtime {spec.runtime}: one worker per node, started by srun.",
+        f"# Written by `sif-magic slurm submit` (sif_magic {__version__}).",
+        "# The broker URL is not in this script: it is read at run time from the file",
+        "# named by SIF_MAGIC_AMQP_URL_FILE (mode 600), or SIF_MAGIC_AMQP_URL in the",
+        "# environment that sbatch passes on.",
+        *(f"#SBATCH {o}" for o in opts),
+        "",
+        "set -euo pipefail",
+        *spec.setup,
+        "",
+        f"export SIF_MAGIC_RUNTIME={_q(spec.runtime)}",
+    ]
+    if spec.amqp_url_file:
+        lines.append(f"export SIF_MAGIC_AMQP_URL_FILE={_q(spec.amqp_url_file)}")
+    if spec.key_file:
+        lines.append(f"export SIF_MAGIC_KEY_FILE={_q(spec.key_file)}")
+    if spec.processes:
+        lines.append(f"export SIF_MAGIC_PROCESSES={spec.processes}")
+    if spec.container == "none":
+        lines.append(f"export SIF_MAGIC_PYTHON={_q(spec.python)}")
+    else:
+        lines.append(f"export SIF_MAGIC_IMAGE={_q(str(Path(spec.image).expanduser().resolve()))}")
+        lines.append(f"export SIF_MAGIC_STAGE_DIR={_q(spec.stage_dir)}  # without $SLURM_TMPDIR")
+    lines += [
+        "",
+        'if [ -n "${SIF_MAGIC_AMQP_URL_FILE:-}" ]; then',
+        '    if [ ! -r "$SIF_MAGIC_AMQP_URL_FILE" ]; then',
+        '        echo "sif-magic: cannot read $SIF_MAGIC_AMQP_URL_FILE on $(hostname)" >&2; exit 2',
+        "    fi",
+        '    case "$(stat -c %a "$SIF_MAGIC_AMQP_URL_FILE")" in',
+        "        *00) ;;",
+        '        *) echo "sif-magic: $SIF_MAGIC_AMQP_URL_FILE can be read by others:'
+        ' chmod 600 it" >&2; exit 2 ;;',
+        "    esac",
+        'elif [ -z "${SIF_MAGIC_AMQP_URL:-}" ]; then',
+        '    echo "sif-magic: no broker URL: submit with SIF_MAGIC_AMQP_URL_FILE (a file of mode'
+        ' 600) or SIF_MAGIC_AMQP_URL set" >&2',
+        "    exit 2",
+        "fi",
+        "",
+        "sif_magic_node() {",
+        "    # Runs once on each node (srun --ntasks-per-node=1).",
+        "    set -euo pipefail",
+        '    export SIF_MAGIC_WORKER_ID="slurm-$SLURM_JOB_ID-$(hostname -s)"',
+        "    trap 'exit 143' TERM  # let the worker finish its SIGTERM first, then clean up",
+    ]
+    if spec.container == "none":
+        lines += [
+            "    export SIF_MAGIC_CONTAINER=none",
+            '    echo "sif-magic: worker $SIF_MAGIC_WORKER_ID starts on $(hostname)"',
+            '    "$SIF_MAGIC_PYTHON" -m sif_magic worker',
+        ]
+    else:
+        names = sing.TOOLS if spec.container == "auto" else (spec.container,)
+        find = " || ".join(f"command -v {n}" for n in names)
+        run_opts = "".join(f" --bind {_q(b)}" for b in spec.binds) + (" --nv" if spec.nv else "")
+        lines += [
+            f'    tool="$({find} || true)"',
+            f'    [ -n "$tool" ] || {{ echo "sif-magic: no {" or ".join(names)} on $(hostname):'
+            " add --setup 'module load apptainer'\" >&2; exit 2; }",
+            '    if [ -n "${SLURM_TMPDIR:-}" ]; then stage="$SLURM_TMPDIR/sif_magic"',
+            '    else stage="$SIF_MAGIC_STAGE_DIR/sif_magic-$(id -un)-$SLURM_JOB_ID"; fi',
+            '    mkdir -p "$stage"',
+            "    trap 'rm -rf \"$stage\"' EXIT",
+            '    image="$stage/$(basename "$SIF_MAGIC_IMAGE")"',
+            '    cp "$SIF_MAGIC_IMAGE" "$image"',
+            '    export SIF_MAGIC_CONTAINER="$(basename "$tool") run $image"',
+            "    # Secrets enter the container through the environment: no path to bind.",
+            '    if [ -n "${SIF_MAGIC_AMQP_URL_FILE:-}" ]; then',
+            '        SIF_MAGIC_AMQP_URL="$(cat "$SIF_MAGIC_AMQP_URL_FILE")"',
+            "        export SIF_MAGIC_AMQP_URL; unset SIF_MAGIC_AMQP_URL_FILE",
+            "    fi",
+            '    if [ -n "${SIF_MAGIC_KEY_FILE:-}" ]; then',
+            '        SIF_MAGIC_KEY="$(cat "$SIF_MAGIC_KEY_FILE")"; export SIF_MAGIC_KEY',
+            "        unset SIF_MAGIC_KEY_FILE",
+            "    fi",
+            '    echo "sif-magic: worker $SIF_MAGIC_WORKER_ID starts on $(hostname) from $image"',
+            f'    "$tool" run{run_opts} "$image"',
+        ]
+    lines += [
+        "}",
+        "export -f sif_magic_node",
+        "",
+        'srun --nodes="$SLURM_JOB_NUM_NODES" --ntasks="$SLURM_JOB_NUM_NODES" --ntasks-per-node=1 \\',
+        '    --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" --kill-on-bad-exit=0 --export=ALL \\',
+        "    bash -c sif_magic_node",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- submit, status, cancel ----------------------------------------------------
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        raise ConfigError(
+            f"{name} not found: run this on a SLURM login node (or `slurm submit --dry-run` "
+            "to see the script)"
+        )
+    return path
+
+
+@dataclass
+class Submitted:
+    job_id: str
+    script: str  # path of the sbatch script
+    directory: str
+
+
+def submit(spec: SlurmSpec, *, amqp_url: str = "") -> Submitted:
+    """Write the script under ``~/.sif_magic/slurm/<tag>/`` and ``sbatch`` it.
+
+    The broker URL: ``amqp_url`` if given (written to a new file of mode 600 next
+    to the script: the nodes must see ``~/.sif_magic``), else ``spec.amqp_url_file``,
+    else ``SIF_MAGIC_AMQP_URL_FILE`` / ``SIF_MAGIC_AMQP_URL`` from the environment
+    (sbatch passes it on), else ``~/.sif_magic/amqp_url``.
+    """
+    spec.check()
+    sbatch = _tool("sbatch")
+    if amqp_url:
+        if not amqp_url.startswith(("amqp://", "amqps://")):
+            raise ConfigError("the broker URL must start with amqp:// or amqps://")
+    elif spec.amqp_url_file or os.environ.get("SIF_MAGIC_AMQP_URL_FILE"):
+        path = spec.amqp_url_file or os.environ["SIF_MAGIC_AMQP_URL_FILE"]
+        spec.amqp_url_file = str(Path(path).expanduser().resolve())
+        read_secret_file(spec.amqp_url_file, "broker URL")  # exists, mode 600, not empty
+    elif not os.environ.get("SIF_MAGIC_AMQP_URL"):
+        if not default_url_file().exists():
+            raise ConfigError(
+                f"no broker URL for the workers: write it to {default_url_file()} (mode 600), "
+                "pass --amqp-url-file FILE (mode 600, on a filesystem the nodes see), or set "
+                "SIF_MAGIC_AMQP_URL_FILE"
+            )
+        spec.amqp_url_file = str(default_url_file())
+        read_secret_file(spec.amqp_url_file, "broker URL")
+    if not spec.key_file and not os.environ.get("SIF_MAGIC_KEY"):
+        load_key()  # create the default key now: notebook and workers must share it
+        spec.key_file = str(default_key_file())
+    tag = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    directory = home() / "slurm" / tag
+    directory.mkdir(parents=True, mode=0o700)
+    secret = ""
+    if amqp_url:
+        secret = str(write_secret(directory / "amqp_url", amqp_url))
+        spec.amqp_url_file = secret
+    if not spec.output:
+        spec.output = str(directory / "slurm-%j.out")
+    path = directory / "job.sbatch"
+    path.write_text(render_script(spec))
+    res = subprocess.run(
+        [sbatch, "--parsable", str(path)], capture_output=True, text=True, check=False
+    )
+    if res.returncode != 0:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise ConfigError(f"sbatch refused the job: {res.stderr.strip() or res.stdout.strip()}")
+    job_id = res.stdout.strip().split(";")[0]
+    with StateFile(STATE).update() as records:
+        records.append(
+            {
+                "job_id": job_id,
+                "runtime": spec.runtime,
+                "nodes": spec.nodes,
+                "script": str(path),
+                "dir": str(directory),
+                "secret": secret,
+                "submitted": time.time(),
+            }
+        )
+    return Submitted(job_id, str(path), str(directory))
+
+
+@dataclass
+class JobStatus:
+    job_id: str
+    state: str  # PENDING, RUNNING, COMPLETED, CANCELLED, ... or GONE (unknown to squeue)
+    reason: str = ""
+    nodes: str = ""
+    nodelist: str = ""
+    elapsed: str = ""
+    name: str = ""
+
+    def describe(self) -> str:
+        if self.state == "PENDING":
+            return f"pending ({self.reason})"
+        if self.state == "RUNNING":
+            return f"running on {self.nodelist} for {self.elapsed}"
+        if self.state == "GONE":
+            return "finished (no longer known to squeue)"
+        return self.state.lower()
+
+
+_FORMAT = "%i|%T|%r|%D|%N|%M|%j"
+
+
+def _squeue(ids: Sequence[str]) -> dict[str, JobStatus]:
+    squeue = _tool("squeue")
+    res = subprocess.run(
+        [squeue, "-h", "--states=all", "-j", ",".join(ids), "-o", _FORMAT],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if res.returncode != 0:
+        if len(ids) > 1 and "invalid job id" in res.stderr.lower():
+            out: dict[str, JobStatus] = {}
+            for i in ids:  # squeue fails as a whole when one id is unknown
+                out.update(_squeue([i]))
+            return out
+        if "invalid job id" in res.stderr.lower():
+            return {}
+        raise ConfigError(f"squeue failed: {res.stderr.strip()}")
+    out = {}
+    for line in res.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) == 7:
+            st = JobStatus(*parts)
+            out[st.job_id] = st
+    return out
+
+
+def status(job_ids: Sequence[str] | None = None) -> list[JobStatus]:
+    """The state of ``job_ids`` (default: the jobs ``submit`` recorded)."""
+    recorded = [r["job_id"] for r in StateFile(STATE).read()]
+    ids = list(job_ids) if job_ids else recorded
+    if not ids:
+        return []
+    known = _squeue(ids)
+    result = [known.get(i, JobStatus(i, "GONE")) for i in ids]
+    gone = {s.job_id for s in result if s.state == "GONE"}
+    if gone & set(recorded):
+        with StateFile(STATE).update() as records:
+            records[:] = [r for r in records if r["job_id"] not in gone]
+    return result
+
+
+def wait_for(
+    job_id: str, states: Sequence[str] = ("RUNNING",), timeout: float = 60.0, poll: float = 0.5
+) -> JobStatus:
+    """Poll squeue until ``job_id`` reaches one of ``states`` (or ends); ConfigError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = status([job_id])[0]
+        if st.state in states or st.state in (
+            "GONE",
+            "FAILED",
+            "CANCELLED",
+            "COMPLETED",
+            "TIMEOUT",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+        ):
+            return st
+        if time.monotonic() > deadline:
+            raise ConfigError(f"job {job_id} still {st.describe()} after {timeout:g} s")
+        time.sleep(poll)
+
+
+def cancel(job_ids: Sequence[str]) -> list[str]:
+    """``scancel`` the jobs (workers get SIGTERM and requeue their tasks); returns the ids."""
+    if not job_ids:
+        return []
+    res = subprocess.run([_tool("scancel"), *job_ids], capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise ConfigError(f"scancel failed: {res.stderr.strip()}")
+    with StateFile(STATE).update() as records:
+        for r in records:
+            if r["job_id"] in job_ids and r.get("secret"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(r["secret"])
+                r["secret"] = ""
+    return list(job_ids)
+
+
+def recorded_jobs() -> list[dict]:
+    return StateFile(STATE).read()
