@@ -128,6 +128,17 @@ def test_set_states_of_another_length_resizes_in_the_same_message() -> None:
     assert _state_bytes(buffers) == bytes([2, 2, 0])
 
 
+def test_resend_repeats_the_table_even_when_unchanged() -> None:
+    grid = CallGrid(3)
+    grid.set_states(bytes([2, 3, 2]))
+    grid.resend()
+    updates = _comm(grid).updates()
+    assert len(updates) == 2
+    data, buffers = updates[-1]
+    assert data["state"] == {"n": 3, "selected": -1}
+    assert _state_bytes(buffers) == bytes([2, 3, 2])
+
+
 def test_negative_n_is_refused() -> None:
     with pytest.raises(ValueError, match="n >= 0"):
         CallGrid(-1)
@@ -234,6 +245,14 @@ def test_logview_show_sends_everything_in_one_message() -> None:
     }
     view.clear()
     assert view.entries == [] and view.traceback == "" and view.dropped == 0
+
+
+def test_logview_resend() -> None:
+    view = LogView()
+    view.show("t", [(1, "a")], "tb", 3)
+    view.resend()
+    (_, (data, _)) = _comm(view).updates()
+    assert data["state"] == {"title": "t", "entries": [[1, "a"]], "traceback": "tb", "dropped": 3}
 
 
 def test_mode_change_from_the_frontend_calls_back() -> None:

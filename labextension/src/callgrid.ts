@@ -203,6 +203,7 @@ export class CallGridView extends DOMWidgetView {
 
   private draw(): void {
     this.frame = 0;
+    const started = performance.now();
     const { cols, rows, size, pitch } = this.layout;
     const n: number = this.model.get('n');
     const width = Math.max(1, cols * pitch);
@@ -246,6 +247,7 @@ export class CallGridView extends DOMWidgetView {
       ctx.strokeRect(x - 1, y - 1, size + 2, size + 2);
     }
     this.el.dataset.drawn = String(n);
+    this.el.dataset.drawMs = (performance.now() - started).toFixed(1);
   }
 
   private indexAt(event: MouseEvent): number {

@@ -46,6 +46,9 @@ export async function inflate(data: Uint8Array): Promise<Uint8Array> {
   if (data.byteLength === 0) {
     return new Uint8Array(0);
   }
+  if (typeof DecompressionStream === 'undefined') {
+    throw new Error('this browser has no DecompressionStream (Chrome 80+, Firefox 113+, Safari 16.4+)');
+  }
   const copy = new Uint8Array(data.byteLength);
   copy.set(data);
   const stream = new Blob([copy.buffer]).stream().pipeThrough(new DecompressionStream('deflate'));

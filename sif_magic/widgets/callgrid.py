@@ -93,6 +93,15 @@ class CallGrid(widgets.DOMWidget):
         self.updates_sent += 1
         return True
 
+    def resend(self) -> None:
+        """Send the current table again, changed or not.
+
+        Jupyter's server drops iopub messages above its rate limit without a
+        word; re-sending when a run ends makes sure the browser shows the end.
+        """
+        self.send_state(["n", "states_z", "selected"])
+        self.updates_sent += 1
+
     def counts(self) -> dict[str, int]:
         """Calls per state name, for text summaries."""
         return {name: self._states.count(code) for code, name in enumerate(STATE_NAMES)}

@@ -61,6 +61,10 @@ class LogView(widgets.DOMWidget):
             self.traceback = traceback or ""
             self.dropped = max(0, int(dropped))
 
+    def resend(self) -> None:
+        """Send what the view shows again (after updates the server may have dropped)."""
+        self.send_state(["title", "entries", "traceback", "dropped"])
+
     def clear(self) -> None:
         self.show("", [])
 

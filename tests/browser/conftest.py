@@ -4,6 +4,7 @@
   temporary config/data/root dirs, announcements off, ``window.jupyterapp``
   exposed. A :class:`Lab` with ``url``, ``root_dir``, ``pid``, ``log_path`` and
   the notebook helpers below.
+- ``notebook7`` (session): the same for Notebook 7, skipped without ``notebook``.
 - ``browser`` (session): Chromium (``/usr/bin/chromium``, or ``$SIF_MAGIC_CHROMIUM``).
 - ``page`` (function): a fresh 1400x1000 page; on a failing test its screenshot
   is saved as ``test-artifacts/FAILED-<test>.png``; ``page.console_errors``
@@ -289,8 +290,9 @@ def start_server(base: Path, app: str = "lab", timeout: float = 90) -> Lab:
         "--ServerApp.disable_check_xsrf=True",
         "--allow-root",
         f"--{app_class}.expose_app_in_browser=True",
-        f"--{app_class}.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]  # fmt: skip
+    if app == "lab":  # Notebook 7 has no such trait (and fails to load with it)
+        cmd.append("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate")
     log_path = base / "server.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
@@ -340,6 +342,17 @@ def stop_server(lab: Lab) -> None:
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory, _browser_prereqs: None) -> Iterator[Lab]:
     server = start_server(tmp_path_factory.mktemp("jupyterlab"))
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def notebook7(tmp_path_factory: pytest.TempPathFactory, _browser_prereqs: None) -> Iterator[Lab]:
+    """A Notebook 7 server (``jupyter notebook``); skips when the notebook package is absent."""
+    pytest.importorskip("notebook", minversion="7", reason="Notebook 7 is not installed")
+    server = start_server(tmp_path_factory.mktemp("notebook7"), app="notebook")
     try:
         yield server
     finally:

@@ -83,6 +83,8 @@ def test_callgrid_and_logview_in_jupyterlab(
     page.wait_for_function(
         f"() => document.querySelector('.sif-grid').dataset.drawn === '{N}'", timeout=30_000
     )
+    draw_ms = page.evaluate("() => document.querySelector('.sif-grid').dataset.drawMs")
+    print(f"CallGrid: {N} calls drawn in {draw_ms} ms")
     screenshot(page, "widgets-lab")
     screenshot(page, "widgets-grid", grid)
 
@@ -213,3 +215,28 @@ print(grid.updates_sent)
     assert seen["comm"] <= pushes
     assert seen["bytes"] < 64_000 * pushes
     assert "done" in page.locator(".sif-grid-legend").inner_text()
+
+
+def test_widgets_render_in_notebook7(notebook7: Any, page: Any, screenshot: Any) -> None:
+    notebook7.run_notebook_cells(
+        page,
+        [
+            "from sif_magic.widgets import CallGrid, LogView\n"
+            "grid = CallGrid(1000)\n"
+            "grid.set_states(bytes([2]) * 500 + bytes([3]) + bytes(499))\n"
+            "log = LogView()\n"
+            "log.show('call 500', [(2, 'boom\\n')], traceback='ValueError: boom')\n"
+            "display(grid, log)"
+        ],
+        name="nb7.ipynb",
+    )
+    page.wait_for_function(
+        "() => { const el = document.querySelector('.sif-grid'); "
+        "return !!el && el.dataset.drawn === '1000'; }",
+        timeout=30_000,
+    )
+    assert _pixel(page, 500) == [229, 57, 53, 255]
+    assert _pixel(page, 499) == [67, 160, 71, 255]
+    assert page.locator(".sif-log-stderr").inner_text().strip() == "boom"
+    assert "ValueError: boom" in page.locator(".sif-log-traceback").inner_text()
+    screenshot(page, "widgets-notebook7")
