@@ -80,7 +80,7 @@ def explain_connect_error(url: str, e: BaseException) -> BrokerError:
     where = f"{parsed.hostname}:{parsed.port or (5671 if parsed.scheme == 'amqps' else 5672)}"
     user = urllib.parse.unquote(parsed.username or "guest")
     vhost = urllib.parse.unquote(parsed.path[1:]) if len(parsed.path) > 1 else "/"
-    text = str(e)
+    text = f"{e} {e!r}"  # pika often says nothing in str(), the cause is in repr()
     if isinstance(e, pe.ProbableAuthenticationError | pe.AuthenticationError):
         msg = f"RabbitMQ at {where} refused the login of user {user!r}: check the user name and password in amqp_url"
     elif isinstance(e, pe.ProbableAccessDeniedError):
@@ -105,7 +105,7 @@ def explain_connect_error(url: str, e: BaseException) -> BrokerError:
     elif "timed out" in text.lower() or isinstance(e, socket.timeout | TimeoutError):
         msg = f"RabbitMQ at {where} did not answer in time: check the host, port and firewall"
     else:
-        msg = f"cannot connect to RabbitMQ at {where}: {type(e).__name__}: {text}"
+        msg = f"cannot connect to RabbitMQ at {where}: {e!r}"
     return BrokerError(mask_url(msg))
 
 

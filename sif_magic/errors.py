@@ -19,11 +19,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_URL_PASSWORD = re.compile(r"(amqps?://[^:/@\s]*:)([^@\s]*)(@)")
+_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)([^@\s]*)(@)")
 
 
 def mask_url(text: str) -> str:
-    """Replace the password of every amqp(s) URL in ``text`` with ``***``."""
+    """Replace the password of every URL (amqp, amqps or a mistyped scheme) with ``***``."""
     return _URL_PASSWORD.sub(r"\1***\3", text)
 
 

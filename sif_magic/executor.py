@@ -100,8 +100,8 @@ class Executor(concurrent.futures.Executor):
             runtime=cfg.runtime,
             backend=backend,
         )
-        self.jobs[job.job_id] = job
         backend.start_job(job, task)
+        self.jobs[job.job_id] = job  # only a job that started (shutdown waits for these)
         return job
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:

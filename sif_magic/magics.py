@@ -125,6 +125,7 @@ class SifMagics(Magics):
             )
         except ConfigError as e:
             raise UsageError(str(e)) from None
+        self.shell.user_ns["_sif_job"] = job  # the last job, whatever happens next
         if args.no_wait:
             if args.out:
                 self.shell.user_ns[args.out] = job
@@ -142,7 +143,6 @@ class SifMagics(Magics):
             print(f"Interrupted: {job.summary()}", file=sys.stderr)
             raise
         display.finish_job(job, shown)
-        self.shell.user_ns["_sif_job"] = job
         failed = job.failed
         if job.errors == "raise" and failed:
             if args.out:  # what succeeded stays reachable, failures in place

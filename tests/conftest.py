@@ -175,9 +175,9 @@ def workers(broker_url: str, key_file: Path, tmp_path: Path) -> Iterator[Workers
 @pytest.fixture
 def ip() -> Iterator:
     """A real IPython shell with sif_magic loaded (local backend unless a test sets another)."""
-    from IPython.testing.globalipapp import start_ipython
+    from IPython.testing.globalipapp import get_ipython
 
-    shell = start_ipython()
+    shell = get_ipython()  # one per test session (IPython allows one), started on first use
     shell.run_line_magic("load_ext", "sif_magic")
     from sif_magic import config
 
