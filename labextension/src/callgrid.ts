@@ -98,6 +98,7 @@ export class CallGridView extends DOMWidgetView {
   private describeTimer = 0;
   private describeReq = 0;
   private lastWidth = -1;
+  private lastN = -1;
   private resizeObserver: ResizeObserver | null = null;
 
   render(): void {
@@ -173,10 +174,11 @@ export class CallGridView extends DOMWidgetView {
   private relayout(): void {
     const n: number = this.model.get('n');
     const width = this.scroller.clientWidth || this.el.clientWidth || 600;
-    if (width === this.lastWidth && n === this.layout.cols * this.layout.rows && this.frame) {
+    if (width === this.lastWidth && n === this.lastN) {
       return;
     }
     this.lastWidth = width;
+    this.lastN = n;
     let layout: ILayout = this.layout;
     for (const size of CELL_SIZES) {
       const pitch = size >= 6 ? size + 1 : size;
@@ -243,7 +245,9 @@ export class CallGridView extends DOMWidgetView {
       const x = (selected % cols) * pitch;
       const y = Math.floor(selected / cols) * pitch;
       ctx.lineWidth = 2;
-      ctx.strokeStyle = '#000000';
+      // The theme's strongest text colour: black in light themes, white in dark ones.
+      ctx.strokeStyle =
+        getComputedStyle(this.el).getPropertyValue('--jp-ui-font-color0').trim() || '#000000';
       ctx.strokeRect(x - 1, y - 1, size + 2, size + 2);
     }
     this.el.dataset.drawn = String(n);
@@ -266,13 +270,24 @@ export class CallGridView extends DOMWidgetView {
 
   private onMouseMove = (event: MouseEvent): void => {
     const index = this.indexAt(event);
-    const box = this.el.getBoundingClientRect();
-    this.tooltip.style.left = `${event.clientX - box.left + 14}px`;
-    this.tooltip.style.top = `${event.clientY - box.top + 14}px`;
-    if (index === this.hover) {
-      return;
+    if (index !== this.hover) {
+      this.hover = index;
+      this.onHoverChange(index);
     }
-    this.hover = index;
+    this.placeTooltip(event);
+  };
+
+  /** Next to the pointer, flipped to its left near the right edge. */
+  private placeTooltip(event: MouseEvent): void {
+    const box = this.el.getBoundingClientRect();
+    const x = event.clientX - box.left;
+    const width = this.tooltip.offsetWidth;
+    const left = x + 14 + width > box.width ? Math.max(0, x - 14 - width) : x + 14;
+    this.tooltip.style.left = `${left}px`;
+    this.tooltip.style.top = `${event.clientY - box.top + 14}px`;
+  }
+
+  private onHoverChange(index: number): void {
     window.clearTimeout(this.describeTimer);
     if (index < 0) {
       this.tooltip.style.display = 'none';
@@ -283,7 +298,7 @@ export class CallGridView extends DOMWidgetView {
       this.describeReq++;
       this.send({ type: 'describe', index, req: this.describeReq, view: this.cid });
     }, DESCRIBE_DELAY_MS);
-  };
+  }
 
   private onMouseLeave = (): void => {
     this.hover = -1;

@@ -13,6 +13,8 @@ const MODES: ReadonlyArray<[string, string]> = [
   ['all', 'All calls'],
   ['failures', 'Failures']
 ];
+/** Lines put in the page at most (the newest); search still looks at every line. */
+const MAX_SHOWN_LINES = 5000;
 // eslint-disable-next-line no-control-regex
 const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
 
@@ -183,7 +185,11 @@ export class LogViewView extends DOMWidgetView {
         parts.push(`<span class="${cls}">${highlight(line, query)}\n</span>`);
       }
     }
-    this.linesEl.innerHTML = parts.join('');
+    const hidden = Math.max(0, parts.length - MAX_SHOWN_LINES);
+    this.linesEl.innerHTML =
+      (hidden
+        ? `<span class="sif-log-hidden">${hidden} earlier lines not shown (search to find them)\n</span>`
+        : '') + parts.slice(hidden).join('');
     this.titleEl.textContent = this.model.get('title');
 
     const dropped: number = this.model.get('dropped');

@@ -146,9 +146,13 @@ def test_callgrid_and_logview_in_jupyterlab(
     # A kernel-side update reaches the open view (one message for all four traits).
     kernel_exec(
         page,
-        "log.show('call 8 · running', [(1, f'line {i}\\n') for i in range(200)])",
+        "log.show('call 8 · running', [(1, f'line {i}\\n') for i in range(6000)])",
     )
-    page.wait_for_function("() => document.querySelectorAll('.sif-log-line').length === 200")
+    # The newest 5000 lines are put in the page, with a note for the rest.
+    page.wait_for_function("() => document.querySelectorAll('.sif-log-line').length === 5000")
+    hidden = logview.locator(".sif-log-hidden").inner_text()
+    assert hidden.startswith("1000 earlier lines not shown"), hidden
+    assert logview.locator(".sif-log-line").last.inner_text().strip() == "line 5999"
     assert not traceback.is_visible()
     # Following: the newest line is scrolled into view.
     assert page.evaluate(
