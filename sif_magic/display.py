@@ -221,15 +221,16 @@ def show_job(job: Any, delay: float = 0.5) -> Any:
 
 def finish_job(job: Any, shown: Any) -> None:
     """After a blocking run: final state, then a static HTML snapshot in place of the widgets."""
-    from IPython.display import HTML, display
+    from IPython.display import display
 
+    snapshot = {"text/plain": job.summary(), "text/html": summary_html(job)}
     if shown is None:
         if widgets_enabled() or _in_kernel():
-            display(HTML(summary_html(job)))
+            display(snapshot, raw=True)
         return
     view, handle = shown
     view.finish()
-    handle.update(HTML(summary_html(job)))
+    handle.update(snapshot, raw=True)
 
 
 def _in_kernel() -> bool:

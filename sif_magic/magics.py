@@ -232,7 +232,9 @@ class SifMagics(Magics):
     @line_magic
     def sif_workers(self, line: str) -> Any:
         """``%sif_workers``: the live workers of the current backend."""
-        rows = self.executor().workers()
+        backend = self.executor().backend
+        refresh = getattr(backend, "refresh", None)
+        rows = refresh() if refresh is not None else backend.workers()
         if not rows:
             print(
                 "no live workers seen (start one: sif-magic worker --amqp-url URL --runtime NAME)"

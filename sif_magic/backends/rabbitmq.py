@@ -114,9 +114,21 @@ class RabbitBackend(Backend):
                 out.append(d)
         return out
 
+    def refresh(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Ask every worker to announce itself now; wait up to ``timeout`` for answers."""
+        known = len(self.live_workers(runtime="*"))
+        self.ping()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            time.sleep(0.05)
+            if len(self.live_workers(runtime="*")) > known:
+                time.sleep(0.1)  # the others answer within the same moment
+                break
+        return self.workers()
+
     def live_workers(self, runtime: str | None = None) -> list[dict[str, Any]]:
         rt = runtime or self.runtime
-        return [w for w in self.workers() if w["state"] == "up" and w["runtime"] == rt]
+        return [w for w in self.workers() if w["state"] == "up" and rt in ("*", w["runtime"])]
 
     def slots(self) -> int:
         return sum(int(w.get("slots", 0)) for w in self.live_workers()) or 0

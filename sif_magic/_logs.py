@@ -1,0 +1,76 @@
+"""``sif-magic logs [JOB] [--follow]``: call logs and states from the monitoring exchange.
+
+Anyone with the broker URL and the signing key can watch: this subscribes to
+``job.<JOB>.#`` (or every job) on the monitoring exchange, like the widgets do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def main(args: argparse.Namespace) -> int:
+    import pika
+
+    from . import protocol
+    from .broker import connection_parameters, explain_connect_error
+    from .config import snapshot
+    from .errors import SifMagicError
+
+    try:
+        cfg = snapshot(amqp_url=args.amqp_url)
+        url = cfg.get_amqp_url()
+        key = cfg.get_key()
+        try:
+            conn = pika.BlockingConnection(
+                connection_parameters(url, cfg.connect_timeout, cfg.ca_file)
+            )
+        except Exception as e:  # noqa: BLE001
+            raise explain_connect_error(url, e) from None
+    except SifMagicError as e:
+        print(f"sif-magic logs: {e}", file=sys.stderr)
+        return 1
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
+    ch.queue_bind(q, protocol.MONITOR_EXCHANGE, f"job.{args.job}.#" if args.job else "job.#")
+    out = sys.stdout
+    print(
+        f"following {'job ' + args.job if args.job else 'every job'} (Ctrl-C to stop)",
+        file=sys.stderr,
+    )
+    deadline = time.time() + args.seconds if args.seconds else None
+    try:
+        for method, props, body in ch.consume(q, auto_ack=True, inactivity_timeout=0.5):
+            if deadline and time.time() > deadline:
+                break
+            if method is None:
+                if not args.follow and not args.seconds:
+                    break
+                continue
+            try:
+                protocol.verify(key, props.type, body, props.headers)
+                batch = protocol.EventBatch.decode(body)
+            except protocol.ProtocolError:
+                continue
+            tag = batch.job_id if not args.job else ""
+            for index, stream, text in batch.logs:
+                prefix = f"[{tag + ' ' if tag else ''}{index}{' err' if stream == 2 else ''}] "
+                for line in str(text).splitlines():
+                    out.write(prefix + line + "\n")
+            for state, ranges in batch.states.items():
+                if state in ("failed", "retrying", "lost"):
+                    calls = ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in ranges)
+                    out.write(f"[{tag + ' ' if tag else ''}{calls}] {state} on {batch.host}\n")
+            for index, note in batch.notes.items():
+                out.write(f"[{tag + ' ' if tag else ''}{index}] {note}\n")
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+    return 0
