@@ -96,7 +96,12 @@ def job_mimebundle(job: Any) -> dict[str, Any]:
 
 
 class JobView:
-    """The widgets of one job: progress bar, counts line, status."""
+    """The widgets of one job: title, bar, counts, per-call grid, log viewer, workers.
+
+    The grid and the log viewer are the custom widgets of ``sif_magic.widgets``
+    (front-end in the JupyterLab extension); without them the view still has
+    the stock bar and counts.
+    """
 
     _views: weakref.WeakValueDictionary[str, JobView] = weakref.WeakValueDictionary()
 
@@ -113,6 +118,8 @@ class JobView:
 
         self.job = job
         self.version = -1
+        self.ticks = 0
+        self.selected = -1
         self.bar = w.IntProgress(value=0, min=0, max=max(1, job.n), bar_style="info")
         self.bar.layout.width = "100%"
         self.bar.layout.max_width = "40em"
@@ -120,12 +127,88 @@ class JobView:
         self.title = w.HTML(
             f"<b>{html.escape(job.name or 'job')}</b> · job <code>{job.job_id}</code> · {job.n:,} calls"
         )
-        self.box = w.VBox([self.title, self.bar, self.counts])
+        self.cancel_button = w.Button(description="Cancel", button_style="warning", icon="stop")
+        self.cancel_button.layout.width = "8em"
+        self.cancel_button.on_click(self._cancel)
+        self.workers = w.HTML()
+        parts: list[Any] = [w.HBox([self.title, self.cancel_button]), self.bar, self.counts]
+        self.grid = self.logview = None
+        try:
+            from .widgets import CallGrid, LogView
+
+            self.grid = CallGrid(job.n, describe=self._describe)
+            self.grid.on_select(self._select)
+            self.logview = LogView(mode="all")  # live lines of every call until one is clicked
+            self.logview.on_mode_change(lambda _mode: self._show_logs())
+            parts += [self.grid, self.logview]
+        except Exception:  # noqa: BLE001 - no custom widgets: bar and counts still work
+            pass
+        parts.append(w.Accordion(children=[self.workers], titles=("Workers",)))
+        self.box = w.VBox(parts)
         self.box.add_class("sif-magic-job")
         self.finished = False
 
+    # -- what the widgets ask ---------------------------------------------------------
+    def _describe(self, i: int) -> str:
+        d = self.job.describe_call(i)
+        text = f"call {i} · {d['state']}"
+        if d["attempt"] > 1:
+            text += f" · attempt {d['attempt']}"
+        if d["host"]:
+            text += f" · {d['host']}"
+        if d["duration"] is not None:
+            text += f" · {d['duration']:.2f} s"
+        if d["note"]:
+            text += f"\n{d['note']}"
+        return text
+
+    def _select(self, i: int) -> None:
+        self.selected = i
+        if self.logview is not None and i >= 0 and self.logview.mode != "call":
+            self.logview.mode = "call"  # its observer redraws
+        else:
+            self._show_logs()
+
+    def _cancel(self, _button: Any) -> None:
+        self.cancel_button.disabled = True
+        self.cancel_button.description = "Cancelling"
+        threading.Thread(target=self.job.cancel, daemon=True).start()
+
+    def _show_logs(self) -> None:
+        lv, job = self.logview, self.job
+        if lv is None:
+            return
+        mode = lv.mode
+        if mode == "all":
+            lines = [(s, f"[{i}] {t}") for i, s, t in list(job.recent)]
+            lv.show(f"all calls · last {len(lines)} lines", lines)
+        elif mode == "failures":
+            entries: list[tuple[int, str]] = []
+            tb = []
+            for i in job.failed[:50]:
+                entries += [(s, f"[{i}] {t}") for s, t in job.call_logs(i)[0]]
+                err = job.error(i)
+                if err is not None:
+                    text = err.remote_traceback() if hasattr(err, "remote_traceback") else str(err)
+                    tb.append(f"call {i}: {text}")
+            lv.show(f"failed calls ({len(job.failed)})", entries, "\n\n".join(tb))
+        elif self.selected >= 0:
+            i = self.selected
+            entries, dropped = job.call_logs(i)
+            err = job.error(i) if job.state(i) in ("failed", "cancelled") else None
+            tb = ""
+            if err is not None:
+                tb = (
+                    err.remote_traceback()
+                    if hasattr(err, "remote_traceback")
+                    else f"{type(err).__name__}: {err}"
+                )
+            lv.show(self._describe(i).replace("\n", " · "), entries, tb, dropped)
+
+    # -- pushing ----------------------------------------------------------------------
     def refresh(self, final: bool = False) -> None:
         job = self.job
+        self.ticks += 1
         if job.version == self.version and not final:
             return
         self.version = job.version
@@ -138,30 +221,91 @@ class JobView:
         note = ""
         if getattr(job, "broker_down", False):
             note = " <b style='color:#e53935'>broker unreachable: reconnecting…</b>"
-        workers = ""
-        backend = getattr(job, "backend", None)
-        if backend is not None:
-            try:
-                live = [x for x in backend.workers() if x.get("state") == "up"]
-                workers = f" · {len(live)} worker{'s' if len(live) != 1 else ''}"
-            except Exception:  # noqa: BLE001
-                workers = ""
+        rows = self._worker_rows() if (final or self.ticks % 10 == 1) else None
+        live = (
+            "" if rows is None else f" · {sum(1 for r in rows if r.get('state') == 'up')} workers"
+        )
         with self.box.hold_sync():
             self.bar.value = job.final
             if job.done():
                 self.bar.bar_style = (
                     "danger" if counts["failed"] or counts["cancelled"] else "success"
                 )
+                self.cancel_button.disabled = True
+                self.cancel_button.layout.display = "none"
             self.counts.value = (
-                f"{badges} · {job.elapsed:.1f} s · {html.escape(_rate(job))}{workers}{note}"
+                f"{badges} · {job.elapsed:.1f} s · {html.escape(_rate(job))}{live}{note}"
             )
+            if rows is not None:
+                self.workers.value = workers_html(rows)
+            # the grid (the biggest message) at most 5 times a second, always at the end
+            if self.grid is not None and (final or self.ticks % 2 == 0 or job.n < 1000):
+                self.grid.set_states(job.states)
+            if self.selected >= 0 or (self.logview is not None and self.logview.mode != "call"):
+                self._show_logs()
+
+    def _worker_rows(self) -> list[dict[str, Any]]:
+        backend = getattr(self.job, "backend", None)
+        try:
+            return list(backend.workers()) if backend is not None else []
+        except Exception:  # noqa: BLE001
+            return []
 
     def finish(self) -> None:
-        """Push the final state, then leave a static snapshot behind the live widgets."""
+        """Push the final state, then send it all again (the server may have dropped some)."""
         if self.finished:
             return
         self.finished = True
         self.refresh(final=True)
+        if self.grid is not None:
+            self.grid.resend()
+        if self.logview is not None:
+            self.logview.resend()
+        self.box.send_state()
+        for child in (self.bar, self.counts):
+            child.send_state()
+
+
+def workers_html(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<i>no workers seen yet</i>"
+    now = time.time()
+    head = "".join(
+        f"<th style='text-align:left;padding:0 8px'>{h}</th>"
+        for h in (
+            "host",
+            "pid",
+            "runtime",
+            "slots",
+            "busy",
+            "python",
+            "cloudpickle",
+            "container",
+            "last heartbeat",
+            "state",
+        )
+    )
+    body = []
+    for r in rows:
+        state = r.get("state", "")
+        colour = {"up": COLOURS["done"], "lost": COLOURS["lost"]}.get(state, COLOURS["cancelled"])
+        ago = now - float(r.get("last_seen") or now)
+        cells = (
+            r.get("host", ""),
+            r.get("pid", ""),
+            r.get("runtime", ""),
+            r.get("slots", ""),
+            r.get("busy", ""),
+            r.get("python", ""),
+            r.get("cloudpickle", ""),
+            r.get("container", "") + (f" (SLURM {r['slurm_job']})" if r.get("slurm_job") else ""),
+            f"{ago:.0f} s ago",
+        )
+        tds = "".join(f"<td style='padding:0 8px'>{html.escape(str(c))}</td>" for c in cells)
+        body.append(
+            f"<tr>{tds}<td style='padding:0 8px;color:{colour}'>{html.escape(state)}</td></tr>"
+        )
+    return f"<table class='sif-magic-workers'><tr>{head}</tr>{''.join(body)}</table>"
 
 
 class _Pusher:
@@ -230,7 +374,11 @@ def finish_job(job: Any, shown: Any) -> None:
         return
     view, handle = shown
     view.finish()
-    handle.update(snapshot, raw=True)
+    # the live widgets stay (click the grid after the run); nbviewer, nbconvert and
+    # front-ends without widgets render the static snapshot of the same output
+    bundle = view.box._repr_mimebundle_()
+    bundle.update(snapshot)
+    handle.update(bundle, raw=True)
 
 
 def _in_kernel() -> bool:

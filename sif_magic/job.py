@@ -8,6 +8,7 @@ logs); displays read it. Nothing here touches a widget or a connection.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import pickle
 import threading
@@ -33,6 +34,7 @@ from .protocol import (
 
 LOG_BYTES_PER_CALL = 256 * 1024
 LOG_BYTES_PER_JOB = 64 * 1024 * 1024
+RECENT_LINES = 2000  # lines of all calls, interleaved, for the "all calls" log view
 _MISSING = object()
 _ERROR_TYPES = {
     "sif_magic.errors.CallTimeoutError": CallTimeoutError,
@@ -97,6 +99,9 @@ class Job:
         self._errors: dict[int, dict[str, Any]] = {}
         self.notes: dict[int, str] = {}
         self.logs: dict[int, CallLog] = {}
+        self.recent: collections.deque[tuple[int, int, str]] = collections.deque(
+            maxlen=RECENT_LINES
+        )
         self.log_bytes = 0
         self.log_dropped = 0
         self.counts = [0] * len(STATE_NAMES)
@@ -174,7 +179,10 @@ class Job:
         log.dropped = r.dropped
         for stream, data in ((1, r.stdout), (2, r.stderr)):
             if data:
-                log.add(stream, data.decode("utf-8", "replace"))
+                text = data.decode("utf-8", "replace")
+                log.add(stream, text)
+                if have is None:
+                    self.recent.append((i, stream, text))
         self.log_bytes += log.size - (have.size if have else 0)
         self.logs[i] = log
 
@@ -213,6 +221,7 @@ class Job:
         if log is None:
             log = self.logs[i] = CallLog()
         self.log_bytes += log.add(stream, text)
+        self.recent.append((i, stream, text))
 
     def _finish(self) -> None:
         self.finished_at = time.time()

@@ -129,6 +129,10 @@ class SifMagics(Magics):
         if args.no_wait:
             if args.out:
                 self.shell.user_ns[args.out] = job
+                from IPython.display import display as show
+
+                show(job)  # the live view, updating while other cells run
+                return None
             return job
         shown = None
         try:
