@@ -265,6 +265,14 @@ class Job:
             self.backend.cancel(self)
         return True
 
+    def close(self) -> None:
+        """Forget this job on the broker (its kept results go); cancels it if still running."""
+        if not self.done():
+            self.cancel()
+        release = getattr(self.backend, "release", None)
+        if release is not None:
+            release(self)
+
     def add_done_callback(self, fn: Callable[[Job], None]) -> None:
         with self._lock:
             if not self._done.is_set():

@@ -252,6 +252,23 @@ class SifMagics(Magics):
             )
         return None
 
+    @magic_arguments()
+    @argument("job_id", help="id of the job (shown under its cell, or job.job_id)")
+    @argument("-o", "--out", metavar="NAME", help="store the job in NAME (default: _sif_job)")
+    @argument("--backend", choices=["local", "rabbitmq"], help="backend the job ran on")
+    @argument("--runtime", help="runtime the job ran on")
+    @line_magic
+    def sif_attach(self, line: str) -> Any:
+        """``%sif_attach JOB_ID [-o NAME]``: follow a job started before a kernel restart
+        or by another notebook: finished calls' results come back, the rest goes on live."""
+        args = parse_argstring(self.sif_attach, line)
+        try:
+            job = self.executor(args.backend, args.runtime).attach(args.job_id)
+        except SifMagicError as e:
+            raise UsageError(str(e)) from None
+        self.shell.user_ns[args.out or "_sif_job"] = job
+        return job
+
     @line_magic
     def sif_logs(self, line: str) -> Any:
         """``%sif_logs [JOB] [CALL]``: print a job's logs (the last job by default)."""

@@ -18,6 +18,8 @@ import time
 import uuid
 from typing import Any
 
+import pika.exceptions as pe
+
 from .. import protocol
 from .._serialize import cloudpickle_version, python_version
 from ..broker import Connection, declare_task_queue
@@ -304,8 +306,88 @@ class RabbitBackend(Backend):
         except Exception as e:  # noqa: BLE001
             log.debug("could not delete the result queue of %s: %s", job.job_id, e)
 
-    def attach(self, job_id: str) -> Job:
-        raise ConfigError("attach is not implemented yet for the rabbitmq backend")
+    def attach(self, job_id: str, timeout: float = 10.0) -> Job:
+        """Follow a job started by another client (or by this kernel before a restart).
+
+        Results of finished calls come back from the job's durable result queue,
+        the state and logs of the rest from the monitoring exchange."""
+        reply_to = protocol.result_queue(job_id)
+
+        def exists() -> bool:
+            ch = self.conn._conn.channel()  # a failed passive declare closes its channel
+            try:
+                ch.queue_declare(reply_to, passive=True)
+                return True
+            except pe.ChannelClosedByBroker:
+                return False
+            finally:
+                if ch.is_open:
+                    ch.close()
+
+        if not self.conn.call(exists):
+            raise ConfigError(
+                f"job {job_id} is unknown here: its result queue {reply_to} does not exist "
+                f"(it expired {self.config.result_ttl:g} s after its last client left, or the job "
+                "was closed)"
+            )
+        holder: dict[str, Any] = {"job": None, "early": []}
+        ready = threading.Event()
+
+        def on_message(props: Any, delivery: Any, method: Any, body: bytes) -> None:
+            try:
+                protocol.verify(self.key, props.type, body, props.headers)
+                if props.type == "jobinfo":
+                    info = json.loads(body)
+                    if holder["job"] is None:
+                        job = Job(
+                            job_id,
+                            int(info["n"]),
+                            name=str(info.get("name", "")),
+                            errors=str(info.get("errors", "raise")),
+                            runtime=str(info.get("runtime", self.runtime)),
+                            backend=self,
+                        )
+                        job.created = float(info.get("created", job.created))
+                        self.jobs[job_id] = job
+                        holder["job"] = job
+                        for batch in holder["early"]:
+                            job.apply_results(batch.results)
+                        holder["early"].clear()
+                        ready.set()
+                    return
+                batch = ResultBatch.decode(body)
+            except (ProtocolError, ValueError, KeyError) as e:
+                self.rejected += 1
+                log.warning("dropped a message in %s: %s", reply_to, e)
+                self.conn.reject(delivery, requeue=False)
+                return
+            if holder["job"] is None:
+                holder["early"].append(batch)
+            elif batch.job_id == job_id:
+                holder["job"].apply_results(batch.results)
+
+        def bind(ch: Any) -> str:
+            ch.queue_declare(
+                reply_to,
+                durable=True,
+                arguments=protocol.result_queue_arguments(self.config.result_ttl),
+            )
+            return reply_to
+
+        self.conn.call(
+            lambda: self.conn.sub_channel.queue_bind(
+                self._monitor_queue, protocol.MONITOR_EXCHANGE, f"job.{job_id}.#"
+            )
+        )
+        self.conn.consume(bind, on_message, prefetch=0)
+        if not ready.wait(timeout):
+            raise ConfigError(
+                f"job {job_id}: its results are held by another live client (a kernel still "
+                "running it?); attach once that client has stopped, or wait for it to finish"
+            )
+        job = holder["job"]
+        job._consumer_tag = reply_to  # type: ignore[attr-defined]
+        return job
 
     def close(self) -> None:
         for job in list(self.jobs.values()):
