@@ -166,6 +166,8 @@ class Connection:
         self._conn: pika.BlockingConnection | None = None
         self._pub: Any = None
         self._sub: Any = None
+        self._tx: Any = None
+        self.returned = 0  # messages the broker could not route (publish_batch)
         self._ops: collections.deque[tuple[Callable, Future]] = collections.deque()
         self._consumers: list[_Consumer] = []
         self._lock = threading.Lock()
@@ -191,6 +193,9 @@ class Connection:
             pub = conn.channel()
             pub.confirm_delivery()
             sub = conn.channel()
+            tx = conn.channel()
+            tx.tx_select()
+            tx.add_on_return_callback(self._on_return)
             declare_topology(pub)
             if self.setup is not None:
                 self.setup(pub)
@@ -200,7 +205,7 @@ class Connection:
             except Exception:  # noqa: BLE001
                 pass
             raise
-        self._conn, self._pub, self._sub = conn, pub, sub
+        self._conn, self._pub, self._sub, self._tx = conn, pub, sub, tx
         self.generation += 1
         for c in self._consumers:
             self._start_consumer(c)
@@ -336,6 +341,38 @@ class Connection:
 
         def op() -> None:
             self._pub.basic_publish(exchange, routing_key, body, props, mandatory=mandatory)
+
+        return self.call(op, wait=wait)
+
+    def _on_return(self, ch: Any, method: Any, props: Any, body: bytes) -> None:
+        self.returned += 1
+        log.error(
+            "the broker could not route a %s message to %r (queue deleted?): it is lost",
+            props.type,
+            method.routing_key,
+        )
+
+    def publish_batch(
+        self, messages: list[tuple[str, str, bytes, str]], *, key: bytes, wait: bool = True
+    ) -> Any:
+        """Publish ``(exchange, routing_key, body, kind)`` messages, persistent, in one
+        transaction: one round trip to the broker for the lot instead of one confirm
+        each (about ten times faster for small messages). All or none are stored."""
+        props = [
+            pika.BasicProperties(
+                type=kind,
+                headers=protocol.headers_for(key, kind, body),
+                delivery_mode=2,
+                app_id="sif_magic",
+                timestamp=int(time.time()),
+            )
+            for _, _, body, kind in messages
+        ]
+
+        def op() -> None:
+            for (exchange, routing_key, body, _), p in zip(messages, props):
+                self._tx.basic_publish(exchange, routing_key, body, p, mandatory=True)
+            self._tx.tx_commit()
 
         return self.call(op, wait=wait)
 

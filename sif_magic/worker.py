@@ -77,7 +77,7 @@ class _Reporter:
         self.w.publish_results(chunk, results)
 
     def chunk_done(self, chunk: Chunk) -> None:
-        self.w.conn.ack(chunk.tag[0])
+        self.w.ack_after_results(chunk.tag[0])
 
 
 class Worker:
@@ -109,6 +109,11 @@ class Worker:
         self.stopping = threading.Event()
         self.cancelled: dict[str, float] = {}
         self.rejected = 0
+        # results wait here while the previous publish awaits its confirm, so under
+        # load one message carries many calls (see _flush_results)
+        self._outbox: dict[tuple[str, str], list[CallResult]] = {}
+        self._outbox_lock = threading.Lock()
+        self._flush_queued = False
         self.conn = Connection(
             url,
             name=f"sif_magic worker {self.worker_id}",
@@ -127,7 +132,7 @@ class Worker:
         self.conn.consume(
             lambda ch: declare_task_queue(ch, self.runtime),
             self._on_task,
-            prefetch=self.processes * 2,
+            prefetch=max(8, self.processes * 2),  # enough in flight to hide confirm latency
         )
         log.info(
             "worker %s consuming %s with %d processes (python %s, cloudpickle %s)",
@@ -277,17 +282,39 @@ class Worker:
 
     # -- messages out --------------------------------------------------------------
     def publish_results(self, chunk: Chunk, results: list[CallResult]) -> None:
-        delivery, reply_to = chunk.tag
-        body = protocol.ResultBatch(chunk.job_id, chunk.chunk, results).encode()
-        fut = self.conn.publish(
-            "", reply_to, body, kind="result", key=self.key, mandatory=True, wait=False
-        )
-        fut.add_done_callback(lambda f: self._published(f, chunk.job_id))
+        _, reply_to = chunk.tag
+        with self._outbox_lock:
+            self._outbox.setdefault((chunk.job_id, reply_to), []).extend(results)
+            queue_flush = not self._flush_queued
+            self._flush_queued = True
+        if queue_flush:
+            self.conn.call(self._flush_results, wait=False)
         by_state: dict[int, list[int]] = {}
         for r in results:
             by_state.setdefault(r.status, []).append(r.index)
         for state, indices in by_state.items():
             self.events.states(chunk.job_id, indices, state)
+
+    def _flush_results(self) -> None:
+        """In the I/O thread: publish everything in the outbox, one message per job."""
+        with self._outbox_lock:
+            outbox, self._outbox = self._outbox, {}
+            self._flush_queued = False
+        for (job_id, reply_to), results in outbox.items():
+            body = protocol.ResultBatch(job_id, -1, results).encode()
+            props_op = self.conn.publish(
+                "", reply_to, body, kind="result", key=self.key, mandatory=True, wait=False
+            )
+            props_op.add_done_callback(lambda f, j=job_id: self._published(f, j))
+
+    def ack_after_results(self, delivery: Any) -> None:
+        """Ack a chunk once every result of it has been published and confirmed."""
+
+        def op() -> None:
+            self._flush_results()  # queues the publishes ahead of the ack below
+            self.conn.ack(delivery)
+
+        self.conn.call(op, wait=False)
 
     def _published(self, fut: Any, job_id: str) -> None:
         e = fut.exception()

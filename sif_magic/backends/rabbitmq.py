@@ -239,8 +239,12 @@ class RabbitBackend(Backend):
         job._consumer_tag = self.conn.consume(setup, on_result, prefetch=0)  # type: ignore[attr-defined]
 
     def _publish_chunks(self, job: Job, task: JobTask, reply_to: str) -> None:
+        """Publish the job's chunks in transactions of up to BATCH messages / ~4 MB,
+        with a few transactions in flight (the I/O thread commits them in order)."""
         queue = protocol.task_queue(self.runtime)
-        futures = []
+        pending: list = []
+        batch: list[tuple[str, str, bytes, str]] = []
+        size = 0
         for c in task.chunks:
             if job.cancel_requested:
                 break
@@ -261,18 +265,26 @@ class RabbitBackend(Backend):
                 cloudpickle=cloudpickle_version(),
                 client=self.session,
             ).encode()
-            futures.append(
-                self.conn.publish(
-                    "", queue, body, kind="task", key=self.key, mandatory=True, wait=False
-                )
-            )
-            if len(futures) >= 256:  # keep a bounded number of publishes in flight
-                futures.pop(0).result()
-        for f in futures:
-            try:
-                f.result()
-            except Exception as e:  # noqa: BLE001
-                log.error("job %s: a chunk could not be published: %s", job.job_id, e)
+            batch.append(("", queue, body, "task"))
+            size += len(body)
+            if len(batch) >= self.BATCH or size >= 4 * 1024 * 1024:
+                pending.append(self.conn.publish_batch(batch, key=self.key, wait=False))
+                batch, size = [], 0
+                if len(pending) > 4:
+                    self._settle(job, pending.pop(0))
+        if batch:
+            pending.append(self.conn.publish_batch(batch, key=self.key, wait=False))
+        for fut in pending:
+            self._settle(job, fut)
+
+    BATCH = 200
+
+    @staticmethod
+    def _settle(job: Job, fut: Any) -> None:
+        try:
+            fut.result()
+        except Exception as e:  # noqa: BLE001
+            log.error("job %s: chunks could not be published: %s", job.job_id, e)
 
     def cancel(self, job: Job) -> None:
         job.cancel_requested = True
