@@ -180,13 +180,17 @@ class JobView:
             return
         mode = lv.mode
         if mode == "all":
-            lines = [(s, f"[{i}] {t}") for i, s, t in list(job.recent)]
+            lines = [
+                (s, f"[{i}] {ln}") for i, s, t in list(job.recent) for ln in t.splitlines(True)
+            ]
             lv.show(f"all calls · last {len(lines)} lines", lines)
         elif mode == "failures":
             entries: list[tuple[int, str]] = []
             tb = []
             for i in job.failed[:50]:
-                entries += [(s, f"[{i}] {t}") for s, t in job.call_logs(i)[0]]
+                entries += [
+                    (s, f"[{i}] {ln}") for s, t in job.call_logs(i)[0] for ln in t.splitlines(True)
+                ]
                 err = job.error(i)
                 if err is not None:
                     text = err.remote_traceback() if hasattr(err, "remote_traceback") else str(err)
