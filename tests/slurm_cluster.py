@@ -75,6 +75,7 @@ class SlurmCluster:
             raise SlurmError(f"not installed: {', '.join(missing)}; run `{INSTALL}`")
         self.dir = Path(directory or tempfile.mkdtemp(prefix="sif-slurm-"))
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o755)  # jobs of other users run the TaskProlog and use tmp/
         self.host = socket.gethostname().split(".")[0]
         self.cpus = os.cpu_count() or 1
         self.conf = self.dir / "slurm.conf"
@@ -93,10 +94,16 @@ class SlurmCluster:
         self._write_files()
         self._start_munge()
         log = self.dir / "log"
-        self._spawn("slurmctld", [_which("slurmctld"), "-D", "-c", "-f", str(self.conf)],
-                    log / "slurmctld.out")  # fmt: skip
-        self._spawn("slurmd", [_which("slurmd"), "-D", "-f", str(self.conf), "-N", self.host],
-                    log / "slurmd.out")  # fmt: skip
+        self._spawn(
+            "slurmctld",
+            [_which("slurmctld"), "-D", "-c", "-f", str(self.conf)],
+            log / "slurmctld.out",
+        )
+        self._spawn(
+            "slurmd",
+            [_which("slurmd"), "-D", "-f", str(self.conf), "-N", self.host],
+            log / "slurmd.out",
+        )
         deadline = t0 + timeout
         while True:
             for name, proc in self._procs.items():
@@ -108,8 +115,7 @@ class SlurmCluster:
             if state.startswith("idle"):
                 break
             if state.startswith(("down", "drain")):
-                self.run("scontrol", "update", f"NodeName={self.host}", "State=RESUME",
-                         check=False)  # fmt: skip
+                self.run("scontrol", "update", f"NodeName={self.host}", "State=RESUME", check=False)
             if time.monotonic() > deadline:
                 self.close()
                 raise SlurmError(
@@ -154,11 +160,19 @@ class SlurmCluster:
 
     # -- use -------------------------------------------------------------------------
 
-    def run(self, *argv: str, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def run(
+        self, *argv: str, check: bool = True, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
         """Run a SLURM command (sbatch, squeue, ...) against this cluster."""
         exe = _which(argv[0]) or argv[0]
-        res = subprocess.run([exe, *argv[1:]], env=self.env, capture_output=True, text=True,
-                             timeout=timeout, check=False)  # fmt: skip
+        res = subprocess.run(
+            [exe, *argv[1:]],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if check and res.returncode != 0:
             raise SlurmError(f"{' '.join(argv)} exited {res.returncode}: {res.stderr.strip()}")
         return res
@@ -188,6 +202,7 @@ class SlurmCluster:
         for sub in ("state", "spool", "log", "run", "munge", "tmp"):
             (d / sub).mkdir(mode=0o700, exist_ok=True)
         self.tmp_base.chmod(0o755)
+        (d / "munge").chmod(0o755)  # srun in other users' jobs talks to the socket
         scripts = {
             # Prolog/Epilog run as root (SlurmdUser) on the node; TaskProlog as the user.
             "prolog.sh": f'#!/bin/sh\nd="{self.tmp_base}/job_$SLURM_JOB_ID"\n'
@@ -246,11 +261,19 @@ class SlurmCluster:
             key.chmod(0o400)
         pid_file = m / "munged.pid"
         res = subprocess.run(
-            [_which("munged"), f"--socket={self.munge_socket}", f"--key-file={key}",
-             f"--pid-file={pid_file}", f"--log-file={m / 'munged.log'}",
-             f"--seed-file={m / 'munged.seed'}", "--force"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [
+                _which("munged"),
+                f"--socket={self.munge_socket}",
+                f"--key-file={key}",
+                f"--pid-file={pid_file}",
+                f"--log-file={m / 'munged.log'}",
+                f"--seed-file={m / 'munged.seed'}",
+                "--force",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if res.returncode != 0:
             raise SlurmError(f"munged failed ({res.returncode}): {res.stderr.strip()}")
         deadline = time.monotonic() + 10
@@ -263,9 +286,13 @@ class SlurmCluster:
     def _spawn(self, name: str, argv: list[str | None], out: Path) -> None:
         with open(out, "ab") as f:
             self._procs[name] = subprocess.Popen(
-                [str(a) for a in argv], env=self.env, stdin=subprocess.DEVNULL, stdout=f,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                [str(a) for a in argv],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
 
 def _user() -> str:
@@ -278,19 +305,22 @@ def _user() -> str:
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+def slurm_cluster() -> Iterator[SlurmCluster]:
     missing = missing_tools()
     if missing:
         message = f"SLURM test cluster needs {', '.join(missing)}: run `{INSTALL}`"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    # Not under pytest's tmp dir: that one is private to its owner, and jobs of other users
+    # (sbatch --uid) must run the TaskProlog and reach their $SLURM_TMPDIR.
+    cluster = SlurmCluster()
     cluster.start()
     try:
         yield cluster
     finally:
         cluster.close()
+        shutil.rmtree(cluster.dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -37,8 +37,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private SIF_MAGIC_HOME (state file, logs, key) and no broker settings inherited."""
     h = tmp_path / "home"
     monkeypatch.setenv("SIF_MAGIC_HOME", str(h))
-    for var in ("SIF_MAGIC_KEY", "SIF_MAGIC_AMQP_URL", "SIF_MAGIC_AMQP_URL_FILE",
-                "SIF_MAGIC_RUNTIME", "SIF_MAGIC_KEY_FILE"):  # fmt: skip
+    for var in (
+        "SIF_MAGIC_KEY",
+        "SIF_MAGIC_AMQP_URL",
+        "SIF_MAGIC_AMQP_URL_FILE",
+        "SIF_MAGIC_RUNTIME",
+        "SIF_MAGIC_KEY_FILE",
+    ):
         monkeypatch.delenv(var, raising=False)
     yield h
     for rec, state in launch.list_workers():  # never leave a process behind
@@ -94,12 +99,15 @@ def stand_in_python(path: Path, exit_code: int | None = None) -> Path:
         " if k.startswith('SIF_MAGIC_')}}\n"
         "out = os.environ['SIF_MAGIC_HOME'] + '/standin-' + os.environ['SIF_MAGIC_WORKER_ID']\n"
         "open(out, 'w').write(json.dumps(rec))\n"
-        + (f"print('stand-in failing on purpose', flush=True)\nsys.exit({exit_code})\n"
-           if exit_code is not None else "")
+        + (
+            f"print('stand-in failing on purpose', flush=True)\nsys.exit({exit_code})\n"
+            if exit_code is not None
+            else ""
+        )
         + "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
         "while True:\n"
         "    time.sleep(0.05)\n"
-    )  # fmt: skip
+    )
     path.chmod(0o755)
     return path
 
@@ -114,14 +122,39 @@ def cmdline(pid: int) -> str:
 def test_singularity_argv_lists() -> None:
     assert sing.instance_start_argv(
         "singularity", "ml.sif", "sifw-1", binds=["/data", "/s:/scratch:ro"], nv=True, fakeroot=True
-    ) == ["singularity", "instance", "start", "--fakeroot", "--nv", "--bind", "/data",
-          "--bind", "/s:/scratch:ro", "ml.sif", "sifw-1"]  # fmt: skip
+    ) == [
+        "singularity",
+        "instance",
+        "start",
+        "--fakeroot",
+        "--nv",
+        "--bind",
+        "/data",
+        "--bind",
+        "/s:/scratch:ro",
+        "ml.sif",
+        "sifw-1",
+    ]
     assert sing.instance_start_argv("apptainer", "a.sif", "n") == [
-        "apptainer", "instance", "start", "a.sif", "n"]  # fmt: skip
+        "apptainer",
+        "instance",
+        "start",
+        "a.sif",
+        "n",
+    ]
     assert sing.run_argv("singularity", "instance://sifw-1", env_file="/h/w.env") == [
-        "singularity", "run", "--env-file", "/h/w.env", "instance://sifw-1"]  # fmt: skip
+        "singularity",
+        "run",
+        "--env-file",
+        "/h/w.env",
+        "instance://sifw-1",
+    ]
     assert sing.instance_stop_argv("singularity", "sifw-1") == [
-        "singularity", "instance", "stop", "sifw-1"]  # fmt: skip
+        "singularity",
+        "instance",
+        "stop",
+        "sifw-1",
+    ]
     with pytest.raises(ConfigError, match="SRC:DST"):
         sing.check_binds(["a:b:c:d"])
 
@@ -130,8 +163,12 @@ def test_env_file_round_trips_through_sh(tmp_path: Path) -> None:
     nasty = "amqp://u:p'a\"s$s`w d@h:5672/%2F"
     f = tmp_path / "w.env"
     f.write_text(sing.env_file_text({"SIF_MAGIC_AMQP_URL": nasty, "SIF_MAGIC_RUNTIME": "ml.sif"}))
-    out = subprocess.run(["sh", "-c", f'. "{f}"; printf %s "$SIF_MAGIC_AMQP_URL"'],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["sh", "-c", f'. "{f}"; printf %s "$SIF_MAGIC_AMQP_URL"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out == nasty
     with pytest.raises(ConfigError):
         sing.env_file_text({"BAD NAME": "x"})
@@ -147,25 +184,54 @@ def test_start_list_stop_singularity_instances(tmp_path, monkeypatch, home, url_
     image = tmp_path / "ml.sif"
     image.write_bytes(b"SIF stand-in")
     recs = launch.start_workers(
-        image=str(image), instances=2, processes=3, container="singularity",
-        binds=["/data:/mnt"], nv=True, fakeroot=True, amqp_url_file=str(url_file),
+        image=str(image),
+        instances=2,
+        processes=3,
+        container="singularity",
+        binds=["/data:/mnt"],
+        nv=True,
+        fakeroot=True,
+        amqp_url_file=str(url_file),
         startup_check=0.3,
-    )  # fmt: skip
+    )
     assert len(recs) == 2 and all(alive(r.pid) for r in recs)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert calls == [
-        [str(exe), "instance", "start", "--fakeroot", "--nv", "--bind", "/data:/mnt",
-         str(image), recs[0].instance],
+        [
+            str(exe),
+            "instance",
+            "start",
+            "--fakeroot",
+            "--nv",
+            "--bind",
+            "/data:/mnt",
+            str(image),
+            recs[0].instance,
+        ],
         [str(exe), "run", "--env-file", recs[0].env_file, f"instance://{recs[0].instance}"],
-        [str(exe), "instance", "start", "--fakeroot", "--nv", "--bind", "/data:/mnt",
-         str(image), recs[1].instance],
+        [
+            str(exe),
+            "instance",
+            "start",
+            "--fakeroot",
+            "--nv",
+            "--bind",
+            "/data:/mnt",
+            str(image),
+            recs[1].instance,
+        ],
         [str(exe), "run", "--env-file", recs[1].env_file, f"instance://{recs[1].instance}"],
-    ]  # fmt: skip
+    ]
     for r in recs:
         assert "guest:guest" not in cmdline(r.pid)  # never on a command line
         assert stat.S_IMODE(os.stat(r.env_file).st_mode) == 0o600
-        env = subprocess.run(["sh", "-c", f'set -a; . "{r.env_file}"; env'], capture_output=True,
-                             text=True, env={}, check=True).stdout.splitlines()  # fmt: skip
+        env = subprocess.run(
+            ["sh", "-c", f'set -a; . "{r.env_file}"; env'],
+            capture_output=True,
+            text=True,
+            env={},
+            check=True,
+        ).stdout.splitlines()
         env = dict(line.split("=", 1) for line in env if line.startswith("SIF_MAGIC_"))
         assert env == {
             "SIF_MAGIC_RUNTIME": "ml.sif",
@@ -181,7 +247,11 @@ def test_start_list_stop_singularity_instances(tmp_path, monkeypatch, home, url_
     assert launch.stop_workers([recs[0].id], timeout=5) == [(recs[0].id, "terminated")]
     assert not alive(recs[0].pid) and alive(recs[1].pid)
     assert json.loads(log.read_text().splitlines()[-1]) == [
-        str(exe), "instance", "stop", recs[0].instance]  # fmt: skip
+        str(exe),
+        "instance",
+        "stop",
+        recs[0].instance,
+    ]
     assert (tmp_path / "singularity.log.term").read_text().split() == [str(recs[0].pid)]
     assert not Path(recs[0].env_file).exists()
     assert cli("workers", "stop", "--all") == 0
@@ -205,9 +275,15 @@ def test_start_refuses_missing_image_and_tool(tmp_path, monkeypatch, home, url_f
 
 def test_start_without_container_passes_settings_by_env(tmp_path, home, url_file) -> None:
     py = stand_in_python(tmp_path / "python")
-    recs = launch.start_workers(runtime="rt-x", instances=2, processes=2, container="none",
-                                amqp_url_file=str(url_file), python=str(py),
-                                startup_check=0.5)  # fmt: skip
+    recs = launch.start_workers(
+        runtime="rt-x",
+        instances=2,
+        processes=2,
+        container="none",
+        amqp_url_file=str(url_file),
+        python=str(py),
+        startup_check=0.5,
+    )
     for r in recs:
         seen = json.loads((home / f"standin-{r.id}").read_text())
         assert seen["argv"] == ["-m", "sif_magic", "worker"]
@@ -232,8 +308,9 @@ def test_start_without_container_passes_settings_by_env(tmp_path, home, url_file
 def test_a_worker_that_dies_at_once_is_reported_with_its_log(tmp_path, home, url_file) -> None:
     py = stand_in_python(tmp_path / "python", exit_code=3)
     with pytest.raises(ConfigError, match="stand-in failing on purpose"):
-        launch.start_workers(container="none", amqp_url_file=str(url_file), python=str(py),
-                             startup_check=0.5)  # fmt: skip
+        launch.start_workers(
+            container="none", amqp_url_file=str(url_file), python=str(py), startup_check=0.5
+        )
     assert launch.list_workers() == []
 
 
@@ -264,8 +341,9 @@ def test_stop_unknown_ids_stops_nothing(home) -> None:
 
 def test_a_reused_pid_is_not_signalled(tmp_path, home, url_file) -> None:
     py = stand_in_python(tmp_path / "python")
-    (rec,) = launch.start_workers(container="none", amqp_url_file=str(url_file),
-                                  python=str(py), startup_check=0.2)  # fmt: skip
+    (rec,) = launch.start_workers(
+        container="none", amqp_url_file=str(url_file), python=str(py), startup_check=0.2
+    )
     from sif_magic.launch._state import StateFile
 
     with StateFile("workers.json").update() as records:  # as if the pid had been reused
@@ -309,7 +387,9 @@ def delete_queue(queue: str) -> None:
         conn.close()
 
 
-@pytest.mark.skipif(not _worker_exists(), reason="the lead's worker (sif_magic/worker.py) is not there yet")  # fmt: skip
+@pytest.mark.skipif(
+    not _worker_exists(), reason="the lead's worker (sif_magic/worker.py) is not there yet"
+)
 def test_real_worker_without_container_joins_and_leaves(tmp_path, home, url_file, monkeypatch):
     from rabbit import shared_broker_url
 
@@ -318,8 +398,14 @@ def test_real_worker_without_container_joins_and_leaves(tmp_path, home, url_file
     runtime = f"launch-{secrets.token_hex(4)}"
     queue = f"sif_magic.tasks.{runtime}"
     try:
-        recs = launch.start_workers(runtime=runtime, instances=2, processes=1, container="none",
-                                    amqp_url_file=str(url_file), startup_check=0.5)  # fmt: skip
+        recs = launch.start_workers(
+            runtime=runtime,
+            instances=2,
+            processes=1,
+            container="none",
+            amqp_url_file=str(url_file),
+            startup_check=0.5,
+        )
         deadline = time.monotonic() + 30
         while (consumers(queue) or 0) < 2:
             assert time.monotonic() < deadline, [Path(r.log).read_text() for r in recs]

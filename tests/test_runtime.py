@@ -30,9 +30,17 @@ from sif_magic.errors import ConfigError
 # -- helpers ---------------------------------------------------------------------
 
 SECTIONS = {
-    "setup", "files", "post", "environment", "runscript", "startscript", "test",
-    "labels", "help", "arguments",
-}  # fmt: skip
+    "setup",
+    "files",
+    "post",
+    "environment",
+    "runscript",
+    "startscript",
+    "test",
+    "labels",
+    "help",
+    "arguments",
+}
 
 
 def parse_definition(text: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -114,8 +122,9 @@ def run_script(body: str, tmp_path: Path, env: dict[str, str], *args: str):
     script.write_text("#!/bin/sh\n" + body.replace(f"{rt.VENV}/bin/python", str(fake_py)))
     record = tmp_path / "rec"
     base = {"PATH": "/usr/bin:/bin", "RECORD": str(record)}
-    res = subprocess.run(["sh", str(script), *args], env={**base, **env},
-                         capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        ["sh", str(script), *args], env={**base, **env}, capture_output=True, text=True
+    )
     if res.returncode != 0:
         return res, None, None
     argv = Path(f"{record}.argv").read_text().splitlines()
@@ -166,8 +175,14 @@ def test_definition_file_requirements_and_local_sif_magic(tmp_path: Path) -> Non
     req.write_text("pandas\n")
     wheel = tmp_path / "sif_magic-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"")
-    spec = rt.ImageSpec(runtime="x.sif", requirements=str(req), sif_magic=str(wheel),
-                        python="3.10", base="docker://ubuntu:22.04", apt=["python3-venv"])  # fmt: skip
+    spec = rt.ImageSpec(
+        runtime="x.sif",
+        requirements=str(req),
+        sif_magic=str(wheel),
+        python="3.10",
+        base="docker://ubuntu:22.04",
+        apt=["python3-venv"],
+    )
     header, sections = parse_definition(rt.definition_file(spec))
     assert header == {"Bootstrap": "docker", "From": "ubuntu:22.04"}
     assert sections["files"].split("\n")[:2] == [
@@ -190,11 +205,17 @@ def test_runscript_starts_the_worker_from_environment_variables(tmp_path: Path) 
     assert env["SIF_MAGIC_RUNTIME"] == "ml.sif"
     assert "SIF_MAGIC_PROCESSES" not in env
 
-    res, argv, env = run_script(body, tmp_path, {
-        "SIF_MAGIC_AMQP_URL_FILE": "/home/u/.sif_magic/amqp_url", "AMQP_URL": "ignored",
-        "SIF_MAGIC_RUNTIME": "other", "SLURM_CPUS_PER_TASK": "8",
-        "APPTAINER_CONTAINER": "/tmp/ml.sif",
-    })  # fmt: skip
+    res, argv, env = run_script(
+        body,
+        tmp_path,
+        {
+            "SIF_MAGIC_AMQP_URL_FILE": "/home/u/.sif_magic/amqp_url",
+            "AMQP_URL": "ignored",
+            "SIF_MAGIC_RUNTIME": "other",
+            "SLURM_CPUS_PER_TASK": "8",
+            "APPTAINER_CONTAINER": "/tmp/ml.sif",
+        },
+    )
     assert env == {
         "SIF_MAGIC_AMQP_URL_FILE": "/home/u/.sif_magic/amqp_url",
         "SIF_MAGIC_RUNTIME": "other",
@@ -280,8 +301,9 @@ def test_build_runs_apptainer_with_the_exact_argv(tmp_path, monkeypatch, no_cont
     ]
 
 
-def test_build_without_singularity_prints_what_to_run(tmp_path, monkeypatch, capsys,
-                                                      no_container_tools) -> None:  # fmt: skip
+def test_build_without_singularity_prints_what_to_run(
+    tmp_path, monkeypatch, capsys, no_container_tools
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert cli("runtime", "build", "demo.sif") == 3
     out = capsys.readouterr().out
@@ -292,9 +314,19 @@ def test_build_without_singularity_prints_what_to_run(tmp_path, monkeypatch, cap
 
 
 def test_build_argv_modes() -> None:
-    assert rt.build_argv("singularity", "a.sif", "a.def") == ["singularity", "build", "a.sif", "a.def"]  # fmt: skip
+    assert rt.build_argv("singularity", "a.sif", "a.def") == [
+        "singularity",
+        "build",
+        "a.sif",
+        "a.def",
+    ]
     assert rt.build_argv("apptainer", "a.sif", "a.def", "sudo") == [
-        "sudo", "apptainer", "build", "a.sif", "a.def"]  # fmt: skip
+        "sudo",
+        "apptainer",
+        "build",
+        "a.sif",
+        "a.def",
+    ]
     with pytest.raises(ConfigError):
         rt.build_argv("apptainer", "a.sif", "a.def", "root")
 
@@ -309,8 +341,9 @@ def _labels(**over: str) -> dict[str, str]:
     return labels
 
 
-def test_inspect_with_singularity_compares_versions(tmp_path, monkeypatch, capsys,
-                                                    no_container_tools) -> None:  # fmt: skip
+def test_inspect_with_singularity_compares_versions(
+    tmp_path, monkeypatch, capsys, no_container_tools
+) -> None:
     image = tmp_path / "ml.sif"
     image.write_bytes(b"not really a SIF: the recorder answers for it")
     log = tmp_path / "argv.log"
@@ -322,7 +355,9 @@ def test_inspect_with_singularity_compares_versions(tmp_path, monkeypatch, capsy
     sing = str(no_container_tools / "singularity")
     assert recorded(log)[0] == [sing, "inspect", "--json", "--labels", str(image)]
 
-    answer = json.dumps({"data": {"attributes": {"labels": _labels(python="3.6", cloudpickle="1.6.0")}}})  # fmt: skip
+    answer = json.dumps(
+        {"data": {"attributes": {"labels": _labels(python="3.6", cloudpickle="1.6.0")}}}
+    )
     make_recorder(no_container_tools, "singularity", log, stdout=answer)
     assert cli("runtime", "inspect", str(image)) == 1
     err = capsys.readouterr().err
@@ -351,21 +386,44 @@ def _assemble_sif(tmp_path: Path, labels: dict[str, str], definition: str) -> Pa
     root = tmp_path / "root"
     (root / ".singularity.d").mkdir(parents=True)
     (root / ".singularity.d" / "labels.json").write_text(json.dumps(labels))
-    subprocess.run(["mksquashfs", str(root), str(tmp_path / "fs.sqfs"), "-noappend", "-quiet"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["mksquashfs", str(root), str(tmp_path / "fs.sqfs"), "-noappend", "-quiet"],
+        check=True,
+        capture_output=True,
+    )
     (tmp_path / "x.def").write_text(definition)
     image = tmp_path / "real.sif"
     subprocess.run(["siftool", "new", str(image)], check=True, capture_output=True)
-    subprocess.run(["siftool", "add", str(image), str(tmp_path / "x.def"), "--datatype", "1"],
-                   check=True, capture_output=True)  # fmt: skip
-    subprocess.run(["siftool", "add", str(image), str(tmp_path / "fs.sqfs"), "--datatype", "4",
-                    "--parttype", "2", "--partfs", "1", "--partarch", "2"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["siftool", "add", str(image), str(tmp_path / "x.def"), "--datatype", "1"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            "siftool",
+            "add",
+            str(image),
+            str(tmp_path / "fs.sqfs"),
+            "--datatype",
+            "4",
+            "--parttype",
+            "2",
+            "--partfs",
+            "1",
+            "--partarch",
+            "2",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return image
 
 
-@pytest.mark.skipif(not (shutil.which("siftool") and shutil.which("mksquashfs")),
-                    reason="needs Debian's siftool and squashfs-tools")  # fmt: skip
+@pytest.mark.skipif(
+    not (shutil.which("siftool") and shutil.which("mksquashfs")),
+    reason="needs Debian's siftool and squashfs-tools",
+)
 def test_inspect_reads_a_sif_with_siftool(tmp_path, monkeypatch, capsys) -> None:
     """A real SIF file (assembled with siftool, not built by Singularity) read without it."""
     image = _assemble_sif(tmp_path, _labels(), "Bootstrap: docker\nFrom: python:3.11-slim\n")
@@ -385,8 +443,13 @@ def test_runtime_module_imports_only_the_standard_library() -> None:
         " if m in sys.modules]\n"
         "print(bad)"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).parents[1], check=True)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+        check=True,
+    )
     assert res.stdout.strip() == "[]"
 
 

@@ -41,8 +41,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     h = tmp_path / "home"
     monkeypatch.setenv("SIF_MAGIC_HOME", str(h))
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the jobs import this checkout's sif_magic
-    for var in ("SIF_MAGIC_KEY", "SIF_MAGIC_AMQP_URL", "SIF_MAGIC_AMQP_URL_FILE",
-                "SIF_MAGIC_RUNTIME", "SIF_MAGIC_KEY_FILE"):  # fmt: skip
+    for var in (
+        "SIF_MAGIC_KEY",
+        "SIF_MAGIC_AMQP_URL",
+        "SIF_MAGIC_AMQP_URL_FILE",
+        "SIF_MAGIC_RUNTIME",
+        "SIF_MAGIC_KEY_FILE",
+    ):
         monkeypatch.delenv(var, raising=False)
     return h
 
@@ -72,19 +77,37 @@ def sbatch_options(script: str) -> list[str]:
 
 def test_script_for_a_site(home: Path) -> None:
     spec = sl.SlurmSpec(
-        runtime="ml.sif", image="/shared/images/ml.sif", nodes=4, cpus_per_task=8,
-        time="02:00:00", partition="gpu", account="proj42", gres="gpu:1", mem="32G",
-        binds=["/scratch", "/data:/data:ro"], nv=True, setup=["module load apptainer/1.2"],
-        sbatch_options=["--constraint=a100"], amqp_url_file="/home/u/.sif_magic/amqp_url",
+        runtime="ml.sif",
+        image="/shared/images/ml.sif",
+        nodes=4,
+        cpus_per_task=8,
+        time="02:00:00",
+        partition="gpu",
+        account="proj42",
+        gres="gpu:1",
+        mem="32G",
+        binds=["/scratch", "/data:/data:ro"],
+        nv=True,
+        setup=["module load apptainer/1.2"],
+        sbatch_options=["--constraint=a100"],
+        amqp_url_file="/home/u/.sif_magic/amqp_url",
         key_file="/home/u/.sif_magic/key",
-    )  # fmt: skip
+    )
     script = sl.render_script(spec)
     assert script.startswith("#!/bin/bash\n")
     assert sbatch_options(script) == [
-        "--job-name=sif-magic-ml.sif", "--nodes=4", "--ntasks-per-node=1", "--cpus-per-task=8",
-        "--time=02:00:00", "--partition=gpu", "--account=proj42", "--mem=32G", "--gres=gpu:1",
-        f"--output={home}/slurm/%x-%j.out", "--constraint=a100",
-    ]  # fmt: skip
+        "--job-name=sif-magic-ml.sif",
+        "--nodes=4",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=8",
+        "--time=02:00:00",
+        "--partition=gpu",
+        "--account=proj42",
+        "--mem=32G",
+        "--gres=gpu:1",
+        f"--output={home}/slurm/%x-%j.out",
+        "--constraint=a100",
+    ]
     assert "module load apptainer/1.2" in script
     assert "export SIF_MAGIC_AMQP_URL_FILE=/home/u/.sif_magic/amqp_url" in script
     assert 'stage="$SLURM_TMPDIR/sif_magic"' in script  # node-local staging
@@ -96,8 +119,12 @@ def test_script_for_a_site(home: Path) -> None:
 
 
 def test_script_refuses_values_that_would_break_it() -> None:
-    for bad in ({"partition": "gpu; rm -rf ~"}, {"time": "1 day"}, {"account": "a'b"},
-                {"sbatch_options": ["--x=$(id)"]}):  # fmt: skip
+    for bad in (
+        {"partition": "gpu; rm -rf ~"},
+        {"time": "1 day"},
+        {"account": "a'b"},
+        {"sbatch_options": ["--x=$(id)"]},
+    ):
         with pytest.raises(ConfigError, match="not allowed"):
             sl.render_script(sl.SlurmSpec(runtime="r", container="none", **bad))
     with pytest.raises(ConfigError, match="--image NAME.sif is needed"):
@@ -122,8 +149,13 @@ def _run_script_without_slurm(tmp_path: Path, script: str, env: dict[str, str]):
         f.chmod(0o755)
     path = tmp_path / "job.sbatch"
     path.write_text(script)
-    base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "REC": str(tmp_path / "rec"),
-            "SLURM_JOB_ID": "77", "SLURM_JOB_NUM_NODES": "1"}  # fmt: skip
+    base = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "REC": str(tmp_path / "rec"),
+        "SLURM_JOB_ID": "77",
+        "SLURM_JOB_NUM_NODES": "1",
+    }
     return subprocess.run(["bash", str(path)], env={**base, **env}, capture_output=True, text=True)
 
 
@@ -134,9 +166,14 @@ def test_script_stages_the_image_and_passes_secrets_by_environment(tmp_path, hom
     key.write_text("k3y\n")
     key.chmod(0o600)
     stage = tmp_path / "stage"
-    spec = sl.SlurmSpec(runtime="ml.sif", image=str(image), container="singularity",
-                        stage_dir=str(stage), amqp_url_file=str(url_file),
-                        key_file=str(key))  # fmt: skip
+    spec = sl.SlurmSpec(
+        runtime="ml.sif",
+        image=str(image),
+        container="singularity",
+        stage_dir=str(stage),
+        amqp_url_file=str(url_file),
+        key_file=str(key),
+    )
     script = sl.render_script(spec)
     res = _run_script_without_slurm(tmp_path, script, {})  # no SLURM_TMPDIR: stage_dir
     assert res.returncode == 0, res.stderr
@@ -157,7 +194,10 @@ def test_script_stages_the_image_and_passes_secrets_by_environment(tmp_path, hom
     assert "guest" not in script
 
     res = _run_script_without_slurm(tmp_path, script, {"SLURM_TMPDIR": str(tmp_path / "jobtmp")})
-    assert Path(f"{tmp_path}/rec.argv").read_text().split()[-1] == f"{tmp_path}/jobtmp/sif_magic/ml.sif"  # fmt: skip
+    assert (
+        Path(f"{tmp_path}/rec.argv").read_text().split()[-1]
+        == f"{tmp_path}/jobtmp/sif_magic/ml.sif"
+    )
 
     url_file.chmod(0o644)
     res = _run_script_without_slurm(tmp_path, script, {})
@@ -174,8 +214,22 @@ def _user() -> str:
 
 
 def test_cli_dry_run_prints_the_script(home, capsys) -> None:
-    assert cli("slurm", "submit", "--container", "none", "--nodes", "2", "--dry-run",
-               "--runtime", "rt1", "--setup", "module load python") == 0  # fmt: skip
+    assert (
+        cli(
+            "slurm",
+            "submit",
+            "--container",
+            "none",
+            "--nodes",
+            "2",
+            "--dry-run",
+            "--runtime",
+            "rt1",
+            "--setup",
+            "module load python",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "#SBATCH --nodes=2" in out and "module load python" in out
     assert '"$SIF_MAGIC_PYTHON" -m sif_magic worker' in out
@@ -191,9 +245,23 @@ def test_submit_without_sbatch_says_where_to_run(home, url_file, monkeypatch) ->
 def test_main_cli_has_the_cluster_commands(home) -> None:
     if not (ROOT / "sif_magic" / "cli.py").exists():
         pytest.skip("the lead's sif_magic/cli.py is not there yet")
-    res = subprocess.run([sys.executable, "-m", "sif_magic", "slurm", "submit", "--dry-run",
-                          "--container", "none", "--runtime", "abc"], cwd=ROOT,
-                         capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sif_magic",
+            "slurm",
+            "submit",
+            "--dry-run",
+            "--container",
+            "none",
+            "--runtime",
+            "abc",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     assert "#SBATCH --job-name=sif-magic-abc" in res.stdout
 
@@ -202,8 +270,12 @@ def test_main_cli_has_the_cluster_commands(home) -> None:
 
 
 def consumers(queue: str) -> int | None:
+    import logging
+
     import pika
     import pika.exceptions
+
+    logging.getLogger("pika").setLevel(logging.CRITICAL)  # a missing queue is expected here
 
     conn = pika.BlockingConnection(pika.URLParameters(URL))
     try:
@@ -268,13 +340,15 @@ def _need_broker() -> None:
 
 
 @pytest.mark.slurm
-def test_workers_join_through_sbatch_run_a_map_and_leave(slurm: SlurmCluster, home, url_file,
-                                                         capsys) -> None:  # fmt: skip
+def test_workers_join_through_sbatch_run_a_map_and_leave(
+    slurm: SlurmCluster, home, url_file, capsys
+) -> None:
     _need_broker()
     runtime = f"slurm-{secrets.token_hex(4)}"
     queue = f"sif_magic.tasks.{runtime}"
-    spec = dict(runtime=runtime, container="none", cpus_per_task=1, processes=1,
-                amqp_url_file=str(url_file))  # fmt: skip
+    spec = dict(
+        runtime=runtime, container="none", cpus_per_task=1, processes=1, amqp_url_file=str(url_file)
+    )
     try:
         t0 = time.monotonic()
         jobs = [sl.submit(sl.SlurmSpec(**spec)) for _ in range(2)]  # one node: 2 jobs, 2 CPUs
@@ -286,8 +360,10 @@ def test_workers_join_through_sbatch_run_a_map_and_leave(slurm: SlurmCluster, ho
         wait_until(lambda: consumers(queue) == 2, 60, f"2 consumers on {queue}")
         t_joined = time.monotonic() - t0
         with capsys.disabled():
-            print(f"\n[slurm] sbatch -> running {t_running:.1f} s, -> 2 workers joined "
-                  f"{t_joined:.1f} s")  # fmt: skip
+            print(
+                f"\n[slurm] sbatch -> running {t_running:.1f} s, -> 2 workers joined "
+                f"{t_joined:.1f} s"
+            )
 
         procs = job_processes(ids)
         workers = {p: env for p, (cmd, env) in procs.items() if "-m sif_magic worker" in cmd}
@@ -310,8 +386,9 @@ def test_workers_join_through_sbatch_run_a_map_and_leave(slurm: SlurmCluster, ho
 
                 return x * x, os.environ.get("SLURM_JOB_ID", "")
 
-            ex = Executor(backend="rabbitmq", amqp_url=URL, runtime=runtime,
-                          key_file=str(home / "key"))  # fmt: skip
+            ex = Executor(
+                backend="rabbitmq", amqp_url=URL, runtime=runtime, key_file=str(home / "key")
+            )
             try:
                 job = ex.map_job(where, range(20), chunksize=1)
                 results = job.results(timeout=60)
@@ -329,11 +406,17 @@ def test_workers_join_through_sbatch_run_a_map_and_leave(slurm: SlurmCluster, ho
         assert job_processes(ids) == {}
         wait_until(lambda: consumers(queue) == 0, 15, "the workers to leave the queue")
         assert [s.state for s in sl.status(sorted(ids))] in (
-            ["CANCELLED", "CANCELLED"], ["GONE", "GONE"], ["CANCELLED", "GONE"],
-            ["GONE", "CANCELLED"])  # fmt: skip
+            ["CANCELLED", "CANCELLED"],
+            ["GONE", "GONE"],
+            ["CANCELLED", "GONE"],
+            ["GONE", "CANCELLED"],
+        )
     finally:
-        subprocess.run(["scancel", *[j.job_id for j in locals().get("jobs", [])]],
-                       env=slurm.env, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["scancel", *[j.job_id for j in locals().get("jobs", [])]],
+            env=slurm.env,
+            capture_output=True,
+        )
         delete_queue(queue)
 
 
@@ -354,23 +437,44 @@ print(json.dumps(shell.user_ns["ys"]))
 def _sifmap_in_ipython(runtime: str, key: Path) -> list:
     """A %%sifmap cell in a real IPython shell (its own process: the config is global)."""
     settings = f"backend=rabbitmq amqp_url={URL} runtime={runtime} key_file={key} widgets=0"
-    res = subprocess.run([sys.executable, "-c", SIFMAP, settings], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-c", SIFMAP, settings],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slurm
-def test_status_shows_a_pending_job_and_its_reason(slurm: SlurmCluster, home, url_file,
-                                                   capsys) -> None:  # fmt: skip
-    blocker = slurm.run("sbatch", "--parsable", f"--cpus-per-task={slurm.cpus}",
-                        f"--output={home}/blocker.out", "--wrap", "sleep 300").stdout.strip()  # fmt: skip
+def test_status_shows_a_pending_job_and_its_reason(
+    slurm: SlurmCluster, home, url_file, capsys
+) -> None:
+    blocker = slurm.run(
+        "sbatch",
+        "--parsable",
+        f"--cpus-per-task={slurm.cpus}",
+        f"--output={home}/blocker.out",
+        "--wrap",
+        "sleep 300",
+    ).stdout.strip()
     try:
         sl.wait_for(blocker, timeout=30)
-        job = sl.submit(sl.SlurmSpec(runtime=f"pend-{secrets.token_hex(3)}", container="none",
-                                     cpus_per_task=1, amqp_url_file=str(url_file)))  # fmt: skip
-        st = wait_until(lambda: (s := sl.status([job.job_id])[0]).reason not in ("", "None")
-                        and s, 15, "a pending reason")  # fmt: skip
+        job = sl.submit(
+            sl.SlurmSpec(
+                runtime=f"pend-{secrets.token_hex(3)}",
+                container="none",
+                cpus_per_task=1,
+                amqp_url_file=str(url_file),
+            )
+        )
+        st = wait_until(
+            lambda: (s := sl.status([job.job_id])[0]).reason not in ("", "None") and s,
+            15,
+            "a pending reason",
+        )
         assert st.state == "PENDING" and st.reason in ("Resources", "Priority"), st
         assert cli("slurm", "status", job.job_id) == 0
         assert f"pending ({st.reason})" in capsys.readouterr().out
@@ -383,8 +487,9 @@ def test_status_shows_a_pending_job_and_its_reason(slurm: SlurmCluster, home, ur
 
 
 @pytest.mark.slurm
-def test_container_route_through_sbatch_with_a_recorder(slurm: SlurmCluster, home, url_file,
-                                                        tmp_path, monkeypatch) -> None:  # fmt: skip
+def test_container_route_through_sbatch_with_a_recorder(
+    slurm: SlurmCluster, home, url_file, tmp_path, monkeypatch
+) -> None:
     """The image is staged to $SLURM_TMPDIR and handed to `singularity run`: here a
     recorder, not Singularity, which logs that call and then runs the worker itself."""
     _need_broker()
@@ -407,15 +512,24 @@ def test_container_route_through_sbatch_with_a_recorder(slurm: SlurmCluster, hom
     runtime = f"sifrec-{secrets.token_hex(3)}"
     queue = f"sif_magic.tasks.{runtime}"
     try:
-        job = sl.submit(sl.SlurmSpec(runtime=runtime, image=str(image), container="singularity",
-                                     binds=["/tmp:/scratch"], cpus_per_task=1,
-                                     amqp_url_file=str(url_file)))  # fmt: skip
+        job = sl.submit(
+            sl.SlurmSpec(
+                runtime=runtime,
+                image=str(image),
+                container="singularity",
+                binds=["/tmp:/scratch"],
+                cpus_per_task=1,
+                amqp_url_file=str(url_file),
+            )
+        )
         wait_until(lambda: consumers(queue) == 1, 60, "the worker behind the recorder to join")
         staged = f"{slurm.tmp_base}/job_{job.job_id}/sif_magic/ml.sif"
         argv = Path(f"{rec}.{job.job_id}.argv").read_text().split()
         assert argv == ["run", "--bind", "/tmp:/scratch", staged]
         assert Path(f"{rec}.{job.job_id}.staged").read_text().strip() == "same"
-        env = dict(ln.split("=", 1) for ln in Path(f"{rec}.{job.job_id}.env").read_text().split("\n") if ln)  # fmt: skip
+        env = dict(
+            ln.split("=", 1) for ln in Path(f"{rec}.{job.job_id}.env").read_text().split("\n") if ln
+        )
         assert env["SIF_MAGIC_AMQP_URL"] == URL and "SIF_MAGIC_AMQP_URL_FILE" not in env
         assert env["SIF_MAGIC_CONTAINER"] == f"singularity run {staged}"
         assert stat.S_IMODE(os.stat(url_file).st_mode) == 0o600
@@ -441,6 +555,237 @@ def test_status_json_round_trip(home, monkeypatch, tmp_path, capsys) -> None:
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     rows = sl.status(["12", "13", "14"])
     assert [r.describe() for r in rows] == [
-        "pending (Priority)", "running on node7 for 1:02", "finished (no longer known to squeue)"]  # fmt: skip
+        "pending (Priority)",
+        "running on node7 for 1:02",
+        "finished (no longer known to squeue)",
+    ]
     assert cli("slurm", "status", "12", "--json") == 0
     assert json.loads(capsys.readouterr().out)[0]["description"] == "pending (Priority)"
+
+
+# -- stretch: a real SIF file, run unprivileged through sbatch ---------------------------
+#
+# Not Singularity. The SIF is assembled by hand the way `singularity build` would lay it
+# out (a Debian bookworm root from debootstrap, the worker in /opt/sif_magic/venv, our
+# %runscript/%environment/labels under /.singularity.d, squashed, wrapped by siftool).
+# A shim named `singularity` runs it: user + mount namespace (unshare), the squashfs
+# partition mounted by squashfuse at its offset, entered with ch-run (charliecloud).
+
+CACHE = Path(os.environ.get("SIF_MAGIC_TEST_CACHE", "/tmp/sif_magic-test-cache"))
+SIF_TOOLS = ("debootstrap", "mksquashfs", "siftool", "squashfuse", "ch-run", "unshare")
+
+SHIM = r"""#!/bin/sh
+# Stands in for `singularity run [--bind SRC[:DST]]... [--nv] IMAGE`: NOT Singularity.
+set -eu
+[ "$1" = run ] || { echo "shim: only 'run' is supported" >&2; exit 64; }
+shift
+binds=""
+while [ $# -gt 1 ]; do
+    case "$1" in
+        --bind) binds="$binds -b $2"; shift 2 ;;
+        --nv) shift ;;
+        *) break ;;
+    esac
+done
+offset="$(siftool list "$1" | awk -F'|' '/Squashfs/ { split($4, a, "-"); print a[1] + 0 }')"
+export SHIM_OFFSET="$offset" SHIM_IMAGE="$1" SHIM_BINDS="$binds" USER="$(id -un)"
+exec unshare -U -r -m sh -c '
+    mnt="$(mktemp -d)"
+    squashfuse -f -o offset="$SHIM_OFFSET" "$SHIM_IMAGE" "$mnt" &
+    fuse=$!
+    i=0; until [ -e "$mnt/.singularity.d" ]; do i=$((i+1)); [ $i -lt 200 ] || exit 70; sleep 0.05; done
+    ch-run $SHIM_BINDS "$mnt" -- /.singularity.d/runscript && rc=0 || rc=$?
+    kill "$fuse" 2>/dev/null; wait "$fuse" 2>/dev/null || true
+    rmdir "$mnt"
+    exit "$rc"'
+"""
+
+
+def _sh(*argv: str, **kw) -> None:
+    res = subprocess.run(list(argv), capture_output=True, text=True, **kw)
+    assert res.returncode == 0, f"{argv[0]} failed: {res.stderr[-2000:]}"
+
+
+@pytest.fixture(scope="session")
+def debian_sif(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SIF holding a Debian root with this checkout's worker (see the note above)."""
+    missing = [t for t in SIF_TOOLS if not shutil_which(t)]
+    if missing or os.geteuid() != 0:
+        pytest.skip(
+            f"needs root and {', '.join(missing) or 'nothing else'}: apt-get install -y "
+            "debootstrap squashfs-tools siftool squashfuse charliecloud-runtime"
+        )
+    from sif_magic import runtime as rt
+
+    base = CACHE / f"bookworm-python{rt.kernel_versions()['python']}"
+    if not (base / "usr" / "bin" / "python3").exists():  # ~1 min once, then cached
+        CACHE.mkdir(parents=True, exist_ok=True)
+        res = subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv",
+                "bookworm",
+                str(base),
+                "http://deb.debian.org/debian",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if res.returncode != 0:
+            subprocess.run(["rm", "-rf", str(base)])
+            pytest.skip(f"debootstrap failed (no network to deb.debian.org?): {res.stderr[-500:]}")
+    work = tmp_path_factory.mktemp("sif")
+    root = work / "root"
+    _sh("cp", "-a", str(base), str(root))
+    have = subprocess.run(
+        ["chroot", str(root), "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if have != rt.kernel_versions()["python"]:
+        pytest.skip(f"bookworm has Python {have}, this kernel {rt.kernel_versions()['python']}")
+    _sh("chroot", str(root), "python3", "-m", "venv", rt.VENV)
+    site = root / rt.VENV.lstrip("/") / "lib" / f"python{have}" / "site-packages"
+    import cloudpickle
+    import pika
+
+    for mod in (pika, cloudpickle):  # pure Python: copied with their metadata
+        src = Path(mod.__file__).parent
+        _sh("cp", "-r", str(src), str(site))
+        for info in src.parent.glob(f"{mod.__name__}-*.dist-info"):
+            _sh("cp", "-r", str(info), str(site))
+    _sh("cp", "-r", str(ROOT / "sif_magic"), str(site))
+    _sh("rm", "-rf", str(site / "sif_magic" / "labextension"))
+    spec = rt.ImageSpec(runtime="deb.sif", python=have)
+    from test_runtime import parse_definition
+
+    _, sections = parse_definition(rt.definition_file(spec))
+    meta = root / ".singularity.d"
+    (meta / "env").mkdir(parents=True)
+    (meta / "runscript").write_text("#!/bin/sh\n" + sections["runscript"])
+    (meta / "runscript").chmod(0o755)
+    (meta / "env" / "90-environment.sh").write_text("#!/bin/sh\n" + sections["environment"])
+    (meta / "labels.json").write_text(json.dumps(spec.labels()))
+    _sh("mksquashfs", str(root), str(work / "fs.sqfs"), "-noappend", "-quiet", "-all-root")
+    _sh("rm", "-rf", str(root))
+    image = work / "deb.sif"
+    _sh("siftool", "new", str(image))
+    _sh(
+        "siftool",
+        "add",
+        str(image),
+        str(work / "fs.sqfs"),
+        "--datatype",
+        "4",
+        "--parttype",
+        "2",
+        "--partfs",
+        "1",
+        "--partarch",
+        "2",
+    )
+    (work / "fs.sqfs").unlink()
+    return image
+
+
+def shutil_which(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_real_sif_runs_the_worker_as_nobody_through_sbatch(
+    slurm: SlurmCluster, home, debian_sif: Path
+) -> None:
+    """sbatch as user nobody; the job stages the SIF to $SLURM_TMPDIR and `singularity run`s
+    it: the shim (not Singularity) runs its squashfs unprivileged with ch-run."""
+    _need_broker()
+    import pwd
+    import shutil
+    import tempfile
+
+    from sif_magic import runtime as rt
+
+    nobody = pwd.getpwnam("nobody")
+    shared = Path(tempfile.mkdtemp(prefix="sif-nobody-"))  # pytest's tmp dirs are root-only
+    try:
+        shared.chmod(0o755)
+        (shared / "bin").mkdir(mode=0o755)
+        (shared / "bin" / "singularity").write_text(SHIM)
+        (shared / "bin" / "singularity").chmod(0o755)
+        image = shared / "deb.sif"
+        shutil.copy(debian_sif, image)
+        image.chmod(0o644)
+        out = shared / "out"
+        out.mkdir()
+        os.chown(out, nobody.pw_uid, nobody.pw_gid)
+        secrets_ = {"url": URL, "key": secrets.token_hex(32)}
+        for name, text in secrets_.items():
+            (shared / name).write_text(text + "\n")
+            os.chown(shared / name, nobody.pw_uid, nobody.pw_gid)
+            (shared / name).chmod(0o600)
+
+        info = rt.inspect_image(str(image))  # siftool + unsquashfs read the real SIF
+        assert info.reader == "siftool + unsquashfs"
+        assert rt.check_versions(info.versions()) == []
+
+        runtime = f"sif-{secrets.token_hex(3)}"
+        queue = f"sif_magic.tasks.{runtime}"
+        job = sl.submit(
+            sl.SlurmSpec(
+                runtime=runtime,
+                image=str(image),
+                container="singularity",
+                cpus_per_task=1,
+                processes=1,
+                setup=[f"export PATH={shared}/bin:$PATH"],
+                sbatch_options=[f"--uid={nobody.pw_name}", f"--gid={nobody.pw_gid}"],
+                output=f"{out}/slurm-%j.out",
+                amqp_url_file=str(shared / "url"),
+                key_file=str(shared / "key"),
+            )
+        )
+        log = out / f"slurm-{job.job_id}.out"
+
+        def joined() -> bool:
+            state = sl.status([job.job_id])[0]
+            if state.state not in ("PENDING", "RUNNING"):
+                text = log.read_text() if log.exists() else "(no job output)"
+                raise AssertionError(f"job {state.describe()}; {log}:\n{text}")
+            return consumers(queue) == 1
+
+        wait_until(joined, 90, "the worker in the SIF to join")
+
+        from sif_magic import Executor
+
+        def inside(x: int) -> tuple[int, int, str, bool]:
+            import os
+            import sys
+
+            return x + 1, os.getuid(), sys.executable, os.path.exists("/.singularity.d")
+
+        ex = Executor(backend="rabbitmq", amqp_url=URL, runtime=runtime, key=secrets_["key"])
+        try:
+            results = ex.map_job(inside, range(6), chunksize=1).results(timeout=60)
+        finally:
+            ex.shutdown()
+        assert [r[0] for r in results] == list(range(1, 7))
+        assert {r[2] for r in results} == {f"{rt.VENV}/bin/python"}
+        assert all(r[3] for r in results)
+        procs = job_processes({job.job_id})
+        assert any("squashfuse" in c for c, _ in procs.values()), procs
+        assert {Path(f"/proc/{p}").stat().st_uid for p in procs} == {nobody.pw_uid}
+        # Inside: uid 0 of the user namespace `unshare -r` made. On the host (above), every
+        # process of the job belongs to nobody: no privilege was needed.
+        assert {r[1] for r in results} == {0}
+        sl.cancel([job.job_id])
+        wait_until(lambda: not slurm.jobs(), 30, "squeue to empty")
+        wait_until(lambda: not any(_alive(p) for p in procs), 15, "job processes to exit")
+        assert job_processes({job.job_id}) == {}
+        wait_until(lambda: consumers(queue) == 0, 15, "the worker to leave")
+        delete_queue(queue)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
