@@ -298,44 +298,50 @@ def _workers_stop(args: argparse.Namespace) -> int:
 # -- slurm ---------------------------------------------------------------------
 
 
-def _register_slurm(subparsers: Any) -> None:
-    p = subparsers.add_parser("slurm", help="workers on SLURM nodes: submit, status, cancel")
-    sub = p.add_subparsers(dest="slurm_command", metavar="{submit,status,cancel}", required=True)
-
-    s = sub.add_parser("submit", help="sbatch one worker per node")
-    s.add_argument("--image", default="", help="NAME.sif (copied to node-local storage)")
-    s.add_argument("--nodes", type=int, default=1)
-    s.add_argument("--runtime", default="", help="runtime name (default: the image file name)")
-    s.add_argument(
+def add_slurm_submit_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``slurm submit`` (a magic such as ``%sif_workers slurm`` can reuse them;
+    ``slurm_spec_from_args`` turns the parsed namespace into a ``SlurmSpec``)."""
+    p.add_argument("--image", default="", help="NAME.sif (copied to node-local storage)")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--runtime", default="", help="runtime name (default: the image file name)")
+    p.add_argument(
         "--container", default="auto", choices=["auto", "apptainer", "singularity", "none"]
     )
-    s.add_argument("--processes", type=int, default=0, help="per worker (default: cpus-per-task)")
-    s.add_argument("--cpus-per-task", type=int, default=0)
+    p.add_argument("--processes", type=int, default=0, help="per worker (default: cpus-per-task)")
+    p.add_argument("--cpus-per-task", type=int, default=0)
     for opt in ("time", "partition", "account", "qos", "mem", "gres", "job-name"):
-        s.add_argument(f"--{opt}", default="")
-    s.add_argument("--bind", action="append", default=[], metavar="SRC[:DST]")
-    s.add_argument("--nv", action="store_true")
-    s.add_argument(
+        p.add_argument(f"--{opt}", default="")
+    p.add_argument("--bind", action="append", default=[], metavar="SRC[:DST]")
+    p.add_argument("--nv", action="store_true")
+    p.add_argument(
         "--stage-dir",
         default=os.environ.get("SIF_MAGIC_STAGE_DIR", "/tmp"),
         help="node-local dir for the image when the site sets no $SLURM_TMPDIR",
     )
-    s.add_argument(
+    p.add_argument(
         "--setup",
         action="append",
         default=[],
         metavar="LINE",
         help="shell line run first, e.g. 'module load apptainer' (repeatable)",
     )
-    s.add_argument(
+    p.add_argument(
         "--sbatch-option",
         action="append",
         default=[],
         metavar="OPT",
         help="extra #SBATCH option, e.g. --constraint=avx2 (repeatable)",
     )
-    s.add_argument("--python", default=sys.executable, help="Python for --container none")
-    _add_broker_args(s)
+    p.add_argument("--python", default=sys.executable, help="Python for --container none")
+    _add_broker_args(p)
+
+
+def _register_slurm(subparsers: Any) -> None:
+    p = subparsers.add_parser("slurm", help="workers on SLURM nodes: submit, status, cancel")
+    sub = p.add_subparsers(dest="slurm_command", metavar="{submit,status,cancel}", required=True)
+
+    s = sub.add_parser("submit", help="sbatch one worker per node")
+    add_slurm_submit_arguments(s)
     s.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
     s.add_argument(
         "--wait",
@@ -357,7 +363,8 @@ def _register_slurm(subparsers: Any) -> None:
     c.set_defaults(func=_guard(_slurm_cancel))
 
 
-def _slurm_submit(args: argparse.Namespace) -> int:
+def slurm_spec_from_args(args: argparse.Namespace) -> Any:
+    """A ``launch.slurm.SlurmSpec`` from options parsed by ``add_slurm_submit_arguments``."""
     from .launch import slurm
 
     runtime = (
@@ -365,7 +372,7 @@ def _slurm_submit(args: argparse.Namespace) -> int:
         or os.environ.get("SIF_MAGIC_RUNTIME")
         or (Path(args.image).name if args.image else "default")
     )
-    spec = slurm.SlurmSpec(
+    return slurm.SlurmSpec(
         runtime=runtime,
         image=args.image,
         nodes=args.nodes,
@@ -388,6 +395,13 @@ def _slurm_submit(args: argparse.Namespace) -> int:
         python=args.python,
         job_name=args.job_name,
     )
+
+
+def _slurm_submit(args: argparse.Namespace) -> int:
+    from .launch import slurm
+
+    spec = slurm_spec_from_args(args)
+    runtime = spec.runtime
     if args.dry_run:
         sys.stdout.write(slurm.render_script(spec))
         return 0

@@ -363,8 +363,12 @@ def _worker_exists() -> bool:
 
 def consumers(queue: str) -> int | None:
     """Consumers of ``queue`` on the machine's broker (None while it does not exist)."""
+    import logging
+
     import pika
     import pika.exceptions
+
+    logging.getLogger("pika").setLevel(logging.CRITICAL)  # a missing queue is expected here
 
     conn = pika.BlockingConnection(pika.URLParameters(URL))
     try:

@@ -236,6 +236,30 @@ def test_cli_dry_run_prints_the_script(home, capsys) -> None:
     assert "#SBATCH --export=ALL" in out  # the URL will come from the environment
 
 
+def test_submit_options_are_reusable_by_a_magic(home) -> None:
+    from sif_magic._cli_cluster import add_slurm_submit_arguments, slurm_spec_from_args
+
+    parser = argparse.ArgumentParser(prog="%sif_workers slurm")
+    add_slurm_submit_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--image",
+            "/x/ml.sif",
+            "--nodes",
+            "3",
+            "--time",
+            "1:00:00",
+            "--setup",
+            "module load apptainer",
+            "--bind",
+            "/data",
+        ]
+    )
+    spec = slurm_spec_from_args(args)
+    assert (spec.runtime, spec.nodes, spec.time, spec.binds) == ("ml.sif", 3, "1:00:00", ["/data"])
+    assert spec.setup == ["module load apptainer"] and spec.container == "auto"
+
+
 def test_submit_without_sbatch_says_where_to_run(home, url_file, monkeypatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(ConfigError, match="SLURM login node"):
