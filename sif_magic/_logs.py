@@ -68,6 +68,9 @@ def main(args: argparse.Namespace) -> int:
             out.flush()
     except KeyboardInterrupt:
         pass
+    except pika.exceptions.AMQPError as e:
+        print(f"sif-magic logs: lost the broker connection ({type(e).__name__})", file=sys.stderr)
+        return 1
     finally:
         try:
             conn.close()

@@ -147,6 +147,8 @@ class JobView:
         self.box = w.VBox(parts)
         self.box.add_class("sif-magic-job")
         self.finished = False
+        self._lock = threading.RLock()  # the pusher thread and the job's done callback
+        job.add_done_callback(lambda _job: self.finish())
 
     # -- what the widgets ask ---------------------------------------------------------
     def _describe(self, i: int) -> str:
@@ -211,6 +213,10 @@ class JobView:
 
     # -- pushing ----------------------------------------------------------------------
     def refresh(self, final: bool = False) -> None:
+        with self._lock:
+            self._refresh(final)
+
+    def _refresh(self, final: bool) -> None:
         job = self.job
         self.ticks += 1
         if job.version == self.version and not final:
@@ -257,10 +263,11 @@ class JobView:
 
     def finish(self) -> None:
         """Push the final state, then send it all again (the server may have dropped some)."""
-        if self.finished:
-            return
-        self.finished = True
-        self.refresh(final=True)
+        with self._lock:
+            if self.finished:
+                return
+            self.finished = True
+            self._refresh(final=True)
         if self.grid is not None:
             self.grid.resend()
         if self.logview is not None:

@@ -166,7 +166,7 @@ class Job:
                 if self._futures is not None:
                     self._resolve_future(i)
             self.version += 1
-            if self.final >= self.n and not self._done.is_set():
+            if self.final >= self.n and self.finished_at is None:
                 self._finish()
 
     def _settle_log(self, i: int, r: CallResult) -> None:
@@ -225,12 +225,14 @@ class Job:
 
     def _finish(self) -> None:
         self.finished_at = time.time()
-        self._done.set()
+        # callbacks first (a display pushes its final state), then wake the waiters: code
+        # that waited for the job never sees a view that still shows it running
         for cb in list(self._callbacks):
             try:
                 cb(self)
             except Exception:  # noqa: BLE001 - a display must not break the job
                 pass
+        self._done.set()
 
     def mark_cancelled(self) -> None:
         """Give every call without an outcome the outcome 'cancelled' (client side)."""
@@ -246,12 +248,12 @@ class Job:
                     if self._futures is not None:
                         self._resolve_future(i)
             self.version += 1
-            if not self._done.is_set():
+            if self.finished_at is None:
                 self._finish()
 
     # -- asking ----------------------------------------------------------------
     def done(self) -> bool:
-        return self._done.is_set()
+        return self.finished_at is not None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every call has an outcome; False if ``timeout`` passed first."""
@@ -275,7 +277,7 @@ class Job:
 
     def add_done_callback(self, fn: Callable[[Job], None]) -> None:
         with self._lock:
-            if not self._done.is_set():
+            if self.finished_at is None:
                 self._callbacks.append(fn)
                 return
         fn(self)
