@@ -1,0 +1,323 @@
+"""Helpers of the fault suite: worker processes we can kill, /proc inspection, raw AMQP.
+
+Importable from the tests of this folder as ``faultkit`` (the folder has no
+``__init__.py``, so pytest puts it on ``sys.path``). Every process is handled by
+pid only; nothing here signals a process it did not start or did not find under
+one it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pika
+import pika.exceptions
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- /proc -------------------------------------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def descendants(pid: int) -> list[int]:
+    """Live descendants of ``pid`` (children, grandchildren...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
+    """Wait until every pid is gone; return those still alive after ``timeout``."""
+    pids = list(pids)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in pids if alive(p)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def kill_pids(pids: Iterable[int]) -> None:
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+# -- workers -------------------------------------------------------------------------
+
+
+def pika_params(url: str, ca_file: str | Path | None = None) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    params.socket_timeout = 5
+    params.connection_attempts = 1
+    if url.startswith("amqps://"):
+        ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        params.ssl_options = pika.SSLOptions(ctx, server_hostname=params.host)
+    return params
+
+
+def consumers(url: str, queue: str) -> int:
+    from sif_magic import protocol
+
+    conn = pika.BlockingConnection(pika_params(url))
+    try:
+        ok = conn.channel().queue_declare(
+            queue, durable=True, arguments=protocol.task_queue_arguments()
+        )
+        return ok.method.consumer_count
+    finally:
+        conn.close()
+
+
+class FaultWorkers:
+    """Real ``sif-magic worker`` processes, each in its own session (its own process
+    group), so a test can kill one worker's group without touching pytest's."""
+
+    def __init__(
+        self, url: str, key_file: Path, log_dir: Path, *, admin_url: str | None = None
+    ) -> None:
+        self.url = url
+        self.admin_url = admin_url or url  # plain amqp URL to count consumers with
+        self.key_file = key_file
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen] = []
+        self.seen: set[int] = set()  # every pid found under our workers (for cleanup)
+
+    def start(
+        self,
+        runtime: str,
+        processes: int = 2,
+        count: int = 1,
+        *,
+        wait: bool = True,
+        ca_file: str | Path | None = None,
+        url: str | None = None,
+        heartbeat: float = 0.5,
+    ) -> list[subprocess.Popen]:
+        url_file = self.log_dir / f"amqp_url-{len(self.procs)}"
+        url_file.write_text(url or self.url)
+        url_file.chmod(0o600)
+        started = []
+        for _ in range(count):
+            log = open(self.log_dir / f"worker-{runtime}-{len(self.procs)}.log", "wb")
+            cmd = [
+                sys.executable, "-m", "sif_magic", "worker",
+                "--amqp-url-file", str(url_file), "--runtime", runtime,
+                "--processes", str(processes), "--key-file", str(self.key_file),
+                "--heartbeat", str(heartbeat),
+            ]  # fmt: skip
+            if ca_file:
+                cmd += ["--ca-file", str(ca_file)]
+            env = dict(os.environ, PYTHONPATH=str(ROOT))
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(ROOT),
+                start_new_session=True,
+            )
+            log.close()
+            proc.log_path = log.name  # type: ignore[attr-defined]
+            self.procs.append(proc)
+            started.append(proc)
+        if wait:
+            self.wait_joined(runtime, started)
+        return started
+
+    def wait_joined(self, runtime: str, procs: list[subprocess.Popen], timeout: float = 30) -> None:
+        from sif_magic import protocol
+
+        deadline = time.time() + timeout
+        queue = protocol.task_queue(runtime)
+        while consumers(self.admin_url, queue) < sum(1 for p in procs if p.poll() is None):
+            if time.time() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"workers did not join: {self.logs()}")
+            time.sleep(0.1)
+        for p in procs:  # wait for the slots too: their pids are what tests check
+            self.remember(p)
+
+    def remember(self, proc: subprocess.Popen) -> list[int]:
+        kids = descendants(proc.pid)
+        self.seen.update(kids)
+        return kids
+
+    def logs(self) -> str:
+        out = []
+        for p in self.procs:
+            try:
+                out.append(Path(p.log_path).read_text(errors="replace"))  # type: ignore[attr-defined]
+            except OSError:
+                pass
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                self.remember(p)
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        # anything a worker started that outlived it (a test that found a leak still
+        # cleans up after itself); pids are only ones we found under our workers
+        kill_pids(p for p in self.seen if alive(p))
+
+
+# -- watching a job ----------------------------------------------------------------------
+
+
+class Watcher:
+    """Polls a Job in a thread: which calls were ever seen in which state, broker_down."""
+
+    def __init__(self, job: Any, every: float = 0.005, on_tick: Callable | None = None) -> None:
+        self.job = job
+        self.every = every
+        self.on_tick = on_tick
+        self.ever: dict[int, set[int]] = {}  # state code -> call indices
+        self.broker_down_seen = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            states = bytes(self.job.states)
+            for i, s in enumerate(states):
+                self.ever.setdefault(s, set()).add(i)
+            self.broker_down_seen |= bool(self.job.broker_down)
+            if self.on_tick is not None:
+                self.on_tick()
+            if self.job.done():
+                break
+            time.sleep(self.every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def seen(self, state: str) -> set[int]:
+        from sif_magic import protocol
+
+        return self.ever.get(protocol.STATE_CODES[state], set())
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> Any:
+    deadline = time.time() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(every)
+
+
+# -- raw AMQP -----------------------------------------------------------------------------
+
+
+def publish_raw(
+    url: str,
+    queue: str,
+    body: bytes,
+    *,
+    kind: str | None,
+    headers: dict | None,
+    arguments: dict | None = None,
+) -> None:
+    """Publish one persistent message straight to ``queue`` (as a foreign producer)."""
+    conn = pika.BlockingConnection(pika_params(url))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        if arguments is not None:
+            ch.queue_declare(queue, durable=True, arguments=arguments)
+        ch.basic_publish(
+            "",
+            queue,
+            body,
+            pika.BasicProperties(type=kind, headers=headers, delivery_mode=2),
+            mandatory=True,
+        )
+    finally:
+        conn.close()
+
+
+def take_dead_letters(url: str, from_queue: str) -> list[tuple[Any, bytes]]:
+    """Take (ack) the dead letters that came from ``from_queue``; leave the others."""
+    from sif_magic import protocol
+
+    conn = pika.BlockingConnection(pika_params(url))
+    out = []
+    try:
+        ch = conn.channel()
+        while True:
+            method, props, body = ch.basic_get(protocol.DEAD_QUEUE, auto_ack=False)
+            if method is None:
+                break
+            deaths = (props.headers or {}).get("x-death") or [{}]
+            if deaths[0].get("queue") == from_queue:
+                ch.basic_ack(method.delivery_tag)
+                out.append((props, body))
+    finally:
+        conn.close()  # the others go back to the dead-letter queue, unacked
+    return out
+
+
+def queue_depths(url: str, queues: Iterable[str]) -> dict[str, int | None]:
+    """Messages (ready) in each queue; None where the queue does not exist."""
+    out: dict[str, int | None] = {}
+    conn = pika.BlockingConnection(pika_params(url))
+    try:
+        for q in queues:
+            ch = conn.channel()
+            try:
+                out[q] = ch.queue_declare(q, passive=True).method.message_count
+                ch.close()
+            except pika.exceptions.ChannelClosedByBroker:
+                out[q] = None
+    finally:
+        conn.close()
+    return out
