@@ -265,6 +265,16 @@ class Pool:
             self.queue.append(Piece(chunk, positions, [chunk.attempt_base] * len(positions)))
             self._dispatch()
 
+    def drop_queued(self, predicate: Any) -> int:
+        """Forget queued (not started) pieces whose chunk matches ``predicate``,
+        reporting nothing: used for deliveries of a dead broker connection, which
+        the broker hands out again anyway. Returns how many pieces were dropped."""
+        with self.lock:
+            keep = collections.deque(p for p in self.queue if not predicate(p.chunk))
+            dropped = len(self.queue) - len(keep)
+            self.queue = keep
+        return dropped
+
     def cancel(self, job_id: str) -> None:
         """Drop queued calls of ``job_id``, kill its running calls (others untouched)."""
         with self.lock:

@@ -119,6 +119,7 @@ class Worker:
             name=f"sif_magic worker {self.worker_id}",
             ca_file=ca_file,
             setup=lambda ch: declare_task_queue(ch, runtime),
+            on_state=self._on_broker_state,
         )
         self.events = EventBuffer(self.worker_id, self.host, self._publish_events)
         self.pool = Pool(self.processes, _Reporter(self), worker=self.worker_id, host=self.host)
@@ -159,6 +160,19 @@ class Worker:
         except Exception:  # noqa: BLE001
             pass
         self.conn.close()
+
+    def _on_broker_state(self, up: bool) -> None:
+        if not up:
+            return
+        # chunks delivered on the lost connection come again from the broker: do not
+        # run the ones not started yet twice (running ones finish; their results go out)
+        generation = self.conn.generation
+        dropped = self.pool.drop_queued(lambda c: c.tag[0].generation != generation)
+        if dropped:
+            log.info(
+                "dropped %d queued pieces of the lost connection; the broker redelivers them",
+                dropped,
+            )
 
     # -- messages in -------------------------------------------------------------
     def _setup_control(self, ch: Any) -> str:

@@ -24,7 +24,7 @@ from .. import protocol
 from .._serialize import cloudpickle_version, python_version
 from ..broker import Connection, declare_task_queue
 from ..config import SifConfig
-from ..errors import BrokerError, ConfigError, IncompatibleWorkerError, NoWorkersError
+from ..errors import ConfigError, IncompatibleWorkerError, NoWorkersError
 from ..job import Job
 from ..protocol import Heartbeat, ProtocolError, ResultBatch, Task
 from . import Backend, JobTask
@@ -289,12 +289,16 @@ class RabbitBackend(Backend):
     def cancel(self, job: Job) -> None:
         job.cancel_requested = True
         body = protocol.Control(op="cancel", job_id=job.job_id).encode()
-        try:
-            self.conn.publish(
-                protocol.CONTROL_EXCHANGE, "", body, kind="control", key=self.key, persistent=False
-            )
-        except BrokerError as e:
-            log.warning("could not tell workers to cancel job %s: %s", job.job_id, e)
+        # never block on a broker that is down: the cancel goes out when it is back
+        self.conn.publish(
+            protocol.CONTROL_EXCHANGE,
+            "",
+            body,
+            kind="control",
+            key=self.key,
+            persistent=False,
+            wait=False,
+        )
         # running calls report 'cancelled' as the workers kill them: wait for those
         # (at most 2 s); calls still queued on the broker are cancelled here and now
         deadline = time.time() + 2.0
@@ -314,8 +318,8 @@ class RabbitBackend(Backend):
 
         try:
             if tag:
-                self.conn.call(op)
-        except Exception as e:  # noqa: BLE001
+                self.conn.call(op, timeout=5)
+        except Exception as e:  # noqa: BLE001 - a broker that is down keeps it till result_ttl
             log.debug("could not delete the result queue of %s: %s", job.job_id, e)
 
     def attach(self, job_id: str, timeout: float = 10.0) -> Job:
