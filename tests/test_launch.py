@@ -273,7 +273,8 @@ def test_start_refuses_missing_image_and_tool(tmp_path, monkeypatch, home, url_f
 # -- no container: real processes -------------------------------------------------
 
 
-def test_start_without_container_passes_settings_by_env(tmp_path, home, url_file) -> None:
+def test_start_without_container_passes_settings_by_env(tmp_path, home, url_file, monkeypatch):
+    monkeypatch.setenv("SIF_MAGIC_AMQP_URL", "amqp://u:not-this-one@h/")  # the file wins
     py = stand_in_python(tmp_path / "python")
     recs = launch.start_workers(
         runtime="rt-x",
@@ -287,8 +288,7 @@ def test_start_without_container_passes_settings_by_env(tmp_path, home, url_file
     for r in recs:
         seen = json.loads((home / f"standin-{r.id}").read_text())
         assert seen["argv"] == ["-m", "sif_magic", "worker"]
-        inherited = {k for k in os.environ if k.startswith("SIF_MAGIC_")} - {"SIF_MAGIC_HOME"}
-        assert {k: v for k, v in seen["env"].items() if k not in inherited} == {
+        assert {k: v for k, v in seen["env"].items() if k != "SIF_MAGIC_WIDGETS"} == {
             "SIF_MAGIC_HOME": str(home),
             "SIF_MAGIC_RUNTIME": "rt-x",
             "SIF_MAGIC_WORKER_ID": r.id,

@@ -175,7 +175,8 @@ def test_script_stages_the_image_and_passes_secrets_by_environment(tmp_path, hom
         key_file=str(key),
     )
     script = sl.render_script(spec)
-    res = _run_script_without_slurm(tmp_path, script, {})  # no SLURM_TMPDIR: stage_dir
+    # no SLURM_TMPDIR: stage_dir; a URL in the submitting environment must not win
+    res = _run_script_without_slurm(tmp_path, script, {"SIF_MAGIC_AMQP_URL": "amqp://x:y@z/"})
     assert res.returncode == 0, res.stderr
     staged = f"{stage}/sif_magic-{_user()}-77/ml.sif"
     assert Path(f"{tmp_path}/rec.argv").read_text().split() == ["run", staged]
@@ -189,6 +190,7 @@ def test_script_stages_the_image_and_passes_secrets_by_environment(tmp_path, hom
         "SIF_MAGIC_CONTAINER": f"singularity run {staged}",
         "SIF_MAGIC_IMAGE": str(image),
         "SIF_MAGIC_STAGE_DIR": str(stage),
+        "SIF_MAGIC_PROCESSES": "1",  # what SLURM gave the task (no --cpus-per-task: 1)
     }
     assert not Path(staged).parent.exists()  # removed when the worker exits
     assert "guest" not in script

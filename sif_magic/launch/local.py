@@ -27,6 +27,16 @@ from . import singularity as sing
 from ._state import StateFile, alive, home, start_time, terminate, write_secret
 
 STATE = "workers.json"
+_WORKER_VARS = {
+    "SIF_MAGIC_AMQP_URL",
+    "SIF_MAGIC_AMQP_URL_FILE",
+    "SIF_MAGIC_KEY_FILE",
+    "SIF_MAGIC_RUNTIME",
+    "SIF_MAGIC_PROCESSES",
+    "SIF_MAGIC_WORKER_ID",
+    "SIF_MAGIC_CONTAINER",
+    "AMQP_URL",
+}
 
 
 @dataclass
@@ -169,14 +179,18 @@ def start_workers(
                     f"`{' '.join(start)}` failed ({res.returncode}): {res.stderr.strip()}"
                 )
             argv = sing.run_argv(tool, f"instance://{rec.instance}", env_file=rec.env_file)
-            child_env = dict(os.environ)
+            # Singularity passes the host's environment in: none of ours may contradict the file.
+            child_env = {k: v for k, v in os.environ.items() if not k.startswith("SIF_MAGIC_")}
         else:
             env["SIF_MAGIC_CONTAINER"] = "none"
             env.update(broker)
             if key_file or not os.environ.get("SIF_MAGIC_KEY"):
                 env["SIF_MAGIC_KEY_FILE"] = str(key_path)
             argv = [python, "-m", "sif_magic", "worker"]
-            child_env = {**os.environ, **env}
+            # Only the settings chosen here: an inherited SIF_MAGIC_AMQP_URL would win over
+            # the chosen file in the worker, an inherited SIF_MAGIC_KEY_FILE over SIF_MAGIC_KEY.
+            child_env = {k: v for k, v in os.environ.items() if k not in _WORKER_VARS}
+            child_env.update(env)
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 argv,

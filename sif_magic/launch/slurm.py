@@ -133,10 +133,14 @@ def render_script(spec: SlurmSpec) -> str:
     ]
     if spec.amqp_url_file:
         lines.append(f"export SIF_MAGIC_AMQP_URL_FILE={_q(spec.amqp_url_file)}")
+        lines.append("unset SIF_MAGIC_AMQP_URL AMQP_URL  # the file above is the one to use")
     if spec.key_file:
         lines.append(f"export SIF_MAGIC_KEY_FILE={_q(spec.key_file)}")
+        lines.append("unset SIF_MAGIC_KEY")
     if spec.processes:
         lines.append(f"export SIF_MAGIC_PROCESSES={spec.processes}")
+    else:
+        lines.append("unset SIF_MAGIC_PROCESSES  # each node: the CPUs SLURM gave the task")
     if spec.container == "none":
         lines.append(f"export SIF_MAGIC_PYTHON={_q(spec.python)}")
     else:
@@ -164,6 +168,7 @@ def render_script(spec: SlurmSpec) -> str:
         "    set -euo pipefail",
         '    export SIF_MAGIC_WORKER_ID="slurm-$SLURM_JOB_ID-$(hostname -s)"',
         "    trap 'exit 143' TERM  # let the worker finish its SIGTERM first, then clean up",
+        '    export SIF_MAGIC_PROCESSES="${SIF_MAGIC_PROCESSES:-${SLURM_CPUS_PER_TASK:-1}}"',
     ]
     if spec.container == "none":
         lines += [
