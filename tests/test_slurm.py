@@ -478,6 +478,8 @@ def _sifmap_in_ipython(runtime: str, key: Path) -> list:
 def test_status_shows_a_pending_job_and_its_reason(
     slurm: SlurmCluster, home, url_file, capsys
 ) -> None:
+    _need_broker()
+    runtime = f"pend-{secrets.token_hex(3)}"
     blocker = slurm.run(
         "sbatch",
         "--parsable",
@@ -490,7 +492,7 @@ def test_status_shows_a_pending_job_and_its_reason(
         sl.wait_for(blocker, timeout=30)
         job = sl.submit(
             sl.SlurmSpec(
-                runtime=f"pend-{secrets.token_hex(3)}",
+                runtime=runtime,
                 container="none",
                 cpus_per_task=1,
                 amqp_url_file=str(url_file),
@@ -510,6 +512,7 @@ def test_status_shows_a_pending_job_and_its_reason(
         wait_until(lambda: not slurm.jobs(), 30, "squeue to empty")
     finally:
         slurm.run("scancel", blocker, check=False)
+        delete_queue(f"sif_magic.tasks.{runtime}")
 
 
 @pytest.mark.slurm
