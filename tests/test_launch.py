@@ -195,33 +195,46 @@ def test_start_list_stop_singularity_instances(tmp_path, monkeypatch, home, url_
         startup_check=0.3,
     )
     assert len(recs) == 2 and all(alive(r.pid) for r in recs)
+    deadline = time.monotonic() + 10
+    while len(log.read_text().splitlines()) < 4:  # `run` records itself once it has started
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    assert calls == [
+    # `instance start` returns before its `run` is launched; runs may log in any order.
+    starts = [c for c in calls if c[1] == "instance"]
+    assert calls.index(starts[1]) > calls.index(starts[0])
+    for r in recs:
+        start = [c for c in calls if c[-1] == r.instance][0]
+        run = [c for c in calls if c[-1] == f"instance://{r.instance}"][0]
+        assert calls.index(start) < calls.index(run)
+    assert sorted(calls) == sorted(
         [
-            str(exe),
-            "instance",
-            "start",
-            "--fakeroot",
-            "--nv",
-            "--bind",
-            "/data:/mnt",
-            str(image),
-            recs[0].instance,
-        ],
-        [str(exe), "run", "--env-file", recs[0].env_file, f"instance://{recs[0].instance}"],
-        [
-            str(exe),
-            "instance",
-            "start",
-            "--fakeroot",
-            "--nv",
-            "--bind",
-            "/data:/mnt",
-            str(image),
-            recs[1].instance,
-        ],
-        [str(exe), "run", "--env-file", recs[1].env_file, f"instance://{recs[1].instance}"],
-    ]
+            [
+                str(exe),
+                "instance",
+                "start",
+                "--fakeroot",
+                "--nv",
+                "--bind",
+                "/data:/mnt",
+                str(image),
+                recs[0].instance,
+            ],
+            [str(exe), "run", "--env-file", recs[0].env_file, f"instance://{recs[0].instance}"],
+            [
+                str(exe),
+                "instance",
+                "start",
+                "--fakeroot",
+                "--nv",
+                "--bind",
+                "/data:/mnt",
+                str(image),
+                recs[1].instance,
+            ],
+            [str(exe), "run", "--env-file", recs[1].env_file, f"instance://{recs[1].instance}"],
+        ]
+    )
     for r in recs:
         assert "guest:guest" not in cmdline(r.pid)  # never on a command line
         assert stat.S_IMODE(os.stat(r.env_file).st_mode) == 0o600
