@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,19 +133,51 @@ class _Clip:
         self.page.screenshot(path=path, clip=self.clip)
 
 
+_JS_OPENED = """(name) => {
+  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const kernel = w && w.sessionContext && w.sessionContext.session
+    && w.sessionContext.session.kernel;
+  return !!kernel && kernel.status === 'idle' && !!w.context && w.context.path.endsWith(name)
+    && w.content.widgets.length > 0;
+}"""
+
+
+@pytest.fixture
+def open_notebook(lab: Any, page: Any) -> Iterator[Callable[[str, list[str]], None]]:
+    """``open_notebook(name, cells)``: write, then open in a JupyterLab workspace of its own.
+
+    With the default workspace a notebook left open here would be restored into
+    the pages of later tests (where page-wide locators would find our widgets).
+    The notebook's kernel is shut down after the test.
+    """
+    opened: list[str] = []
+
+    def open_(name: str, cells: list[str]) -> None:
+        lab.write_notebook(name, cells)
+        page.goto(f"{lab.url}lab/workspaces/{Path(name).stem}/tree/{name}")
+        page.wait_for_function(_JS_OPENED, arg=name, timeout=120_000, polling=250)
+        opened.append(name)
+
+    yield open_
+    if opened:
+        try:
+            page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+        except Exception as e:  # noqa: BLE001 - the server stops its kernels at the end anyway
+            print(f"could not shut the kernel of {opened[-1]} down: {e}")
+
+
 def _panel(page: Any) -> Any:
     panel_id = page.evaluate("() => window.jupyterapp.shell.currentWidget.id")
     return page.locator(f"[id='{panel_id}']")
 
 
 def test_sifmap_run_live_in_jupyterlab(
-    lab: Any, page: Any, screenshot: Any, tmp_path: Path
+    lab: Any, page: Any, open_notebook: Any, screenshot: Any, tmp_path: Path
 ) -> None:
     t0 = time.monotonic()
     marker = tmp_path / f"call{LONG}-woke"
     name = f"sifmap-{int(time.time() * 1000)}.ipynb"
-    lab.write_notebook(name, _cells(marker))
-    lab.open_notebook(page, name)
+    open_notebook(name, _cells(marker))
     panel = _panel(page)
     # Not awaited: the command's promise settles only when every cell has run.
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
@@ -254,11 +287,11 @@ def test_sifmap_run_live_in_jupyterlab(
     "(here 'end i') never reach the 'All calls' view",
     strict=False,
 )
-def test_all_calls_view_keeps_lines_printed_at_the_end(lab: Any, page: Any) -> None:
+def test_all_calls_view_keeps_lines_printed_at_the_end(page: Any, open_notebook: Any) -> None:
     """Every line of every call is in the "All calls" view once the run is over."""
     n = 4
     name = f"sifmap-all-{int(time.time() * 1000)}.ipynb"
-    lab.write_notebook(
+    open_notebook(
         name,
         [
             "%load_ext sif_magic\n%sif_config backend=local processes=2 progress_delay=0.1",
@@ -266,7 +299,6 @@ def test_all_calls_view_keeps_lines_printed_at_the_end(lab: Any, page: Any) -> N
             "time.sleep(0.5)\nprint(f'end {x}')\nx",
         ],
     )
-    lab.open_notebook(page, name)
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     page.wait_for_function(_JS_KERNEL_IDLE_AND_RAN, timeout=60_000, polling=250)
     logview = _panel(page).locator(".sif-magic-job .sif-log")
