@@ -28,6 +28,10 @@ def _worker_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
 
     def run(args: argparse.Namespace) -> int:
+        import signal
+
+        # stopped (scancel, workers stop) while still importing: leave quietly, exit 0
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         from .worker import main
 
         return main(args)
