@@ -120,6 +120,7 @@ class JobView:
         self.version = -1
         self.ticks = 0
         self.selected = -1
+        self._shown_seq = -1
         self.bar = w.IntProgress(value=0, min=0, max=max(1, job.n), bar_style="info")
         self.bar.layout.width = "100%"
         self.bar.layout.max_width = "40em"
@@ -139,7 +140,7 @@ class JobView:
             self.grid = CallGrid(job.n, describe=self._describe)
             self.grid.on_select(self._select)
             self.logview = LogView(mode="all")  # live lines of every call until one is clicked
-            self.logview.on_mode_change(lambda _mode: self._show_logs())
+            self.logview.on_mode_change(lambda _mode: self._show_logs(force=True))
             parts += [self.grid, self.logview]
         except Exception:  # noqa: BLE001 - no custom widgets: bar and counts still work
             pass
@@ -176,12 +177,15 @@ class JobView:
         self.cancel_button.description = "Cancelling"
         threading.Thread(target=self.job.cancel, daemon=True).start()
 
-    def _show_logs(self) -> None:
+    def _show_logs(self, force: bool = False) -> None:
         lv, job = self.logview, self.job
         if lv is None:
             return
         mode = lv.mode
         if mode == "all":
+            if job.log_seq == self._shown_seq and not force:
+                return  # nothing new: do not send the same lines again
+            self._shown_seq = job.log_seq
             lines = [
                 (s, f"[{i}] {ln}") for i, s, t in list(job.recent) for ln in t.splitlines(True)
             ]

@@ -45,16 +45,18 @@ _ERROR_TYPES = {
 class CallLog:
     """Bounded output of one call: ``entries`` of (stream, text), oldest dropped first."""
 
-    __slots__ = ("entries", "size", "dropped")
+    __slots__ = ("entries", "size", "dropped", "seen")
 
     def __init__(self) -> None:
         self.entries: list[tuple[int, str]] = []
         self.size = 0
         self.dropped = 0
+        self.seen = {1: 0, 2: 0}  # characters received per stream, dropped ones included
 
     def add(self, stream: int, text: str) -> int:
         self.entries.append((stream, text))
         self.size += len(text)
+        self.seen[stream] = self.seen.get(stream, 0) + len(text)
         freed = 0
         while self.size > LOG_BYTES_PER_CALL and len(self.entries) > 1:
             _, old = self.entries.pop(0)
@@ -104,6 +106,7 @@ class Job:
         )
         self.log_bytes = 0
         self.log_dropped = 0
+        self.log_seq = 0  # bumped whenever a line is added (views redraw only then)
         self.counts = [0] * len(STATE_NAMES)
         self.counts[QUEUED] = n
         self.final = 0  # calls with an outcome (done, failed or cancelled)
@@ -170,21 +173,22 @@ class Job:
                 self._finish()
 
     def _settle_log(self, i: int, r: CallResult) -> None:
-        # the result carries the call's whole output; keep the live lines if they have it all
-        have = self.logs.get(i)
-        size = len(r.stdout) + len(r.stderr)
-        if have is not None and have.size + have.dropped >= size:
-            return
-        log = CallLog()
-        log.dropped = r.dropped
+        """The result carries the call's whole output (its tail if it was long): add
+        what the live lines had not brought yet, so both views end complete."""
+        log = self.logs.get(i)
+        if log is None:
+            log = self.logs[i] = CallLog()
+        log.dropped = max(log.dropped, r.dropped)
         for stream, data in ((1, r.stdout), (2, r.stderr)):
-            if data:
-                text = data.decode("utf-8", "replace")
-                log.add(stream, text)
-                if have is None:
-                    self.recent.append((i, stream, text))
-        self.log_bytes += log.size - (have.size if have else 0)
-        self.logs[i] = log
+            if not data:
+                continue
+            text = data.decode("utf-8", "replace")
+            # ``text`` starts r.dropped bytes into the output when the head was cut
+            new = text[max(0, log.seen.get(stream, 0) - r.dropped) :]
+            if new:
+                self.log_bytes += log.add(stream, new)
+                self.recent.append((i, stream, new))
+                self.log_seq += 1
 
     def apply_events(self, batch: EventBatch) -> None:
         """Fold a monitoring batch: progress states, attempts, notes and live logs."""
@@ -222,6 +226,7 @@ class Job:
             log = self.logs[i] = CallLog()
         self.log_bytes += log.add(stream, text)
         self.recent.append((i, stream, text))
+        self.log_seq += 1
 
     def _finish(self) -> None:
         self.finished_at = time.time()

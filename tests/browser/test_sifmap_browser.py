@@ -281,12 +281,6 @@ def test_sifmap_run_live_in_jupyterlab(
     print(f"test took {time.monotonic() - t0:.1f} s (without the server start)")
 
 
-@pytest.mark.xfail(
-    reason="Job._settle_log (sif_magic/job.py) adds a call's output to job.recent only when "
-    "no live line of that call was seen, so lines printed after the last live tail "
-    "(here 'end i') never reach the 'All calls' view",
-    strict=False,
-)
 def test_all_calls_view_keeps_lines_printed_at_the_end(page: Any, open_notebook: Any) -> None:
     """Every line of every call is in the "All calls" view once the run is over."""
     n = 4
