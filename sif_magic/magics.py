@@ -235,20 +235,118 @@ class SifMagics(Magics):
 
     @line_magic
     def sif_workers(self, line: str) -> Any:
-        """``%sif_workers``: the live workers of the current backend."""
+        """Workers of the current backend.
+
+        ``%sif_workers`` lists the live ones (and SLURM jobs submitted from here that
+        have not joined yet); ``%sif_workers slurm --nodes N [--image X.sif] ...``
+        submits workers through sbatch (the options of ``sif-magic slurm submit``);
+        ``%sif_workers start [--image X.sif] [--instances K] [--container none] ...``
+        starts workers on this machine; ``%sif_workers stop`` stops those.
+        """
+        words = shlex.split(line)
+        if words and words[0] == "slurm":
+            return self._workers_slurm(words[1:])
+        if words and words[0] in ("start", "stop"):
+            return self._workers_local(words[0], words[1:])
+        if words:
+            raise UsageError("usage: %sif_workers [slurm OPTIONS | start OPTIONS | stop]")
         backend = self.executor().backend
         refresh = getattr(backend, "refresh", None)
         rows = refresh() if refresh is not None else backend.workers()
         if not rows:
             print(
-                "no live workers seen (start one: sif-magic worker --amqp-url URL --runtime NAME)"
+                "no live workers seen (start some: %sif_workers start, %sif_workers slurm --nodes N)"
             )
             return None
         for w in rows:
+            slurm = f"  SLURM job {w['slurm_job']}" if w.get("slurm_job") else ""
             print(
-                f"{w.get('host', '?'):<20} pid {w.get('pid', '?'):<8} runtime {w.get('runtime', '?'):<12} "
+                f"{w.get('host', '?'):<20} pid {w.get('pid', '?')!s:<8} runtime {w.get('runtime', '?'):<12} "
                 f"slots {w.get('busy', 0)}/{w.get('slots', '?')}  python {w.get('python', '?')}  "
-                f"cloudpickle {w.get('cloudpickle', '?')}  {w.get('state', '')}"
+                f"cloudpickle {w.get('cloudpickle', '?')}  {w.get('state', '')}{slurm}"
+            )
+        return None
+
+    def _broker_settings(self) -> dict[str, str]:
+        cfg = get_config()
+        if cfg.backend != "rabbitmq":
+            raise UsageError(
+                "workers serve the rabbitmq backend: %sif_config backend=rabbitmq amqp_url=..."
+            )
+        return {
+            "amqp_url": cfg.amqp_url,
+            "amqp_url_file": cfg.amqp_url_file,
+            "key_file": cfg.key_file,
+        }
+
+    def _workers_slurm(self, words: list[str]) -> Any:
+        import argparse
+
+        from ._cli_cluster import add_slurm_submit_arguments, slurm_spec_from_args
+        from .launch import slurm
+
+        parser = argparse.ArgumentParser(prog="%sif_workers slurm", add_help=False)
+        add_slurm_submit_arguments(parser)
+        try:
+            args = parser.parse_args(words)
+        except SystemExit:
+            raise UsageError(parser.format_usage()) from None
+        broker = self._broker_settings()
+        cfg = get_config()
+        args.runtime = args.runtime or cfg.runtime
+        args.amqp_url_file = args.amqp_url_file or broker["amqp_url_file"]
+        args.key_file = args.key_file or broker["key_file"]
+        spec = slurm_spec_from_args(args)
+        try:
+            job = slurm.submit(spec, amqp_url=broker["amqp_url"] if not args.amqp_url_file else "")
+        except SifMagicError as e:
+            raise UsageError(str(e)) from None
+        backend = self.executor(runtime=spec.runtime).backend
+        backend.slurm_jobs.append(job.job_id)
+        print(f"submitted SLURM job {job.job_id}: {args.nodes} node(s), runtime {spec.runtime}")
+        print("%sif_workers shows it until its workers join; jobs show it under their cell")
+        return job.job_id
+
+    def _workers_local(self, action: str, words: list[str]) -> Any:
+        import argparse
+
+        from .launch import start_workers, stop_workers
+
+        if action == "stop":
+            for wid, outcome in stop_workers(words or None):
+                print(f"{wid}: {outcome}")
+            return None
+        parser = argparse.ArgumentParser(prog="%sif_workers start", add_help=False)
+        parser.add_argument("--image", default="")
+        parser.add_argument("--instances", type=int, default=1)
+        parser.add_argument("--processes", type=int, default=0)
+        parser.add_argument(
+            "--container", default="auto", choices=["auto", "apptainer", "singularity", "none"]
+        )
+        parser.add_argument("--bind", action="append", default=[])
+        parser.add_argument("--nv", action="store_true")
+        parser.add_argument("--runtime", default="")
+        try:
+            args = parser.parse_args(words)
+        except SystemExit:
+            raise UsageError(parser.format_usage()) from None
+        broker = self._broker_settings()
+        try:
+            records = start_workers(
+                runtime=args.runtime or get_config().runtime,
+                image=args.image,
+                instances=args.instances,
+                processes=args.processes,
+                container=args.container,
+                binds=args.bind,
+                nv=args.nv,
+                **broker,
+            )
+        except SifMagicError as e:
+            raise UsageError(str(e)) from None
+        for r in records:
+            print(
+                f"started worker {r.id} (pid {r.pid}, runtime {r.runtime}, container {r.container})"
             )
         return None
 

@@ -46,6 +46,8 @@ class RabbitBackend(Backend):
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self.rejected = 0
+        self.slurm_jobs: list[str] = []  # submitted from here; shown until their workers join
+        self._squeue_cache: tuple[float, dict[str, Any]] = (0.0, {})
         self.conn = Connection(
             self.url,
             name=f"sif_magic client {self.session}",
@@ -114,7 +116,48 @@ class RabbitBackend(Backend):
                 elif now - d["last_seen"] > 3 * max(hb.interval, 0.5) + 1:
                     d["state"] = "lost"
                 out.append(d)
-        return out
+        return out + self._slurm_rows({d["slurm_job"] for d in out if d.get("slurm_job")})
+
+    def _slurm_rows(self, joined: set[str]) -> list[dict[str, Any]]:
+        """A row per SLURM job submitted from here whose workers have not joined yet."""
+        waiting = [j for j in self.slurm_jobs if j not in joined]
+        if not waiting:
+            return []
+        at, known = self._squeue_cache
+        if time.time() - at > 2.0:  # squeue at most every 2 s
+            try:
+                from ..launch import slurm
+
+                known = {st.job_id: st for st in slurm.status(waiting)}
+            except Exception as e:  # noqa: BLE001 - no squeue here: say so in the row
+                known = {j: e for j in waiting}
+            self._squeue_cache = (time.time(), known)
+        rows = []
+        for j in waiting:
+            st = known.get(j)
+            if st is None:
+                continue
+            state = st.describe() if hasattr(st, "describe") else f"unknown ({st})"
+            if getattr(st, "state", "") == "GONE":
+                self.slurm_jobs.remove(j)
+                continue
+            rows.append(
+                {
+                    "worker": f"slurm-{j}",
+                    "host": "(not joined yet)",
+                    "pid": "",
+                    "runtime": self.runtime,
+                    "slots": "",
+                    "busy": "",
+                    "python": "",
+                    "cloudpickle": "",
+                    "container": "",
+                    "slurm_job": j,
+                    "last_seen": time.time(),
+                    "state": f"SLURM {state}",
+                }
+            )
+        return rows
 
     def refresh(self, timeout: float = 1.0) -> list[dict[str, Any]]:
         """Ask every worker to announce itself now; wait up to ``timeout`` for answers."""

@@ -309,7 +309,8 @@ class JobStatus:
 
     def describe(self) -> str:
         if self.state == "PENDING":
-            return f"pending ({self.reason})"
+            # SLURM says "None" while the job simply waits for the next scheduling pass
+            return f"pending ({self.reason})" if self.reason not in ("", "None") else "pending"
         if self.state == "RUNNING":
             return f"running on {self.nodelist} for {self.elapsed}"
         if self.state == "GONE":

@@ -1,0 +1,89 @@
+"""%sif_workers from a notebook: SLURM workers submitted, shown until they join, used, cancelled.
+
+Runs the real sbatch of the one-node test cluster (tests/slurm_cluster.py) with
+``--container none``: the worker runs without Singularity, which is not installable here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ("slurm_cluster",)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCRIPT = r"""
+import json, sys, time
+from IPython.core.interactiveshell import InteractiveShell
+
+url, runtime = sys.argv[1], sys.argv[2]
+shell = InteractiveShell.instance()
+shell.run_line_magic("load_ext", "sif_magic")
+shell.run_line_magic("sif_config", f"backend=rabbitmq runtime={runtime} widgets=0")
+shell.run_line_magic("sif_config", f"amqp_url={url}")
+out = {}
+out["job"] = shell.run_line_magic("sif_workers", "slurm --nodes 1 --container none --processes 2 --time 5")
+from io import StringIO
+import contextlib
+
+def table():
+    buf = StringIO()
+    with contextlib.redirect_stdout(buf):
+        shell.run_line_magic("sif_workers", "")
+    return buf.getvalue()
+
+out["before"] = table()
+deadline = time.time() + 60
+while time.time() < deadline:
+    t = table()
+    if "SLURM job " + out["job"] in t and " up" in t:
+        break
+    time.sleep(0.5)
+out["after"] = t
+shell.run_cell_magic("sifmap", "x in range(8) -o ys", "import os\n(x * 2, os.environ.get('SLURM_JOB_ID'))")
+out["ys"] = shell.user_ns["ys"]
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slurm
+def test_sif_workers_slurm_from_a_shell(
+    slurm, broker_url: str, key_file: Path, tmp_path: Path
+) -> None:
+    runtime = f"magic-{uuid.uuid4().hex[:6]}"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SLURM_CONF=str(slurm.conf))
+    res = subprocess.run(
+        [sys.executable, "-c", SCRIPT, broker_url, runtime],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=ROOT,
+    )
+    line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert line, res.stdout + res.stderr
+    out = json.loads(line[0][len("RESULT ") :])
+    print(out["before"], out["after"], sep="\n")
+    job = out["job"]
+    try:
+        assert job.isdigit()
+        # before its worker joined, the table showed the SLURM job and its state
+        assert f"slurm-{job}" in out["before"] or f"SLURM job {job}" in out["before"], out["before"]
+        assert (
+            "SLURM pending" in out["before"]
+            or "SLURM running" in out["before"]
+            or " up" in out["before"]
+        )
+        # then the worker itself, with its SLURM job id
+        assert f"SLURM job {job}" in out["after"] and " up" in out["after"], out["after"]
+        assert [y[0] for y in out["ys"]] == [x * 2 for x in range(8)]
+        assert {y[1] for y in out["ys"]} == {job}  # every call ran inside that SLURM job
+    finally:
+        subprocess.run(["scancel", job], env=env, capture_output=True)
