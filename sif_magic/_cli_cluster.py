@@ -108,6 +108,14 @@ def _spec_from(args: argparse.Namespace) -> rt.ImageSpec:
 
 def _runtime_def(args: argparse.Namespace) -> int:
     spec = _spec_from(args)
+    if args.output != "-":
+        out_dir = Path(args.output).parent if args.output else Path(".")
+        wheel = spec.wheel_for_image(out_dir)
+        if wheel is not None:
+            print(
+                f"built {wheel} from the local sif_magic source; the image installs it",
+                file=sys.stderr,
+            )
     text = rt.dockerfile(spec) if args.dockerfile else rt.definition_file(spec)
     out = args.output or (f"{args.name}.Dockerfile" if args.dockerfile else f"{args.name}.def")
     if out == "-":

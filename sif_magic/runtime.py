@@ -69,12 +69,36 @@ class ImageSpec:
         if not self.base:
             self.base = f"docker://python:{self.python}-slim"
         if not self.sif_magic:
-            self.sif_magic = f"sif_magic=={__version__}"
+            self.sif_magic = installed_source() or f"sif_magic=={__version__}"
         if self.requirements and not Path(self.requirements).is_file():
             raise ConfigError(f"--requirements {self.requirements}: no such file")
         for m in self.mounts:
             if not m.startswith("/"):
                 raise ConfigError(f"mount point {m!r} must be an absolute path in the image")
+
+    def wheel_for_image(self, out_dir: str | Path) -> Path | None:
+        """When sif_magic comes from a local source directory, build a wheel of it in
+        ``out_dir`` and install that in the image (a source tree would bring its
+        node_modules and need Node.js to build). Returns the wheel, or None."""
+        src = self.local_sif_magic
+        if src is None or not src.is_dir():
+            return None
+        out = Path(out_dir).resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        res = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        wheels = sorted(out.glob("sif_magic-*.whl"), key=lambda p: p.stat().st_mtime)
+        if res.returncode != 0 or not wheels:
+            raise ConfigError(
+                f"could not build a wheel of sif_magic from {src}: {res.stderr.strip()[-500:]}; "
+                "pass --sif-magic with a wheel or a pip requirement instead"
+            )
+        self.sif_magic = str(wheels[-1])
+        return wheels[-1]
 
     @property
     def local_sif_magic(self) -> Path | None:
@@ -92,6 +116,24 @@ class ImageSpec:
 
     def all_mounts(self) -> list[str]:
         return list(dict.fromkeys([*DEFAULT_MOUNTS, *self.mounts]))
+
+
+def installed_source() -> str:
+    """The local directory sif_magic was installed from (``pip install -e .`` or
+    ``pip install /path``), or '' when it came from a package index."""
+    try:
+        direct = metadata.distribution("sif_magic").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        direct = None
+    if not direct:
+        return ""
+    url = str(json.loads(direct).get("url", ""))
+    if not url.startswith("file://"):
+        return ""
+    import urllib.parse
+
+    path = Path(urllib.parse.unquote(url[len("file://") :]))
+    return str(path) if path.exists() else ""
 
 
 def entry_script(runtime: str) -> str:

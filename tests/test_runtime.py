@@ -43,6 +43,12 @@ SECTIONS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _from_an_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if sif_magic came from a package index (the test venv has it editable)."""
+    monkeypatch.setattr(rt, "installed_source", lambda: "")
+
+
 def parse_definition(text: str) -> tuple[dict[str, str], dict[str, str]]:
     """(header keywords, section bodies) of a definition file.
 
@@ -460,3 +466,19 @@ def test_secret_files_are_created_600(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_text() == "amqp://u:pw@h/v\n"
     assert os.stat(tmp_path / "d").st_mode & 0o077 == 0
+
+
+def test_local_source_becomes_a_wheel_in_the_image(tmp_path: Path, monkeypatch, capsys) -> None:
+    # sif_magic installed from this checkout (not on an index yet): the image gets a wheel
+    # of it, not the source tree (which holds node_modules and needs Node.js to build)
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setattr(rt, "installed_source", lambda: str(root))
+    monkeypatch.chdir(tmp_path)
+    assert cli("runtime", "def", "ml") == 0
+    wheels = list(tmp_path.glob("sif_magic-*.whl"))
+    assert len(wheels) == 1
+    _, sections = parse_definition((tmp_path / "ml.def").read_text())
+    src = f"/opt/sif_magic/src/{wheels[0].name}"
+    assert sections["files"].split() == [str(wheels[0]), src]
+    assert f"--no-deps {src}" in sections["post"]
+    assert "the image installs it" in capsys.readouterr().err
