@@ -9,6 +9,7 @@ While the broker is down ``job.broker_down`` is True (the widget shows it).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,3 +85,34 @@ def test_broker_goes_down_mid_run_and_every_result_arrives(
         f"duplicates-dropped={job.duplicates} duplicates-surfaced=0 lost-calls=0 "
         f"retried-calls={sum(1 for i in range(n) if job.describe_call(i)['attempt'] > 1)}"
     )
+
+
+def test_broker_crash_while_the_client_publishes_the_chunks(
+    node: RabbitNode, node_workers: FaultWorkers, make_ex, runtime: str
+) -> None:
+    """The node is killed while the client is still publishing the job's chunks: what
+    the broker had not committed is published again after the restart; every result
+    arrives once."""
+    if not node.is_running():
+        node.start()
+    node_workers.start(runtime, processes=2, count=2)
+    ex = make_ex(amqp_url=node.url, runtime=runtime, connect_timeout=3)
+    n = 30_000
+    job = ex.map_job(lambda x: x - 5, range(n), chunksize=5)  # 6,000 messages
+    publishing = [t for t in threading.enumerate() if t.name == "sif-publish" and t.is_alive()]
+    node.kill()
+    assert publishing and any(t.is_alive() for t in publishing), (
+        "the chunks were all published before the kill: the test needs a bigger job"
+    )
+    time.sleep(1.0)
+    node.start()
+    values = job.results(timeout=180)
+    assert values == [x - 5 for x in range(n)]
+    assert job.state_counts()["done"] == n
+    wait_until(lambda: not job.broker_down, 10, "job.broker_down back to False")
+    wait_until(
+        lambda: node.queues().get(protocol.task_queue(runtime)) == 0 or None,
+        20,
+        "an empty task queue",
+    )
+    print(f"\nFIGURES broker-kill-while-publishing: calls={n} duplicates-dropped={job.duplicates}")
