@@ -1,0 +1,14 @@
+"""The functions every tool runs. Shipped by value (like a notebook's functions)."""
+
+from __future__ import annotations
+
+import time
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def nap(x: int) -> int:
+    time.sleep(0.01)
+    return x

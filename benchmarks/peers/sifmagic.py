@@ -1,0 +1,393 @@
+"""sif_magic: the rabbitmq backend on real ``sif-magic worker`` processes, and the local backend.
+
+Scenarios (see ``benchmarks/run.py``): s1 one message per call, s2 automatic
+chunking, s3 sleeps, s4 time to first result, s5 client memory (each in a
+fresh client process), s6 monitoring on/off, s7 the local backend (compared
+with ProcessPoolExecutor by ``processpool.py``).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import _common
+from ._common import PY, Context, rss_mb
+
+TOOL = "sif_magic"
+RABBIT = "sif_magic (rabbitmq)"
+LOCAL = "sif_magic (local)"
+
+
+def _setup_env(workdir: Path) -> None:
+    # other users' workers on the shared vhost sign with other keys: do not log each
+    logging.getLogger("sif_magic").setLevel(logging.ERROR)
+    os.environ.setdefault("SIF_MAGIC_HOME", str(workdir / "home"))
+    os.environ["SIF_MAGIC_WIDGETS"] = "0"
+    for var in ("SIF_MAGIC_AMQP_URL", "SIF_MAGIC_BACKEND", "SIF_MAGIC_RUNTIME", "SIF_MAGIC_KEY"):
+        os.environ.pop(var, None)
+
+
+def start_workers(ctx: Context, runtime: str, key_file: Path, processes: int = 2) -> None:
+    from sif_magic import protocol
+
+    url_file = ctx.workdir / "amqp_url"
+    url_file.write_text(_common.BROKER_URL)
+    url_file.chmod(0o600)
+    proc = ctx.procs.start(
+        [
+            PY,
+            "-m",
+            "sif_magic",
+            "worker",
+            "--amqp-url-file",
+            str(url_file),
+            "--runtime",
+            runtime,
+            "--processes",
+            str(processes),
+            "--key-file",
+            str(key_file),
+        ],
+        name=f"sif-worker-{runtime}",
+    )
+    queue = protocol.task_queue(runtime)
+    try:
+        _common.wait_until(
+            lambda: (
+                proc.poll() is None
+                and _common.queue_consumers(
+                    queue, durable=True, arguments=protocol.task_queue_arguments()
+                )
+                >= 1
+            ),
+            30,
+            "the sif-magic worker to consume its queue",
+            step=0.2,
+        )
+    except TimeoutError:
+        raise RuntimeError(f"worker did not start: {ctx.procs.log_tail(proc)}") from None
+    ctx.procs.note_descendants()
+
+
+def rabbit_executor(runtime: str, key_file: Path) -> Any:
+    from sif_magic import Executor
+
+    return Executor(
+        backend="rabbitmq",
+        amqp_url=_common.BROKER_URL,
+        runtime=runtime,
+        key_file=str(key_file),
+        no_worker_timeout=30,
+    )
+
+
+def local_executor() -> Any:
+    from sif_magic import Executor
+
+    return Executor(backend="local", processes=2)
+
+
+def timed_map(ex: Any, fn: Any, items: range, timeout: float = 300, **kw: Any) -> tuple[float, Any]:
+    """Seconds from ``map_job`` to every result in this process; checks values and states."""
+    t0 = time.perf_counter()
+    job = ex.map_job(fn, items, **kw)
+    values = job.results(timeout=timeout)
+    dt = time.perf_counter() - t0
+    counts = job.state_counts()
+    expect = fn(items[0]) - items[0] if len(items) else 0  # inc adds 1, nap adds 0
+    if counts["done"] != len(items) or sum(values) != sum(items) + expect * len(items):
+        raise RuntimeError(f"wrong results or states: {counts}")
+    return dt, job
+
+
+def close_job(job: Any) -> None:
+    try:
+        job.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def throughput(
+    ctx: Context, scenario: str, tool: str, ex: Any, n: int, chunksize: int | None, **extra: Any
+) -> None:
+    from sif_magic import _serialize
+
+    from ._funcs import inc
+
+    dt, job = timed_map(ex, inc, range(n), chunksize=chunksize)
+    size = chunksize or _serialize.auto_chunksize(n, ex.backend.slots())
+    ctx.record(
+        scenario,
+        tool,
+        "throughput",
+        n / dt,
+        "calls/s",
+        higher_is_better=True,
+        calls=n,
+        seconds=dt,
+        chunksize=size,
+        states=job.state_counts(),
+        **extra,
+    )
+    close_job(job)
+
+
+def first_result(ctx: Context, tool: str, ex: Any, repeats: int) -> None:
+    from ._funcs import inc
+
+    for _ in range(3):  # warm: the function is cached on the workers, queues declared
+        close_job(timed_map(ex, inc, range(1))[1])
+    samples = []
+    for _ in range(repeats):
+        dt, job = timed_map(ex, inc, range(1))
+        samples.append(dt * 1000)
+        close_job(job)
+    samples.sort()
+    ctx.record(
+        "s4",
+        tool,
+        "time to first result",
+        samples[len(samples) // 2],
+        "ms",
+        higher_is_better=False,
+        samples=len(samples),
+        min_ms=samples[0],
+        max_ms=samples[-1],
+        p90_ms=samples[int(len(samples) * 0.9) - 1],
+    )
+
+
+def sleeps(ctx: Context, tool: str, ex: Any, n: int) -> None:
+    from sif_magic import _serialize
+
+    from ._funcs import nap
+
+    dt, job = timed_map(ex, nap, range(n))
+    ideal = n * 0.01 / 2
+    ctx.record(
+        "s3",
+        tool,
+        "wall time",
+        dt,
+        "s",
+        higher_is_better=False,
+        ideal=ideal,
+        over_ideal_pct=(dt / ideal - 1) * 100,
+        chunksize=_serialize.auto_chunksize(n, ex.backend.slots()),
+    )
+    close_job(job)
+
+
+def monitoring(ctx: Context, ex: Any, n: int, chunksize: int | None, label: str, rnd: int) -> None:
+    """Throughput with the client consuming the job's events (default) and without.
+
+    sif_magic has no switch for "off": the job's binding to the monitoring exchange is
+    removed right after the job starts (workers still publish their events; the
+    broker drops them), which is what an unsubscribed client would see."""
+    from sif_magic import protocol
+    from sif_magic.job import Job
+
+    from ._funcs import inc
+
+    backend = ex.backend
+    counter = {"n": 0}
+    original = Job.apply_events
+
+    def counting(self: Job, batch: Any) -> None:
+        counter["n"] += 1
+        original(self, batch)
+
+    def unbind(job_id: str) -> None:
+        q = backend._monitor_queue
+        backend.conn.call(
+            lambda: backend.conn.sub_channel.queue_unbind(
+                q, protocol.MONITOR_EXCHANGE, f"job.{job_id}.#"
+            )
+        )
+
+    modes = ["on", "off"] if rnd % 2 == 0 else ["off", "on"]
+    Job.apply_events = counting  # type: ignore[method-assign]
+    try:
+        for mode in modes:
+            counter["n"] = 0
+            t0 = time.perf_counter()
+            job = ex.map_job(inc, range(n), chunksize=chunksize)
+            if mode == "off":
+                unbind(job.job_id)
+            values = job.results(timeout=300)
+            dt = time.perf_counter() - t0
+            if job.state_counts()["done"] != n or sum(values) != sum(range(n)) + n:
+                raise RuntimeError(f"wrong results: {job.state_counts()}")
+            ctx.record(
+                "s6",
+                f"{RABBIT} monitoring {mode}{'' if mode == 'on' else ' (simulated)'}, {label}",
+                "throughput",
+                n / dt,
+                "calls/s",
+                higher_is_better=True,
+                calls=n,
+                seconds=dt,
+                event_batches_per_s=counter["n"] / dt,
+            )
+            close_job(job)
+    finally:
+        Job.apply_events = original  # type: ignore[method-assign]
+
+
+def memory_client(ctx: Context) -> None:
+    """In a fresh process: RSS this process gains from an n-call run, results held."""
+    from ._funcs import inc
+
+    p = ctx.params
+    _common.ship_by_value()
+    if p["backend"] == "rabbitmq":
+        ex = rabbit_executor(p["runtime"], Path(p["key_file"]))
+    else:
+        ex = local_executor()
+    try:
+        close_job(timed_map(ex, inc, range(1000))[1])  # connection, pool and caches warm
+        gc.collect()
+        before = rss_mb()
+        t0 = time.perf_counter()
+        job = ex.map_job(inc, range(p["n"]))
+        values = job.results(timeout=300)
+        dt = time.perf_counter() - t0
+        gc.collect()
+        after = rss_mb()
+        counts = job.state_counts()
+        ok = counts["done"] == p["n"] and len(values) == p["n"]
+        ctx.record(
+            "s5",
+            p["tool"],
+            f"RSS added by {p['n']:,} calls",
+            after - before,
+            "MB",
+            higher_is_better=False,
+            calls=p["n"],
+            rss_before=before,
+            rss_after=after,
+            seconds=dt,
+            ok=ok,
+        )
+        close_job(job)
+    finally:
+        ex.shutdown(wait=False, cancel_futures=True)
+
+
+def memory(ctx: Context, tool: str, backend: str, n: int, runtime: str, key_file: Path) -> None:
+    out = ctx.workdir / f"mem-{backend}.json"
+    params = {"backend": backend, "runtime": runtime, "key_file": str(key_file), "n": n}
+    params["tool"] = tool
+    proc = ctx.procs.start(
+        [
+            PY,
+            "-m",
+            "benchmarks.peers.sifmagic",
+            "--scenarios",
+            "memclient",
+            "--params",
+            json.dumps(params),
+            "--out",
+            str(out),
+        ],
+        name=f"sif-memclient-{backend}",
+        env=_common.child_env(SIF_MAGIC_HOME=os.environ["SIF_MAGIC_HOME"]),
+    )
+    try:
+        proc.wait(240)
+    except Exception:  # noqa: BLE001
+        ctx.procs.stop(proc)
+        raise RuntimeError("the memory client did not finish in 240 s") from None
+    data = json.loads(out.read_text())
+    ctx.measurements.extend(data["measurements"])
+    ctx.errors.extend(data["errors"])
+    for m in data["measurements"]:
+        print(f"  s5 {m['tool']}: {m['value']:.1f} MB", file=sys.stderr)
+
+
+def run(ctx: Context) -> None:
+    _setup_env(ctx.workdir)
+    if ctx.want("memclient"):
+        memory_client(ctx)
+        return
+    from sif_magic._keys import load_key
+
+    p = ctx.params
+    rnd = int(p.get("round", 0))
+    _common.ship_by_value()
+    key_file = ctx.workdir / "key"
+    load_key(key_file=str(key_file))  # created, mode 600
+    runtime = _common.unique("bench")
+    rabbit_wanted = any(ctx.want(s) for s in ("s1", "s2", "s3", "s4", "s5", "s6"))
+    ex = None
+    try:
+        if rabbit_wanted:
+            start_workers(ctx, runtime, key_file, processes=2)
+            ex = rabbit_executor(runtime, key_file)
+            from ._funcs import inc
+
+            close_job(timed_map(ex, inc, range(200), chunksize=1)[1])  # warm
+            close_job(timed_map(ex, inc, range(20000))[1])
+        if ctx.want("s1"):
+            with ctx.attempt("s1", RABBIT):
+                for _ in range(p.get("inner", 2)):
+                    throughput(ctx, "s1", RABBIT, ex, p.get("n1", 3000), 1)
+        if ctx.want("s2"):
+            with ctx.attempt("s2", RABBIT):
+                throughput(ctx, "s2", RABBIT, ex, p.get("n2", 100000), None)
+        if ctx.want("s3"):
+            with ctx.attempt("s3", RABBIT):
+                sleeps(ctx, RABBIT, ex, p.get("n3", 200))
+        if ctx.want("s4"):
+            with ctx.attempt("s4", RABBIT):
+                first_result(ctx, RABBIT, ex, p.get("n4", 30))
+        if ctx.want("s6"):
+            with ctx.attempt("s6", RABBIT):
+                for k in range(p.get("inner", 2)):
+                    monitoring(ctx, ex, p.get("n2", 100000), None, "automatic chunks", rnd + k)
+                    monitoring(ctx, ex, p.get("n1", 3000), 1, "chunksize 1", rnd + k)
+        if ctx.want("s5"):
+            with ctx.attempt("s5", RABBIT):
+                memory(ctx, RABBIT, "rabbitmq", p.get("n5", 100000), runtime, key_file)
+    finally:
+        if ex is not None:
+            ex.shutdown(wait=False, cancel_futures=True)
+        ctx.procs.stop_all()  # the workers
+        if rabbit_wanted:
+            from sif_magic import protocol
+
+            _common.delete_queues(protocol.task_queue(runtime))
+    if any(ctx.want(s) for s in ("s2", "s3", "s4", "s7")):
+        lex = local_executor()
+        try:
+            from ._funcs import inc
+
+            close_job(timed_map(lex, inc, range(20000))[1])  # the pool is up and warm
+            if ctx.want("s2") or ctx.want("s7"):
+                with ctx.attempt("s2", LOCAL):
+                    throughput(ctx, "s2", LOCAL, lex, p.get("n2", 100000), None)
+                    if ctx.want("s7"):  # the same run is s7's sif_magic figure
+                        m = dict(ctx.measurements[-1], scenario="s7")
+                        ctx.measurements.append(m)
+            if ctx.want("s3"):
+                with ctx.attempt("s3", LOCAL):
+                    sleeps(ctx, LOCAL, lex, p.get("n3", 200))
+            if ctx.want("s4"):
+                with ctx.attempt("s4", LOCAL):
+                    first_result(ctx, LOCAL, lex, p.get("n4", 30))
+        finally:
+            lex.shutdown(wait=False, cancel_futures=True)
+    if ctx.want("s5"):
+        with ctx.attempt("s5", LOCAL):
+            memory(ctx, LOCAL, "local", p.get("n5", 100000), "", key_file)
+
+
+if __name__ == "__main__":
+    sys.exit(_common.run_main(run))
