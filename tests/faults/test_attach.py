@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import ROOT, FaultWorkers, wait_until
+from faultkit import ROOT, FaultWorkers, Watcher, wait_until
 
 from sif_magic import protocol
 
@@ -39,6 +39,7 @@ KERNEL = textwrap.dedent(
     def slow(x):
         import os, time
         open(os.path.join(d, f"ran-{x}-{time.time()}"), "w").close()
+        print(f"call {x} says hello", flush=True)
         time.sleep(0.4)
         return x * x + 1
 
@@ -138,13 +139,19 @@ def test_attach_after_the_kernel_was_killed(
     t0 = time.time()
     job = _attach_within(ex, job_id, 30)
     assert job.job_id == job_id and job.n == N and job.name == "slow"
+    watch = Watcher(job)
     values = job.results(timeout=60)
+    watch.stop()
     assert values == [x * x + 1 for x in range(N)]
     assert job.state_counts()["done"] == N
     # the calls finished before the kill came back from the queue: none ran twice
     runs = _runs(tmp_path)
     assert all(runs.get(x) == 1 for x in done_before), runs
     assert sorted(runs) == list(range(N)) and set(runs.values()) == {1}, runs
+    # what every call printed came back too (with the results, and live for the rest)
+    assert all(f"call {x} says hello" in job.output(x) for x in range(N))
+    if when == "mid-run":  # the calls still running after the attach were shown running
+        assert watch.seen("running"), "the attached job never showed a running call"
     print(
         f"\nFIGURES attach/{when}: calls={N} done-before-kill={len(done_before)} "
         f"attach-to-all-results={time.time() - t0:.1f}s duplicates-dropped={job.duplicates}"
