@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 from faultkit import FaultWorkers, Watcher, alive, descendants, wait_gone, wait_until
+from rabbit import RabbitNode
 
-from sif_magic import WorkerLostError
+from sif_magic import WorkerLostError, protocol
 
 
 @pytest.mark.parametrize("how", ["pid", "process-group"])
@@ -159,3 +160,61 @@ def test_poison_call_is_stopped_after_max_lost(fworkers: FaultWorkers, make_ex, 
     assert [values[i] for i in others] == [i * 10 for i in others]
     assert len(dead) == 2, f"the poison call should kill exactly 2 workers, killed {len(dead)}"
     print(f"\nFIGURES poison: workers-killed={len(dead)} duplicates-dropped={job.duplicates}")
+
+
+@pytest.mark.slow
+def test_a_redelivered_chunk_is_split_into_messages_of_one_input_each(
+    key_file: Path, make_ex, runtime: str, tmp_path: Path
+) -> None:
+    """After a worker death the chunk comes back as one message per call: each of those
+    must carry its own input, not the whole chunk's (20 calls x 100 KB inputs: 20
+    messages of ~100 KB, not 20 of ~2 MB; with 2,000-call chunks of the 64 MB limit the
+    difference is 128 GB through the broker)."""
+    with RabbitNode() as node:
+        w = FaultWorkers(node.url, key_file, tmp_path)
+        try:
+            (victim,) = w.start(runtime, processes=1)
+            d = str(tmp_path)
+
+            def first_is_slow(item: tuple[int, bytes]) -> int:
+                import os
+                import time
+
+                i, blob = item
+                if i == 0:
+                    open(os.path.join(d, f"slow-{os.getpid()}"), "w").close()
+                    time.sleep(4)
+                return len(blob) + i
+
+            ex = make_ex(amqp_url=node.url, runtime=runtime, connect_timeout=3)
+            items = [(i, os.urandom(100_000)) for i in range(20)]
+            job = ex.map_job(first_is_slow, items, chunksize=20)
+            wait_until(lambda: list(tmp_path.glob("slow-*")), 30, "the first call running")
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.wait(5)
+            w.start(runtime, processes=1)  # takes the redelivered chunk and splits it
+            queue = protocol.task_queue(runtime)
+
+            def ready() -> tuple[int, int] | None:
+                for line in node.ctl(
+                    "list_queues", "--no-table-headers", "name", "messages_ready",
+                    "message_bytes_ready",
+                ).splitlines():  # fmt: skip
+                    name, count, size = line.split("\t")
+                    if name == queue and int(count) > 0:
+                        return int(count), int(size)
+                return None
+
+            count, size = wait_until(ready, 20, "split messages waiting in the task queue")
+            per_message = size / count
+            assert job.results(timeout=60) == [100_000 + i for i in range(20)]
+            print(
+                f"\nFIGURES split: chunk of 20 x 100 KB inputs; {count} split messages ready, "
+                f"{per_message / 1024:.0f} KiB each"
+            )
+            assert per_message < 400_000, (
+                f"each per-call message after the split carries {per_message / 1e6:.1f} MB: "
+                "the whole chunk's inputs instead of its own ~0.1 MB"
+            )
+        finally:
+            w.stop()
