@@ -194,7 +194,7 @@ def test_attach_from_a_client_with_another_result_ttl(
         kernel.kill()
         kernel.wait(10)
     ex = make_ex(amqp_url=broker_url, runtime=runtime, result_ttl=TTL + 60)
-    job = _attach_within(ex, job_id, 30)
+    job = _attach_within(ex, job_id, 20)
     assert job.results(timeout=60) == [x * x + 1 for x in range(N)]
     # and this client still works for a new job afterwards
     assert ex.map_job(abs, [-4]).results(timeout=30) == [4]

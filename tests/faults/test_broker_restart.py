@@ -9,6 +9,8 @@ While the broker is down ``job.broker_down`` is True (the widget shows it).
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -116,3 +118,30 @@ def test_broker_crash_while_the_client_publishes_the_chunks(
         "an empty task queue",
     )
     print(f"\nFIGURES broker-kill-while-publishing: calls={n} duplicates-dropped={job.duplicates}")
+
+
+def test_a_worker_stops_on_sigterm_while_the_broker_is_down(
+    node: RabbitNode, node_workers: FaultWorkers, runtime: str
+) -> None:
+    """SIGTERM (SLURM's walltime signal, `sif-magic workers stop`) while the broker is
+    unreachable: the worker must still exit, not wait forever to say goodbye."""
+    if not node.is_running():
+        node.start()
+    (worker,) = node_workers.start(runtime, processes=1)
+    node.stop()
+    time.sleep(1.0)  # the worker noticed: it is reconnecting
+    try:
+        t0 = time.time()
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        code = worker.poll()
+        assert code is not None, (
+            "the worker still runs 10 s after SIGTERM with the broker down: "
+            + node_workers.logs()[-600:]
+        )
+        print(f"\nFIGURES sigterm-broker-down: exited {code} after {time.time() - t0:.1f}s")
+    finally:
+        node.start()

@@ -218,3 +218,30 @@ def test_a_redelivered_chunk_is_split_into_messages_of_one_input_each(
             )
         finally:
             w.stop()
+
+
+def test_sigterm_mid_run_gives_the_calls_back(
+    fworkers: FaultWorkers, make_ex, runtime: str
+) -> None:
+    """A worker stopped with SIGTERM (SLURM walltime, `sif-magic workers stop`) in the
+    middle of a run exits promptly; the calls it held run on the other worker."""
+    leaving, staying = fworkers.start(runtime, processes=2, count=2)
+    slots = descendants(leaving.pid)
+
+    def work(x: int) -> int:
+        import time
+
+        time.sleep(0.05)
+        return x + 1
+
+    ex = make_ex(amqp_url=fworkers.url, runtime=runtime)
+    job = ex.map_job(work, range(200), chunksize=5)
+    wait_until(lambda: job.count("done") >= 40, 60, "40 calls done")
+    t0 = time.time()
+    leaving.send_signal(signal.SIGTERM)
+    leaving.wait(15)
+    took = time.time() - t0
+    assert job.results(timeout=120) == [x + 1 for x in range(200)]
+    assert not wait_gone(slots, 5)
+    assert staying.poll() is None
+    print(f"\nFIGURES sigterm-mid-run: worker exited {leaving.returncode} in {took:.1f}s")
