@@ -74,12 +74,13 @@ def rss_kib() -> int:
     return 0
 
 
-def kill_pids(pids: Iterable[int]) -> None:
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+def start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (tells a process from a later one with its pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19])
 
 
 # -- workers -------------------------------------------------------------------------
@@ -120,7 +121,7 @@ class FaultWorkers:
         self.key_file = key_file
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
-        self.seen: set[int] = set()  # every pid found under our workers (for cleanup)
+        self.seen: dict[int, int] = {}  # pid -> start time of processes of ours (cleanup)
 
     def start(
         self,
@@ -178,8 +179,24 @@ class FaultWorkers:
 
     def remember(self, proc: subprocess.Popen) -> list[int]:
         kids = descendants(proc.pid)
-        self.seen.update(kids)
+        self.track(kids)
         return kids
+
+    def track(self, pids: Iterable[int], cmd_prefix: bytes = b"") -> None:
+        """Remember live processes of ours (found under our workers, or started by our
+        calls) so ``stop()`` can kill any that outlive the test; ``cmd_prefix`` checks
+        the command line first."""
+        for pid in pids:
+            t = start_time(pid)
+            if t is None:
+                continue
+            if cmd_prefix:
+                try:
+                    if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(cmd_prefix):
+                        continue
+                except OSError:
+                    continue
+            self.seen.setdefault(pid, t)
 
     def logs(self) -> str:
         out = []
@@ -202,8 +219,13 @@ class FaultWorkers:
                 p.kill()
                 p.wait(5)
         # anything a worker started that outlived it (a test that found a leak still
-        # cleans up after itself); pids are only ones we found under our workers
-        kill_pids(p for p in self.seen if alive(p))
+        # cleans up after itself): only pids we tracked, and only if still the same process
+        for pid, t in self.seen.items():
+            if alive(pid) and start_time(pid) == t:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 # -- watching a job ----------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_cancel_kills_running_drops_queued_and_spares_the_other_job(
     wait_until(lambda: job_b.count("done") >= 2, 30, "job B under way")
     running = [tuple(map(int, p.name.split("-")[2:])) for p in tmp_path.glob("a-*")]
     pids = [pid for pair in running for pid in pair]
-    fworkers.seen.update(pids)
+    fworkers.track(pids)
     assert not job_b.done()
 
     t0 = time.time()

@@ -41,7 +41,7 @@ def test_timeout_kills_the_call_names_the_limit_and_the_worker_goes_on(
     assert 1.4 < d1["duration"] < 5, d1
     assert took < 20
     slot_pid, child_pid = map(int, (tmp_path / "hung").read_text().split())
-    fworkers.seen.add(child_pid)
+    fworkers.track([child_pid], cmd_prefix=b"sleep\0")
     assert not wait_gone([slot_pid, child_pid], 5), "the timed-out call's processes remain"
     # the worker survives and runs the next job
     assert worker.poll() is None

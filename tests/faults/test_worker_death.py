@@ -102,14 +102,14 @@ def test_call_children_do_not_outlive_a_killed_worker(
         "a call of the victim running with its child",
     )
     inside = [p for p in descendants(victim.pid) if p not in victim_slots]
-    fworkers.seen.update(inside)  # killed at teardown if they outlive the test
+    fworkers.track(inside)  # killed at teardown if they outlive the test
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(5)
     assert job.results(timeout=120) == list(range(40))
     # give every process of the dead worker time to go
     left = wait_gone(list(victim_slots) + inside, 5)
     children = [int(p.name.split("-")[2]) for p in _kids(tmp_path)]
-    fworkers.seen.update(c for c in children if _is_sleep(c))
+    fworkers.track(children, cmd_prefix=b"sleep\0")
     leaked = sorted(set(left) | {pid for pid in children if alive(pid)})
     assert not leaked, (
         f"processes started by calls of the SIGKILLed worker still run: {leaked} "
@@ -119,13 +119,6 @@ def test_call_children_do_not_outlive_a_killed_worker(
 
 def _kids(d: Path) -> list[Path]:
     return list(d.glob("child-*"))
-
-
-def _is_sleep(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\0")
-    except OSError:
-        return False
 
 
 def test_poison_call_is_stopped_after_max_lost(fworkers: FaultWorkers, make_ex, runtime: str):
