@@ -419,7 +419,7 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
     limits = {(s, t): th for s, t, k, th, _ in TARGETS if k in ("min", "max")}
     for ax, s in zip(axes, scenarios):
         srows = [r for r in rows if r.scenario == s]
-        labels = [r.tool for r in srows]
+        labels = [f"{r.tool} ({_calls(r):,.0f} calls)" if s == "s5" else r.tool for r in srows]
         med = [r.median for r in srows]
         lo = [r.median - min(r.values) for r in srows]
         hi = [max(r.values) - r.median for r in srows]
@@ -435,10 +435,10 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
         if unit == "calls/s" and max(med) / max(min(med), 1e-9) > 30:
             ax.set_xscale("log")
         for (ts, tool), th in limits.items():
-            if ts == s and tool in labels:
+            if ts == s and any(r.tool == tool for r in srows):
                 ax.axvline(th, color="#c53030", linestyle="--", linewidth=1)
         for yi, r in zip(y, srows):
-            ax.text(r.median, yi, f" {fmt(r.median, r.unit)}", va="center", fontsize=7)
+            ax.text(max(r.values), yi, f"  {fmt(r.median, r.unit)}", va="center", fontsize=7)
         ax.tick_params(axis="x", labelsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -495,7 +495,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--quick", action="store_true", help="smaller runs, 1 round (a smoke test)")
     ap.add_argument("--out", default=str(RESULTS / "latest"), help="PATH -> PATH.json, PATH.png")
+    ap.add_argument(
+        "--report", metavar="JSON", help="measure nothing: print the table of JSON, redraw its plot"
+    )
     args = ap.parse_args(argv)
+    if args.report:
+        data = json.loads(Path(args.report).read_text())
+        rows = summarise(data["measurements"])
+        print(table(rows))
+        meta = data["meta"]
+        png = Path(args.report).with_suffix(".png")
+        plot(
+            rows,
+            png,
+            f"sif_magic vs peers, {meta['repeats']} round(s), median and min-max; {meta['date']} "
+            f"({meta['cpus']} cores, RabbitMQ {meta['versions']['rabbitmq']})",
+        )
+        print(f"wrote {png}")
+        return 0
     params: dict[str, Any] = {"n1": 3000, "n2": 100_000, "n3": 200, "n4": 30, "n5": 100_000}
     params.update(n5_peers=10_000, n1_lithops=40, inner=2)
     repeats = max(1, args.repeats)
