@@ -115,10 +115,18 @@ class SharedState:
         os.close(self.fd)
 
 
+def _kill_group(*_: object) -> None:
+    """Kill this slot's process group: the slot and whatever its call started."""
+    os.killpg(0, signal.SIGKILL)
+
+
 def _die_with_parent() -> None:
-    try:  # Linux: SIGKILL this process when the parent dies
+    # Linux: when the worker dies (even by SIGKILL), the kernel sends us SIGUSR1; we take
+    # the processes our call started down with us (they share our process group)
+    signal.signal(signal.SIGUSR1, _kill_group)
+    try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGUSR1)  # PR_SET_PDEATHSIG
     except Exception:
         pass
 
@@ -183,8 +191,8 @@ class Slot:
         ppid = os.getppid()
         while True:
             time.sleep(WATCH_EVERY)
-            if os.getppid() != ppid:
-                os._exit(1)
+            if os.getppid() != ppid:  # the parent died (and the signal did not get through)
+                _kill_group()
             if self.in_call and self.pending:
                 self.flush()
 
@@ -299,7 +307,23 @@ def _slice(fd: int, start: int) -> tuple[bytes, int]:
     return data, dropped
 
 
+def split_main() -> None:
+    """``_slot.py split``: stdin (args_bytes, positions) -> stdout [pickled [item], ...].
+
+    Re-packs a chunk's inputs into one pickle per call, for a worker that splits a
+    redelivered chunk: user data is unpickled here, never in the worker itself."""
+    import cloudpickle
+
+    args_bytes, positions = pickle.loads(sys.stdin.buffer.read())
+    items = pickle.loads(args_bytes)
+    out = [cloudpickle.dumps([items[p]], protocol=5) for p in positions]
+    sys.stdout.buffer.write(pickle.dumps(out, protocol=5))
+
+
 def main(argv: list[str]) -> None:
+    if argv and argv[0] == "split":
+        split_main()
+        return
     req_fd, resp_fd = int(argv[0]), int(argv[1])
     out_path, err_path, state_path = argv[2], argv[3], argv[4]
     _die_with_parent()

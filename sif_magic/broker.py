@@ -124,6 +124,12 @@ def declare_task_queue(ch: Any, runtime: str) -> str:
     return name
 
 
+def declare_retry_queue(ch: Any, runtime: str) -> str:
+    name = protocol.retry_queue(runtime)
+    ch.queue_declare(name, durable=True, arguments=protocol.task_queue_arguments())
+    return name
+
+
 @dataclass(frozen=True)
 class Delivery:
     generation: int

@@ -256,13 +256,18 @@ class Pool:
             return [s.pid for s in self.slots]
 
     # -- work ----------------------------------------------------------------
-    def submit(self, chunk: Chunk) -> None:
+    def submit(self, chunk: Chunk, front: bool = False) -> None:
+        """Queue ``chunk``'s calls (``front``: before everything queued, e.g. a retry)."""
         with self.lock:
             positions = list(chunk.only or ())
             if chunk.job_id in self.cancelled:
                 self._finish_cancelled(chunk, positions)
                 return
-            self.queue.append(Piece(chunk, positions, [chunk.attempt_base] * len(positions)))
+            piece = Piece(chunk, positions, [chunk.attempt_base] * len(positions))
+            if front:
+                self.queue.appendleft(piece)
+            else:
+                self.queue.append(piece)
             self._dispatch()
 
     def drop_queued(self, predicate: Any) -> int:

@@ -53,6 +53,12 @@ def task_queue(runtime: str) -> str:
     return f"sif_magic.tasks.{runtime}"
 
 
+def retry_queue(runtime: str) -> str:
+    """Calls split off a redelivered chunk: consumed one at a time per worker, so a
+    worker that dies only ever counts a loss against the call it was running."""
+    return f"sif_magic.tasks.{runtime}.retry"
+
+
 def result_queue(job_id: str) -> str:
     """The durable per-job queue results are published to (kept for re-attach)."""
     return f"sif_magic.results.{job_id}"

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -29,11 +31,17 @@ from typing import Any
 
 from . import _version, protocol
 from ._events import EventBuffer
-from .broker import Connection, declare_task_queue
+from .broker import Connection, declare_retry_queue, declare_task_queue
 from .pool import Chunk, Pool, usable_cpus
 from .protocol import FAILED, RETRYING, RUNNING, CallResult, Heartbeat, ProtocolError, Task
 
 log = logging.getLogger("sif_magic.worker")
+
+
+def _slot_script() -> str:
+    from . import _slot
+
+    return os.path.abspath(_slot.__file__)
 
 
 def _versions() -> tuple[str, str]:
@@ -135,6 +143,14 @@ class Worker:
             self._on_task,
             prefetch=max(8, self.processes * 2),  # enough in flight to hide confirm latency
         )
+        # one suspect call at a time, run before anything else (see protocol.retry_queue)
+        self.conn.consume(
+            lambda ch: declare_retry_queue(ch, self.runtime),
+            lambda props, delivery, method, body: self._on_task(
+                props, delivery, method, body, retry=True
+            ),
+            prefetch=1,
+        )
         log.info(
             "worker %s consuming %s with %d processes (python %s, cloudpickle %s)",
             self.worker_id,
@@ -198,7 +214,9 @@ class Worker:
             ):
                 self.stop()
 
-    def _on_task(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
+    def _on_task(
+        self, props: Any, delivery: Any, method: Any, body: bytes, retry: bool = False
+    ) -> None:
         headers = props.headers or {}
         try:
             protocol.verify(self.key, props.type, body, headers)
@@ -242,7 +260,8 @@ class Worker:
                 tag=(delivery, task.reply_to),
                 attempt_base=1 + task.lost,
                 only=positions,
-            )
+            ),
+            front=retry,
         )
 
     def _redelivered(self, task: Task, delivery: Any, positions: list[int]) -> None:
@@ -255,14 +274,62 @@ class Worker:
             )
             self._fail(task, positions, "sif_magic.errors.WorkerLostError", why, delivery)
             return
+        now = time.time()
         for pos in positions:
-            part = Task(**{**task.__dict__, "only": [pos], "lost": lost})
             idx = task.calls[pos]
-            self.events.state(task.job_id, idx, RETRYING, lost + 1, time.time())
+            self.events.state(task.job_id, idx, RETRYING, lost + 1, now)
             self.events.note(task.job_id, idx, f"worker lost {lost} time(s); queued again")
+        # re-packing the inputs unpickles them: done in a helper process, off this thread
+        threading.Thread(
+            target=self._split,
+            args=(task, delivery, positions, lost),
+            name="sif-split",
+            daemon=True,
+        ).start()
+
+    def _split(self, task: Task, delivery: Any, positions: list[int], lost: int) -> None:
+        """Republish a redelivered chunk as one message per call, each with its own input
+        only and the loss count, then ack the original (a poison call then takes only
+        itself down next time)."""
+        parts: list[Task] = []
+        if len(positions) > 1:
+            try:
+                proc = subprocess.run(
+                    [sys.executable, _slot_script(), "split"],
+                    input=pickle.dumps((task.args, positions), protocol=5),
+                    capture_output=True,
+                    timeout=600,
+                    cwd=self.pool.cwd,
+                )
+                if proc.returncode != 0:
+                    raise RuntimeError(proc.stderr.decode("utf-8", "replace")[-500:])
+                blobs = pickle.loads(proc.stdout)
+                parts = [
+                    Task(
+                        **{
+                            **task.__dict__,
+                            "calls": [task.calls[p]],
+                            "args": blob,
+                            "only": None,
+                            "lost": lost,
+                        }
+                    )
+                    for p, blob in zip(positions, blobs)
+                ]
+            except Exception as e:  # noqa: BLE001 - fall back to the whole inputs per call
+                log.warning(
+                    "could not re-pack the inputs of job %s chunk %s (%s); each call's "
+                    "message carries the whole chunk's inputs",
+                    task.job_id,
+                    task.chunk,
+                    e,
+                )
+        if not parts:
+            parts = [Task(**{**task.__dict__, "only": [p], "lost": lost}) for p in positions]
+        for part in parts:
             self.conn.publish(
                 "",
-                self.queue,
+                protocol.retry_queue(self.runtime),
                 part.encode(),
                 kind="task",
                 key=self.key,
@@ -270,7 +337,7 @@ class Worker:
                 headers={protocol.HDR_LOST: lost},
                 wait=False,
             )
-        self.conn.ack(delivery)
+        self.conn.ack(delivery)  # queued behind the publishes above
 
     def _fail(self, task: Task, positions: list[int], etype: str, why: str, delivery: Any) -> None:
         log.warning("job %s: %s", task.job_id, why)
