@@ -279,8 +279,8 @@ def consumers_now(queue: str, url: str = BROKER_URL) -> int:
             conn.close()
 
 
-def delete_queues(*queues: str, url: str = BROKER_URL) -> None:
-    """Remove this run's queues from the broker (best effort)."""
+def delete_queues(*queues: str, url: str = BROKER_URL, exchanges: tuple[str, ...] = ()) -> None:
+    """Remove this run's queues (and exchanges) from the broker (best effort)."""
     import pika
 
     try:
@@ -292,6 +292,13 @@ def delete_queues(*queues: str, url: str = BROKER_URL) -> None:
             try:
                 ch = conn.channel()
                 ch.queue_delete(q)
+                ch.close()
+            except Exception:  # noqa: BLE001
+                pass
+        for x in exchanges:
+            try:
+                ch = conn.channel()
+                ch.exchange_delete(x)
                 ch.close()
             except Exception:  # noqa: BLE001
                 pass

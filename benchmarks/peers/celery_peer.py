@@ -85,7 +85,7 @@ def run(ctx: Context) -> None:
                 setup="1 worker, prefork -c 2, rpc:// backend",
             )
     ctx.procs.stop_all()
-    _common.delete_queues(queue)
+    _common.delete_queues(queue, exchanges=(queue,))  # Celery names its exchange as the queue
 
 
 if __name__ == "__main__":

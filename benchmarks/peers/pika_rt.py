@@ -161,6 +161,7 @@ def run(ctx: Context) -> None:
             round_trip(ctx, p.get("n1", 3000), pickled=False, inner=p.get("inner", 2))
         with ctx.attempt("s1", "pika round trip (cloudpickle + event)"):
             round_trip(ctx, p.get("n1", 3000), pickled=True, inner=p.get("inner", 2))
+        _common.delete_queues(exchanges=(EVENTS_EXCHANGE,))
 
 
 if __name__ == "__main__":
