@@ -328,6 +328,23 @@ def take_dead_letters(url: str, from_queue: str) -> list[tuple[Any, bytes]]:
     return out
 
 
+def runtime_queues(runtime: str) -> list[str]:
+    """The queues tasks of ``runtime`` wait in (the task queue, and the retry queue of
+    calls split off a redelivered chunk where the protocol has one)."""
+    from sif_magic import protocol
+
+    names = [protocol.task_queue(runtime)]
+    retry = getattr(protocol, "retry_queue", None)
+    if retry is not None:
+        names.append(retry(runtime))
+    return names
+
+
+def tasks_left(url: str, runtime: str) -> int:
+    """Task messages of ``runtime`` still waiting on the broker (0 where no queue)."""
+    return sum(n or 0 for n in queue_depths(url, runtime_queues(runtime)).values())
+
+
 def queue_depths(url: str, queues: Iterable[str]) -> dict[str, int | None]:
     """Messages (ready) in each queue; None where the queue does not exist."""
     out: dict[str, int | None] = {}

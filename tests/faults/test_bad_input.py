@@ -23,7 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faultkit import ROOT, FaultWorkers, publish_raw, queue_depths, take_dead_letters, wait_until
+from faultkit import (
+    ROOT,
+    FaultWorkers,
+    publish_raw,
+    take_dead_letters,
+    tasks_left,
+    wait_until,
+)
 from rabbit import RabbitNode, generate_tls_files
 
 from sif_magic import BrokerError, SerializationError, protocol
@@ -264,5 +271,4 @@ def test_unpicklable_or_oversized_input_on_rabbitmq_fails_before_sending(
         ex.map_job(len, [b"", os.urandom(2 * 1024 * 1024)])
     assert in_flight.results(timeout=60) == list(range(20))
     assert set(ex.jobs) == {in_flight.job_id}  # the refused ones never started
-    queue = protocol.task_queue(runtime)
-    assert queue_depths(broker_url, [queue])[queue] == 0
+    assert tasks_left(broker_url, runtime) == 0

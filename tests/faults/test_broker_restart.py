@@ -17,12 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faultkit import FaultWorkers, Watcher, wait_until
+from faultkit import FaultWorkers, Watcher, runtime_queues, wait_until
 from rabbit import RabbitNode
 
-from sif_magic import protocol
-
 pytestmark = pytest.mark.slow
+
+
+def _tasks_left(node: RabbitNode, runtime: str) -> int:
+    depths = node.queues()
+    return sum(depths.get(q, 0) for q in runtime_queues(runtime))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +79,7 @@ def test_broker_goes_down_mid_run_and_every_result_arrives(
     assert all(w.poll() is None for w in node_workers.procs), node_workers.logs()
     # nothing left behind in the task queue
     depth = wait_until(
-        lambda: node.queues().get(protocol.task_queue(runtime)) == 0 or None,
+        lambda: _tasks_left(node, runtime) == 0 or None,
         20,
         "an empty task queue",
     )
@@ -113,7 +116,7 @@ def test_broker_crash_while_the_client_publishes_the_chunks(
     assert job.state_counts()["done"] == n
     wait_until(lambda: not job.broker_down, 10, "job.broker_down back to False")
     wait_until(
-        lambda: node.queues().get(protocol.task_queue(runtime)) == 0 or None,
+        lambda: _tasks_left(node, runtime) == 0 or None,
         20,
         "an empty task queue",
     )

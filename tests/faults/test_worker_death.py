@@ -186,17 +186,18 @@ def test_a_redelivered_chunk_is_split_into_messages_of_one_input_each(
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(5)
             w.start(runtime, processes=1)  # takes the redelivered chunk and splits it
-            queue = protocol.task_queue(runtime)
+            prefix = protocol.task_queue(runtime)  # and its retry queue, if any
 
             def ready() -> tuple[int, int] | None:
+                count = size = 0
                 for line in node.ctl(
                     "list_queues", "--no-table-headers", "name", "messages_ready",
                     "message_bytes_ready",
                 ).splitlines():  # fmt: skip
-                    name, count, size = line.split("\t")
-                    if name == queue and int(count) > 0:
-                        return int(count), int(size)
-                return None
+                    name, n, b = line.split("\t")
+                    if name == prefix or name.startswith(prefix + "."):
+                        count, size = count + int(n), size + int(b)
+                return (count, size) if count else None
 
             count, size = wait_until(ready, 20, "split messages waiting in the task queue")
             per_message = size / count
