@@ -67,6 +67,12 @@ class SifConfig(Configurable):
         86400.0, config=True, help="Seconds a job's result queue outlives its last client."
     )
     widgets = Bool(True, config=True, help="Show ipywidgets under cells (else text).")
+    monitor = Bool(
+        True,
+        config=True,
+        help="Follow jobs live (states, logs) on the monitoring exchange; results, and each "
+        "call's output with them, come either way.",
+    )
     progress_delay = CFloat(0.5, config=True, help="Seconds before a progress display appears.")
 
     @default("backend")
@@ -96,6 +102,10 @@ class SifConfig(Configurable):
     @default("errors")
     def _errors(self) -> str:
         return _env("errors", "raise")
+
+    @default("monitor")
+    def _monitor(self) -> bool:
+        return _env("monitor", "1").lower() not in ("0", "false", "no", "off")
 
     @default("widgets")
     def _widgets(self) -> bool:

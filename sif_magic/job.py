@@ -111,6 +111,7 @@ class Job:
         self.counts[QUEUED] = n
         self.final = 0  # calls with an outcome (done, failed or cancelled)
         self.duplicates = 0  # results that arrived twice (after a redelivery) and were dropped
+        self.event_batches = 0  # monitoring batches folded in (0 when not following live)
         self.created = time.time()
         self.finished_at: float | None = None
         self.version = 0  # bumped on every change: displays redraw when it moves
@@ -193,6 +194,7 @@ class Job:
     def apply_events(self, batch: EventBatch) -> None:
         """Fold a monitoring batch: progress states, attempts, notes and live logs."""
         with self._lock:
+            self.event_batches += 1
             for name, ranges in batch.states.items():
                 state = STATE_CODES[name]
                 for i in expand_ranges(ranges):

@@ -84,7 +84,7 @@ def test_events_flow_on_the_monitoring_exchange(workers, ex: Executor, runtime: 
         seen_live_log |= any(job.states[i] == protocol.RUNNING and job.output(i) for i in range(2))
         time.sleep(0.02)
     assert job.results() == [0, 1]
-    assert seen_running and seen_live_log
+    assert seen_running and seen_live_log and job.event_batches > 0
     w = ex.workers()
     assert any(x["runtime"] == runtime and x["slots"] == 2 and x["state"] == "up" for x in w)
 
@@ -265,5 +265,21 @@ def test_incompatible_worker_versions(broker_url: str, runtime: str, key_file, w
             backend._workers[w.worker] = protocol.Heartbeat(**{**w.__dict__, "python": "2.7"})
         with pytest.raises(IncompatibleWorkerError, match="Python 2.7"):
             backend._check_versions()
+    finally:
+        ex.shutdown()
+
+
+def test_monitoring_off_still_brings_results_and_output(
+    workers, broker_url: str, runtime: str
+) -> None:
+    workers.start(runtime, processes=2)
+    ex = Executor(backend="rabbitmq", amqp_url=broker_url, runtime=runtime, monitor=False)
+    try:
+        job = ex.map_job(lambda x: print(f"out {x}") or x, range(10), chunksize=2)
+        assert job.results(timeout=60) == list(range(10))
+        assert job.output(7) == "out 7\n"  # the output travels with the result
+        time.sleep(0.3)
+        assert job.recent and all(i in range(10) for i, _, _ in job.recent)
+        assert job.event_batches == 0  # nothing came from the monitoring exchange
     finally:
         ex.shutdown()

@@ -66,8 +66,9 @@ class RabbitBackend(Backend):
         q = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
         self._monitor_queue = q  # a new name after every reconnect
         ch.queue_bind(q, protocol.MONITOR_EXCHANGE, "worker.#")
-        for job_id in list(self.jobs):
-            ch.queue_bind(q, protocol.MONITOR_EXCHANGE, f"job.{job_id}.#")
+        if self.config.monitor:
+            for job_id in list(self.jobs):
+                ch.queue_bind(q, protocol.MONITOR_EXCHANGE, f"job.{job_id}.#")
         return q
 
     def _on_monitor(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
@@ -224,19 +225,13 @@ class RabbitBackend(Backend):
             )
 
     def start_job(self, job: Job, task: JobTask) -> None:
-        self._wait_for_workers()
+        if self.live_workers():
+            self._check_versions()  # workers of this runtime announced themselves lately
+        else:
+            self._wait_for_workers()  # asks the broker, waits, or says how to start one
         reply_to = protocol.result_queue(job.job_id)
-        ttl = self.config.result_ttl
         self.jobs[job.job_id] = job
-
-        def declare() -> None:
-            ch = self.conn.channel
-            ch.queue_declare(reply_to, durable=True, arguments=protocol.result_queue_arguments(ttl))
-            self.conn.sub_channel.queue_bind(
-                self._monitor_queue, protocol.MONITOR_EXCHANGE, f"job.{job.job_id}.#"
-            )
-
-        self.conn.call(declare)
+        self._consume_results(job)  # declares the queue (and the monitor binding) first
         info = json.dumps(
             {
                 "job": job.job_id,
@@ -248,8 +243,10 @@ class RabbitBackend(Backend):
                 "chunks": len(task.chunks),
             }
         ).encode()
-        self.conn.publish("", reply_to, info, kind="jobinfo", key=self.key, mandatory=True)
-        self._consume_results(job)
+        # queued ahead of the tasks; not awaited (a job's first result arrives sooner)
+        self.conn.publish(
+            "", reply_to, info, kind="jobinfo", key=self.key, mandatory=True, wait=False
+        )
         threading.Thread(
             target=self._publish_chunks, args=(job, task, reply_to), name="sif-publish", daemon=True
         ).start()
@@ -258,11 +255,14 @@ class RabbitBackend(Backend):
         reply_to = protocol.result_queue(job.job_id)
 
         def setup(ch: Any) -> str:
+            # one trip to the I/O thread: the queue, the monitor binding, the consumer
             ch.queue_declare(
                 reply_to,
                 durable=True,
                 arguments=protocol.result_queue_arguments(self.config.result_ttl),
             )
+            if self.config.monitor:
+                ch.queue_bind(self._monitor_queue, protocol.MONITOR_EXCHANGE, f"job.{job.job_id}.#")
             return reply_to
 
         def on_result(props: Any, delivery: Any, method: Any, body: bytes) -> None:
