@@ -2,9 +2,9 @@
 
 Its file descriptors 1 and 2 point at two files (``OUT``, ``ERR``, opened
 O_APPEND), so whatever a call writes, from Python, C code or a subprocess, lands
-there. Around each call the slot notes the files' sizes and sends the bytes
-written in between with the call's record: output is attributed to calls
-exactly, without a pipe read per call. The parent tails the same files for live
+there. After each call the slot notes the files' sizes (the previous call's end is
+the next call's start) and sends the bytes written in between with the call's
+record: output is attributed to calls exactly, without a pipe read per call. The parent tails the same files for live
 logs of calls that run for a while.
 
 ``STATE`` is a small file both sides map into memory: before each call the
@@ -22,10 +22,13 @@ Parent -> slot (length-prefixed pickles on REQ_FD)::
 Slot -> parent (on RESP_FD)::
 
     ("ready", pid)
-    ("results", run_id, [record, ...])
-    ("finished", run_id)
+    ("results", run_id, records, times)     # some calls of the run finished
+    ("finished", run_id, records, times)    # the last ones: the run is over
 
-A record is ``(index, status, value, error, out, err, t_start, t_end, attempt, dropped)``.
+The calls of a run report in order, one entry of ``records`` each: the pickled
+value (``bytes``) of a call that succeeded without writing output, else the
+tuple ``(status, value, error, out, err, dropped)``. ``times`` is an
+``array('d')`` of ``t_start, t_end`` per entry.
 Standard library and cloudpickle only: this runs inside the worker image.
 """
 
@@ -41,6 +44,7 @@ import sys
 import threading
 import time
 import traceback
+from array import array
 
 _LEN = struct.Struct(">I")
 # seq, run_id, position in the run (-1: between calls), start time, out offset, err offset
@@ -167,11 +171,14 @@ class Slot:
         self.req_fd = req_fd
         self.resp_fd = resp_fd
         self.state = state
+        # guards sending (the main thread and the watchdog both flush); the main
+        # thread appends to ``records``/``times`` without it (appends are atomic,
+        # and a flush takes only whole entries: ``times`` is appended first)
         self.lock = threading.Lock()
-        self.pending: list[tuple] = []
+        self.records: list = []
+        self.times = array("d")
         self.last_flush = 0.0
         self.run_id = 0
-        self.in_call = False
         self.funcs: dict[str, object] = {}
         threading.Thread(target=self._watchdog, daemon=True).start()
 
@@ -180,12 +187,18 @@ class Slot:
         with self.lock:
             write_msg(self.resp_fd, msg)
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
         with self.lock:
-            if self.pending:
-                write_msg(self.resp_fd, ("results", self.run_id, self.pending))
-                self.pending = []
-            self.last_flush = time.monotonic()
+            n = len(self.records)
+            if n or final:
+                records = self.records[:n]
+                del self.records[:n]
+                times = self.times[: 2 * n]
+                del self.times[: 2 * n]
+                write_msg(
+                    self.resp_fd, ("finished" if final else "results", self.run_id, records, times)
+                )
+            self.last_flush = time.time()
 
     def _watchdog(self) -> None:
         ppid = os.getppid()
@@ -193,7 +206,8 @@ class Slot:
             time.sleep(WATCH_EVERY)
             if os.getppid() != ppid:  # the parent died (and the signal did not get through)
                 _kill_group()
-            if self.in_call and self.pending:
+            # finished calls wait while the main thread runs a long call: send them
+            if self.records and time.time() - self.last_flush >= FLUSH_EVERY:
                 self.flush()
 
     # -- running -------------------------------------------------------------
@@ -220,7 +234,8 @@ class Slot:
     def run(
         self, run_id, func_hash, func_bytes, args_bytes, positions, indices, attempts, star, env
     ) -> None:  # noqa: ANN001
-        self.run_id = run_id
+        with self.lock:
+            self.run_id = run_id
         saved_env = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
@@ -235,76 +250,120 @@ class Slot:
                     f"could not unpickle the function or its inputs here: {err['message']}"
                 )
                 now = time.time()
-                self.pending.extend(
-                    (i, FAILED, b"", err, b"", b"", now, now, a, 0)
-                    for i, a in zip(indices, attempts)
-                )
+                for _ in indices:
+                    self.times.append(now)
+                    self.times.append(now)
+                    self.records.append((FAILED, b"", err, b"", b"", 0))
                 return
-            for k, (pos, index, attempt) in enumerate(zip(positions, indices, attempts)):
-                self.call(func, items[pos], k, index, attempt, star)
+            self._calls(func, items, positions, indices, star)
         finally:
             for k, v in saved_env.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-            self.flush()
-            self.send(("finished", run_id))
+            self.flush(final=True)
 
-    def call(self, func, item, k: int, index: int, attempt: int, star: bool) -> None:  # noqa: ANN001
-        if self.pending and time.monotonic() - self.last_flush >= FLUSH_EVERY:
-            self.flush()
-        out0 = os.fstat(1).st_size
-        err0 = os.fstat(2).st_size
-        start = time.time()
-        self.state.write(self.run_id, k, start, out0, err0)
-        self.in_call = True
-        error = None
+    def _calls(self, func, items, positions, indices, star: bool) -> None:  # noqa: ANN001
+        """Run the calls of a run, in order. The hot path: per call, the state is
+        written once (the next call's state says this one ended), the files'
+        sizes are read once, and a call that succeeded without output leaves
+        just its pickled value and two times."""
+        state, run_id = self.state, self.run_id
+        mem, pack, seq = state.mem, STATE.pack_into, state.seq
+        records, times = self.records, self.times
+        rec, tim = records.append, times.append
+        now, dumps, lseek, flush_every = time.time, pickle.dumps, os.lseek, FLUSH_EVERY
+        out0, err0 = lseek(1, 0, 2), lseek(2, 0, 2)
         try:
-            value = func(*item) if star else func(item)
-            status = DONE
-        except BaseException as e:  # noqa: BLE001 - report everything, even SystemExit
-            status = FAILED
-            error = describe_exception(e)
-            value = e
-        end = time.time()
-        self.in_call = False
-        try:
-            blob = dumps_value(value)
-        except Exception as e:
-            if status == DONE:
-                status = FAILED
-                error = {
-                    "type": "sif_magic.errors.SerializationError",
-                    "message": f"the result of call {index} ({type(value).__name__}) cannot be "
-                    f"pickled to send it back: {e}",
-                    "frames": [],
-                }
-            blob = b""  # an unpicklable exception travels as its description only
+            for k, pos in enumerate(positions):
+                item = items[pos]
+                start = now()
+                if records and start - self.last_flush >= flush_every:
+                    self.flush()
+                seq += 1
+                pack(mem, 0, 2 * seq - 1, run_id, k, start, out0, err0)
+                pack(mem, 0, 2 * seq, run_id, k, start, out0, err0)
+                try:
+                    value = func(*item) if star else func(item)
+                except BaseException as e:  # noqa: BLE001 - report everything, even SystemExit
+                    end = now()
+                    out0, err0 = self._record(e, indices[k], start, end, out0, err0)
+                    continue
+                end = now()
+                try:
+                    blob = dumps(value, 5)
+                except Exception:  # noqa: BLE001 - cloudpickle or a SerializationError
+                    out0, err0 = self._record(value, indices[k], start, end, out0, err0, True)
+                    continue
+                sys.stdout.flush()
+                sys.stderr.flush()
+                if lseek(1, 0, 2) != out0 or lseek(2, 0, 2) != err0:
+                    out0, err0 = self._record(value, indices[k], start, end, out0, err0, True, blob)
+                    continue
+                tim(start)
+                tim(end)
+                rec(blob)
+        finally:
+            state.seq = seq
+            state.write(run_id, -1, time.time(), 0, 0)
+
+    def _record(
+        self,
+        value: object,
+        index: int,
+        start: float,
+        end: float,
+        out0: int,
+        err0: int,
+        ok: bool = False,
+        blob: bytes | None = None,
+    ) -> tuple[int, int]:
+        """Record a call that failed, wrote output or whose value needs cloudpickle;
+        returns where the next call's output starts."""
+        status, error = DONE, None
+        if not ok:
+            status, error = FAILED, describe_exception(value)  # type: ignore[arg-type]
+        if blob is None:
+            try:
+                blob = dumps_value(value)
+            except Exception as e:  # noqa: BLE001
+                if status == DONE:
+                    status = FAILED
+                    error = {
+                        "type": "sif_magic.errors.SerializationError",
+                        "message": f"the result of call {index} ({type(value).__name__}) cannot"
+                        f" be pickled to send it back: {e}",
+                        "frames": [],
+                    }
+                blob = b""  # an unpicklable exception travels as its description only
         sys.stdout.flush()
         sys.stderr.flush()
-        out, d1 = _slice(1, out0)
-        err, d2 = _slice(2, err0)
-        with self.lock:
-            self.pending.append(
-                (index, status, blob, error, out, err, start, end, attempt, d1 + d2)
-            )
-        self.state.write(self.run_id, -1, end, 0, 0)
+        out, d1, out_end = _slice(1, out0)
+        err, d2, err_end = _slice(2, err0)
+        self.times.append(start)
+        self.times.append(end)
+        if status == DONE and not out and not err and not d1 + d2:
+            self.records.append(blob)
+        else:
+            self.records.append((status, blob, error, out, err, d1 + d2))
+        return out_end, err_end
 
 
-def _slice(fd: int, start: int) -> tuple[bytes, int]:
-    end = os.fstat(fd).st_size
+def _slice(fd: int, start: int) -> tuple[bytes, int, int]:
+    """(bytes written to ``fd`` since ``start``, bytes dropped from their head, new end)."""
+    end = os.lseek(fd, 0, os.SEEK_END)
     if end < start:  # emptied meanwhile (should not happen between our own calls)
         start = 0
     if end == start:
-        if end > TRUNCATE_AT:
-            os.ftruncate(fd, 0)
-        return b"", 0
-    dropped = max(0, end - start - MAX_CALL_OUTPUT)
-    data = os.pread(fd, end - start - dropped, start + dropped)
+        data, dropped = b"", 0
+    else:
+        dropped = max(0, end - start - MAX_CALL_OUTPUT)
+        data = os.pread(fd, end - start - dropped, start + dropped)
     if end > TRUNCATE_AT:
         os.ftruncate(fd, 0)
-    return data, dropped
+        end = 0
+    return data, dropped, end
 
 
 def split_main() -> None:

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from . import _slot
@@ -32,6 +32,17 @@ log = logging.getLogger("sif_magic.pool")
 
 TAIL_INTERVAL = 0.1
 ANNOUNCE_AFTER = 0.02  # a call running this long is shown as running
+
+_RESULT_FIELDS = (
+    "index", "status", "value", "error", "stdout", "stderr", "t_start", "t_end",
+    "attempt", "worker", "host", "pid", "dropped",
+)  # fmt: skip
+if tuple(f.name for f in fields(CallResult))[: len(_RESULT_FIELDS)] == _RESULT_FIELDS:
+    _result = CallResult  # positional arguments: a third of the cost of keywords
+else:  # pragma: no cover - CallResult changed shape: build it by name
+
+    def _result(*args: Any) -> CallResult:
+        return CallResult(**dict(zip(_RESULT_FIELDS, args)))
 
 
 @dataclass(eq=False)
@@ -333,52 +344,84 @@ class Pool:
         elif kind == "results":
             piece = s.piece
             if piece is not None:
-                self._on_records(s, piece, msg[2])
+                self._on_records(s, piece, msg[2], msg[3])
         elif kind == "finished":
+            # the slot is idle: give it its next piece first, then report this one's end
             with self.lock:
                 piece, s.piece = s.piece, None
+                tail = (s.tail_index, s.tail_start, s.tail_pos)
                 s.tail_index = None
-            if piece is not None and piece.done < len(piece.positions):
+                self._dispatch()
+            if piece is None:
+                return
+            if msg[2]:
+                self._on_records(s, piece, msg[2], msg[3], tail)
+            if piece.done < len(piece.positions):
                 # never lose a call silently, even to a bug of ours in the slot
                 self._fail_rest(piece, "the worker's call runner stopped before reporting it")
-            with self.lock:
-                self._dispatch()
 
-    def _on_records(self, s: _SlotProc, piece: Piece, records: list[tuple]) -> None:
+    def _on_records(
+        self,
+        s: _SlotProc,
+        piece: Piece,
+        records: list,
+        times: Any,
+        tail: tuple[int | None, dict[int, int], dict[int, int]] | None = None,
+    ) -> None:
+        """Report the next ``records`` of ``piece`` (see ``_slot.py``). ``tail``: the
+        live tail of the run's last call, when the slot has moved on already."""
         c = piece.chunk
+        k0 = piece.done
+        k1 = piece.done = k0 + len(records)
+        calls, worker, host, pid = c.calls, self.worker, self.host, s.pid
+        tail_index = s.tail_index if tail is None else tail[0]
+        t = times.tolist()
         final: list[CallResult] = []
-        for index, status, value, error, out, err, t0, t1, attempt, dropped in records:
-            pos = piece.positions[piece.done]
-            piece.done += 1
+        add = final.append
+        failed = 0
+        for r, pos, attempt, t0, t1 in zip(
+            records, piece.positions[k0:k1], piece.attempts[k0:k1], t[::2], t[1::2]
+        ):
+            index = calls[pos]
+            if type(r) is bytes:  # succeeded, wrote nothing: the common case
+                add(_result(index, DONE, r, None, b"", b"", t0, t1, attempt, worker, host, pid, 0))
+                if index == tail_index and tail is None:
+                    s.tail_index = None
+                continue
+            status, value, error, out, err, dropped = r
             # live log lines not streamed yet, so every subscriber sees the whole output
-            live = s.tail_index == index
+            live = index == tail_index
+            if live:
+                start, sent_to = (s.tail_start, s.tail_pos) if tail is None else tail[1:]
             for stream, data in ((1, out), (2, err)):
-                sent = s.tail_pos[stream] - s.tail_start[stream] if live else 0
+                sent = sent_to[stream] - start[stream] if live else 0
                 if len(data) > sent:
                     self.reporter.output(c, index, stream, data[sent:])
-            if live:
+            if live and tail is None:
                 s.tail_index = None
-            r = CallResult(
-                index=index,
-                status=status,
-                value=value,
-                error=error,
-                stdout=out,
-                stderr=err,
-                t_start=t0,
-                t_end=t1,
-                attempt=attempt,
-                worker=self.worker,
-                host=self.host,
-                pid=s.pid,
-                dropped=dropped,
-            )
             if status == FAILED and attempt - c.attempt_base < c.retries:
                 self._retry(c, pos, attempt, f"attempt {attempt} failed: {_short(error)}")
                 continue
-            final.append(r)
+            failed += status == FAILED
+            add(
+                _result(
+                    index,
+                    status,
+                    value,
+                    error,
+                    out,
+                    err,
+                    t0,
+                    t1,
+                    attempt,
+                    worker,
+                    host,
+                    pid,
+                    dropped,
+                )  # fmt: skip
+            )
         if final:
-            self._report_final(c, final)
+            self._report_final(c, final, len(final) - failed, failed)
 
     def _retry(self, c: Chunk, pos: int, attempt: int, note: str) -> None:
         self.reporter.retrying(c, c.calls[pos], attempt + 1, note)
@@ -386,12 +429,14 @@ class Pool:
             self.queue.append(Piece(c, [pos], [attempt + 1]))
             self._dispatch()
 
-    def _report_final(self, c: Chunk, results: list[CallResult]) -> None:
-        for r in results:
-            if r.status == DONE:
-                self.done_calls += 1
-            elif r.status == FAILED:
-                self.failed_calls += 1
+    def _report_final(
+        self, c: Chunk, results: list[CallResult], done: int = -1, failed: int = 0
+    ) -> None:
+        if done < 0:
+            done = sum(1 for r in results if r.status == DONE)
+            failed = sum(1 for r in results if r.status == FAILED)
+        self.done_calls += done
+        self.failed_calls += failed
         self.reporter.results(c, results)
         with self.lock:
             c.remaining -= len(results)
