@@ -240,15 +240,21 @@ class Watcher:
         self.on_tick = on_tick
         self.ever: dict[int, set[int]] = {}  # state code -> call indices
         self.broker_down_seen = False
+        self.attempts: dict[int, set[int]] = {}  # attempt numbers shown while not finished
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        from sif_magic import protocol
+
         while not self._stop.is_set():
             states = bytes(self.job.states)
+            attempts = bytes(self.job.attempts)
             for i, s in enumerate(states):
                 self.ever.setdefault(s, set()).add(i)
+                if s in (protocol.RUNNING, protocol.RETRYING):
+                    self.attempts.setdefault(i, set()).add(attempts[i])
             self.broker_down_seen |= bool(self.job.broker_down)
             if self.on_tick is not None:
                 self.on_tick()
