@@ -1,9 +1,11 @@
 """A pool of warm slot processes that run chunks of calls (worker side).
 
 The pool owns its slots (see ``_slot.py``): it hands each idle slot the next
-piece of work, reads what the slot reports, enforces per-call time limits,
-notices a slot that died under a call, retries failed calls, tails the slots'
-output files for live logs, and cancels. It never unpickles user data: the
+piece of work (and a busy slot its next piece ahead of time, when that piece
+is of the same job and quick, so the slot never waits for us), reads what
+the slot reports, enforces per-call time limits, notices a slot that died
+under a call, retries failed calls, tails the slots' output files for live
+logs, and cancels. It never unpickles user data: the
 function and inputs stay bytes here, only slots load them.
 
 What happens is told to a ``Reporter`` (the RabbitMQ worker publishes it, the
@@ -14,6 +16,7 @@ from the pool's threads and must return quickly.
 from __future__ import annotations
 
 import collections
+import fcntl
 import logging
 import os
 import signal
@@ -32,6 +35,9 @@ log = logging.getLogger("sif_magic.pool")
 
 TAIL_INTERVAL = 0.1
 ANNOUNCE_AFTER = 0.02  # a call running this long is shown as running
+# a busy slot gets its next piece ahead (so it never waits for us between pieces)
+# when that piece is of the same job and should take less than this
+PREFETCH_BELOW = 0.02
 
 _RESULT_FIELDS = (
     "index", "status", "value", "error", "stdout", "stderr", "t_start", "t_end",
@@ -130,8 +136,14 @@ class _SlotProc:
         os.close(req_r)
         os.close(resp_w)
         self.pid = self.proc.pid
-        self.piece: Piece | None = None
+        self.piece: Piece | None = None  # the piece it runs (or was given last)
         self.run_id = 0
+        self.next: Piece | None = None  # sent ahead: it runs once ``piece`` is finished
+        self.next_run_id = 0
+        try:  # a message this small never blocks in the request pipe while the slot runs
+            self.prefetch_bytes = fcntl.fcntl(self.req_w, fcntl.F_GETPIPE_SZ) // 2
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            self.prefetch_bytes = 2048
         self.killed_for: str = ""  # why we killed it, if we did
         # live tail of the current call (once the slot announced it): stream -> offsets
         self.tail_index: int | None = None
@@ -218,6 +230,7 @@ class Pool:
         self._next_slot = 0
         self._run_ids = 0
         self._pieces: dict[int, Piece] = {}
+        self._call_time: dict[str, float] = {}  # function hash -> recent seconds per call
 
     # -- life ----------------------------------------------------------------
     def start(self, wait: bool = True) -> Pool:
@@ -311,28 +324,47 @@ class Pool:
             if not self.queue:
                 return
             if s.piece is None and s.ready.is_set() and not s.killed_for:
-                piece = self.queue.popleft()
-                self._run_ids += 1
+                self._send_piece(s, self.queue.popleft(), ahead=False)
+        # quick pieces of the job a slot runs go ahead of time: the slot starts
+        # them without waiting for this process to read its results
+        for s in self.slots:
+            if not self.queue:
+                return
+            if s.piece is not None and s.next is None and not s.killed_for:
+                piece = self.queue[0]
                 c = piece.chunk
-                s.piece = piece
-                s.run_id = self._run_ids
-                s.tail_index = None
-                ok = s.send(
-                    (
-                        "run",
-                        self._run_ids,
-                        c.func_hash,
-                        c.func,
-                        c.args,
-                        piece.positions,
-                        [c.calls[p] for p in piece.positions],
-                        piece.attempts,
-                        c.star,
-                        c.env,
-                    )
-                )
-                if not ok:  # the slot died just now; its reader requeues the piece
-                    s.kill("dead")
+                if (
+                    c.job_id == s.piece.chunk.job_id
+                    and len(piece.positions) * self._call_time.get(c.func_hash, 1.0)
+                    < PREFETCH_BELOW
+                    and len(c.func) + len(c.args) < s.prefetch_bytes
+                ):
+                    self._send_piece(s, self.queue.popleft(), ahead=True)
+
+    def _send_piece(self, s: _SlotProc, piece: Piece, ahead: bool) -> None:
+        self._run_ids += 1
+        c = piece.chunk
+        if ahead:
+            s.next, s.next_run_id = piece, self._run_ids
+        else:
+            s.piece, s.run_id = piece, self._run_ids
+            s.tail_index = None
+        ok = s.send(
+            (
+                "run",
+                self._run_ids,
+                c.func_hash,
+                c.func,
+                c.args,
+                piece.positions,
+                [c.calls[p] for p in piece.positions],
+                piece.attempts,
+                c.star,
+                c.env,
+            )
+        )
+        if not ok:  # the slot died just now; its reader requeues the piece
+            s.kill("dead")
 
     # -- what slots say --------------------------------------------------------
     def _on_message(self, s: _SlotProc, msg: tuple) -> None:
@@ -348,7 +380,8 @@ class Pool:
         elif kind == "finished":
             # the slot is idle: give it its next piece first, then report this one's end
             with self.lock:
-                piece, s.piece = s.piece, None
+                piece, s.piece, s.run_id = s.piece, s.next, s.next_run_id
+                s.next = None
                 tail = (s.tail_index, s.tail_start, s.tail_pos)
                 s.tail_index = None
                 self._dispatch()
@@ -376,6 +409,10 @@ class Pool:
         calls, worker, host, pid = c.calls, self.worker, self.host, s.pid
         tail_index = s.tail_index if tail is None else tail[0]
         t = times.tolist()
+        # seconds per call, overhead included: decides whether pieces go ahead
+        if len(self._call_time) > 256 and c.func_hash not in self._call_time:
+            self._call_time.clear()
+        self._call_time[c.func_hash] = (t[-1] - t[0]) / len(records)
         final: list[CallResult] = []
         add = final.append
         failed = 0
@@ -483,9 +520,16 @@ class Pool:
             if s in self.slots:
                 self.slots.remove(s)
             piece, s.piece = s.piece, None
+            ahead, s.next = s.next, None
             closed = self.closed
             if not closed:
                 self._spawn()
+        if ahead is not None and not closed:  # never started: run it again (or cancel it)
+            if s.killed_for == "cancel" or ahead.chunk.job_id in self.cancelled:
+                self._finish_cancelled(ahead.chunk, ahead.positions)
+            else:
+                with self.lock:
+                    self.queue.appendleft(ahead)
         if piece is not None and not closed:
             self._after_death(s, piece)
         with self.lock:
