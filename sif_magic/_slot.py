@@ -49,6 +49,12 @@ from array import array
 _LEN = struct.Struct(">I")
 # seq, run_id, position in the run (-1: between calls), start time, out offset, err offset
 STATE = struct.Struct("=qqqdqq")
+# between calls of a run whose output offsets did not move, the slot stores just the
+# start time, then the position (aligned 8-byte stores, in this order): a reader
+# that catches it in between sees the previous call with the new start time, which
+# is harmless (that call is over); never the new call with the old start time
+_POS_AT, _START_AT = 16, 24
+_POS, _START = struct.Struct("=q"), struct.Struct("=d")
 DONE, FAILED = 2, 3
 MAX_CALL_OUTPUT = 1 << 20  # bytes of each stream kept per call (the tail)
 TRUNCATE_AT = 16 << 20  # the output files are emptied between calls past this size
@@ -271,6 +277,8 @@ class Slot:
         just its pickled value and two times."""
         state, run_id = self.state, self.run_id
         mem, pack, seq = state.mem, STATE.pack_into, state.seq
+        pack_pos, pack_start = _POS.pack_into, _START.pack_into
+        whole = True  # the next state write is a whole (seqlocked) one: offsets moved
         records, times = self.records, self.times
         rec, tim = records.append, times.append
         now, dumps, lseek, flush_every = time.time, pickle.dumps, os.lseek, FLUSH_EVERY
@@ -281,25 +289,33 @@ class Slot:
                 start = now()
                 if records and start - self.last_flush >= flush_every:
                     self.flush()
-                seq += 1
-                pack(mem, 0, 2 * seq - 1, run_id, k, start, out0, err0)
-                pack(mem, 0, 2 * seq, run_id, k, start, out0, err0)
+                if whole:
+                    seq += 1
+                    pack(mem, 0, 2 * seq - 1, run_id, k, start, out0, err0)
+                    pack(mem, 0, 2 * seq, run_id, k, start, out0, err0)
+                    whole = False
+                else:
+                    pack_start(mem, _START_AT, start)
+                    pack_pos(mem, _POS_AT, k)
                 try:
                     value = func(*item) if star else func(item)
                 except BaseException as e:  # noqa: BLE001 - report everything, even SystemExit
                     end = now()
                     out0, err0 = self._record(e, indices[k], start, end, out0, err0)
+                    whole = True
                     continue
                 end = now()
                 try:
                     blob = dumps(value, 5)
                 except Exception:  # noqa: BLE001 - cloudpickle or a SerializationError
                     out0, err0 = self._record(value, indices[k], start, end, out0, err0, True)
+                    whole = True
                     continue
                 sys.stdout.flush()
                 sys.stderr.flush()
                 if lseek(1, 0, 2) != out0 or lseek(2, 0, 2) != err0:
                     out0, err0 = self._record(value, indices[k], start, end, out0, err0, True, blob)
+                    whole = True
                     continue
                 tim(start)
                 tim(end)
