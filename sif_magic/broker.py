@@ -135,6 +135,7 @@ class Delivery:
     generation: int
     tag: int
     redelivered: bool
+    channel: Any = None  # the consumer's own channel (acks go there)
 
 
 @dataclass
@@ -145,6 +146,7 @@ class _Consumer:
     auto_ack: bool
     exclusive: bool = False
     tag: str = ""
+    channel: Any = None  # each consumer has its own: a broker error on one closes only that
 
 
 class Connection:
@@ -198,7 +200,7 @@ class Connection:
         try:
             pub = conn.channel()
             pub.confirm_delivery()
-            sub = conn.channel()
+            sub = conn.channel()  # for admin operations of callers (delete, bind)
             tx = conn.channel()
             tx.tx_select()
             tx.add_on_return_callback(self._on_return)
@@ -213,8 +215,12 @@ class Connection:
             raise
         self._conn, self._pub, self._sub, self._tx = conn, pub, sub, tx
         self.generation += 1
-        for c in self._consumers:
-            self._start_consumer(c)
+        for c in list(self._consumers):
+            try:
+                self._start_consumer(c)
+            except pe.ChannelClosedByBroker as e:  # its queue is gone or changed: drop it alone
+                log.error("stopped consuming: the broker refused it after a reconnect (%s)", e)
+                self._consumers.remove(c)
         self.connected = True
 
     def close(self) -> None:
@@ -315,6 +321,9 @@ class Connection:
         if wait and threading.current_thread() is self._thread:
             return fn()
         fut: Future = Future()
+        if self.closed or (self._thread is not None and not self._thread.is_alive()):
+            fut.set_exception(BrokerError("the broker connection is closed"))
+            return fut.result() if wait else fut
         self._ops.append((fn, fut))
         self._wake()
         if not wait:
@@ -359,7 +368,12 @@ class Connection:
         )
 
     def publish_batch(
-        self, messages: list[tuple[str, str, bytes, str]], *, key: bytes, wait: bool = True
+        self,
+        messages: list[tuple[str, str, bytes, str]],
+        *,
+        key: bytes,
+        wait: bool = True,
+        headers: dict[str, Any] | None = None,
     ) -> Any:
         """Publish ``(exchange, routing_key, body, kind)`` messages, persistent, in one
         transaction: one round trip to the broker for the lot instead of one confirm
@@ -367,7 +381,7 @@ class Connection:
         props = [
             pika.BasicProperties(
                 type=kind,
-                headers=protocol.headers_for(key, kind, body),
+                headers=protocol.headers_for(key, kind, body, **(headers or {})),
                 delivery_mode=2,
                 app_id="sif_magic",
                 timestamp=int(time.time()),
@@ -384,16 +398,18 @@ class Connection:
 
     def ack(self, delivery: Delivery, multiple: bool = False) -> None:
         def op() -> None:
-            if delivery.generation != self.generation:
+            ch = delivery.channel
+            if delivery.generation != self.generation or ch is None or not ch.is_open:
                 return  # that channel is gone: the broker redelivers the message
-            self._sub.basic_ack(delivery.tag, multiple=multiple)
+            ch.basic_ack(delivery.tag, multiple=multiple)
 
         self.call(op, wait=False)
 
     def reject(self, delivery: Delivery, requeue: bool = False) -> None:
         def op() -> None:
-            if delivery.generation == self.generation:
-                self._sub.basic_reject(delivery.tag, requeue=requeue)
+            ch = delivery.channel
+            if delivery.generation == self.generation and ch is not None and ch.is_open:
+                ch.basic_reject(delivery.tag, requeue=requeue)
 
         self.call(op, wait=False)
 
@@ -405,33 +421,40 @@ class Connection:
         prefetch: int = 0,
         auto_ack: bool = False,
         exclusive: bool = False,
+        timeout: float | None = None,
     ) -> str:
         """Declare a queue with ``setup(channel) -> name`` and consume it (again after reconnects)."""
         c = _Consumer(setup, on_message, prefetch, auto_ack, exclusive)
 
         def op() -> str:
+            try:
+                queue = self._start_consumer(c)
+            except pe.ChannelClosedByBroker as e:  # refused (queue missing, other arguments)
+                raise BrokerError(f"the broker refused to consume: {e.reply_text}") from None
             self._consumers.append(c)
-            return self._start_consumer(c)
+            return queue
 
-        return self.call(op)
+        return self.call(op, timeout=timeout)
 
     def cancel_consumer(self, tag: str) -> None:
         def op() -> None:
-            self._consumers[:] = [c for c in self._consumers if c.tag != tag]
-            try:
-                self._sub.basic_cancel(tag)
-            except _LOST:
-                pass
+            for c in [c for c in self._consumers if c.tag == tag]:
+                self._consumers.remove(c)
+                try:
+                    c.channel.close()
+                except Exception:  # noqa: BLE001
+                    pass
 
         self.call(op)
 
     def _start_consumer(self, c: _Consumer) -> str:
-        queue = c.setup(self._sub)
-        self._sub.basic_qos(prefetch_count=c.prefetch)  # applies to consumers started after it
+        ch = c.channel = self._conn.channel()  # type: ignore[union-attr]
+        queue = c.setup(ch)
+        ch.basic_qos(prefetch_count=c.prefetch)
         generation = self.generation
 
-        def on_message(ch: Any, method: Any, props: Any, body: bytes) -> None:
-            delivery = Delivery(generation, method.delivery_tag, method.redelivered)
+        def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
+            delivery = Delivery(generation, method.delivery_tag, method.redelivered, ch)
             try:
                 c.on_message(props, delivery, method, body)
             except _LOST:
@@ -439,9 +462,7 @@ class Connection:
             except Exception:  # a bug of ours must not stop the connection's thread
                 log.exception("error handling a message from %s", queue)
 
-        c.tag = self._sub.basic_consume(
-            queue, on_message, auto_ack=c.auto_ack, exclusive=c.exclusive
-        )
+        c.tag = ch.basic_consume(queue, on_message, auto_ack=c.auto_ack, exclusive=c.exclusive)
         return queue
 
     @property

@@ -171,8 +171,8 @@ class Worker:
         log.info("worker %s stopping: unfinished tasks go back to the queue", self.worker_id)
         self.pool.close()  # running calls die; their chunks are never acked -> redelivered
         self.events.stop()
-        try:
-            self.send_heartbeat(state="bye", wait=True)
+        try:  # a goodbye, if the broker is there to take it (never wait for one that is down)
+            self.send_heartbeat(state="bye", wait=False).result(timeout=2)
         except Exception:  # noqa: BLE001
             pass
         self.conn.close()
@@ -326,16 +326,14 @@ class Worker:
                 )
         if not parts:
             parts = [Task(**{**task.__dict__, "only": [p], "lost": lost}) for p in positions]
-        for part in parts:
-            self.conn.publish(
-                "",
-                protocol.retry_queue(self.runtime),
-                part.encode(),
-                kind="task",
-                key=self.key,
-                mandatory=True,
-                headers={protocol.HDR_LOST: lost},
-                wait=False,
+        # a call on its last chance runs alone (the retry queue: one at a time per worker,
+        # so a death is only counted against the call that was running); others go back
+        # to the main queue
+        queue = protocol.retry_queue(self.runtime) if lost >= task.max_lost - 1 else self.queue
+        messages = [("", queue, part.encode(), "task") for part in parts]
+        for i in range(0, len(messages), 500):  # one transaction per 500, not a confirm each
+            self.conn.publish_batch(
+                messages[i : i + 500], key=self.key, headers={protocol.HDR_LOST: lost}, wait=False
             )
         self.conn.ack(delivery)  # queued behind the publishes above
 
@@ -440,10 +438,10 @@ class Worker:
             state=state,
         )
 
-    def send_heartbeat(self, state: str = "up", wait: bool = False) -> None:
+    def send_heartbeat(self, state: str = "up", wait: bool = False) -> Any:
         hb = self.heartbeat(state)
         kind = "heartbeat" if state == "up" else "bye"
-        self.conn.publish(
+        return self.conn.publish(
             protocol.MONITOR_EXCHANGE,
             protocol.heartbeat_key(self.worker_id, kind),
             hb.encode(),

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import process_gone
+from procs import process_gone
 
 from sif_magic import CallTimeoutError, Executor, RemoteError, SerializationError, WorkerLostError
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import process_gone
+from procs import process_gone
 
 from sif_magic import RemoteError
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pika
 import pytest
-from conftest import process_gone
+from procs import process_gone
 
 from sif_magic import (
     BrokerError,

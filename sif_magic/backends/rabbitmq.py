@@ -271,13 +271,16 @@ class RabbitBackend(Backend):
                 if props.type == "jobinfo":
                     return
                 batch = ResultBatch.decode(body)
-            except ProtocolError as e:
+                if batch.job_id != job.job_id:
+                    raise ProtocolError(
+                        f"results of job {batch.job_id} in the queue of {job.job_id}"
+                    )
+            except (ProtocolError, ValueError, KeyError, TypeError) as e:
                 self.rejected += 1
-                log.warning("dropped a message in %s: %s", reply_to, e)
+                log.warning("dead-lettered a message in %s: %s", reply_to, e)
                 self.conn.reject(delivery, requeue=False)
                 return
-            if batch.job_id == job.job_id:
-                job.apply_results(batch.results)
+            job.apply_results(batch.results)
 
         job._consumer_tag = self.conn.consume(setup, on_result, prefetch=0)  # type: ignore[attr-defined]
 
@@ -415,9 +418,9 @@ class RabbitBackend(Backend):
                         ready.set()
                     return
                 batch = ResultBatch.decode(body)
-            except (ProtocolError, ValueError, KeyError) as e:
+            except (ProtocolError, ValueError, KeyError, TypeError) as e:
                 self.rejected += 1
-                log.warning("dropped a message in %s: %s", reply_to, e)
+                log.warning("dead-lettered a message in %s: %s", reply_to, e)
                 self.conn.reject(delivery, requeue=False)
                 return
             if holder["job"] is None:
@@ -426,11 +429,9 @@ class RabbitBackend(Backend):
                 holder["job"].apply_results(batch.results)
 
         def bind(ch: Any) -> str:
-            ch.queue_declare(
-                reply_to,
-                durable=True,
-                arguments=protocol.result_queue_arguments(self.config.result_ttl),
-            )
+            # passive: the queue exists with the arguments its job gave it (another client's
+            # result_ttl, say); declaring it with ours would be refused
+            ch.queue_declare(reply_to, passive=True)
             return reply_to
 
         self.conn.call(
@@ -438,7 +439,7 @@ class RabbitBackend(Backend):
                 self._monitor_queue, protocol.MONITOR_EXCHANGE, f"job.{job_id}.#"
             )
         )
-        self.conn.consume(bind, on_message, prefetch=0)
+        self.conn.consume(bind, on_message, prefetch=0, timeout=timeout)
         if not ready.wait(timeout):
             raise ConfigError(
                 f"job {job_id}: its results are held by another live client (a kernel still "

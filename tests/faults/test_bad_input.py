@@ -152,7 +152,12 @@ def test_results_that_are_not_for_the_job_leave_it_unharmed(
     events = json.dumps({"job": job.job_id, "worker": "w", "t": 0}).encode()
     # (body, headers, type, dead-lettered?)
     cases = [
-        (other_job, protocol.headers_for(key, "result", other_job), "result", False),
+        (
+            other_job,
+            protocol.headers_for(key, "result", other_job),
+            "result",
+            True,
+        ),  # not this job's
         (out_of_range, protocol.headers_for(key, "result", out_of_range), "result", False),
         (negative, protocol.headers_for(key, "result", negative), "result", False),
         (b"garbage" * 100, None, "result", True),  # not ours at all
