@@ -212,26 +212,51 @@ def _add_broker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-file", default="", metavar="FILE", help="HMAC key file (mode 600)")
 
 
-def _register_workers(subparsers: Any) -> None:
-    p = subparsers.add_parser("workers", help="start, list and stop workers on this machine")
-    sub = p.add_subparsers(dest="workers_command", metavar="{start,list,stop}", required=True)
-
-    s = sub.add_parser("start", help="start workers (Singularity instances or plain processes)")
-    s.add_argument("--image", default="", help="NAME.sif")
-    s.add_argument("--instances", type=int, default=1, help="workers to start (default 1)")
-    s.add_argument("--processes", type=int, default=0, help="processes per worker (0: CPUs)")
-    s.add_argument("--runtime", default="", help="runtime name (default: the image file name)")
-    s.add_argument("--bind", action="append", default=[], metavar="SRC[:DST]")
-    s.add_argument("--nv", action="store_true", help="NVIDIA GPUs in the container")
-    s.add_argument("--fakeroot", action="store_true", help="instance start --fakeroot")
-    s.add_argument(
+def add_workers_start_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``workers start`` (``%sif_workers start`` reuses them)."""
+    p.add_argument("--image", default="", help="NAME.sif")
+    p.add_argument("--instances", type=int, default=1, help="workers to start (default 1)")
+    p.add_argument("--processes", type=int, default=0, help="processes per worker (0: CPUs)")
+    p.add_argument("--runtime", default="", help="runtime name (default: the image file name)")
+    p.add_argument("--bind", action="append", default=[], metavar="SRC[:DST]")
+    p.add_argument("--nv", action="store_true", help="NVIDIA GPUs in the container")
+    p.add_argument("--fakeroot", action="store_true", help="instance start --fakeroot")
+    p.add_argument(
         "--container",
         default="auto",
         choices=["auto", "apptainer", "singularity", "none"],
         help="none: run `python -m sif_magic worker` without a container",
     )
-    s.add_argument("--python", default=sys.executable, help="Python for --container none")
-    _add_broker_args(s)
+    p.add_argument("--python", default=sys.executable, help="Python for --container none")
+    _add_broker_args(p)
+
+
+def start_from_args(args: argparse.Namespace, amqp_url: str = "") -> list:
+    """Start the workers ``args`` (parsed by ``add_workers_start_arguments``) describe."""
+    from .launch import start_workers
+
+    return start_workers(
+        runtime=args.runtime,
+        image=args.image,
+        instances=args.instances,
+        processes=args.processes,
+        container=args.container,
+        binds=args.bind,
+        nv=args.nv,
+        fakeroot=args.fakeroot,
+        amqp_url=amqp_url,
+        amqp_url_file=args.amqp_url_file,
+        key_file=args.key_file,
+        python=args.python,
+    )
+
+
+def _register_workers(subparsers: Any) -> None:
+    p = subparsers.add_parser("workers", help="start, list and stop workers on this machine")
+    sub = p.add_subparsers(dest="workers_command", metavar="{start,list,stop}", required=True)
+
+    s = sub.add_parser("start", help="start workers (Singularity instances or plain processes)")
+    add_workers_start_arguments(s)
     s.set_defaults(func=_guard(_workers_start))
 
     ls = sub.add_parser("list", help="the workers started here")
@@ -246,21 +271,7 @@ def _register_workers(subparsers: Any) -> None:
 
 
 def _workers_start(args: argparse.Namespace) -> int:
-    from .launch import start_workers
-
-    records = start_workers(
-        runtime=args.runtime,
-        image=args.image,
-        instances=args.instances,
-        processes=args.processes,
-        container=args.container,
-        binds=args.bind,
-        nv=args.nv,
-        fakeroot=args.fakeroot,
-        amqp_url_file=args.amqp_url_file,
-        key_file=args.key_file,
-        python=args.python,
-    )
+    records = start_from_args(args)
     for r in records:
         where = f"instance://{r.instance}" if r.instance else "no container"
         print(f"started {r.id}  pid {r.pid}  runtime {r.runtime}  {where}  log {r.log}")

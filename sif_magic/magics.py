@@ -310,37 +310,27 @@ class SifMagics(Magics):
     def _workers_local(self, action: str, words: list[str]) -> Any:
         import argparse
 
-        from .launch import start_workers, stop_workers
+        from .launch import stop_workers
 
         if action == "stop":
             for wid, outcome in stop_workers(words or None):
                 print(f"{wid}: {outcome}")
             return None
+        from ._cli_cluster import add_workers_start_arguments, start_from_args
+
         parser = argparse.ArgumentParser(prog="%sif_workers start", add_help=False)
-        parser.add_argument("--image", default="")
-        parser.add_argument("--instances", type=int, default=1)
-        parser.add_argument("--processes", type=int, default=0)
-        parser.add_argument(
-            "--container", default="auto", choices=["auto", "apptainer", "singularity", "none"]
-        )
-        parser.add_argument("--bind", action="append", default=[])
-        parser.add_argument("--nv", action="store_true")
-        parser.add_argument("--runtime", default="")
+        add_workers_start_arguments(parser)
         try:
             args = parser.parse_args(words)
         except SystemExit:
             raise UsageError(parser.format_usage()) from None
         broker = self._broker_settings()
+        args.runtime = args.runtime or get_config().runtime
+        args.amqp_url_file = args.amqp_url_file or broker["amqp_url_file"]
+        args.key_file = args.key_file or broker["key_file"]
         try:
-            records = start_workers(
-                runtime=args.runtime or get_config().runtime,
-                image=args.image,
-                instances=args.instances,
-                processes=args.processes,
-                container=args.container,
-                binds=args.bind,
-                nv=args.nv,
-                **broker,
+            records = start_from_args(
+                args, amqp_url="" if args.amqp_url_file else broker["amqp_url"]
             )
         except SifMagicError as e:
             raise UsageError(str(e)) from None

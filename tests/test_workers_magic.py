@@ -87,3 +87,25 @@ def test_sif_workers_slurm_from_a_shell(
         assert {y[1] for y in out["ys"]} == {job}  # every call ran inside that SLURM job
     finally:
         subprocess.run(["scancel", job], env=env, capture_output=True)
+
+
+def test_sif_workers_start_and_stop_here(ip, broker_url: str, key_file: Path, capsys) -> None:
+    from sif_magic import config
+
+    runtime = f"here-{uuid.uuid4().hex[:6]}"
+    cfg = config.get_config()
+    cfg.set_from_strings({"backend": "rabbitmq", "amqp_url": broker_url, "runtime": runtime})
+    try:
+        ip.run_line_magic("sif_workers", "start --container none --instances 2 --processes 1")
+        started = capsys.readouterr().out
+        assert started.count("started worker") == 2 and "guest:guest" not in started
+        r = ip.run_cell("%%sifmap x in range(6) -o ys\nimport os\n(x, os.getpid())")
+        assert r.error_in_exec is None
+        assert [y[0] for y in ip.user_ns["ys"]] == list(range(6))
+        ip.run_line_magic("sif_workers", "")
+        table = capsys.readouterr().out
+        assert table.count(f"runtime {runtime}") == 2
+    finally:
+        ip.run_line_magic("sif_workers", "stop")
+    stopped = capsys.readouterr().out
+    assert stopped.count(": terminated") == 2, stopped
