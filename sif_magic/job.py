@@ -147,28 +147,47 @@ class Job:
     def apply_results(self, results: list[CallResult]) -> None:
         """Record outcomes; the first outcome of a call wins, later ones are dropped."""
         with self._lock:
+            # the hot path of every run: locals, and one host lookup per worker process
+            values, states, counts, n = self._values, self.states, self.counts, self.n
+            attempts, t_start, t_end, where = self.attempts, self.t_start, self.t_end, self._where
+            guard = self.cancel_requested
+            last_key: tuple | None = None
+            hid = 0
+            applied = 0
+            resolved: list[int] | None = [] if self._futures is not None else None
             for r in results:
                 i = r.index
-                if not 0 <= i < self.n:
+                if not 0 <= i < n:
                     continue
-                if self._values[i] is not _MISSING or (
-                    self.states[i] == CANCELLED and self.cancel_requested
-                ):
+                if values[i] is not _MISSING or (guard and states[i] == CANCELLED):
                     self.duplicates += 1
                     continue
-                self._values[i] = r.value
+                values[i] = r.value
                 if r.error is not None:
                     self._errors[i] = r.error
-                self._set_state(i, r.status if r.status in TERMINAL else FAILED)
-                self.attempts[i] = min(255, max(1, r.attempt))
-                self.t_start[i] = r.t_start
-                self.t_end[i] = r.t_end
-                self._where[i] = self._host_id(r.worker, r.host, r.pid)
+                status = r.status if r.status in TERMINAL else FAILED
+                old = states[i]
+                if old != status:
+                    counts[old] -= 1
+                    counts[status] += 1
+                    states[i] = status
+                a = r.attempt
+                attempts[i] = a if 0 < a < 256 else (1 if a < 1 else 255)
+                t_start[i] = r.t_start
+                t_end[i] = r.t_end
+                key = (r.worker, r.host, r.pid)
+                if key != last_key:
+                    hid = self._host_id(*key)
+                    last_key = key
+                where[i] = hid
                 if r.stdout or r.stderr:
                     self._settle_log(i, r)
-                self.final += 1
-                if self._futures is not None:
-                    self._resolve_future(i)
+                applied += 1
+                if resolved is not None:
+                    resolved.append(i)
+            self.final += applied
+            for i in resolved or ():
+                self._resolve_future(i)
             self.version += 1
             if self.final >= self.n and self.finished_at is None:
                 self._finish()
@@ -387,13 +406,12 @@ class Job:
         with self._lock:
             if self._decoded is not None:
                 return self._decoded
-            out: list[Any] = []
             states, raw_values = self.states, self._values
-        for i in range(self.n):
-            if states[i] == DONE:
-                out.append(pickle.loads(raw_values[i]))
-            else:
-                out.append(self.error(i))
+        loads = pickle.loads
+        out = [loads(v) if st == DONE else None for st, v in zip(states, raw_values)]
+        for i, st in enumerate(states):
+            if st != DONE:
+                out[i] = self.error(i)
         with self._lock:
             self._decoded = out
             self._values = [None] * self.n  # the pickled bytes are not needed any more
