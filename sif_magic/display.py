@@ -124,15 +124,15 @@ class JobView:
         self.bar = w.IntProgress(value=0, min=0, max=max(1, job.n), bar_style="info")
         self.bar.layout.width = "100%"
         self.bar.layout.max_width = "40em"
+        # title and counts in one widget, workers as <details>: every widget is a few
+        # models the front-end must open, and those opens come in one burst
         self.counts = w.HTML()
-        self.title = w.HTML(
-            f"<b>{html.escape(job.name or 'job')}</b> · job <code>{job.job_id}</code> · {job.n:,} calls"
-        )
+        self.title = f"<b>{html.escape(job.name or 'job')}</b> · job <code>{job.job_id}</code> · {job.n:,} calls"
         self.cancel_button = w.Button(description="Cancel", button_style="warning", icon="stop")
         self.cancel_button.layout.width = "8em"
         self.cancel_button.on_click(self._cancel)
         self.workers = w.HTML()
-        parts: list[Any] = [w.HBox([self.title, self.cancel_button]), self.bar, self.counts]
+        parts: list[Any] = [w.HBox([self.counts, self.cancel_button]), self.bar]
         self.grid = self.logview = None
         try:
             from .widgets import CallGrid, LogView
@@ -144,10 +144,13 @@ class JobView:
             parts += [self.grid, self.logview]
         except Exception:  # noqa: BLE001 - no custom widgets: bar and counts still work
             pass
-        parts.append(w.Accordion(children=[self.workers], titles=("Workers",)))
+        parts.append(self.workers)
         self.box = w.VBox(parts)
         self.box.add_class("sif-magic-job")
         self.finished = False
+        # a view is drawn with the state of its creation; its first live update waits a
+        # second, so it does not land on top of the burst of widget models being opened
+        self.quiet_until = time.time() + 1.0
         self._lock = threading.RLock()  # the pusher thread and the job's done callback
         job.add_done_callback(lambda _job: self.finish())
 
@@ -251,7 +254,9 @@ class JobView:
                 f"{badges} · {job.elapsed:.1f} s · {html.escape(_rate(job))}{live}{note}"
             )
             if rows is not None:
-                self.workers.value = workers_html(rows)
+                self.workers.value = (
+                    f"<details><summary>Workers</summary>{workers_html(rows)}</details>"
+                )
             # the grid (the biggest message) at most 5 times a second, always at the end
             if self.grid is not None and (final or self.ticks % 2 == 0 or job.n < 1000):
                 self.grid.set_states(job.states)
@@ -345,7 +350,7 @@ class _Pusher:
                         view.finish()
                         with self.lock:
                             self.views.discard(view)
-                    else:
+                    elif time.time() >= view.quiet_until:
                         view.refresh()
                 except Exception:  # noqa: BLE001 - a broken front-end must not stop the others
                     with self.lock:
