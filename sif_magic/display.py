@@ -192,7 +192,10 @@ class JobView:
             lines = [
                 (s, f"[{i}] {ln}") for i, s, t in list(job.recent) for ln in t.splitlines(True)
             ]
-            lv.show(f"all calls · last {len(lines)} lines", lines)
+            title = f"all calls · last {len(lines)} lines"
+            if job.log_dropped:
+                title += f" · {job.log_dropped:,} bytes not kept (the job's log limit)"
+            lv.show(title, lines)
         elif mode == "failures":
             entries: list[tuple[int, str]] = []
             tb = []

@@ -229,7 +229,6 @@ class Pool:
         self.failed_calls = 0
         self._next_slot = 0
         self._run_ids = 0
-        self._pieces: dict[int, Piece] = {}
         self._call_time: dict[str, float] = {}  # function hash -> recent seconds per call
 
     # -- life ----------------------------------------------------------------
