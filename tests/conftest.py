@@ -65,9 +65,34 @@ def key_file() -> Path:
 
 
 @pytest.fixture
-def runtime() -> str:
-    """A runtime name of its own, so tests never take each other's tasks."""
-    return f"test-{uuid.uuid4().hex[:8]}"
+def runtime() -> Iterator[str]:
+    """A runtime name of its own, so tests never take each other's tasks; its task
+    queues are deleted afterwards (chunks of a cancelled job wait there for a worker)."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    yield name
+    delete_task_queues(name)
+
+
+def delete_task_queues(runtime: str, url: str = BROKER_URL) -> None:
+    import pika
+
+    from sif_magic import protocol
+
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(url))
+    except Exception:  # noqa: BLE001 - no broker, nothing to clean
+        return
+    try:
+        for queue in (protocol.task_queue(runtime), protocol.retry_queue(runtime)):
+            ch = conn.channel()
+            try:
+                ch.queue_delete(queue)
+            except Exception:  # noqa: BLE001 - never declared
+                pass
+            if ch.is_open:
+                ch.close()
+    finally:
+        conn.close()
 
 
 def queue_consumers(url: str, queue: str) -> int:
