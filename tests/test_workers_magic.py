@@ -89,10 +89,11 @@ def test_sif_workers_slurm_from_a_shell(
         subprocess.run(["scancel", job], env=env, capture_output=True)
 
 
-def test_sif_workers_start_and_stop_here(ip, broker_url: str, key_file: Path, capsys) -> None:
+def test_sif_workers_start_and_stop_here(
+    ip, broker_url: str, key_file: Path, capsys, runtime: str
+) -> None:
     from sif_magic import config
 
-    runtime = f"here-{uuid.uuid4().hex[:6]}"
     cfg = config.get_config()
     cfg.set_from_strings({"backend": "rabbitmq", "amqp_url": broker_url, "runtime": runtime})
     try:
