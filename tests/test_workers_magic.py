@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -55,9 +54,8 @@ print("RESULT " + json.dumps(out))
 
 @pytest.mark.slurm
 def test_sif_workers_slurm_from_a_shell(
-    slurm, broker_url: str, key_file: Path, tmp_path: Path
+    slurm, broker_url: str, key_file: Path, tmp_path: Path, runtime: str
 ) -> None:
-    runtime = f"magic-{uuid.uuid4().hex[:6]}"
     env = dict(os.environ, PYTHONPATH=str(ROOT), SLURM_CONF=str(slurm.conf))
     res = subprocess.run(
         [sys.executable, "-c", SCRIPT, broker_url, runtime],
