@@ -204,7 +204,11 @@ class Worker:
             log.warning("ignored a control message: %s", e)
             return
         if ctl.op == "cancel":
-            self.cancelled[ctl.job_id] = time.time()
+            now = time.time()
+            for job_id, t in list(self.cancelled.items()):  # a worker may run for weeks
+                if now - t > 3600:
+                    del self.cancelled[job_id]
+            self.cancelled[ctl.job_id] = now
             self.pool.cancel(ctl.job_id)
         elif ctl.op == "ping":
             self.send_heartbeat(wait=False)
