@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from queues import delete_task_queues
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_URL = os.environ.get("SIF_MAGIC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -70,29 +71,7 @@ def runtime() -> Iterator[str]:
     queues are deleted afterwards (chunks of a cancelled job wait there for a worker)."""
     name = f"test-{uuid.uuid4().hex[:8]}"
     yield name
-    delete_task_queues(name)
-
-
-def delete_task_queues(runtime: str, url: str = BROKER_URL) -> None:
-    import pika
-
-    from sif_magic import protocol
-
-    try:
-        conn = pika.BlockingConnection(pika.URLParameters(url))
-    except Exception:  # noqa: BLE001 - no broker, nothing to clean
-        return
-    try:
-        for queue in (protocol.task_queue(runtime), protocol.retry_queue(runtime)):
-            ch = conn.channel()
-            try:
-                ch.queue_delete(queue)
-            except Exception:  # noqa: BLE001 - never declared
-                pass
-            if ch.is_open:
-                ch.close()
-    finally:
-        conn.close()
+    delete_task_queues(name, BROKER_URL)
 
 
 def queue_consumers(url: str, queue: str) -> int:

@@ -395,13 +395,10 @@ def consumers(queue: str) -> int | None:
 
 
 def delete_queue(queue: str) -> None:
-    import pika
+    """The runtime's task queue and its retry queue."""
+    from queues import delete_task_queues
 
-    conn = pika.BlockingConnection(pika.URLParameters(URL))
-    try:
-        conn.channel().queue_delete(queue)
-    finally:
-        conn.close()
+    delete_task_queues(queue.removeprefix("sif_magic.tasks."), URL)
 
 
 @pytest.mark.skipif(

@@ -85,6 +85,9 @@ def test_rabbitmq_notebook_with_two_workers(broker_url: str) -> None:
     )  # the worker's traceback, with the cell's line
     assert "[0, 1, 2, RemoteError" in text_of(cell_starting(nb, "print('what succeeded"))
     assert text_of(nb.cells[-1]).count("worker exit code 0") == 2
+    from queues import delete_task_queues
+
+    delete_task_queues(re.search(r"runtime\s+(demo-\w+)", shown).group(1), broker_url)
 
 
 @pytest.fixture(autouse=True)
