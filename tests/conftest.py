@@ -66,6 +66,32 @@ def key_file() -> Path:
 
 
 @pytest.fixture
+def sif_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private SIF_MAGIC_HOME (state file, logs, key) and no broker settings inherited."""
+    h = tmp_path / "home"
+    monkeypatch.setenv("SIF_MAGIC_HOME", str(h))
+    for var in (
+        "SIF_MAGIC_KEY",
+        "SIF_MAGIC_AMQP_URL",
+        "SIF_MAGIC_AMQP_URL_FILE",
+        "SIF_MAGIC_RUNTIME",
+        "SIF_MAGIC_KEY_FILE",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    return h
+
+
+@pytest.fixture
+def url_file(tmp_path: Path) -> Path:
+    """The shared broker's URL in a file of mode 600."""
+    path = tmp_path / "amqp_url"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, BROKER_URL.encode() + b"\n")
+    os.close(fd)
+    return path
+
+
+@pytest.fixture
 def runtime() -> Iterator[str]:
     """A runtime name of its own, so tests never take each other's tasks; its task
     queues are deleted afterwards (chunks of a cancelled job wait there for a worker)."""

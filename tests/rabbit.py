@@ -41,6 +41,7 @@ from urllib.parse import quote
 
 import pika
 import pika.exceptions
+from procs import descendants as _descendants
 
 __all__ = [
     "SHARED_BROKER_URL",
@@ -494,25 +495,6 @@ def _signal_beam(pid: int, home: Path, sig: signal.Signals = signal.SIGKILL) -> 
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
-
-
-def _descendants(pid: int) -> list[int]:
-    """Live descendants of ``pid`` (the node's port programs), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rpartition(")")[2].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
 
 
 def _cleanup(pid_file: Path, home: Path, directory: Path, owner: int) -> None:

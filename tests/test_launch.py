@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,31 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private SIF_MAGIC_HOME (state file, logs, key) and no broker settings inherited."""
-    h = tmp_path / "home"
-    monkeypatch.setenv("SIF_MAGIC_HOME", str(h))
-    for var in (
-        "SIF_MAGIC_KEY",
-        "SIF_MAGIC_AMQP_URL",
-        "SIF_MAGIC_AMQP_URL_FILE",
-        "SIF_MAGIC_RUNTIME",
-        "SIF_MAGIC_KEY_FILE",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    yield h
+def home(sif_home: Path) -> Iterator[Path]:
+    yield sif_home
     for rec, state in launch.list_workers():  # never leave a process behind
         if state == "running":
             launch.stop_workers([rec.id], timeout=2)
-
-
-@pytest.fixture
-def url_file(tmp_path: Path) -> Path:
-    path = tmp_path / "amqp_url"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, URL.encode() + b"\n")
-    os.close(fd)
-    return path
 
 
 def cli(*argv: str) -> int:

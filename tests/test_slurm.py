@@ -37,28 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    h = tmp_path / "home"
-    monkeypatch.setenv("SIF_MAGIC_HOME", str(h))
+def home(sif_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the jobs import this checkout's sif_magic
-    for var in (
-        "SIF_MAGIC_KEY",
-        "SIF_MAGIC_AMQP_URL",
-        "SIF_MAGIC_AMQP_URL_FILE",
-        "SIF_MAGIC_RUNTIME",
-        "SIF_MAGIC_KEY_FILE",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    return h
-
-
-@pytest.fixture
-def url_file(tmp_path: Path) -> Path:
-    path = tmp_path / "amqp_url"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, URL.encode() + b"\n")
-    os.close(fd)
-    return path
+    return sif_home
 
 
 def cli(*argv: str) -> int:

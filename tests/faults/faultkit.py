@@ -21,6 +21,7 @@ from typing import Any
 
 import pika
 import pika.exceptions
+from procs import descendants  # noqa: F401 (the fault tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,25 +36,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
-def descendants(pid: int) -> list[int]:
-    """Live descendants of ``pid`` (children, grandchildren...), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rpartition(")")[2].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
 
 
 def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
