@@ -186,6 +186,22 @@ class Context:
         )
         print(f"  {scenario} {tool}: {metric} {value:,.4g} {unit}", file=sys.stderr, flush=True)
 
+    def throughput(
+        self, scenario: str, tool: str, calls: int, seconds: float, **extra: Any
+    ) -> None:
+        """Record ``calls`` done in ``seconds`` as calls/s (the common measurement)."""
+        self.record(
+            scenario,
+            tool,
+            "throughput",
+            calls / seconds,
+            "calls/s",
+            higher_is_better=True,
+            calls=calls,
+            seconds=seconds,
+            **extra,
+        )
+
     @contextlib.contextmanager
     def attempt(self, scenario: str, tool: str) -> Iterator[None]:
         """Record an exception as this scenario's error and go on with the next one."""

@@ -73,17 +73,7 @@ def run(ctx: Context) -> None:
         once(200)  # warm
         for _ in range(ctx.params.get("inner", 2)):
             dt = once(n)
-            ctx.record(
-                "s1",
-                TOOL,
-                "throughput",
-                n / dt,
-                "calls/s",
-                higher_is_better=True,
-                calls=n,
-                seconds=dt,
-                setup="1 worker, prefork -c 2, rpc:// backend",
-            )
+            ctx.throughput("s1", TOOL, n, dt, setup="1 worker, prefork -c 2, rpc:// backend")
     ctx.procs.stop_all()
     _common.delete_queues(queue, exchanges=(queue,))  # Celery names its exchange as the queue
 

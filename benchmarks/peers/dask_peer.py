@@ -59,17 +59,7 @@ def run(ctx: Context) -> None:
                 n = p.get("n1", 3000)
                 for _ in range(p.get("inner", 2)):
                     dt, _, _ = once(n)
-                    ctx.record(
-                        "s1",
-                        TOOL,
-                        "throughput",
-                        n / dt,
-                        "calls/s",
-                        higher_is_better=True,
-                        calls=n,
-                        seconds=dt,
-                        setup="LocalCluster 2 processes x 1 thread",
-                    )
+                    ctx.throughput("s1", TOOL, n, dt, setup="LocalCluster 2 processes x 1 thread")
             if ctx.want("s5"):
                 n = p.get("n5_peers", 10000)
                 gc.collect()

@@ -53,16 +53,8 @@ def run(ctx: Context) -> None:
                 n = p.get("n1", 3000)
                 for _ in range(p.get("inner", 2)):
                     dt, _ = once(n)
-                    ctx.record(
-                        "s1",
-                        TOOL,
-                        "throughput",
-                        n / dt,
-                        "calls/s",
-                        higher_is_better=True,
-                        calls=n,
-                        seconds=dt,
-                        setup="2 local engines, load-balanced view, chunksize 1",
+                    ctx.throughput(
+                        "s1", TOOL, n, dt, setup="2 local engines, load-balanced view, chunksize 1"
                     )
             if ctx.want("s5"):
                 n = p.get("n5_peers", 10000)

@@ -57,16 +57,8 @@ def run(ctx: Context) -> None:
             once(2)  # warm: runtime metadata, the localhost runner
             ctx.procs.note_descendants()
             dt = once(n)
-            ctx.record(
-                "s1",
-                TOOL,
-                "throughput",
-                n / dt,
-                "calls/s",
-                higher_is_better=True,
-                calls=n,
-                seconds=dt,
-                setup="localhost backend and storage, 2 worker processes",
+            ctx.throughput(
+                "s1", TOOL, n, dt, setup="localhost backend and storage, 2 worker processes"
             )
         finally:
             ctx.procs.note_descendants()

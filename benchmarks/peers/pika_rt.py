@@ -129,17 +129,7 @@ def round_trip(ctx: Context, n: int, pickled: bool, consumers: int = 2, inner: i
         tool = "pika round trip (cloudpickle + event)" if pickled else "pika round trip (bare)"
         for _ in range(inner):
             dt = run(n)
-            ctx.record(
-                "s1",
-                tool,
-                "throughput",
-                n / dt,
-                "calls/s",
-                higher_is_better=True,
-                calls=n,
-                seconds=dt,
-                consumers=consumers,
-            )
+            ctx.throughput("s1", tool, n, dt, consumers=consumers)
     finally:
         for p in procs:
             ctx.procs.stop(p, grace=3)

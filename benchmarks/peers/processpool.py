@@ -36,17 +36,7 @@ def run(ctx: Context) -> None:
         dt = time.perf_counter() - t0
         if sum(values) != sum(range(n)) + n:
             raise RuntimeError("wrong results")
-        ctx.record(
-            "s7",
-            TOOL,
-            "throughput",
-            n / dt,
-            "calls/s",
-            higher_is_better=True,
-            calls=n,
-            seconds=dt,
-            chunksize=k,
-        )
+        ctx.throughput("s7", TOOL, n, dt, chunksize=k)
 
 
 if __name__ == "__main__":

@@ -123,19 +123,7 @@ def throughput(
 
     dt, job = timed_map(ex, inc, range(n), chunksize=chunksize)
     size = chunksize or _serialize.auto_chunksize(n, ex.backend.slots())
-    ctx.record(
-        scenario,
-        tool,
-        "throughput",
-        n / dt,
-        "calls/s",
-        higher_is_better=True,
-        calls=n,
-        seconds=dt,
-        chunksize=size,
-        states=job.state_counts(),
-        **extra,
-    )
+    ctx.throughput(scenario, tool, n, dt, chunksize=size, states=job.state_counts(), **extra)
     close_job(job)
 
 
@@ -186,59 +174,30 @@ def sleeps(ctx: Context, tool: str, ex: Any, n: int) -> None:
 
 
 def monitoring(ctx: Context, ex: Any, n: int, chunksize: int | None, label: str, rnd: int) -> None:
-    """Throughput with the client consuming the job's events (default) and without.
-
-    sif_magic has no switch for "off": the job's binding to the monitoring exchange is
-    removed right after the job starts (workers still publish their events; the
-    broker drops them), which is what an unsubscribed client would see."""
-    from sif_magic import protocol
-    from sif_magic.job import Job
-
+    """Throughput with the client following the job live (default) and with
+    ``monitor=False`` (workers still publish their events; the broker drops them)."""
     from ._funcs import inc
 
-    backend = ex.backend
-    counter = {"n": 0}
-    original = Job.apply_events
-
-    def counting(self: Job, batch: Any) -> None:
-        counter["n"] += 1
-        original(self, batch)
-
-    def unbind(job_id: str) -> None:
-        q = backend._monitor_queue
-        backend.conn.call(
-            lambda: backend.conn.sub_channel.queue_unbind(
-                q, protocol.MONITOR_EXCHANGE, f"job.{job_id}.#"
-            )
-        )
-
     modes = ["on", "off"] if rnd % 2 == 0 else ["off", "on"]
-    Job.apply_events = counting  # type: ignore[method-assign]
     try:
         for mode in modes:
-            counter["n"] = 0
+            ex.config.monitor = mode == "on"  # read by the backend when a job starts
             t0 = time.perf_counter()
             job = ex.map_job(inc, range(n), chunksize=chunksize)
-            if mode == "off":
-                unbind(job.job_id)
             values = job.results(timeout=300)
             dt = time.perf_counter() - t0
             if job.state_counts()["done"] != n or sum(values) != sum(range(n)) + n:
                 raise RuntimeError(f"wrong results: {job.state_counts()}")
-            ctx.record(
+            ctx.throughput(
                 "s6",
-                f"{RABBIT} monitoring {mode}{'' if mode == 'on' else ' (simulated)'}, {label}",
-                "throughput",
-                n / dt,
-                "calls/s",
-                higher_is_better=True,
-                calls=n,
-                seconds=dt,
-                event_batches_per_s=counter["n"] / dt,
+                f"{RABBIT} monitoring {mode}, {label}",
+                n,
+                dt,
+                event_batches_per_s=job.event_batches / dt,
             )
             close_job(job)
     finally:
-        Job.apply_events = original  # type: ignore[method-assign]
+        ex.config.monitor = True
 
 
 def memory_client(ctx: Context) -> None:
