@@ -8,20 +8,34 @@ Standard library only: the worker uses this.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
+from array import array
 from collections.abc import Callable
 
-from .protocol import STATE_NAMES, EventBatch, compress_ranges
+from .protocol import DONE, STATE_NAMES, EventBatch, compress_ranges
 
 MAX_LOG_BYTES_PER_FLUSH = 512 * 1024
 
 
+def _merge(ranges: list[list[int]]) -> list[list[int]]:
+    """Sorted, overlapping or adjacent inclusive ranges merged."""
+    merged: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return merged
+
+
 class _Pending:
-    __slots__ = ("states", "calls", "logs", "notes", "log_bytes", "cut")
+    __slots__ = ("states", "done", "calls", "logs", "notes", "log_bytes", "cut")
 
     def __init__(self) -> None:
         self.states: dict[int, int] = {}
+        self.done: list[list[int]] = []  # ranges of calls done (final: no later state)
         self.calls: list[list] = []
         self.logs: list[list] = []
         self.notes: dict[str, str] = {}
@@ -65,6 +79,21 @@ class EventBuffer:
             for i in indices:
                 p.states[i] = state
 
+    def outcomes(self, job_id: str, indices: array, status: bytes) -> None:
+        """Calls that ended (``status`` per call). Consecutive calls all done, the
+        usual case, are kept as one range, not call by call."""
+        n = len(indices)
+        a = indices[0] if n else 0
+        if n and status.count(DONE) == n and indices[-1] == a + n - 1:
+            if n <= 2 or indices == array("q", range(a, a + n)):
+                with self._lock:
+                    self._get(job_id).done.append([a, a + n - 1])
+                return
+        with self._lock:
+            states = self._get(job_id).states
+            for i, st in zip(indices, status):
+                states[i] = st
+
     def note(self, job_id: str, index: int, text: str) -> None:
         with self._lock:
             self._get(job_id).notes[str(index)] = text
@@ -83,9 +112,17 @@ class EventBuffer:
             jobs, self._jobs = self._jobs, {}
         now = time.time()
         for job_id, p in jobs.items():
+            done = _merge(p.done)
+            starts = [r[0] for r in done]
             by_state: dict[int, list[int]] = {}
             for i, s in p.states.items():
+                k = bisect.bisect_right(starts, i) - 1
+                if k >= 0 and i <= done[k][1]:
+                    s = DONE  # only the last state of a call: it ended done meanwhile
                 by_state.setdefault(s, []).append(i)
+            ranges = {STATE_NAMES[s]: compress_ranges(ix) for s, ix in by_state.items()}
+            if done:
+                ranges["done"] = _merge(ranges.get("done", []) + done)
             if p.cut:
                 p.notes["-1"] = f"{p.cut} bytes of log lines cut in this interval (rate limit)"
             batch = EventBatch(
@@ -93,7 +130,7 @@ class EventBuffer:
                 worker=self.worker,
                 host=self.host,
                 t=now,
-                states={STATE_NAMES[s]: compress_ranges(ix) for s, ix in by_state.items()},
+                states=ranges,
                 calls=p.calls,
                 logs=p.logs,
                 notes=p.notes,

@@ -22,19 +22,22 @@ Parent -> slot (length-prefixed pickles on REQ_FD)::
 Slot -> parent (on RESP_FD)::
 
     ("ready", pid)
-    ("results", run_id, records, times)     # some calls of the run finished
-    ("finished", run_id, records, times)    # the last ones: the run is over
+    ("results", run_id, values, vlens, times, special)   # some calls of the run finished
+    ("finished", run_id, values, vlens, times, special)  # the last ones: the run is over
 
-The calls of a run report in order, one entry of ``records`` each: the pickled
-value (``bytes``) of a call that succeeded without writing output, else the
-tuple ``(status, value, error, out, err, dropped)``. ``times`` is an
-``array('d')`` of ``t_start, t_end`` per entry.
+The calls of a run report in order, in columns (nothing per call is pickled
+again): ``values`` is their pickled values one after the other (``vlens`` an
+``array('I')`` of their lengths), ``times`` an ``array('d')`` of ``t_start,
+t_end`` per call; ``special`` maps the position (in this message) of each call
+that failed or wrote output to ``(status, error, out, err, dropped)``; the
+others succeeded quietly.
 Standard library and cloudpickle only: this runs inside the worker image.
 """
 
 from __future__ import annotations
 
 import ctypes
+import io
 import mmap
 import os
 import pickle
@@ -45,6 +48,7 @@ import threading
 import time
 import traceback
 from array import array
+from typing import Any
 
 _LEN = struct.Struct(">I")
 # seq, run_id, position in the run (-1: between calls), start time, out offset, err offset
@@ -59,6 +63,10 @@ DONE, FAILED = 2, 3
 MAX_CALL_OUTPUT = 1 << 20  # bytes of each stream kept per call (the tail)
 TRUNCATE_AT = 16 << 20  # the output files are emptied between calls past this size
 FLUSH_EVERY = 0.002  # seconds between result batches while calls are quick
+QUICK = 50e-6  # seconds: a call this quick, that wrote nothing through sys.stdout/stderr, ...
+PRECISE_FIRST = 256  # ... after this many calls of its function, is not checked on its own
+CHECK_EVERY = 255  # but with the others, every 256 calls (and before results are sent)
+MAX_FUNCS = 8  # loaded functions kept; more: the cache starts again
 WATCH_EVERY = 0.01  # the watchdog sends finished results while a long call runs
 _THIS_FILE = os.path.abspath(__file__).removesuffix("c")
 
@@ -125,6 +133,34 @@ class SharedState:
         os.close(self.fd)
 
 
+_WROTE = [0]  # set by writes through sys.stdout / sys.stderr (and their .buffer)
+
+
+class _TrackedBuffer(io.BufferedWriter):
+    def write(self, b: Any) -> int:
+        _WROTE[0] = 1
+        return super().write(b)
+
+
+class _TrackedText(io.TextIOWrapper):
+    def write(self, s: str) -> int:
+        _WROTE[0] = 1
+        return super().write(s)
+
+
+def _tracked_stream(fd: int, errors: str) -> _TrackedText:
+    """``sys.stdout``/``sys.stderr`` on ``fd``, raising _WROTE on every write."""
+    raw = io.FileIO(fd, "w", closefd=False)
+    return _TrackedText(_TrackedBuffer(raw), encoding="utf-8", errors=errors, line_buffering=True)
+
+
+class _Unloadable:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 def _kill_group(*_: object) -> None:
     """Kill this slot's process group: the slot and whatever its call started."""
     os.killpg(0, signal.SIGKILL)
@@ -181,8 +217,13 @@ class Slot:
         # thread appends to ``records``/``times`` without it (appends are atomic,
         # and a flush takes only whole entries: ``times`` is appended first)
         self.lock = threading.Lock()
-        self.records: list = []
+        self.records: list = []  # per call: its pickled value, or a tuple (see _record)
         self.times = array("d")
+        self.specials = 0  # tuples appended to ``records`` so far (main thread only)
+        self.specials_sent = 0
+        self.calls_seen: dict[str, int] = {}  # per function hash
+        self.untracked: set[str] = set()  # functions seen writing past sys.stdout/stderr
+        self.leftover: tuple[int, int] | None = None  # output offsets no call took yet
         self.last_flush = 0.0
         self.run_id = 0
         self.funcs: dict[str, object] = {}
@@ -196,13 +237,25 @@ class Slot:
     def flush(self, final: bool = False) -> None:
         with self.lock:
             n = len(self.records)
+            # the main thread counts a special entry before appending it: if one is
+            # among the first n, the count read now includes it
+            scan = self.specials != self.specials_sent
             if n or final:
                 records = self.records[:n]
                 del self.records[:n]
                 times = self.times[: 2 * n]
                 del self.times[: 2 * n]
+                special = {}
+                if scan:
+                    for k, r in enumerate(records):
+                        if type(r) is not bytes:
+                            special[k] = (r[0], *r[2:])
+                            records[k] = r[1]
+                    self.specials_sent += len(special)
+                vlens = array("I", map(len, records))
+                kind = "finished" if final else "results"
                 write_msg(
-                    self.resp_fd, ("finished" if final else "results", self.run_id, records, times)
+                    self.resp_fd, (kind, self.run_id, b"".join(records), vlens, times, special)
                 )
             self.last_flush = time.time()
 
@@ -227,14 +280,22 @@ class Slot:
                 self.run(*msg[1:])
 
     def _function(self, func_hash: str, func_bytes: bytes | None) -> object:
-        func = self.funcs.get(func_hash)
+        """The function of ``func_hash``: the parent sends its bytes only the first
+        time (it mirrors this cache, MAX_FUNCS), so a failure to load is kept too."""
+        func = self.funcs.get(func_hash) if func_hash else None
         if func is None:
             import cloudpickle  # noqa: F401  (needed to unpickle by-value functions)
 
-            func = pickle.loads(func_bytes)  # type: ignore[arg-type]
-            if len(self.funcs) > 8:
-                self.funcs.clear()
-            self.funcs[func_hash] = func
+            try:
+                func = pickle.loads(func_bytes)  # type: ignore[arg-type]
+            except BaseException as e:  # noqa: BLE001 - raised again for every run of it
+                func = _Unloadable(e)
+            if func_hash:
+                if len(self.funcs) > MAX_FUNCS:
+                    self.funcs.clear()
+                self.funcs[func_hash] = func
+        if type(func) is _Unloadable:
+            raise func.error
         return func
 
     def run(
@@ -259,9 +320,10 @@ class Slot:
                 for _ in indices:
                     self.times.append(now)
                     self.times.append(now)
+                    self.specials += 1
                     self.records.append((FAILED, b"", err, b"", b"", 0))
                 return
-            self._calls(func, items, positions, indices, star)
+            self._calls(func, func_hash, items, positions, indices, star)
         finally:
             for k, v in saved_env.items():
                 if v is None:
@@ -270,11 +332,20 @@ class Slot:
                     os.environ[k] = v
             self.flush(final=True)
 
-    def _calls(self, func, items, positions, indices, star: bool) -> None:  # noqa: ANN001
+    def _calls(self, func, func_hash, items, positions, indices, star: bool) -> None:  # noqa: ANN001
         """Run the calls of a run, in order. The hot path: per call, the state is
-        written once (the next call's state says this one ended), the files'
-        sizes are read once, and a call that succeeded without output leaves
-        just its pickled value and two times."""
+        written once (the next call's state says this one ended) and a call that
+        succeeded without output leaves just its pickled value and two times.
+
+        Whether a call wrote output: writes through ``sys.stdout``/``sys.stderr``
+        raise a flag (see ``_Tracked``); a call that raised it, took longer than
+        QUICK, or belongs to the first PRECISE_FIRST calls of its function here,
+        has the output files' sizes read after it (exact attribution, also of
+        ``os.write``, C code and subprocesses). Quick quiet calls are checked
+        together before their results leave: output found there (written past
+        ``sys.stdout`` by a quick call) goes to the last of them (at most 256
+        calls or 2 ms later), and that function is checked call by call from
+        then on."""
         state, run_id = self.state, self.run_id
         mem, pack, seq = state.mem, STATE.pack_into, state.seq
         pack_pos, pack_start = _POS.pack_into, _START.pack_into
@@ -282,12 +353,22 @@ class Slot:
         records, times = self.records, self.times
         rec, tim = records.append, times.append
         now, dumps, lseek, flush_every = time.time, pickle.dumps, os.lseek, FLUSH_EVERY
-        out0, err0 = lseek(1, 0, 2), lseek(2, 0, 2)
+        wrote = _WROTE
+        out0, err0 = self.leftover or (lseek(1, 0, 2), lseek(2, 0, 2))
+        self.leftover = None
+        seen = self.calls_seen.get(func_hash, 0)
+        self.calls_seen[func_hash] = seen + len(positions)
+        fast = seen >= PRECISE_FIRST and func_hash not in self.untracked
+        quick = QUICK if fast else -1.0
         try:
             for k, pos in enumerate(positions):
                 item = items[pos]
                 start = now()
                 if records and start - self.last_flush >= flush_every:
+                    if fast:
+                        out0, err0 = self._check_quick(func_hash, out0, err0)
+                        fast = func_hash not in self.untracked
+                        quick = QUICK if fast else -1.0
                     self.flush()
                 if whole:
                     seq += 1
@@ -301,6 +382,7 @@ class Slot:
                     value = func(*item) if star else func(item)
                 except BaseException as e:  # noqa: BLE001 - report everything, even SystemExit
                     end = now()
+                    wrote[0] = 0
                     out0, err0 = self._record(e, indices[k], start, end, out0, err0)
                     whole = True
                     continue
@@ -308,9 +390,20 @@ class Slot:
                 try:
                     blob = dumps(value, 5)
                 except Exception:  # noqa: BLE001 - cloudpickle or a SerializationError
+                    wrote[0] = 0
                     out0, err0 = self._record(value, indices[k], start, end, out0, err0, True)
                     whole = True
                     continue
+                if end - start < quick and not wrote[0]:
+                    tim(start)
+                    tim(end)
+                    rec(blob)
+                    if k & CHECK_EVERY == CHECK_EVERY:
+                        out0, err0 = self._check_quick(func_hash, out0, err0)
+                        fast = func_hash not in self.untracked
+                        quick = QUICK if fast else -1.0
+                    continue
+                wrote[0] = 0
                 sys.stdout.flush()
                 sys.stderr.flush()
                 if lseek(1, 0, 2) != out0 or lseek(2, 0, 2) != err0:
@@ -321,8 +414,29 @@ class Slot:
                 tim(end)
                 rec(blob)
         finally:
+            if fast:
+                mark = self._check_quick(func_hash, out0, err0)
+                if mark == (out0, err0) and func_hash in self.untracked:
+                    self.leftover = mark  # nobody to give it to: the next call gets it
             state.seq = seq
             state.write(run_id, -1, time.time(), 0, 0)
+
+    def _check_quick(self, func_hash: str, out0: int, err0: int) -> tuple[int, int]:
+        """Did quick calls write past ``sys.stdout``? Their output goes to the last
+        of them still here, and this function is checked call by call from now on.
+        Returns where the next call's output starts (unchanged if no call was
+        there to take it: the next checked call does)."""
+        if os.lseek(1, 0, os.SEEK_END) == out0 and os.lseek(2, 0, os.SEEK_END) == err0:
+            return out0, err0
+        self.untracked.add(func_hash)
+        with self.lock:  # the watchdog may be sending the records
+            if not self.records or type(self.records[-1]) is not bytes:
+                return out0, err0
+            out, d1, out_end = _slice(1, out0)
+            err, d2, err_end = _slice(2, err0)
+            self.specials += 1
+            self.records[-1] = (DONE, self.records[-1], None, out, err, d1 + d2)
+        return out_end, err_end
 
     def _record(
         self,
@@ -362,6 +476,7 @@ class Slot:
         if status == DONE and not out and not err and not d1 + d2:
             self.records.append(blob)
         else:
+            self.specials += 1  # before the append: a flush that sees the entry sees this
             self.records.append((status, blob, error, out, err, d1 + d2))
         return out_end, err_end
 
@@ -407,8 +522,8 @@ def main(argv: list[str]) -> None:
         f = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
         os.dup2(f, fd)
         os.close(f)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stdout = sys.__stdout__ = _tracked_stream(1, "strict")
+    sys.stderr = sys.__stderr__ = _tracked_stream(2, "backslashreplace")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     sys.argv = ["sif-magic-slot"]

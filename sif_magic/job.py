@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import itertools
 import pickle
 import threading
 import time
@@ -29,13 +30,55 @@ from .protocol import (
     TERMINAL,
     CallResult,
     EventBatch,
+    ResultBatch,
+    ResultSegment,
     expand_ranges,
 )
 
 LOG_BYTES_PER_CALL = 256 * 1024
 LOG_BYTES_PER_JOB = 64 * 1024 * 1024
 RECENT_LINES = 2000  # lines of all calls, interleaved, for the "all calls" log view
-_MISSING = object()
+_ONE = b"\x01"
+# a status byte that is not an outcome is taken for "failed"; attempt 0 for 1
+_STATUS_FIX = bytes(c if c in TERMINAL else FAILED for c in range(256))
+_ATTEMPT_FIX = b"\x01" + bytes(range(1, 256))
+
+
+class _Block:
+    """The pickled values of one result segment, kept as they came: a call's value is
+    unpickled only when asked for (``results()``, a future), never while folding."""
+
+    __slots__ = ("indices", "values", "vlens", "status", "first", "_offsets", "_pos")
+
+    def __init__(self, seg: ResultSegment, contiguous: bool) -> None:
+        self.indices = seg.indices
+        self.values = seg.values
+        self.vlens = seg.vlens
+        self.status = seg.status
+        self.first = seg.indices[0] if contiguous else -1
+        self._offsets: list[int] | None = None
+        self._pos: dict[int, int] | None = None
+
+    def offsets(self) -> list[int]:
+        if self._offsets is None:
+            self._offsets = [0, *itertools.accumulate(self.vlens)]
+        return self._offsets
+
+    def position(self, i: int) -> int:
+        if self.first >= 0:
+            return i - self.first
+        if self._pos is None:
+            self._pos = {}
+            for k, j in enumerate(self.indices):
+                self._pos.setdefault(j, k)  # the first of a call wins, as in the job
+        return self._pos[i]
+
+    def raw(self, i: int) -> bytes:
+        k = self.position(i)
+        off = self.offsets()
+        return self.values[off[k] : off[k + 1]]
+
+
 _ERROR_TYPES = {
     "sif_magic.errors.CallTimeoutError": CallTimeoutError,
     "sif_magic.errors.WorkerLostError": WorkerLostError,
@@ -97,7 +140,9 @@ class Job:
         self._where = array("H", bytes(2 * n))  # index into self._hosts
         self._hosts: list[tuple[str, str, int]] = [("", "", 0)]
         self._host_ids: dict[tuple[str, str, int], int] = {}
-        self._values: list[Any] = [_MISSING] * n
+        self._have = bytearray(n)  # 1 once a call has its outcome (the first one wins)
+        self._values: list[_Block | None] = [None] * n  # where each call's value is
+        self._blocks: list[_Block] = []
         self._errors: dict[int, dict[str, Any]] = {}
         self.notes: dict[int, str] = {}
         self.logs: dict[int, CallLog] = {}
@@ -145,66 +190,113 @@ class Job:
         return hid
 
     def apply_results(self, results: list[CallResult]) -> None:
-        """Record outcomes; the first outcome of a call wins, later ones are dropped."""
+        """Record outcomes given one by one (see ``apply_segment``)."""
+        self.apply_segments(ResultSegment.of(results))
+
+    def apply_batch(self, batch: ResultBatch) -> None:
+        self.apply_segments(batch.segments)
+
+    def apply_segments(self, segments: list[ResultSegment]) -> None:
+        """Record outcomes; the first outcome of a call wins, later ones are dropped.
+
+        The hot path of every run: a segment of consecutive calls none of which has
+        an outcome yet (nearly all of them) is folded with slice operations on the
+        state arrays, nothing per call; other segments call by call."""
         with self._lock:
-            # the hot path of every run: locals, and one host lookup per worker process
-            values, states, counts, n = self._values, self.states, self.counts, self.n
-            attempts, t_start, t_end, where = self.attempts, self.t_start, self.t_end, self._where
-            guard = self.cancel_requested
-            last_key: tuple | None = None
-            hid = 0
-            applied = 0
-            resolved: list[int] | None = [] if self._futures is not None else None
-            for r in results:
-                i = r.index
-                if not 0 <= i < n:
-                    continue
-                if values[i] is not _MISSING or (guard and states[i] == CANCELLED):
-                    self.duplicates += 1
-                    continue
-                values[i] = r.value
-                if r.error is not None:
-                    self._errors[i] = r.error
-                status = r.status if r.status in TERMINAL else FAILED
-                old = states[i]
-                if old != status:
-                    counts[old] -= 1
-                    counts[status] += 1
-                    states[i] = status
-                a = r.attempt
-                attempts[i] = a if 0 < a < 256 else (1 if a < 1 else 255)
-                t_start[i] = r.t_start
-                t_end[i] = r.t_end
-                key = (r.worker, r.host, r.pid)
-                if key != last_key:
-                    hid = self._host_id(*key)
-                    last_key = key
-                where[i] = hid
-                if r.stdout or r.stderr:
-                    self._settle_log(i, r)
-                applied += 1
-                if resolved is not None:
-                    resolved.append(i)
-            self.final += applied
-            for i in resolved or ():
-                self._resolve_future(i)
+            applied: list[int] = []
+            for seg in segments:
+                if len(seg):
+                    self._apply(seg, applied)
+            if self._futures is not None:
+                for i in applied:
+                    self._resolve_future(i)
             self.version += 1
             if self.final >= self.n and self.finished_at is None:
                 self._finish()
 
-    def _settle_log(self, i: int, r: CallResult) -> None:
+    def _apply(self, seg: ResultSegment, applied: list[int]) -> None:
+        idx, n = seg.indices, len(seg)
+        a = idx[0]
+        b = a + n
+        contiguous = (
+            0 <= a
+            and b <= self.n
+            and idx[-1] == b - 1
+            and (n <= 2 or idx == array("q", range(a, b)))
+            and self._have.find(1, a, b) < 0
+            and not (self.cancel_requested and self.states.find(CANCELLED, a, b) >= 0)
+        )
+        hid = self._host_id(seg.worker, seg.host, seg.pid)
+        status = seg.status.translate(_STATUS_FIX)
+        attempts = seg.attempts.translate(_ATTEMPT_FIX)
+        block = _Block(seg, contiguous)
+        self._blocks.append(block)
+        if contiguous:
+            states, counts = self.states, self.counts
+            old = states[a:b]
+            for code in range(len(counts)):
+                c = old.count(code)
+                if c:
+                    counts[code] -= c
+            states[a:b] = status
+            for code in TERMINAL:
+                counts[code] += status.count(code)
+            self.attempts[a:b] = attempts
+            self.t_start[a:b] = seg.times[0::2]
+            self.t_end[a:b] = seg.times[1::2]
+            self._where[a:b] = array("H", [hid]) * n
+            self._values[a:b] = [block] * n
+            self._have[a:b] = _ONE * n
+            self.final += n
+            if self._futures is not None:
+                applied.extend(range(a, b))
+            for k, (error, out, err, dropped) in seg.extra.items():
+                if 0 <= k < n:
+                    self._settle_extra(a + k, error, out, err, dropped)
+            return
+        # call by call: duplicates after a redelivery, a split chunk, cancelled calls
+        times, extra = seg.times, seg.extra
+        have, states, n_calls = self._have, self.states, self.n
+        guard = self.cancel_requested
+        for k, i in enumerate(idx):
+            if not 0 <= i < n_calls:
+                continue
+            if have[i] or (guard and states[i] == CANCELLED):
+                self.duplicates += 1
+                continue
+            have[i] = 1
+            self._set_state(i, status[k])
+            self.attempts[i] = attempts[k]
+            self.t_start[i] = times[2 * k]
+            self.t_end[i] = times[2 * k + 1]
+            self._where[i] = hid
+            self._values[i] = block
+            self.final += 1
+            applied.append(i)
+            if k in extra:
+                self._settle_extra(i, *extra[k])
+
+    def _settle_extra(
+        self, i: int, error: dict[str, Any] | None, out: bytes, err: bytes, dropped: int
+    ) -> None:
+        if error is not None:
+            self._errors[i] = error
+        if out or err:
+            self._settle_log(i, out, err, dropped)
+
+    def _settle_log(self, i: int, stdout: bytes, stderr: bytes, dropped: int) -> None:
         """The result carries the call's whole output (its tail if it was long): add
         what the live lines had not brought yet, so both views end complete."""
         log = self.logs.get(i)
         if log is None:
             log = self.logs[i] = CallLog()
-        log.dropped = max(log.dropped, r.dropped)
-        for stream, data in ((1, r.stdout), (2, r.stderr)):
+        log.dropped = max(log.dropped, dropped)
+        for stream, data in ((1, stdout), (2, stderr)):
             if not data:
                 continue
             text = data.decode("utf-8", "replace")
-            # ``text`` starts r.dropped bytes into the output when the head was cut
-            new = text[max(0, log.seen.get(stream, 0) - r.dropped) :]
+            # ``text`` starts ``dropped`` bytes into the output when the head was cut
+            new = text[max(0, log.seen.get(stream, 0) - dropped) :]
             if new:
                 self.log_bytes += log.add(stream, new)
                 self.recent.append((i, stream, new))
@@ -218,7 +310,7 @@ class Job:
                 state = STATE_CODES[name]
                 for i in expand_ranges(ranges):
                     if 0 <= i < self.n and self.states[i] not in TERMINAL:
-                        if state in TERMINAL and self._values[i] is _MISSING:
+                        if state in TERMINAL and not self._have[i]:
                             # outcomes come with results; an event only shows it is near
                             state_shown = state if state != CANCELLED else RUNNING
                             self._set_state(i, state_shown)
@@ -226,7 +318,7 @@ class Job:
                             self._set_state(i, state)
             for entry in batch.calls:
                 i, attempt, t0 = int(entry[0]), int(entry[1]), float(entry[2])
-                if 0 <= i < self.n and self._values[i] is _MISSING:
+                if 0 <= i < self.n and not self._have[i]:
                     self.attempts[i] = min(255, max(1, attempt))
                     self.t_start[i] = t0
                     self._where[i] = self._host_id(batch.worker, batch.host, 0)
@@ -237,7 +329,7 @@ class Job:
             self.version += 1
 
     def _add_log(self, i: int, stream: int, text: str) -> None:
-        if not 0 <= i < self.n or self._values[i] is not _MISSING:
+        if not 0 <= i < self.n or self._have[i]:
             return  # the result (with the whole output) is already here
         if self.log_bytes > LOG_BYTES_PER_JOB:
             self.log_dropped += len(text)
@@ -266,8 +358,8 @@ class Job:
         with self._lock:
             self.cancel_requested = True
             for i in range(self.n):
-                if self._values[i] is _MISSING:
-                    self._values[i] = b""
+                if not self._have[i]:
+                    self._have[i] = 1
                     self._set_state(i, CANCELLED)
                     self.t_end[i] = now
                     self.final += 1
@@ -363,7 +455,7 @@ class Job:
         with self._lock:
             state = self.states[i]
             info = self._errors.get(i)
-            raw = self._values[i]
+            raw = self._raw(i)
             worker, host, _ = self._hosts[self._where[i]]
         if state == CANCELLED:
             return CancelledError(f"call {i} was cancelled")
@@ -402,19 +494,45 @@ class Job:
                     raise values[i]
         return values
 
+    def _raw(self, i: int) -> bytes:
+        """Call ``i``'s pickled value (or pickled exception), b"" if it has none."""
+        block = self._values[i]
+        return block.raw(i) if block is not None else b""
+
     def _decode(self) -> list[Any]:
         with self._lock:
             if self._decoded is not None:
                 return self._decoded
-            states, raw_values = self.states, self._values
+            states, where, blocks = self.states, self._values, self._blocks
         loads = pickle.loads
-        out = [loads(v) if st == DONE else None for st, v in zip(states, raw_values)]
+        out: list[Any] = [None] * self.n
+        for block in blocks:
+            values, off = block.values, block.offsets()
+            first = block.first
+            if first >= 0 and block.status.count(DONE) == len(block.indices):
+                if where[first] is block and where[first + len(block.indices) - 1] is block:
+                    # the common case: consecutive calls, all done, none answered twice
+                    out[first : first + len(block.indices)] = [
+                        loads(values[o0:o1]) for o0, o1 in itertools.pairwise(off)
+                    ]
+                    continue
+            n = self.n
+            for k, i in enumerate(block.indices):
+                if (
+                    0 <= i < n
+                    and where[i] is block
+                    and states[i] == DONE
+                    and block.position(i) == k
+                ):
+                    out[i] = loads(values[off[k] : off[k + 1]])
         for i, st in enumerate(states):
             if st != DONE:
                 out[i] = self.error(i)
         with self._lock:
             self._decoded = out
-            self._values = [None] * self.n  # the pickled bytes are not needed any more
+            # the pickled bytes are not needed any more
+            self._values = [None] * self.n
+            self._blocks = []
         return out
 
     # -- futures ---------------------------------------------------------------
@@ -427,7 +545,7 @@ class Job:
                 for f in self._futures:
                     f.set_running_or_notify_cancel()
                 for i in range(self.n):
-                    if self.states[i] in TERMINAL and self._values[i] is not _MISSING:
+                    if self.states[i] in TERMINAL and self._have[i]:
                         self._resolve_future(i)
             return self._futures
 
@@ -438,8 +556,10 @@ class Job:
         state = self.states[i]
         if state == DONE:
             try:
-                raw = self._values[i]
-                value = self._decoded[i] if self._decoded is not None else pickle.loads(raw)
+                if self._decoded is not None:
+                    value = self._decoded[i]
+                else:
+                    value = pickle.loads(self._raw(i))
                 fut.set_result(value)
             except Exception as e:  # noqa: BLE001
                 fut.set_exception(e)

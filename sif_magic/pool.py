@@ -25,11 +25,12 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from array import array
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import _slot
-from .protocol import CANCELLED, DONE, FAILED, CallResult
+from .protocol import CANCELLED, DONE, FAILED, CallResult, ResultSegment
 
 log = logging.getLogger("sif_magic.pool")
 
@@ -39,16 +40,7 @@ ANNOUNCE_AFTER = 0.02  # a call running this long is shown as running
 # when that piece is of the same job and should take less than this
 PREFETCH_BELOW = 0.02
 
-_RESULT_FIELDS = (
-    "index", "status", "value", "error", "stdout", "stderr", "t_start", "t_end",
-    "attempt", "worker", "host", "pid", "dropped",
-)  # fmt: skip
-if tuple(f.name for f in fields(CallResult))[: len(_RESULT_FIELDS)] == _RESULT_FIELDS:
-    _result = CallResult  # positional arguments: a third of the cost of keywords
-else:  # pragma: no cover - CallResult changed shape: build it by name
-
-    def _result(*args: Any) -> CallResult:
-        return CallResult(**dict(zip(_RESULT_FIELDS, args)))
+_DONE = bytes([DONE])
 
 
 @dataclass(eq=False)
@@ -67,12 +59,12 @@ class Chunk:
     env: dict[str, str] = field(default_factory=dict)
     tag: Any = None  # the delivery this chunk came from (for the transport)
     attempt_base: int = 1  # first attempt number (a redelivered chunk starts higher)
-    only: list[int] | None = None  # positions to run (a split chunk); None: all
+    only: list[int] | range | None = None  # positions to run (a split chunk); None: all
     remaining: int = -1  # calls without a final result yet
 
     def __post_init__(self) -> None:
         if self.only is None:
-            self.only = list(range(len(self.calls)))
+            self.only = range(len(self.calls))
         if self.remaining < 0:
             self.remaining = len(self.only)
 
@@ -82,9 +74,16 @@ class Piece:
     """Some positions of a chunk sent to one slot in one request."""
 
     chunk: Chunk
-    positions: list[int]
+    positions: list[int] | range
     attempts: list[int]
     done: int = 0  # positions reported so far (a slot runs them in order)
+
+    def indices(self, k0: int = 0, k1: int | None = None) -> array:
+        """Job indices of positions ``k0:k1`` of this piece."""
+        calls, positions = self.chunk.calls, self.positions[k0:k1]
+        if type(positions) is range and positions.step == 1:
+            return array("q", calls[positions.start : positions.stop])
+        return array("q", [calls[p] for p in positions])
 
 
 def usable_cpus() -> int:
@@ -103,7 +102,7 @@ class Reporter(Protocol):
     def started(self, chunk: Chunk, index: int, attempt: int, t: float) -> None: ...
     def retrying(self, chunk: Chunk, index: int, attempt: int, note: str) -> None: ...
     def output(self, chunk: Chunk, index: int, stream: int, data: bytes) -> None: ...
-    def results(self, chunk: Chunk, results: list[CallResult]) -> None: ...
+    def results(self, chunk: Chunk, results: ResultSegment) -> None: ...
     def chunk_done(self, chunk: Chunk) -> None: ...
 
 
@@ -145,6 +144,7 @@ class _SlotProc:
         except (AttributeError, OSError):  # pragma: no cover - not Linux
             self.prefetch_bytes = 2048
         self.killed_for: str = ""  # why we killed it, if we did
+        self.funcs: set[str] = set()  # function hashes it holds (mirrors Slot._function)
         # live tail of the current call (once the slot announced it): stream -> offsets
         self.tail_index: int | None = None
         self.tail_start: dict[int, int] = {}
@@ -282,7 +282,7 @@ class Pool:
     def submit(self, chunk: Chunk, front: bool = False) -> None:
         """Queue ``chunk``'s calls (``front``: before everything queued, e.g. a retry)."""
         with self.lock:
-            positions = list(chunk.only or ())
+            positions = chunk.only if chunk.only is not None else range(len(chunk.calls))
             if chunk.job_id in self.cancelled:
                 self._finish_cancelled(chunk, positions)
                 return
@@ -348,15 +348,22 @@ class Pool:
         else:
             s.piece, s.run_id = piece, self._run_ids
             s.tail_index = None
+        func: bytes | None = c.func
+        if c.func_hash and c.func_hash in s.funcs:
+            func = None  # the slot has it loaded: do not send it again
+        elif c.func_hash:
+            if len(s.funcs) > _slot.MAX_FUNCS:
+                s.funcs.clear()
+            s.funcs.add(c.func_hash)
         ok = s.send(
             (
                 "run",
                 self._run_ids,
                 c.func_hash,
-                c.func,
+                func,
                 c.args,
                 piece.positions,
-                [c.calls[p] for p in piece.positions],
+                piece.indices().tolist(),
                 piece.attempts,
                 c.star,
                 c.env,
@@ -375,7 +382,7 @@ class Pool:
         elif kind == "results":
             piece = s.piece
             if piece is not None:
-                self._on_records(s, piece, msg[2], msg[3])
+                self._on_records(s, piece, *msg[2:])
         elif kind == "finished":
             # the slot is idle: give it its next piece first, then report this one's end
             with self.lock:
@@ -386,8 +393,8 @@ class Pool:
                 self._dispatch()
             if piece is None:
                 return
-            if msg[2]:
-                self._on_records(s, piece, msg[2], msg[3], tail)
+            if msg[3]:
+                self._on_records(s, piece, *msg[2:], tail=tail)
             if piece.done < len(piece.positions):
                 # never lose a call silently, even to a bug of ours in the slot
                 self._fail_rest(piece, "the worker's call runner stopped before reporting it")
@@ -396,68 +403,68 @@ class Pool:
         self,
         s: _SlotProc,
         piece: Piece,
-        records: list,
-        times: Any,
+        values: bytes,
+        vlens: array,
+        times: array,
+        special: dict[int, tuple],
         tail: tuple[int | None, dict[int, int], dict[int, int]] | None = None,
     ) -> None:
-        """Report the next ``records`` of ``piece`` (see ``_slot.py``). ``tail``: the
-        live tail of the run's last call, when the slot has moved on already."""
+        """Report the next calls of ``piece`` (see ``_slot.py``), column by column:
+        only calls that failed or wrote output are looked at one by one. ``tail``:
+        the live tail of the run's last call, when the slot has moved on already."""
         c = piece.chunk
+        n = len(vlens)
         k0 = piece.done
-        k1 = piece.done = k0 + len(records)
-        calls, worker, host, pid = c.calls, self.worker, self.host, s.pid
-        tail_index = s.tail_index if tail is None else tail[0]
-        t = times.tolist()
+        k1 = piece.done = k0 + n
+        indices = piece.indices(k0, k1)
         # seconds per call, overhead included: decides whether pieces go ahead
         if len(self._call_time) > 256 and c.func_hash not in self._call_time:
             self._call_time.clear()
-        self._call_time[c.func_hash] = (t[-1] - t[0]) / len(records)
-        final: list[CallResult] = []
-        add = final.append
+        self._call_time[c.func_hash] = (times[-1] - times[0]) / n
+        tail_index = s.tail_index if tail is None else tail[0]
+        if tail_index is not None and tail is None and tail_index in indices:
+            s.tail_index = None  # that call is over
+        attempts = piece.attempts[k0:k1]
+        status = bytearray(_DONE * n)
+        extra: dict[int, tuple] = {}
+        retried: set[int] = set()
         failed = 0
-        for r, pos, attempt, t0, t1 in zip(
-            records, piece.positions[k0:k1], piece.attempts[k0:k1], t[::2], t[1::2]
-        ):
-            index = calls[pos]
-            if type(r) is bytes:  # succeeded, wrote nothing: the common case
-                add(_result(index, DONE, r, None, b"", b"", t0, t1, attempt, worker, host, pid, 0))
-                if index == tail_index and tail is None:
-                    s.tail_index = None
-                continue
-            status, value, error, out, err, dropped = r
+        for k, (st, error, out, err, dropped) in special.items():
+            index = indices[k]
             # live log lines not streamed yet, so every subscriber sees the whole output
-            live = index == tail_index
-            if live:
+            if index == tail_index:
                 start, sent_to = (s.tail_start, s.tail_pos) if tail is None else tail[1:]
+                sent = {stream: sent_to[stream] - start[stream] for stream in (1, 2)}
+            else:
+                sent = {1: 0, 2: 0}
             for stream, data in ((1, out), (2, err)):
-                sent = sent_to[stream] - start[stream] if live else 0
-                if len(data) > sent:
-                    self.reporter.output(c, index, stream, data[sent:])
-            if live and tail is None:
-                s.tail_index = None
-            if status == FAILED and attempt - c.attempt_base < c.retries:
-                self._retry(c, pos, attempt, f"attempt {attempt} failed: {_short(error)}")
-                continue
-            failed += status == FAILED
-            add(
-                _result(
-                    index,
-                    status,
-                    value,
-                    error,
-                    out,
-                    err,
-                    t0,
-                    t1,
+                if len(data) > sent[stream]:
+                    self.reporter.output(c, index, stream, data[sent[stream] :])
+            attempt = attempts[k]
+            if st == FAILED and attempt - c.attempt_base < c.retries:
+                self._retry(
+                    c,
+                    piece.positions[k0 + k],
                     attempt,
-                    worker,
-                    host,
-                    pid,
-                    dropped,
-                )  # fmt: skip
-            )
-        if final:
-            self._report_final(c, final, len(final) - failed, failed)
+                    f"attempt {attempt} failed: {_short(error)}",
+                )
+                retried.add(k)
+                continue
+            failed += st == FAILED
+            status[k] = st
+            extra[k] = (error, out, err, dropped)
+        try:
+            attempt_bytes = bytes(attempts)
+        except ValueError:  # an attempt past 255: shown as 255
+            attempt_bytes = bytes(min(255, a) for a in attempts)
+        seg = ResultSegment(
+            indices, bytes(status), attempt_bytes, times, vlens, values, extra,
+            self.worker, self.host, s.pid,
+        )  # fmt: skip
+        if retried:
+            seg = seg.select([k for k in range(n) if k not in retried])
+        if len(seg):
+            self._report_final(c, seg, len(seg) - failed, failed)
 
     def _retry(self, c: Chunk, pos: int, attempt: int, note: str) -> None:
         self.reporter.retrying(c, c.calls[pos], attempt + 1, note)
@@ -465,20 +472,20 @@ class Pool:
             self.queue.append(Piece(c, [pos], [attempt + 1]))
             self._dispatch()
 
-    def _report_final(
-        self, c: Chunk, results: list[CallResult], done: int = -1, failed: int = 0
-    ) -> None:
-        if done < 0:
-            done = sum(1 for r in results if r.status == DONE)
-            failed = sum(1 for r in results if r.status == FAILED)
+    def _report_final(self, c: Chunk, seg: ResultSegment, done: int, failed: int) -> None:
         self.done_calls += done
         self.failed_calls += failed
-        self.reporter.results(c, results)
+        self.reporter.results(c, seg)
         with self.lock:
-            c.remaining -= len(results)
+            c.remaining -= len(seg)
             finished = c.remaining == 0
         if finished:
             self.reporter.chunk_done(c)
+
+    def _report_results(self, c: Chunk, results: list[CallResult]) -> None:
+        """Report outcomes the pool decided itself (crashes, cancels), one by one."""
+        for seg in ResultSegment.of(results):
+            self._report_final(c, seg, seg.status.count(DONE), seg.status.count(FAILED))
 
     def _fail_rest(self, piece: Piece, why: str) -> None:
         c, now = piece.chunk, time.time()
@@ -496,7 +503,7 @@ class Pool:
             for p, a in zip(piece.positions[piece.done :], piece.attempts[piece.done :])
         ]
         piece.done = len(piece.positions)
-        self._report_final(c, results)
+        self._report_results(c, results)
 
     def _finish_cancelled(self, c: Chunk, positions: Any) -> None:
         now = time.time()
@@ -512,7 +519,7 @@ class Pool:
             for p in positions
         ]
         if results:
-            self._report_final(c, results)
+            self._report_results(c, results)
 
     def _on_slot_exit(self, s: _SlotProc) -> None:
         with self.lock:
@@ -588,7 +595,7 @@ class Pool:
             host=self.host,
             pid=s.pid,
         )
-        self._report_final(c, [r])
+        self._report_results(c, [r])
 
     # -- the monitor thread ----------------------------------------------------
     def _monitor(self) -> None:

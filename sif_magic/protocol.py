@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import struct
+import sys
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
-VERSION = 1
+VERSION = 2
 
 # -- names -------------------------------------------------------------------
 
@@ -277,70 +280,280 @@ class CallResult:
     dropped: int = 0  # bytes of output dropped from the head (bounded buffers)
 
 
-_RESULT_COLUMNS = ("index", "status", "t_start", "t_end", "attempt", "worker", "host", "pid")
+class ResultSegment:
+    """Outcomes of some calls of one worker process, column by column.
+
+    The unit results travel in, from the slot that ran the calls to the job
+    that holds them: nothing in between builds an object per call. ``indices``
+    are the calls' job indices; ``status`` and ``attempts`` one byte per call;
+    ``times`` ``t_start, t_end`` per call; ``values`` the calls' pickled values
+    (or pickled exceptions, possibly empty) one after the other, ``vlens``
+    their lengths. ``extra`` holds what only some calls have, by position in
+    the segment: ``(error, stdout, stderr, dropped)`` of calls that failed or
+    wrote output.
+    """
+
+    __slots__ = (
+        "indices", "status", "attempts", "times", "vlens", "values",
+        "extra", "worker", "host", "pid",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        indices: array,
+        status: bytes,
+        attempts: bytes,
+        times: array,
+        vlens: array,
+        values: bytes,
+        extra: dict[int, tuple[dict[str, Any] | None, bytes, bytes, int]] | None = None,
+        worker: str = "",
+        host: str = "",
+        pid: int = 0,
+    ) -> None:
+        self.indices = indices  # array('q')
+        self.status = status
+        self.attempts = attempts
+        self.times = times  # array('d'), 2 per call
+        self.vlens = vlens  # array('I')
+        self.values = values
+        self.extra = extra or {}
+        self.worker = worker
+        self.host = host
+        self.pid = pid
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @classmethod
+    def of(cls, results: list[CallResult]) -> list[ResultSegment]:
+        """Segments (one per worker process) of per-call results: for the rare paths
+        (failures decided by the pool, cancels, tests) that build results one by one."""
+        groups: dict[tuple[str, str, int], list[CallResult]] = {}
+        for r in results:
+            groups.setdefault((r.worker, r.host, r.pid), []).append(r)
+        out = []
+        for (worker, host, pid), rs in groups.items():
+            times = array("d")
+            for r in rs:
+                times.append(r.t_start)
+                times.append(r.t_end)
+            extra = {
+                k: (r.error, r.stdout, r.stderr, r.dropped)
+                for k, r in enumerate(rs)
+                if r.error is not None or r.stdout or r.stderr or r.dropped
+            }
+            out.append(
+                cls(
+                    array("q", [r.index for r in rs]),
+                    bytes(r.status for r in rs),
+                    bytes(min(255, max(1, r.attempt)) for r in rs),
+                    times,
+                    array("I", [len(r.value) for r in rs]),
+                    b"".join(r.value for r in rs),
+                    extra,
+                    worker,
+                    host,
+                    pid,
+                )
+            )
+        return out
+
+    def select(self, keep: list[int]) -> ResultSegment:
+        """The segment of the calls at positions ``keep`` (e.g. without those retried)."""
+        offsets = _offsets(self.vlens)
+        values = self.values
+        times = array("d")
+        for k in keep:
+            times.append(self.times[2 * k])
+            times.append(self.times[2 * k + 1])
+        extra = {j: self.extra[k] for j, k in enumerate(keep) if k in self.extra}
+        return ResultSegment(
+            array("q", [self.indices[k] for k in keep]),
+            bytes(self.status[k] for k in keep),
+            bytes(self.attempts[k] for k in keep),
+            times,
+            array("I", [self.vlens[k] for k in keep]),
+            b"".join(values[offsets[k] : offsets[k + 1]] for k in keep),
+            extra,
+            self.worker,
+            self.host,
+            self.pid,
+        )
+
+    def results(self) -> list[CallResult]:
+        """One CallResult per call (for tests and the rare per-call paths)."""
+        offsets = _offsets(self.vlens)
+        out = []
+        for k, i in enumerate(self.indices):
+            error, stdout, stderr, dropped = self.extra.get(k, (None, b"", b"", 0))
+            out.append(
+                CallResult(
+                    index=i,
+                    status=self.status[k],
+                    value=bytes(self.values[offsets[k] : offsets[k + 1]]),
+                    error=error,
+                    stdout=stdout,
+                    stderr=stderr,
+                    t_start=self.times[2 * k],
+                    t_end=self.times[2 * k + 1],
+                    attempt=self.attempts[k],
+                    worker=self.worker,
+                    host=self.host,
+                    pid=self.pid,
+                    dropped=dropped,
+                )
+            )
+        return out
 
 
-@dataclass(frozen=True)
+def _offsets(vlens: array) -> list[int]:
+    """[0, len0, len0+len1, ...]: where each value starts in ``values``."""
+    return [0, *itertools.accumulate(vlens)]
+
+
+def _le(a: array) -> bytes:
+    """An array's bytes, little endian whatever this machine is."""
+    if _BIG_ENDIAN:
+        a = array(a.typecode, a)
+        a.byteswap()
+    return a.tobytes()
+
+
+def _from_le(typecode: str, data: memoryview | bytes, n: int, what: str) -> array:
+    a = array(typecode)
+    if len(data) != n * a.itemsize:
+        raise ProtocolError(f"result batch: {what} has {len(data)} bytes for {n} calls")
+    a.frombytes(data)
+    if _BIG_ENDIAN:
+        a.byteswap()
+    return a
+
+
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
 class ResultBatch:
-    job_id: str
-    chunk: int
-    results: list[CallResult]
-    final: bool = False  # last batch of this chunk from this delivery
+    """Results of one job from one worker: segments, columns concatenated.
+
+    Body: meta ``{"job", "chunk", "final", "segs": [[n, worker, host, pid], ...],
+    "extra": {"<position>": [error | null, stdout_len, stderr_len, dropped]}}``,
+    then the parts ``index`` (int64), ``status`` (u8), ``attempt`` (u8),
+    ``times`` (float64 pairs), ``vlens`` (u32), all little endian, one entry per
+    call of all segments in order; ``values``; and ``output`` (stdout then stderr
+    of each call listed in ``extra``, in position order).
+    """
+
+    __slots__ = ("job_id", "chunk", "segments", "final")
+
+    def __init__(
+        self,
+        job_id: str,
+        chunk: int,
+        segments: list[ResultSegment] | list[CallResult],
+        final: bool = False,
+    ) -> None:
+        if segments and isinstance(segments[0], CallResult):
+            segments = ResultSegment.of(segments)  # type: ignore[arg-type]
+        self.job_id = job_id
+        self.chunk = chunk
+        self.segments: list[ResultSegment] = segments  # type: ignore[assignment]
+        self.final = final
+
+    @property
+    def results(self) -> list[CallResult]:
+        return [r for seg in self.segments for r in seg.results()]
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.segments)
 
     def encode(self) -> bytes:
-        cols: dict[str, list] = {c: [] for c in _RESULT_COLUMNS}
-        lens: list[list[int]] = []
-        errors: dict[str, Any] = {}
-        blobs: list[bytes] = []
-        for pos, r in enumerate(self.results):
-            for c in _RESULT_COLUMNS:
-                cols[c].append(getattr(r, c))
-            lens.append([len(r.value), len(r.stdout), len(r.stderr), r.dropped])
-            blobs.extend((r.value, r.stdout, r.stderr))
-            if r.error is not None:
-                errors[str(pos)] = r.error
-        meta = {"job": self.job_id, "chunk": self.chunk, "final": self.final, "lens": lens}
-        meta.update(cols)
-        meta["errors"] = errors
-        return pack(meta, b"".join(blobs))
+        segs = self.segments
+        extra: dict[str, list] = {}
+        output: list[bytes] = []
+        base = 0
+        for seg in segs:
+            for k in sorted(seg.extra):
+                error, out, err, dropped = seg.extra[k]
+                extra[str(base + k)] = [error, len(out), len(err), dropped]
+                output.append(out)
+                output.append(err)
+            base += len(seg)
+        meta = {
+            "job": self.job_id,
+            "chunk": self.chunk,
+            "final": self.final,
+            "segs": [[len(s), s.worker, s.host, s.pid] for s in segs],
+            "extra": extra,
+        }
+        if len(segs) == 1:
+            s = segs[0]
+            cols = [_le(s.indices), s.status, s.attempts, _le(s.times), _le(s.vlens), s.values]
+        else:
+            cols = [
+                b"".join(_le(s.indices) for s in segs),
+                b"".join(s.status for s in segs),
+                b"".join(s.attempts for s in segs),
+                b"".join(_le(s.times) for s in segs),
+                b"".join(_le(s.vlens) for s in segs),
+                b"".join(s.values for s in segs),
+            ]
+        return pack(meta, *cols, b"".join(output))
 
     @classmethod
     def decode(cls, body: bytes) -> ResultBatch:
-        meta, (blob,) = unpack(body, 1)
-        _require(meta, "job", "chunk", "lens", *_RESULT_COLUMNS)
-        errors = meta.get("errors") or {}
-        results = []
-        pos = 0
+        meta, (index, status, attempt, times, vlens, values, output) = unpack(body, 7)
+        _require(meta, "job", "chunk", "segs")
         try:
-            for i, (nv, no, ne, dropped) in enumerate(meta["lens"]):
-                value = bytes(blob[pos : pos + nv])
-                pos += nv
-                out = bytes(blob[pos : pos + no])
-                pos += no
-                err = bytes(blob[pos : pos + ne])
-                pos += ne
-                results.append(
-                    CallResult(
-                        index=int(meta["index"][i]),
-                        status=int(meta["status"][i]),
-                        value=value,
-                        error=errors.get(str(i)),
-                        stdout=out,
-                        stderr=err,
-                        t_start=float(meta["t_start"][i]),
-                        t_end=float(meta["t_end"][i]),
-                        attempt=int(meta["attempt"][i]),
-                        worker=str(meta["worker"][i]),
-                        host=str(meta["host"][i]),
-                        pid=int(meta["pid"][i]),
-                        dropped=int(dropped),
+            n = sum(int(s[0]) for s in meta["segs"])
+            indices = _from_le("q", index, n, "index")
+            lens = _from_le("I", vlens, n, "vlens")
+            t = _from_le("d", times, 2 * n, "times")
+            if len(status) != n or len(attempt) != n:
+                raise ProtocolError("result batch: status/attempt columns do not match")
+            if sum(lens) != len(values):
+                raise ProtocolError("result batch lengths do not match its data")
+            extra_meta = meta.get("extra") or {}
+            extras: dict[int, tuple] = {}
+            pos = 0
+            for key in sorted(extra_meta, key=int):
+                error, nout, nerr, dropped = extra_meta[key]
+                out = bytes(output[pos : pos + int(nout)])
+                pos += int(nout)
+                err = bytes(output[pos : pos + int(nerr)])
+                pos += int(nerr)
+                if error is not None and not isinstance(error, dict):
+                    raise ProtocolError("result batch: an error is not an object")
+                extras[int(key)] = (error, out, err, int(dropped))
+            if pos != len(output):
+                raise ProtocolError("result batch output lengths do not match its data")
+            segments = []
+            k0 = vpos = 0
+            for seg_n, worker, host, pid in meta["segs"]:
+                seg_n = int(seg_n)
+                if seg_n < 0:
+                    raise ProtocolError("result batch: a negative segment")
+                k1 = k0 + seg_n
+                seg_lens = lens[k0:k1]
+                vend = vpos + sum(seg_lens)
+                segments.append(
+                    ResultSegment(
+                        indices[k0:k1],
+                        bytes(status[k0:k1]),
+                        bytes(attempt[k0:k1]),
+                        t[2 * k0 : 2 * k1],
+                        seg_lens,
+                        bytes(values[vpos:vend]),
+                        {k - k0: v for k, v in extras.items() if k0 <= k < k1},
+                        str(worker),
+                        str(host),
+                        int(pid),
                     )
                 )
+                k0, vpos = k1, vend
         except (IndexError, TypeError, ValueError) as e:
             raise ProtocolError(f"malformed result batch: {e}") from None
-        if pos != len(blob):
-            raise ProtocolError("result batch lengths do not match its data")
-        return cls(str(meta["job"]), int(meta["chunk"]), results, bool(meta.get("final")))
+        return cls(str(meta["job"]), int(meta["chunk"]), segments, bool(meta.get("final")))
 
 
 # -- events ------------------------------------------------------------------

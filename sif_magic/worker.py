@@ -33,7 +33,16 @@ from . import _version, protocol
 from ._events import EventBuffer
 from .broker import Connection, declare_retry_queue, declare_task_queue
 from .pool import Chunk, Pool, usable_cpus
-from .protocol import FAILED, RETRYING, RUNNING, CallResult, Heartbeat, ProtocolError, Task
+from .protocol import (
+    FAILED,
+    RETRYING,
+    RUNNING,
+    CallResult,
+    Heartbeat,
+    ProtocolError,
+    ResultSegment,
+    Task,
+)
 
 log = logging.getLogger("sif_magic.worker")
 
@@ -81,7 +90,7 @@ class _Reporter:
     def output(self, chunk: Chunk, index: int, stream: int, data: bytes) -> None:
         self.w.events.log(chunk.job_id, index, stream, data.decode("utf-8", "replace"))
 
-    def results(self, chunk: Chunk, results: list[CallResult]) -> None:
+    def results(self, chunk: Chunk, results: ResultSegment) -> None:
         self.w.publish_results(chunk, results)
 
     def chunk_done(self, chunk: Chunk) -> None:
@@ -119,7 +128,7 @@ class Worker:
         self.rejected = 0
         # results wait here while the previous publish awaits its confirm, so under
         # load one message carries many calls (see _flush_results)
-        self._outbox: dict[tuple[str, str], list[CallResult]] = {}
+        self._outbox: dict[tuple[str, str], list[ResultSegment]] = {}
         self._outbox_lock = threading.Lock()
         self._flush_queued = False
         self.conn = Connection(
@@ -360,23 +369,20 @@ class Worker:
         chunk = Chunk(
             task.job_id, task.chunk, task.calls, "", b"", b"", tag=(delivery, task.reply_to)
         )
-        self.publish_results(chunk, results)
+        for seg in ResultSegment.of(results):
+            self.publish_results(chunk, seg)
         self.conn.ack(delivery)
 
     # -- messages out --------------------------------------------------------------
-    def publish_results(self, chunk: Chunk, results: list[CallResult]) -> None:
+    def publish_results(self, chunk: Chunk, results: ResultSegment) -> None:
         _, reply_to = chunk.tag
         with self._outbox_lock:
-            self._outbox.setdefault((chunk.job_id, reply_to), []).extend(results)
+            self._outbox.setdefault((chunk.job_id, reply_to), []).append(results)
             queue_flush = not self._flush_queued
             self._flush_queued = True
         if queue_flush:
             self.conn.call(self._flush_results, wait=False)
-        by_state: dict[int, list[int]] = {}
-        for r in results:
-            by_state.setdefault(r.status, []).append(r.index)
-        for state, indices in by_state.items():
-            self.events.states(chunk.job_id, indices, state)
+        self.events.outcomes(chunk.job_id, results.indices, results.status)
 
     def _flush_results(self) -> None:
         """In the I/O thread: publish everything in the outbox, one message per job."""

@@ -62,6 +62,47 @@ def test_output_is_captured_per_call_at_the_fd_level(ex: Executor) -> None:
         assert streams == {1, 2}
 
 
+def test_output_of_one_call_among_many_quiet_ones_stays_with_that_call() -> None:
+    # past its first calls, a function's quick quiet calls are not checked one by one
+    # (slot fast path): a print of call 700 must still land on call 700 exactly
+    def rare(x: int) -> int:
+        import sys
+
+        if x == 700:
+            print("seven hundred")
+            print("on stderr", file=sys.stderr, end="")  # a partial line, flushed for us
+        return x
+
+    with Executor(backend="local", processes=1) as ex:
+        assert ex.map_job(rare, range(300)).results(timeout=30) == list(range(300))  # warm
+        job = ex.map_job(rare, range(1000), chunksize=1000)
+        assert job.results(timeout=30) == list(range(1000))
+    assert "seven hundred" in job.output(700) and "on stderr" in job.output(700)
+    assert [i for i in range(1000) if job.output(i)] == [700]
+
+
+def test_fd_level_output_of_a_quick_call_is_kept() -> None:
+    # os.write bypasses sys.stdout: past a function's first 256 calls in a process,
+    # a quick call's fd-level output is found with the next check (every 256 calls,
+    # and before results are sent) and goes to the last call run by then; from then
+    # on the function is checked call by call again, so later output is exact
+    def rare_fd(x: int) -> int:
+        import os
+
+        if x in (600, 900):
+            os.write(1, f"fd write {x}\n".encode())
+        return x
+
+    with Executor(backend="local", processes=1) as ex:
+        assert ex.map_job(rare_fd, range(300)).results(timeout=30) == list(range(300))
+        job = ex.map_job(rare_fd, range(1000), chunksize=1000)
+        assert job.results(timeout=30) == list(range(1000))
+    first = [i for i in range(1000) if "fd write 600" in job.output(i)]
+    assert len(first) == 1 and 600 <= first[0] < 600 + 256, first
+    assert "fd write 900" in job.output(900)
+    assert "fd write 900" not in "".join(job.output(i) for i in range(1000) if i != 900)
+
+
 def test_remote_exception_carries_the_worker_traceback(ex: Executor) -> None:
     def inner(x: int) -> int:
         raise KeyError(f"no such key {x}")

@@ -19,7 +19,7 @@ from .._serialize import cloudpickle_version, python_version
 from ..config import SifConfig
 from ..job import Job
 from ..pool import Chunk, Pool, usable_cpus
-from ..protocol import RETRYING, RUNNING, CallResult, EventBatch
+from ..protocol import RETRYING, RUNNING, EventBatch, ResultSegment
 from . import Backend, JobTask
 
 
@@ -40,10 +40,10 @@ class _Reporter:
     def output(self, chunk: Chunk, index: int, stream: int, data: bytes) -> None:
         self.backend.events.log(chunk.job_id, index, stream, data.decode("utf-8", "replace"))
 
-    def results(self, chunk: Chunk, results: list[CallResult]) -> None:
+    def results(self, chunk: Chunk, results: ResultSegment) -> None:
         job = self._job(chunk)
         if job is not None:
-            job.apply_results(results)
+            job.apply_segments([results])
 
     def chunk_done(self, chunk: Chunk) -> None:
         pass

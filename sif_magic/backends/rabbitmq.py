@@ -280,7 +280,7 @@ class RabbitBackend(Backend):
                 log.warning("dead-lettered a message in %s: %s", reply_to, e)
                 self.conn.reject(delivery, requeue=False)
                 return
-            job.apply_results(batch.results)
+            job.apply_batch(batch)
 
         job._consumer_tag = self.conn.consume(setup, on_result, prefetch=0)  # type: ignore[attr-defined]
 
@@ -413,7 +413,7 @@ class RabbitBackend(Backend):
                         self.jobs[job_id] = job
                         holder["job"] = job
                         for batch in holder["early"]:
-                            job.apply_results(batch.results)
+                            job.apply_batch(batch)
                         holder["early"].clear()
                         ready.set()
                     return
@@ -426,7 +426,7 @@ class RabbitBackend(Backend):
             if holder["job"] is None:
                 holder["early"].append(batch)
             elif batch.job_id == job_id:
-                holder["job"].apply_results(batch.results)
+                holder["job"].apply_batch(batch)
 
         def bind(ch: Any) -> str:
             # passive: the queue exists with the arguments its job gave it (another client's

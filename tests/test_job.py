@@ -1,0 +1,104 @@
+"""Job folding results column by column: order, first outcome wins, failures, futures."""
+
+from __future__ import annotations
+
+import pickle
+from array import array
+
+import pytest
+
+from sif_magic import RemoteError, protocol
+from sif_magic.job import Job
+from sif_magic.protocol import DONE, FAILED, CallResult, ResultBatch, ResultSegment
+
+
+def segment(indices: list[int], values: list, status: list[int] | None = None, pid: int = 7):
+    blobs = [pickle.dumps(v) for v in values]
+    status = status or [DONE] * len(indices)
+    times = array("d", [t for i in indices for t in (float(i), i + 0.5)])
+    return ResultSegment(
+        array("q", indices),
+        bytes(status),
+        bytes([1] * len(indices)),
+        times,
+        array("I", map(len, blobs)),
+        b"".join(blobs),
+        {},
+        "w1",
+        "h1",
+        pid,
+    )
+
+
+def test_segments_in_any_order_give_results_in_input_order() -> None:
+    job = Job("j", 10)
+    job.apply_segments([segment([5, 6, 7, 8, 9], [50, 60, 70, 80, 90])])
+    assert job.state_counts()["done"] == 5 and not job.done()
+    job.apply_segments([segment([3, 0, 4, 2, 1], [30, 0, 40, 20, 10])])  # not consecutive
+    assert job.done() and job.results() == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90]
+    assert job.describe_call(6)["t_start"] == 6.0 and job.describe_call(6)["pid"] == 7
+
+
+def test_the_first_outcome_of_a_call_wins() -> None:
+    job = Job("j", 6)
+    job.apply_segments([segment([0, 1, 2], ["a", "b", "c"])])
+    # a redelivered chunk's results, partly already here, arrive again with other values
+    job.apply_segments([segment([1, 2, 3, 4, 5], ["X", "X", "d", "e", "f"], pid=8)])
+    assert job.results() == ["a", "b", "c", "d", "e", "f"]
+    assert job.duplicates == 2 and job.state_counts()["done"] == 6
+    assert job.describe_call(2)["pid"] == 7 and job.describe_call(3)["pid"] == 8
+
+
+def test_a_failed_call_in_a_segment_raises_with_its_remote_error() -> None:
+    job = Job("j", 3, errors="collect")
+    seg = segment([0, 1, 2], [1, ValueError("bad"), 3], [DONE, FAILED, DONE])
+    seg.extra[1] = ({"type": "ValueError", "message": "bad", "frames": []}, b"", b"oops\n", 0)
+    job.apply_segments([seg])
+    values = job.results()
+    assert values[0] == 1 and values[2] == 3
+    assert isinstance(values[1], RemoteError) and "bad" in str(values[1])
+    assert job.output(1) == "oops\n" and job.failed == [1]
+
+
+def test_futures_resolve_from_segments() -> None:
+    job = Job("j", 4)
+    futures = job.futures
+    job.apply_segments([segment([2, 3], ["c", "d"])])
+    assert [f.done() for f in futures] == [False, False, True, True]
+    assert futures[3].result(0) == "d"
+    job.apply_segments([segment([0, 1], ["a", "b"])])
+    assert [f.result(0) for f in futures] == ["a", "b", "c", "d"]
+
+
+def test_out_of_range_indices_are_ignored() -> None:
+    job = Job("j", 2)
+    job.apply_segments([segment([-1, 1, 2], ["zz", "b", "zz"])])  # -1 must not wrap to 1
+    job.apply_segments([segment([0], ["a"])])
+    assert job.results() == ["a", "b"]
+
+
+def test_result_batch_of_several_segments_round_trips() -> None:
+    a = segment([0, 1, 2], ["a", "b", "c"], pid=1)
+    b = segment([10, 12], ["x", ValueError("v")], [DONE, FAILED], pid=2)
+    b.extra[1] = ({"type": "ValueError", "message": "v", "frames": []}, b"out", b"err", 3)
+    back = ResultBatch.decode(ResultBatch("j", -1, [a, b]).encode())
+    assert [s.pid for s in back.segments] == [1, 2]
+    assert list(back.segments[1].indices) == [10, 12]
+    assert back.segments[1].extra == {1: b.extra[1]}
+    rs = back.results
+    assert [pickle.loads(r.value) for r in rs[:4]] == ["a", "b", "c", "x"]
+    assert rs[4].status == FAILED and rs[4].stdout == b"out" and rs[4].dropped == 3
+    # the per-call form gives the same body
+    again = ResultBatch("j", -1, [CallResult(**r.__dict__) for r in rs])
+    assert ResultBatch.decode(again.encode()).results == rs
+
+
+@pytest.mark.parametrize("part", [1, 2, 4, 5])
+def test_a_result_batch_whose_columns_disagree_is_refused(part: int) -> None:
+    body = ResultBatch("j", -1, [segment([0, 1], ["a", "b"])]).encode()
+    meta, parts = protocol.unpack(body, 7)
+    parts = [bytes(p) for p in parts]
+    parts[part - 1] = parts[part - 1][:-1]  # one byte short: index, status, times or vlens
+    forged = protocol.pack(meta, *parts)
+    with pytest.raises(protocol.ProtocolError):
+        ResultBatch.decode(forged)
