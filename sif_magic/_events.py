@@ -14,7 +14,7 @@ import time
 from array import array
 from collections.abc import Callable
 
-from .protocol import DONE, STATE_NAMES, EventBatch, compress_ranges
+from .protocol import DONE, STATE_NAMES, TERMINAL, EventBatch, compress_ranges
 
 MAX_LOG_BYTES_PER_FLUSH = 512 * 1024
 
@@ -92,7 +92,8 @@ class EventBuffer:
         with self._lock:
             states = self._get(job_id).states
             for i, st in zip(indices, status):
-                states[i] = st
+                if st in TERMINAL:  # not SKIP: that call runs again
+                    states[i] = st
 
     def note(self, job_id: str, index: int, text: str) -> None:
         with self._lock:

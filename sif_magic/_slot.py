@@ -2,9 +2,11 @@
 
 Its file descriptors 1 and 2 point at two files (``OUT``, ``ERR``, opened
 O_APPEND), so whatever a call writes, from Python, C code or a subprocess, lands
-there. After each call the slot notes the files' sizes (the previous call's end is
+there. After a call the slot notes the files' sizes (the previous call's end is
 the next call's start) and sends the bytes written in between with the call's
-record: output is attributed to calls exactly, without a pipe read per call. The parent tails the same files for live
+record: output is attributed to calls exactly, without a pipe read per call
+(quick calls skip this once their function has shown it writes only through
+``sys.stdout``, see ``Slot._calls``). The parent tails the same files for live
 logs of calls that run for a while.
 
 ``STATE`` is a small file both sides map into memory: before each call the
@@ -22,15 +24,16 @@ Parent -> slot (length-prefixed pickles on REQ_FD)::
 Slot -> parent (on RESP_FD)::
 
     ("ready", pid)
-    ("results", run_id, values, vlens, times, special)   # some calls of the run finished
-    ("finished", run_id, values, vlens, times, special)  # the last ones: the run is over
+    ("results", run_id, values, n, times, special)   # some calls of the run finished
+    ("finished", run_id, values, n, times, special)  # the last ones: the run is over
 
-The calls of a run report in order, in columns (nothing per call is pickled
-again): ``values`` is their pickled values one after the other (``vlens`` an
-``array('I')`` of their lengths), ``times`` an ``array('d')`` of ``t_start,
-t_end`` per call; ``special`` maps the position (in this message) of each call
-that failed or wrote output to ``(status, error, out, err, dropped)``; the
-others succeeded quietly.
+The calls of a run report in order, ``n`` at a time, in columns: ``values`` is
+one pickle of the list of their return values (taken when the message is
+sent, as ProcessPoolExecutor does for a chunk; None for calls that failed),
+``times`` an ``array('d')`` of ``t_start, t_end`` per call; ``special`` maps
+the position (in this message) of each call that failed or wrote output to
+``[status, error, out, err, dropped, blob]``, ``blob`` being the pickled
+exception of a failed call; the others succeeded quietly.
 Standard library and cloudpickle only: this runs inside the worker image.
 """
 
@@ -208,6 +211,19 @@ def dumps_value(value: object) -> bytes:
         return cloudpickle.dumps(value, protocol=5)
 
 
+class _Special:
+    """A call that failed or wrote output, in ``Slot.records`` (others: their value)."""
+
+    __slots__ = ("status", "value", "blob", "error", "out", "err", "dropped")
+
+    def __init__(
+        self, status: int, value: object, blob: bytes, error: dict | None, out: bytes,
+        err: bytes, dropped: int,
+    ) -> None:  # fmt: skip
+        self.status, self.value, self.blob, self.error = status, value, blob, error
+        self.out, self.err, self.dropped = out, err, dropped
+
+
 class Slot:
     def __init__(self, req_fd: int, resp_fd: int, state: SharedState) -> None:
         self.req_fd = req_fd
@@ -217,9 +233,11 @@ class Slot:
         # thread appends to ``records``/``times`` without it (appends are atomic,
         # and a flush takes only whole entries: ``times`` is appended first)
         self.lock = threading.Lock()
-        self.records: list = []  # per call: its pickled value, or a tuple (see _record)
+        self.records: list = []  # per call: its return value, or a _Special
         self.times = array("d")
-        self.specials = 0  # tuples appended to ``records`` so far (main thread only)
+        self.indices: list[int] = []  # job indices of the run's calls
+        self.sent = 0  # calls of the run sent so far
+        self.specials = 0  # _Special entries appended to ``records`` so far (main thread)
         self.specials_sent = 0
         self.calls_seen: dict[str, int] = {}  # per function hash
         self.untracked: set[str] = set()  # functions seen writing past sys.stdout/stderr
@@ -245,19 +263,50 @@ class Slot:
                 del self.records[:n]
                 times = self.times[: 2 * n]
                 del self.times[: 2 * n]
-                special = {}
+                special: dict[int, list] = {}
                 if scan:
                     for k, r in enumerate(records):
-                        if type(r) is not bytes:
-                            special[k] = (r[0], *r[2:])
-                            records[k] = r[1]
+                        if type(r) is _Special:
+                            special[k] = [r.status, r.error, r.out, r.err, r.dropped, r.blob]
+                            records[k] = r.value
                     self.specials_sent += len(special)
-                vlens = array("I", map(len, records))
+                values = self._pickle_values(records, special)
+                self.sent += n
                 kind = "finished" if final else "results"
-                write_msg(
-                    self.resp_fd, (kind, self.run_id, b"".join(records), vlens, times, special)
-                )
+                write_msg(self.resp_fd, (kind, self.run_id, values, n, times, special))
             self.last_flush = time.time()
+
+    def _pickle_values(self, values: list, special: dict[int, list]) -> bytes:
+        """One pickle of the calls' return values; a value that cannot be pickled
+        (even by cloudpickle) fails its call with a SerializationError instead."""
+        try:
+            return pickle.dumps(values, protocol=5)
+        except Exception:  # noqa: BLE001 - a lambda, a local class, an open file ...
+            pass
+        import cloudpickle
+
+        try:
+            return cloudpickle.dumps(values, protocol=5)
+        except Exception:  # noqa: BLE001
+            pass
+        for k, value in enumerate(values):
+            if value is None:
+                continue
+            try:
+                cloudpickle.dumps(value, protocol=5)
+            except Exception as e:  # noqa: BLE001
+                entry = special.setdefault(k, [DONE, None, b"", b"", 0, b""])
+                i = self.sent + k
+                index = self.indices[i] if i < len(self.indices) else "?"
+                entry[0] = FAILED
+                entry[1] = {
+                    "type": "sif_magic.errors.SerializationError",
+                    "message": f"the result of call {index} ({type(value).__name__}) cannot"
+                    f" be pickled to send it back: {e}",
+                    "frames": [],
+                }
+                values[k] = None
+        return cloudpickle.dumps(values, protocol=5)
 
     def _watchdog(self) -> None:
         ppid = os.getppid()
@@ -303,6 +352,8 @@ class Slot:
     ) -> None:  # noqa: ANN001
         with self.lock:
             self.run_id = run_id
+            self.indices = indices
+            self.sent = 0
         saved_env = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
@@ -321,7 +372,7 @@ class Slot:
                     self.times.append(now)
                     self.times.append(now)
                     self.specials += 1
-                    self.records.append((FAILED, b"", err, b"", b"", 0))
+                    self.records.append(_Special(FAILED, None, b"", err, b"", b"", 0))
                 return
             self._calls(func, func_hash, items, positions, indices, star)
         finally:
@@ -335,7 +386,7 @@ class Slot:
     def _calls(self, func, func_hash, items, positions, indices, star: bool) -> None:  # noqa: ANN001
         """Run the calls of a run, in order. The hot path: per call, the state is
         written once (the next call's state says this one ended) and a call that
-        succeeded without output leaves just its pickled value and two times.
+        succeeded without output leaves just its value and two times.
 
         Whether a call wrote output: writes through ``sys.stdout``/``sys.stderr``
         raise a flag (see ``_Tracked``); a call that raised it, took longer than
@@ -352,7 +403,7 @@ class Slot:
         whole = True  # the next state write is a whole (seqlocked) one: offsets moved
         records, times = self.records, self.times
         rec, tim = records.append, times.append
-        now, dumps, lseek, flush_every = time.time, pickle.dumps, os.lseek, FLUSH_EVERY
+        now, lseek, flush_every = time.time, os.lseek, FLUSH_EVERY
         wrote = _WROTE
         out0, err0 = self.leftover or (lseek(1, 0, 2), lseek(2, 0, 2))
         self.leftover = None
@@ -382,37 +433,36 @@ class Slot:
                     value = func(*item) if star else func(item)
                 except BaseException as e:  # noqa: BLE001 - report everything, even SystemExit
                     end = now()
+                    if fast and not wrote[0] and (lseek(1, 0, 2) != out0 or lseek(2, 0, 2) != err0):
+                        self.untracked.add(func_hash)  # output past sys.stdout, maybe earlier
+                        fast, quick = False, -1.0
                     wrote[0] = 0
                     out0, err0 = self._record(e, indices[k], start, end, out0, err0)
                     whole = True
                     continue
                 end = now()
-                try:
-                    blob = dumps(value, 5)
-                except Exception:  # noqa: BLE001 - cloudpickle or a SerializationError
-                    wrote[0] = 0
-                    out0, err0 = self._record(value, indices[k], start, end, out0, err0, True)
-                    whole = True
-                    continue
                 if end - start < quick and not wrote[0]:
                     tim(start)
                     tim(end)
-                    rec(blob)
+                    rec(value)
                     if k & CHECK_EVERY == CHECK_EVERY:
                         out0, err0 = self._check_quick(func_hash, out0, err0)
                         fast = func_hash not in self.untracked
                         quick = QUICK if fast else -1.0
                     continue
-                wrote[0] = 0
+                flagged, wrote[0] = wrote[0], 0
                 sys.stdout.flush()
                 sys.stderr.flush()
                 if lseek(1, 0, 2) != out0 or lseek(2, 0, 2) != err0:
-                    out0, err0 = self._record(value, indices[k], start, end, out0, err0, True, blob)
+                    if fast and not flagged:  # written past sys.stdout, maybe by a quick call
+                        self.untracked.add(func_hash)
+                        fast, quick = False, -1.0
+                    out0, err0 = self._record(value, indices[k], start, end, out0, err0, True)
                     whole = True
                     continue
                 tim(start)
                 tim(end)
-                rec(blob)
+                rec(value)
         finally:
             if fast:
                 mark = self._check_quick(func_hash, out0, err0)
@@ -430,12 +480,12 @@ class Slot:
             return out0, err0
         self.untracked.add(func_hash)
         with self.lock:  # the watchdog may be sending the records
-            if not self.records or type(self.records[-1]) is not bytes:
+            if not self.records or type(self.records[-1]) is _Special:
                 return out0, err0
             out, d1, out_end = _slice(1, out0)
             err, d2, err_end = _slice(2, err0)
             self.specials += 1
-            self.records[-1] = (DONE, self.records[-1], None, out, err, d1 + d2)
+            self.records[-1] = _Special(DONE, self.records[-1], b"", None, out, err, d1 + d2)
         return out_end, err_end
 
     def _record(
@@ -447,26 +497,18 @@ class Slot:
         out0: int,
         err0: int,
         ok: bool = False,
-        blob: bytes | None = None,
     ) -> tuple[int, int]:
-        """Record a call that failed, wrote output or whose value needs cloudpickle;
+        """Record a call that failed (``value`` is the exception) or wrote output;
         returns where the next call's output starts."""
-        status, error = DONE, None
-        if not ok:
+        if ok:
+            status, error, blob = DONE, None, b""
+        else:
             status, error = FAILED, describe_exception(value)  # type: ignore[arg-type]
-        if blob is None:
             try:
                 blob = dumps_value(value)
-            except Exception as e:  # noqa: BLE001
-                if status == DONE:
-                    status = FAILED
-                    error = {
-                        "type": "sif_magic.errors.SerializationError",
-                        "message": f"the result of call {index} ({type(value).__name__}) cannot"
-                        f" be pickled to send it back: {e}",
-                        "frames": [],
-                    }
-                blob = b""  # an unpicklable exception travels as its description only
+            except Exception:  # noqa: BLE001 - it travels as its description only
+                blob = b""
+            value = None
         sys.stdout.flush()
         sys.stderr.flush()
         out, d1, out_end = _slice(1, out0)
@@ -474,10 +516,10 @@ class Slot:
         self.times.append(start)
         self.times.append(end)
         if status == DONE and not out and not err and not d1 + d2:
-            self.records.append(blob)
+            self.records.append(value)
         else:
             self.specials += 1  # before the append: a flush that sees the entry sees this
-            self.records.append((status, blob, error, out, err, d1 + d2))
+            self.records.append(_Special(status, value, blob, error, out, err, d1 + d2))
         return out_end, err_end
 
 

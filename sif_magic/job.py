@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import itertools
 import pickle
 import threading
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import CallTimeoutError, CancelledError, RemoteError, WorkerLostError
@@ -25,11 +24,13 @@ from .protocol import (
     FAILED,
     QUEUED,
     RUNNING,
+    SKIP,
     STATE_CODES,
     STATE_NAMES,
     TERMINAL,
     CallResult,
     EventBatch,
+    ProtocolError,
     ResultBatch,
     ResultSegment,
     expand_ranges,
@@ -42,27 +43,29 @@ _ONE = b"\x01"
 # a status byte that is not an outcome is taken for "failed"; attempt 0 for 1
 _STATUS_FIX = bytes(c if c in TERMINAL else FAILED for c in range(256))
 _ATTEMPT_FIX = b"\x01" + bytes(range(1, 256))
+_NOT_DONE = bytes(int(c != DONE) for c in range(256))
+_ERROR_TYPES = {
+    "sif_magic.errors.CallTimeoutError": CallTimeoutError,
+    "sif_magic.errors.WorkerLostError": WorkerLostError,
+}
 
 
 class _Block:
-    """The pickled values of one result segment, kept as they came: a call's value is
-    unpickled only when asked for (``results()``, a future), never while folding."""
+    """The values of one result segment, kept pickled as they came: unpickled (the
+    whole list at once) only when asked for (``results()``, a future), never
+    while folding."""
 
-    __slots__ = ("indices", "values", "vlens", "status", "first", "_offsets", "_pos")
+    __slots__ = ("indices", "values", "status", "own", "first", "_list", "_pos")
 
     def __init__(self, seg: ResultSegment, contiguous: bool) -> None:
         self.indices = seg.indices
         self.values = seg.values
-        self.vlens = seg.vlens
         self.status = seg.status
+        # a call's own pickle: the exception of a failed call, a value sent alone
+        self.own = {k: e[4] for k, e in seg.extra.items() if e[4]} if seg.extra else {}
         self.first = seg.indices[0] if contiguous else -1
-        self._offsets: list[int] | None = None
+        self._list: list[Any] | None = None
         self._pos: dict[int, int] | None = None
-
-    def offsets(self) -> list[int]:
-        if self._offsets is None:
-            self._offsets = [0, *itertools.accumulate(self.vlens)]
-        return self._offsets
 
     def position(self, i: int) -> int:
         if self.first >= 0:
@@ -73,16 +76,21 @@ class _Block:
                 self._pos.setdefault(j, k)  # the first of a call wins, as in the job
         return self._pos[i]
 
+    def decoded(self) -> list[Any]:
+        if self._list is None:
+            values = pickle.loads(self.values) if self.values else None
+            if not isinstance(values, list) or len(values) != len(self.indices):
+                raise ProtocolError("a result segment's values do not match its calls")
+            self._list = values
+        return self._list
+
+    def value(self, k: int) -> Any:
+        own = self.own.get(k)
+        return pickle.loads(own) if own else self.decoded()[k]
+
     def raw(self, i: int) -> bytes:
-        k = self.position(i)
-        off = self.offsets()
-        return self.values[off[k] : off[k + 1]]
-
-
-_ERROR_TYPES = {
-    "sif_magic.errors.CallTimeoutError": CallTimeoutError,
-    "sif_magic.errors.WorkerLostError": WorkerLostError,
-}
+        """Call ``i``'s own pickle (a failed call's exception), b"" if none."""
+        return self.own.get(self.position(i), b"")
 
 
 class CallLog:
@@ -219,7 +227,8 @@ class Job:
         a = idx[0]
         b = a + n
         contiguous = (
-            0 <= a
+            SKIP not in seg.status
+            and 0 <= a
             and b <= self.n
             and idx[-1] == b - 1
             and (n <= 2 or idx == array("q", range(a, b)))
@@ -250,16 +259,16 @@ class Job:
             self.final += n
             if self._futures is not None:
                 applied.extend(range(a, b))
-            for k, (error, out, err, dropped) in seg.extra.items():
+            for k, (error, out, err, dropped, _) in seg.extra.items():
                 if 0 <= k < n:
                     self._settle_extra(a + k, error, out, err, dropped)
             return
         # call by call: duplicates after a redelivery, a split chunk, cancelled calls
         times, extra = seg.times, seg.extra
         have, states, n_calls = self._have, self.states, self.n
-        guard = self.cancel_requested
+        guard, raw_status = self.cancel_requested, seg.status
         for k, i in enumerate(idx):
-            if not 0 <= i < n_calls:
+            if not 0 <= i < n_calls or raw_status[k] == SKIP:
                 continue
             if have[i] or (guard and states[i] == CANCELLED):
                 self.duplicates += 1
@@ -274,7 +283,7 @@ class Job:
             self.final += 1
             applied.append(i)
             if k in extra:
-                self._settle_extra(i, *extra[k])
+                self._settle_extra(i, *extra[k][:4])
 
     def _settle_extra(
         self, i: int, error: dict[str, Any] | None, out: bytes, err: bytes, dropped: int
@@ -417,7 +426,11 @@ class Job:
     @property
     def failed(self) -> list[int]:
         with self._lock:
-            return [i for i in range(self.n) if self.states[i] == FAILED]
+            states, out, i = self.states, [], self.states.find(FAILED)
+            while i >= 0:
+                out.append(i)
+                i = states.find(FAILED, i + 1)
+            return out
 
     def describe_call(self, i: int) -> dict[str, Any]:
         with self._lock:
@@ -489,9 +502,8 @@ class Job:
             raise TimeoutError(f"job {self.job_id} not done after {timeout} s")
         values = self._decode()
         if self.errors == "raise":
-            for i in range(self.n):
-                if self.states[i] in (FAILED, CANCELLED):
-                    raise values[i]
+            for i in _not_done(self.states):
+                raise values[i]
         return values
 
     def _raw(self, i: int) -> bytes:
@@ -499,24 +511,29 @@ class Job:
         block = self._values[i]
         return block.raw(i) if block is not None else b""
 
+    def _value(self, i: int) -> Any:
+        block = self._values[i]
+        return block.value(block.position(i)) if block is not None else None
+
     def _decode(self) -> list[Any]:
         with self._lock:
             if self._decoded is not None:
                 return self._decoded
             states, where, blocks = self.states, self._values, self._blocks
-        loads = pickle.loads
         out: list[Any] = [None] * self.n
+        n = self.n
         for block in blocks:
-            values, off = block.values, block.offsets()
-            first = block.first
-            if first >= 0 and block.status.count(DONE) == len(block.indices):
-                if where[first] is block and where[first + len(block.indices) - 1] is block:
-                    # the common case: consecutive calls, all done, none answered twice
-                    out[first : first + len(block.indices)] = [
-                        loads(values[o0:o1]) for o0, o1 in itertools.pairwise(off)
-                    ]
-                    continue
-            n = self.n
+            values = block.decoded()
+            first, m = block.first, len(block.indices)
+            if (
+                first >= 0
+                and not block.own
+                and block.status.count(DONE) == m
+                and where[first] is block
+                and where[first + m - 1] is block
+            ):
+                out[first : first + m] = values  # consecutive calls, all done, none twice
+                continue
             for k, i in enumerate(block.indices):
                 if (
                     0 <= i < n
@@ -524,10 +541,9 @@ class Job:
                     and states[i] == DONE
                     and block.position(i) == k
                 ):
-                    out[i] = loads(values[off[k] : off[k + 1]])
-        for i, st in enumerate(states):
-            if st != DONE:
-                out[i] = self.error(i)
+                    out[i] = block.value(k)
+        for i in _not_done(states):
+            out[i] = self.error(i)
         with self._lock:
             self._decoded = out
             # the pickled bytes are not needed any more
@@ -556,10 +572,7 @@ class Job:
         state = self.states[i]
         if state == DONE:
             try:
-                if self._decoded is not None:
-                    value = self._decoded[i]
-                else:
-                    value = pickle.loads(self._raw(i))
+                value = self._decoded[i] if self._decoded is not None else self._value(i)
                 fut.set_result(value)
             except Exception as e:  # noqa: BLE001
                 fut.set_exception(e)
@@ -586,6 +599,16 @@ class Job:
         from .display import job_mimebundle
 
         return job_mimebundle(self)
+
+
+def _not_done(states: bytearray) -> Iterator[int]:
+    """Indices whose state is not done, in order (found at C speed: a job of a
+    million calls that all succeeded is scanned in a millisecond)."""
+    marks = states.translate(_NOT_DONE)
+    i = marks.find(1)
+    while i >= 0:
+        yield i
+        i = marks.find(1, i + 1)
 
 
 def _fill_source(frames: list[tuple]) -> list[tuple[str, int, str, str]]:

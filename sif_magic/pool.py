@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import _slot
-from .protocol import CANCELLED, DONE, FAILED, CallResult, ResultSegment
+from .protocol import CANCELLED, DONE, FAILED, SKIP, CallResult, ResultSegment
 
 log = logging.getLogger("sif_magic.pool")
 
@@ -404,16 +404,16 @@ class Pool:
         s: _SlotProc,
         piece: Piece,
         values: bytes,
-        vlens: array,
+        n: int,
         times: array,
-        special: dict[int, tuple],
+        special: dict[int, list],
         tail: tuple[int | None, dict[int, int], dict[int, int]] | None = None,
     ) -> None:
-        """Report the next calls of ``piece`` (see ``_slot.py``), column by column:
-        only calls that failed or wrote output are looked at one by one. ``tail``:
-        the live tail of the run's last call, when the slot has moved on already."""
+        """Report the next ``n`` calls of ``piece`` (see ``_slot.py``), column by
+        column: only calls that failed or wrote output are looked at one by one.
+        ``tail``: the live tail of the run's last call, when the slot has moved on
+        already."""
         c = piece.chunk
-        n = len(vlens)
         k0 = piece.done
         k1 = piece.done = k0 + n
         indices = piece.indices(k0, k1)
@@ -427,9 +427,8 @@ class Pool:
         attempts = piece.attempts[k0:k1]
         status = bytearray(_DONE * n)
         extra: dict[int, tuple] = {}
-        retried: set[int] = set()
-        failed = 0
-        for k, (st, error, out, err, dropped) in special.items():
+        failed = retried = 0
+        for k, (st, error, out, err, dropped, blob) in special.items():
             index = indices[k]
             # live log lines not streamed yet, so every subscriber sees the whole output
             if index == tail_index:
@@ -442,29 +441,24 @@ class Pool:
                     self.reporter.output(c, index, stream, data[sent[stream] :])
             attempt = attempts[k]
             if st == FAILED and attempt - c.attempt_base < c.retries:
-                self._retry(
-                    c,
-                    piece.positions[k0 + k],
-                    attempt,
-                    f"attempt {attempt} failed: {_short(error)}",
-                )
-                retried.add(k)
+                note = f"attempt {attempt} failed: {_short(error)}"
+                self._retry(c, piece.positions[k0 + k], attempt, note)
+                status[k] = SKIP  # its outcome comes with the next attempt
+                retried += 1
                 continue
             failed += st == FAILED
             status[k] = st
-            extra[k] = (error, out, err, dropped)
+            extra[k] = (error, out, err, dropped, blob)
         try:
             attempt_bytes = bytes(attempts)
         except ValueError:  # an attempt past 255: shown as 255
             attempt_bytes = bytes(min(255, a) for a in attempts)
         seg = ResultSegment(
-            indices, bytes(status), attempt_bytes, times, vlens, values, extra,
+            indices, bytes(status), attempt_bytes, times, values, extra,
             self.worker, self.host, s.pid,
         )  # fmt: skip
-        if retried:
-            seg = seg.select([k for k in range(n) if k not in retried])
-        if len(seg):
-            self._report_final(c, seg, len(seg) - failed, failed)
+        if retried < n:
+            self._report_final(c, seg, n - retried - failed, failed)
 
     def _retry(self, c: Chunk, pos: int, attempt: int, note: str) -> None:
         self.reporter.retrying(c, c.calls[pos], attempt + 1, note)
@@ -477,7 +471,7 @@ class Pool:
         self.failed_calls += failed
         self.reporter.results(c, seg)
         with self.lock:
-            c.remaining -= len(seg)
+            c.remaining -= seg.outcomes
             finished = c.remaining == 0
         if finished:
             self.reporter.chunk_done(c)

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import json
+import pickle
 import struct
 import sys
 from array import array
@@ -49,6 +49,7 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED, RETRYING, LOST = range(7)
 STATE_NAMES = ("queued", "running", "done", "failed", "cancelled", "retrying", "lost")
 STATE_CODES = {name: code for code, name in enumerate(STATE_NAMES)}
 TERMINAL = frozenset((DONE, FAILED, CANCELLED))
+SKIP = 255  # in a result segment's status column: no outcome here (the call runs again)
 
 
 def task_queue(runtime: str) -> str:
@@ -284,18 +285,19 @@ class ResultSegment:
     """Outcomes of some calls of one worker process, column by column.
 
     The unit results travel in, from the slot that ran the calls to the job
-    that holds them: nothing in between builds an object per call. ``indices``
-    are the calls' job indices; ``status`` and ``attempts`` one byte per call;
-    ``times`` ``t_start, t_end`` per call; ``values`` the calls' pickled values
-    (or pickled exceptions, possibly empty) one after the other, ``vlens``
-    their lengths. ``extra`` holds what only some calls have, by position in
-    the segment: ``(error, stdout, stderr, dropped)`` of calls that failed or
-    wrote output.
+    that holds them: nothing in between builds an object per call, and the
+    worker never unpickles anything of it. ``indices`` are the calls' job
+    indices; ``status`` and ``attempts`` one byte per call (status SKIP: no
+    outcome here, the call is being run again); ``times`` ``t_start, t_end``
+    per call; ``values`` one pickle of the list of the calls' return values
+    (None where a call has none). ``extra`` holds what only some calls have,
+    by position in the segment: ``(error, stdout, stderr, dropped, blob)`` of
+    calls that failed or wrote output; ``blob``, when not empty, is the call's
+    own pickle (the exception of a failed call; a value given one by one).
     """
 
     __slots__ = (
-        "indices", "status", "attempts", "times", "vlens", "values",
-        "extra", "worker", "host", "pid",
+        "indices", "status", "attempts", "times", "values", "extra", "worker", "host", "pid",
     )  # fmt: skip
 
     def __init__(
@@ -304,9 +306,8 @@ class ResultSegment:
         status: bytes,
         attempts: bytes,
         times: array,
-        vlens: array,
         values: bytes,
-        extra: dict[int, tuple[dict[str, Any] | None, bytes, bytes, int]] | None = None,
+        extra: dict[int, tuple[dict[str, Any] | None, bytes, bytes, int, bytes]] | None = None,
         worker: str = "",
         host: str = "",
         pid: int = 0,
@@ -315,7 +316,6 @@ class ResultSegment:
         self.status = status
         self.attempts = attempts
         self.times = times  # array('d'), 2 per call
-        self.vlens = vlens  # array('I')
         self.values = values
         self.extra = extra or {}
         self.worker = worker
@@ -325,10 +325,16 @@ class ResultSegment:
     def __len__(self) -> int:
         return len(self.indices)
 
+    @property
+    def outcomes(self) -> int:
+        """Calls with an outcome in this segment (not SKIP)."""
+        return len(self.indices) - self.status.count(SKIP)
+
     @classmethod
     def of(cls, results: list[CallResult]) -> list[ResultSegment]:
         """Segments (one per worker process) of per-call results: for the rare paths
-        (failures decided by the pool, cancels, tests) that build results one by one."""
+        (failures decided by the pool, cancels, tests) that build results one by one.
+        Each call's ``value`` (its own pickle) travels as its ``blob``."""
         groups: dict[tuple[str, str, int], list[CallResult]] = {}
         for r in results:
             groups.setdefault((r.worker, r.host, r.pid), []).append(r)
@@ -339,9 +345,9 @@ class ResultSegment:
                 times.append(r.t_start)
                 times.append(r.t_end)
             extra = {
-                k: (r.error, r.stdout, r.stderr, r.dropped)
+                k: (r.error, r.stdout, r.stderr, r.dropped, r.value)
                 for k, r in enumerate(rs)
-                if r.error is not None or r.stdout or r.stderr or r.dropped
+                if r.error is not None or r.stdout or r.stderr or r.dropped or r.value
             }
             out.append(
                 cls(
@@ -349,8 +355,7 @@ class ResultSegment:
                     bytes(r.status for r in rs),
                     bytes(min(255, max(1, r.attempt)) for r in rs),
                     times,
-                    array("I", [len(r.value) for r in rs]),
-                    b"".join(r.value for r in rs),
+                    pickle.dumps([None] * len(rs), protocol=5),
                     extra,
                     worker,
                     host,
@@ -359,39 +364,20 @@ class ResultSegment:
             )
         return out
 
-    def select(self, keep: list[int]) -> ResultSegment:
-        """The segment of the calls at positions ``keep`` (e.g. without those retried)."""
-        offsets = _offsets(self.vlens)
-        values = self.values
-        times = array("d")
-        for k in keep:
-            times.append(self.times[2 * k])
-            times.append(self.times[2 * k + 1])
-        extra = {j: self.extra[k] for j, k in enumerate(keep) if k in self.extra}
-        return ResultSegment(
-            array("q", [self.indices[k] for k in keep]),
-            bytes(self.status[k] for k in keep),
-            bytes(self.attempts[k] for k in keep),
-            times,
-            array("I", [self.vlens[k] for k in keep]),
-            b"".join(values[offsets[k] : offsets[k + 1]] for k in keep),
-            extra,
-            self.worker,
-            self.host,
-            self.pid,
-        )
-
     def results(self) -> list[CallResult]:
-        """One CallResult per call (for tests and the rare per-call paths)."""
-        offsets = _offsets(self.vlens)
+        """One CallResult per call (``value``: its own pickle). Unpickles ``values``:
+        for tests and clients, never on a worker."""
+        decoded = pickle.loads(self.values) if self.values else [None] * len(self)
         out = []
         for k, i in enumerate(self.indices):
-            error, stdout, stderr, dropped = self.extra.get(k, (None, b"", b"", 0))
+            error, stdout, stderr, dropped, blob = self.extra.get(k, (None, b"", b"", 0, b""))
+            if not blob and self.status[k] == DONE:
+                blob = pickle.dumps(decoded[k], protocol=5)
             out.append(
                 CallResult(
                     index=i,
                     status=self.status[k],
-                    value=bytes(self.values[offsets[k] : offsets[k + 1]]),
+                    value=blob,
                     error=error,
                     stdout=stdout,
                     stderr=stderr,
@@ -405,11 +391,6 @@ class ResultSegment:
                 )
             )
         return out
-
-
-def _offsets(vlens: array) -> list[int]:
-    """[0, len0, len0+len1, ...]: where each value starts in ``values``."""
-    return [0, *itertools.accumulate(vlens)]
 
 
 def _le(a: array) -> bytes:
@@ -436,11 +417,12 @@ _BIG_ENDIAN = sys.byteorder == "big"
 class ResultBatch:
     """Results of one job from one worker: segments, columns concatenated.
 
-    Body: meta ``{"job", "chunk", "final", "segs": [[n, worker, host, pid], ...],
-    "extra": {"<position>": [error | null, stdout_len, stderr_len, dropped]}}``,
-    then the parts ``index`` (int64), ``status`` (u8), ``attempt`` (u8),
-    ``times`` (float64 pairs), ``vlens`` (u32), all little endian, one entry per
-    call of all segments in order; ``values``; and ``output`` (stdout then stderr
+    Body: meta ``{"job", "chunk", "final", "segs": [[n, worker, host, pid,
+    values_len], ...], "extra": {"<position>": [error | null, stdout_len,
+    stderr_len, dropped, blob_len]}}``, then the parts ``index`` (int64),
+    ``status`` (u8), ``attempt`` (u8), ``times`` (float64 pairs), all little
+    endian, one entry per call of all segments in order; ``values`` (each
+    segment's pickled list, in order); and ``output`` (stdout, stderr and blob
     of each call listed in ``extra``, in position order).
     """
 
@@ -474,83 +456,80 @@ class ResultBatch:
         base = 0
         for seg in segs:
             for k in sorted(seg.extra):
-                error, out, err, dropped = seg.extra[k]
-                extra[str(base + k)] = [error, len(out), len(err), dropped]
-                output.append(out)
-                output.append(err)
+                error, out, err, dropped, blob = seg.extra[k]
+                extra[str(base + k)] = [error, len(out), len(err), dropped, len(blob)]
+                output += (out, err, blob)
             base += len(seg)
         meta = {
             "job": self.job_id,
             "chunk": self.chunk,
             "final": self.final,
-            "segs": [[len(s), s.worker, s.host, s.pid] for s in segs],
+            "segs": [[len(s), s.worker, s.host, s.pid, len(s.values)] for s in segs],
             "extra": extra,
         }
         if len(segs) == 1:
             s = segs[0]
-            cols = [_le(s.indices), s.status, s.attempts, _le(s.times), _le(s.vlens), s.values]
+            cols = [_le(s.indices), s.status, s.attempts, _le(s.times), s.values]
         else:
             cols = [
                 b"".join(_le(s.indices) for s in segs),
                 b"".join(s.status for s in segs),
                 b"".join(s.attempts for s in segs),
                 b"".join(_le(s.times) for s in segs),
-                b"".join(_le(s.vlens) for s in segs),
                 b"".join(s.values for s in segs),
             ]
         return pack(meta, *cols, b"".join(output))
 
     @classmethod
     def decode(cls, body: bytes) -> ResultBatch:
-        meta, (index, status, attempt, times, vlens, values, output) = unpack(body, 7)
+        meta, (index, status, attempt, times, values, output) = unpack(body, 6)
         _require(meta, "job", "chunk", "segs")
         try:
-            n = sum(int(s[0]) for s in meta["segs"])
+            segs = meta["segs"]
+            n = sum(int(s[0]) for s in segs)
             indices = _from_le("q", index, n, "index")
-            lens = _from_le("I", vlens, n, "vlens")
             t = _from_le("d", times, 2 * n, "times")
             if len(status) != n or len(attempt) != n:
                 raise ProtocolError("result batch: status/attempt columns do not match")
-            if sum(lens) != len(values):
+            if sum(int(s[4]) for s in segs) != len(values):
                 raise ProtocolError("result batch lengths do not match its data")
-            extra_meta = meta.get("extra") or {}
             extras: dict[int, tuple] = {}
             pos = 0
+            extra_meta = meta.get("extra") or {}
             for key in sorted(extra_meta, key=int):
-                error, nout, nerr, dropped = extra_meta[key]
-                out = bytes(output[pos : pos + int(nout)])
-                pos += int(nout)
-                err = bytes(output[pos : pos + int(nerr)])
-                pos += int(nerr)
+                error, nout, nerr, dropped, nblob = extra_meta[key]
+                parts = []
+                for size in (int(nout), int(nerr), int(nblob)):
+                    if size < 0 or pos + size > len(output):
+                        raise ProtocolError("result batch output lengths do not match its data")
+                    parts.append(bytes(output[pos : pos + size]))
+                    pos += size
                 if error is not None and not isinstance(error, dict):
                     raise ProtocolError("result batch: an error is not an object")
-                extras[int(key)] = (error, out, err, int(dropped))
+                extras[int(key)] = (error, parts[0], parts[1], int(dropped), parts[2])
             if pos != len(output):
                 raise ProtocolError("result batch output lengths do not match its data")
             segments = []
             k0 = vpos = 0
-            for seg_n, worker, host, pid in meta["segs"]:
-                seg_n = int(seg_n)
-                if seg_n < 0:
+            for seg_n, worker, host, pid, nvalues in segs:
+                seg_n, nvalues = int(seg_n), int(nvalues)
+                if seg_n < 0 or nvalues < 0:
                     raise ProtocolError("result batch: a negative segment")
                 k1 = k0 + seg_n
-                seg_lens = lens[k0:k1]
-                vend = vpos + sum(seg_lens)
                 segments.append(
                     ResultSegment(
                         indices[k0:k1],
                         bytes(status[k0:k1]),
                         bytes(attempt[k0:k1]),
                         t[2 * k0 : 2 * k1],
-                        seg_lens,
-                        bytes(values[vpos:vend]),
+                        bytes(values[vpos : vpos + nvalues]),
                         {k - k0: v for k, v in extras.items() if k0 <= k < k1},
                         str(worker),
                         str(host),
                         int(pid),
                     )
                 )
-                k0, vpos = k1, vend
+                k0, vpos = k1, vpos + nvalues
         except (IndexError, TypeError, ValueError) as e:
             raise ProtocolError(f"malformed result batch: {e}") from None
         return cls(str(meta["job"]), int(meta["chunk"]), segments, bool(meta.get("final")))

@@ -13,17 +13,29 @@ from sif_magic.protocol import DONE, FAILED, CallResult, ResultBatch, ResultSegm
 
 
 def segment(indices: list[int], values: list, status: list[int] | None = None, pid: int = 7):
-    blobs = [pickle.dumps(v) for v in values]
+    """A segment as a slot sends it: done values in one pickled list, a failed call's
+    exception as its own pickle."""
     status = status or [DONE] * len(indices)
+    done = [v if st == DONE else None for v, st in zip(values, status)]
+    extra = {
+        k: (
+            {"type": type(v).__name__, "message": str(v), "frames": []},
+            b"",
+            b"",
+            0,
+            pickle.dumps(v),
+        )
+        for k, (v, st) in enumerate(zip(values, status))
+        if st == FAILED
+    }
     times = array("d", [t for i in indices for t in (float(i), i + 0.5)])
     return ResultSegment(
         array("q", indices),
         bytes(status),
         bytes([1] * len(indices)),
         times,
-        array("I", map(len, blobs)),
-        b"".join(blobs),
-        {},
+        pickle.dumps(done),
+        extra,
         "w1",
         "h1",
         pid,
@@ -52,11 +64,12 @@ def test_the_first_outcome_of_a_call_wins() -> None:
 def test_a_failed_call_in_a_segment_raises_with_its_remote_error() -> None:
     job = Job("j", 3, errors="collect")
     seg = segment([0, 1, 2], [1, ValueError("bad"), 3], [DONE, FAILED, DONE])
-    seg.extra[1] = ({"type": "ValueError", "message": "bad", "frames": []}, b"", b"oops\n", 0)
+    seg.extra[1] = seg.extra[1][:2] + (b"oops\n", 0) + seg.extra[1][4:]
     job.apply_segments([seg])
     values = job.results()
     assert values[0] == 1 and values[2] == 3
     assert isinstance(values[1], RemoteError) and "bad" in str(values[1])
+    assert isinstance(values[1].exception, ValueError)  # the original, unpickled here
     assert job.output(1) == "oops\n" and job.failed == [1]
 
 
@@ -80,7 +93,7 @@ def test_out_of_range_indices_are_ignored() -> None:
 def test_result_batch_of_several_segments_round_trips() -> None:
     a = segment([0, 1, 2], ["a", "b", "c"], pid=1)
     b = segment([10, 12], ["x", ValueError("v")], [DONE, FAILED], pid=2)
-    b.extra[1] = ({"type": "ValueError", "message": "v", "frames": []}, b"out", b"err", 3)
+    b.extra[1] = (b.extra[1][0], b"out", b"err", 3, b.extra[1][4])
     back = ResultBatch.decode(ResultBatch("j", -1, [a, b]).encode())
     assert [s.pid for s in back.segments] == [1, 2]
     assert list(back.segments[1].indices) == [10, 12]
@@ -88,17 +101,20 @@ def test_result_batch_of_several_segments_round_trips() -> None:
     rs = back.results
     assert [pickle.loads(r.value) for r in rs[:4]] == ["a", "b", "c", "x"]
     assert rs[4].status == FAILED and rs[4].stdout == b"out" and rs[4].dropped == 3
+    assert str(pickle.loads(rs[4].value)) == "v"
     # the per-call form gives the same body
     again = ResultBatch("j", -1, [CallResult(**r.__dict__) for r in rs])
     assert ResultBatch.decode(again.encode()).results == rs
 
 
-@pytest.mark.parametrize("part", [1, 2, 4, 5])
+@pytest.mark.parametrize("part", [1, 2, 3, 4, 5, 6])
 def test_a_result_batch_whose_columns_disagree_is_refused(part: int) -> None:
-    body = ResultBatch("j", -1, [segment([0, 1], ["a", "b"])]).encode()
-    meta, parts = protocol.unpack(body, 7)
+    seg = segment([0, 1], ["a", ValueError("b")], [DONE, FAILED])
+    body = ResultBatch("j", -1, [seg]).encode()
+    meta, parts = protocol.unpack(body, 6)
     parts = [bytes(p) for p in parts]
-    parts[part - 1] = parts[part - 1][:-1]  # one byte short: index, status, times or vlens
+    # one byte short: index, status, attempt, times, values or output
+    parts[part - 1] = parts[part - 1][:-1]
     forged = protocol.pack(meta, *parts)
     with pytest.raises(protocol.ProtocolError):
         ResultBatch.decode(forged)

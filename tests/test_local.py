@@ -103,6 +103,23 @@ def test_fd_level_output_of_a_quick_call_is_kept() -> None:
     assert "fd write 900" not in "".join(job.output(i) for i in range(1000) if i != 900)
 
 
+def test_results_that_need_cloudpickle_or_cannot_be_pickled(ex: Executor) -> None:
+    def odd(x: int) -> object:
+        import threading
+
+        if x == 1:
+            return lambda y: y * 10  # plain pickle refuses it: cloudpickle carries it
+        if x == 2:
+            return threading.Lock()  # nothing can carry it
+        return x
+
+    job = ex.map_job(odd, range(4), errors="collect")
+    values = job.results(timeout=30)
+    assert values[0] == 0 and values[3] == 3 and values[1](4) == 40
+    assert isinstance(values[2], RemoteError) and job.failed == [2]
+    assert "result of call 2 (lock) cannot be pickled to send it back" in str(values[2])
+
+
 def test_remote_exception_carries_the_worker_traceback(ex: Executor) -> None:
     def inner(x: int) -> int:
         raise KeyError(f"no such key {x}")
