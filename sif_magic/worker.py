@@ -18,6 +18,7 @@ Standard library, pika and cloudpickle only (no IPython, no traitlets).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
@@ -45,7 +46,9 @@ def _slot_script() -> str:
     return os.path.abspath(_slot.__file__)
 
 
+@functools.cache
 def _versions() -> tuple[str, str]:
+    """This worker's Python major.minor and cloudpickle version (asked for every task)."""
     import cloudpickle
 
     return f"{sys.version_info[0]}.{sys.version_info[1]}", cloudpickle.__version__
