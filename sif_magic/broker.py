@@ -3,11 +3,17 @@
 Other threads never touch the connection: they queue operations with
 ``call()`` / ``publish()`` / ``ack()``, which the I/O thread runs between
 ``process_data_events`` rounds (woken through ``add_callback_threadsafe``).
-Publishing uses confirms and ``mandatory=True``. When the connection drops,
-the I/O thread reconnects with backoff (forever, until closed), declares the
-topology again, re-creates the consumers, and retries the publishes that had
-not been confirmed; deliveries of the old connection are never acked (the
-broker redelivers them). pika's exceptions stop here: callers see BrokerError.
+``publish()`` uses confirms (or, for best-effort messages, a channel without
+them). A consumer may be *transactional*: its channel is in tx mode, and what
+the round of operations staged on it (``stage_publish()``, ``ack()``,
+``reject()``) is committed at the end of the round as one AMQP transaction, so
+a result and the ack of the task it finishes are stored together or not at
+all, in one broker round trip however many calls the round carries. When the
+connection drops, the I/O thread reconnects with backoff (forever, until
+closed), declares the topology again, re-creates the consumers, and retries
+the publishes that had not been confirmed or committed; deliveries of the old
+connection are never acked (the broker redelivers them). pika's exceptions
+stop here: callers see BrokerError.
 
 Standard library and pika only: the worker uses this.
 """
@@ -109,6 +115,25 @@ def explain_connect_error(url: str, e: BaseException) -> BrokerError:
     return BrokerError(mask_url(msg))
 
 
+def _properties(
+    kind: str,
+    key: bytes,
+    body: bytes,
+    headers: dict[str, Any] | None,
+    persistent: bool,
+    expiration: str | None,
+) -> pika.BasicProperties:
+    """Signed properties of a message of ours."""
+    return pika.BasicProperties(
+        type=kind,
+        headers=protocol.headers_for(key, kind, body, **(headers or {})),
+        delivery_mode=2 if persistent else 1,
+        app_id="sif_magic",
+        timestamp=int(time.time()),
+        expiration=expiration,
+    )
+
+
 def declare_topology(ch: Any) -> None:
     """The exchanges and the dead-letter queue every side may rely on."""
     ch.exchange_declare(protocol.MONITOR_EXCHANGE, "topic", durable=True)
@@ -136,6 +161,80 @@ class Delivery:
     tag: int
     redelivered: bool
     channel: Any = None  # the consumer's own channel (acks go there)
+    tx: _Tx | None = None  # that channel's transaction, if the consumer is transactional
+
+
+_Publish = tuple[str, str, bytes, pika.BasicProperties]  # exchange, routing key, body, properties
+
+
+class _Tx:
+    """A channel in tx mode and what waits for its next commit (I/O thread only).
+
+    It also tracks which of its deliveries are not settled yet, so that one
+    ``basic.ack`` with ``multiple`` can settle a run of finished deliveries, and
+    so that a delivery settled twice is settled once (a second ack of a tag
+    would make the broker close the channel)."""
+
+    def __init__(self, channel: Any, generation: int) -> None:
+        self.channel = channel
+        self.generation = generation
+        self.unacked: collections.deque[int] = collections.deque()  # delivered, in tag order
+        self.pending: set[int] = set()  # delivered and not settled (nor staged to be)
+        self.publishes: list[_Publish] = []
+        self.acks: list[int] = []
+        self.rejects: list[tuple[int, bool]] = []  # (tag, requeue)
+
+    @property
+    def staged(self) -> bool:
+        return bool(self.publishes or self.acks or self.rejects)
+
+    def delivered(self, tag: int) -> None:
+        self.unacked.append(tag)
+        self.pending.add(tag)
+
+    def settle(self, tag: int, ack: bool = True, requeue: bool = False) -> None:
+        if tag not in self.pending:
+            return  # settled already (or not ours)
+        self.pending.discard(tag)
+        if ack:
+            self.acks.append(tag)
+        else:
+            self.rejects.append((tag, requeue))
+
+    def ack_frames(self) -> tuple[int, list[int]]:
+        """The staged acks as (tag to ack with ``multiple``, or 0; tags to ack one by one).
+
+        ``multiple`` covers the longest run of the oldest deliveries that are all
+        settled or settling now; a finished delivery behind one still running is
+        acked alone (``multiple`` would settle the running one too)."""
+        finishing = set(self.acks)
+        self.acks = []
+        multi = 0
+        unacked, pending = self.unacked, self.pending
+        while unacked and unacked[0] not in pending:
+            tag = unacked.popleft()
+            if tag in finishing:
+                finishing.discard(tag)
+                multi = tag
+        if len(unacked) > 2 * len(pending) + 64:  # settled ones pile up behind a slow one
+            self.unacked = collections.deque(t for t in unacked if t in pending)
+        return multi, sorted(finishing)
+
+    def commit(self) -> None:
+        """Publish, reject, ack and commit what is staged: all of it is stored, or none."""
+        ch = self.channel
+        for exchange, routing_key, body, props in self.publishes:
+            ch.basic_publish(exchange, routing_key, body, props, mandatory=True)
+        rejects, self.rejects = self.rejects, []
+        multi, singles = self.ack_frames()
+        for tag, requeue in rejects:  # before a multiple ack, which would settle them
+            ch.basic_reject(tag, requeue=requeue)
+        if multi:
+            ch.basic_ack(multi, multiple=True)
+        for tag in singles:
+            ch.basic_ack(tag)
+        ch.tx_commit()
+        self.publishes = []
 
 
 @dataclass
@@ -145,6 +244,7 @@ class _Consumer:
     prefetch: int
     auto_ack: bool
     exclusive: bool = False
+    transactional: bool = False
     tag: str = ""
     channel: Any = None  # each consumer has its own: a broker error on one closes only that
 
@@ -161,6 +261,7 @@ class Connection:
         ca_file: str = "",
         setup: Callable[[Any], None] | None = None,
         on_state: Callable[[bool], None] | None = None,
+        on_return: Callable[[str, str], None] | None = None,
     ) -> None:
         self.url = url
         self.name = name
@@ -168,14 +269,19 @@ class Connection:
         self.params.client_properties = {"connection_name": name}
         self.setup = setup
         self.on_state = on_state
+        self.on_return = on_return  # (kind, routing key) of a message the broker returned
         self.generation = 0
         self.connected = False
         self.closed = False
         self._conn: pika.BlockingConnection | None = None
         self._pub: Any = None
+        self._fast: Any = None  # no confirms: best-effort messages never wait for the broker
         self._sub: Any = None
         self._tx: Any = None
-        self.returned = 0  # messages the broker could not route (publish_batch)
+        self._fallback: _Tx | None = None  # the ``_tx`` channel, for staged publishes without ack
+        self._dirty: dict[_Tx, None] = {}  # transactions with staged work, in staging order
+        self._orphans: list[_Publish] = []  # staged on a lost connection: published on the next
+        self.returned = 0  # messages the broker could not route (mandatory, transactional)
         self._ops: collections.deque[tuple[Callable, Future]] = collections.deque()
         self._consumers: list[_Consumer] = []
         self._lock = threading.Lock()
@@ -200,6 +306,7 @@ class Connection:
         try:
             pub = conn.channel()
             pub.confirm_delivery()
+            fast = conn.channel()
             sub = conn.channel()  # for admin operations of callers (delete, bind)
             tx = conn.channel()
             tx.tx_select()
@@ -213,8 +320,12 @@ class Connection:
             except Exception:  # noqa: BLE001
                 pass
             raise
-        self._conn, self._pub, self._sub, self._tx = conn, pub, sub, tx
+        self._conn, self._pub, self._fast, self._sub, self._tx = conn, pub, fast, sub, tx
         self.generation += 1
+        self._fallback = _Tx(tx, self.generation)
+        if self._orphans:  # their deliveries died with the old connection: publish, never ack
+            self._fallback.publishes, self._orphans = self._orphans, []
+            self._dirty[self._fallback] = None
         for c in list(self._consumers):
             try:
                 self._start_consumer(c)
@@ -240,8 +351,8 @@ class Connection:
     # -- the I/O thread ----------------------------------------------------------
     def _wake(self) -> None:
         conn = self._conn
-        if conn is None or self._woken:
-            return
+        if conn is None or self._woken or threading.current_thread() is self._thread:
+            return  # the I/O thread runs the queued ops before it waits again
         self._woken = True
         try:
             conn.add_callback_threadsafe(lambda: None)
@@ -287,6 +398,9 @@ class Connection:
 
     def _drop(self) -> None:
         self.connected = False
+        for tx in self._dirty:  # acks die with the channel; publishes go out on the next one
+            self._orphans.extend(tx.publishes)
+        self._dirty.clear()
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
@@ -311,8 +425,34 @@ class Connection:
                 continue
             self._ops.popleft()
             fut.set_result(result)
+        if self._dirty:
+            self._commit_staged()
+
+    def _commit_staged(self) -> None:
+        """Commit every transaction with staged work (one broker round trip each)."""
+        while self._dirty:
+            tx = next(iter(self._dirty))
+            if not tx.channel.is_open and tx is not self._fallback:
+                # its consumer was cancelled: the broker requeued its deliveries
+                self._stage_on(self._fallback, tx.publishes)
+                tx.publishes, tx.acks, tx.rejects = [], [], []
+            else:
+                tx.commit()
+            del self._dirty[tx]
+
+    def _stage_on(self, tx: _Tx | None, publishes: list[_Publish]) -> None:
+        if tx is not None and publishes:
+            tx.publishes.extend(publishes)
+            self._dirty[tx] = None
 
     # -- for other threads -------------------------------------------------------
+    def _soon(self, op: Callable[[], None]) -> None:
+        """Run ``op`` now in the I/O thread, else queue it there."""
+        if threading.current_thread() is self._thread:
+            op()
+        else:
+            self.call(op, wait=False)
+
     def call(self, fn: Callable[[], Any], wait: bool = True, timeout: float | None = None) -> Any:
         """Run ``fn`` in the I/O thread (retried after a reconnect if the connection drops).
 
@@ -343,24 +483,50 @@ class Connection:
         headers: dict[str, Any] | None = None,
         wait: bool = True,
         expiration: str | None = None,
+        confirm: bool = True,
     ) -> Any:
-        """Sign and publish ``body``; with ``wait`` returns once the broker confirmed it."""
-        props = pika.BasicProperties(
-            type=kind,
-            headers=protocol.headers_for(key, kind, body, **(headers or {})),
-            delivery_mode=2 if persistent else 1,
-            app_id="sif_magic",
-            timestamp=int(time.time()),
-            expiration=expiration,
-        )
+        """Sign and publish ``body``; with ``wait`` returns once the broker confirmed it.
+
+        ``confirm=False`` (best-effort messages: events, heartbeats) publishes on a
+        channel without confirms, so the I/O thread never waits for the broker's
+        answer; such a message is lost if the connection drops at that moment."""
+        props = _properties(kind, key, body, headers, persistent, expiration)
 
         def op() -> None:
-            self._pub.basic_publish(exchange, routing_key, body, props, mandatory=mandatory)
+            ch = self._pub if confirm else self._fast
+            ch.basic_publish(exchange, routing_key, body, props, mandatory=mandatory)
 
         return self.call(op, wait=wait)
 
+    def stage_publish(
+        self,
+        delivery: Delivery,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        kind: str,
+        key: bytes,
+    ) -> None:
+        """In the I/O thread only: sign ``body`` and stage it (persistent, mandatory) in
+        the transaction of ``delivery``'s channel, to be committed at the end of this
+        round of operations together with the acks staged there. If that channel is
+        gone, it goes out without ack on another one (the broker redelivers the task,
+        whose result then arrives twice: the client keeps the first)."""
+        tx = delivery.tx
+        if tx is None or tx.generation != self.generation or not tx.channel.is_open:
+            tx = self._fallback
+        props = _properties(kind, key, body, None, True, None)
+        if tx is None:  # not connected yet
+            self._orphans.append((exchange, routing_key, body, props))
+            return
+        self._stage_on(tx, [(exchange, routing_key, body, props)])
+
     def _on_return(self, ch: Any, method: Any, props: Any, body: bytes) -> None:
         self.returned += 1
+        if self.on_return is not None:
+            self.on_return(props.type, method.routing_key)
+            return
         log.error(
             "the broker could not route a %s message to %r (queue deleted?): it is lost",
             props.type,
@@ -378,16 +544,7 @@ class Connection:
         """Publish ``(exchange, routing_key, body, kind)`` messages, persistent, in one
         transaction: one round trip to the broker for the lot instead of one confirm
         each (about ten times faster for small messages). All or none are stored."""
-        props = [
-            pika.BasicProperties(
-                type=kind,
-                headers=protocol.headers_for(key, kind, body, **(headers or {})),
-                delivery_mode=2,
-                app_id="sif_magic",
-                timestamp=int(time.time()),
-            )
-            for _, _, body, kind in messages
-        ]
+        props = [_properties(kind, key, body, headers, True, None) for _, _, body, kind in messages]
 
         def op() -> None:
             for (exchange, routing_key, body, _), p in zip(messages, props):
@@ -396,22 +553,26 @@ class Connection:
 
         return self.call(op, wait=wait)
 
-    def ack(self, delivery: Delivery, multiple: bool = False) -> None:
-        def op() -> None:
-            ch = delivery.channel
-            if delivery.generation != self.generation or ch is None or not ch.is_open:
-                return  # that channel is gone: the broker redelivers the message
-            ch.basic_ack(delivery.tag, multiple=multiple)
-
-        self.call(op, wait=False)
+    def ack(self, delivery: Delivery) -> None:
+        """Ack ``delivery`` (of a transactional consumer: in the transaction of this
+        round, after what was staged before it)."""
+        self._soon(lambda: self._settle(delivery, True, False))
 
     def reject(self, delivery: Delivery, requeue: bool = False) -> None:
-        def op() -> None:
-            ch = delivery.channel
-            if delivery.generation == self.generation and ch is not None and ch.is_open:
-                ch.basic_reject(delivery.tag, requeue=requeue)
+        self._soon(lambda: self._settle(delivery, False, requeue))
 
-        self.call(op, wait=False)
+    def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
+        ch = delivery.channel
+        if delivery.generation != self.generation or ch is None or not ch.is_open:
+            return  # that channel is gone: the broker redelivers the message
+        tx = delivery.tx
+        if tx is not None:
+            tx.settle(delivery.tag, ack, requeue)
+            self._dirty[tx] = None
+        elif ack:
+            ch.basic_ack(delivery.tag)
+        else:
+            ch.basic_reject(delivery.tag, requeue=requeue)
 
     def consume(
         self,
@@ -421,10 +582,14 @@ class Connection:
         prefetch: int = 0,
         auto_ack: bool = False,
         exclusive: bool = False,
+        transactional: bool = False,
         timeout: float | None = None,
     ) -> str:
-        """Declare a queue with ``setup(channel) -> name`` and consume it (again after reconnects)."""
-        c = _Consumer(setup, on_message, prefetch, auto_ack, exclusive)
+        """Declare a queue with ``setup(channel) -> name`` and consume it (again after reconnects).
+
+        ``transactional``: the channel is in tx mode; its acks and rejects, and what
+        ``stage_publish`` puts there, are committed together at the end of each round."""
+        c = _Consumer(setup, on_message, prefetch, auto_ack, exclusive, transactional)
 
         def op() -> str:
             try:
@@ -452,9 +617,17 @@ class Connection:
         queue = c.setup(ch)
         ch.basic_qos(prefetch_count=c.prefetch)
         generation = self.generation
+        tx = None
+        if c.transactional:
+            ch.tx_select()
+            ch.add_on_return_callback(self._on_return)
+            tx = _Tx(ch, generation)
 
         def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
-            delivery = Delivery(generation, method.delivery_tag, method.redelivered, ch)
+            tag = method.delivery_tag
+            if tx is not None:
+                tx.delivered(tag)
+            delivery = Delivery(generation, tag, method.redelivered, ch, tx)
             try:
                 c.on_message(props, delivery, method, body)
             except _LOST:

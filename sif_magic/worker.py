@@ -1,9 +1,10 @@
 """The worker: what runs inside the container (``sif-magic worker``).
 
 It consumes chunks from ``sif_magic.tasks.<runtime>`` (manual ack, bounded
-prefetch), runs them in a pool of warm slot processes, publishes each batch of
-results to the job's result queue with publisher confirms, and acks a chunk
-only after all of its results were confirmed. A chunk that comes back
+prefetch), runs them in a pool of warm slot processes, and publishes results to
+the job's result queue in AMQP transactions on the channel the chunks came
+from: a chunk's ack is committed in the same transaction as its last results,
+so neither is stored without the other. A chunk that comes back
 redelivered (its worker died) is split into one message per call carrying a
 loss count, so one poison call cannot take its neighbours down with it, and a
 call lost ``max_lost`` times fails with "worker lost N times".
@@ -17,6 +18,7 @@ Standard library, pika and cloudpickle only (no IPython, no traitlets).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
@@ -53,7 +55,9 @@ def _slot_script() -> str:
     return os.path.abspath(_slot.__file__)
 
 
+@functools.cache
 def _versions() -> tuple[str, str]:
+    """This worker's Python major.minor and cloudpickle version (asked for every task)."""
     import cloudpickle
 
     return f"{sys.version_info[0]}.{sys.version_info[1]}", cloudpickle.__version__
@@ -126,9 +130,10 @@ class Worker:
         self.stopping = threading.Event()
         self.cancelled: dict[str, float] = {}
         self.rejected = 0
-        # results wait here while the previous publish awaits its confirm, so under
-        # load one message carries many calls (see _flush_results)
-        self._outbox: dict[tuple[str, str], list[ResultSegment]] = {}
+        # results and finished deliveries wait here while the previous commit awaits
+        # the broker, so under load one transaction carries many calls (_flush_results)
+        self._outbox: dict[tuple[Any, str, str], tuple[Any, list[ResultSegment]]] = {}
+        self._finished: list[Any] = []  # deliveries whose every result is in the outbox
         self._outbox_lock = threading.Lock()
         self._flush_queued = False
         self.conn = Connection(
@@ -137,6 +142,7 @@ class Worker:
             ca_file=ca_file,
             setup=lambda ch: declare_task_queue(ch, runtime),
             on_state=self._on_broker_state,
+            on_return=self._returned,
         )
         self.events = EventBuffer(self.worker_id, self.host, self._publish_events)
         self.pool = Pool(self.processes, _Reporter(self), worker=self.worker_id, host=self.host)
@@ -150,7 +156,8 @@ class Worker:
         self.conn.consume(
             lambda ch: declare_task_queue(ch, self.runtime),
             self._on_task,
-            prefetch=max(8, self.processes * 2),  # enough in flight to hide confirm latency
+            prefetch=max(8, self.processes * 2),  # enough in flight to hide commit latency
+            transactional=True,
         )
         # one suspect call at a time, run before anything else (see protocol.retry_queue)
         self.conn.consume(
@@ -159,6 +166,7 @@ class Worker:
                 props, delivery, method, body, retry=True
             ),
             prefetch=1,
+            transactional=True,
         )
         log.info(
             "worker %s consuming %s with %d processes (python %s, cloudpickle %s)",
@@ -371,48 +379,63 @@ class Worker:
         )
         for seg in ResultSegment.of(results):
             self.publish_results(chunk, seg)
-        self.conn.ack(delivery)
+        self.ack_after_results(delivery)
 
     # -- messages out --------------------------------------------------------------
     def publish_results(self, chunk: Chunk, results: ResultSegment) -> None:
-        _, reply_to = chunk.tag
+        delivery, reply_to = chunk.tag
+        key = (delivery.channel, chunk.job_id, reply_to)
         with self._outbox_lock:
-            self._outbox.setdefault((chunk.job_id, reply_to), []).append(results)
-            queue_flush = not self._flush_queued
-            self._flush_queued = True
-        if queue_flush:
+            entry = self._outbox.get(key)
+            if entry is None:
+                self._outbox[key] = (delivery, [results])
+            else:
+                entry[1].append(results)
+            flush = self._flush_wanted()
+        if flush:
             self.conn.call(self._flush_results, wait=False)
         self.events.outcomes(chunk.job_id, results.indices, results.status)
 
+    def ack_after_results(self, delivery: Any) -> None:
+        """Ack a chunk whose every result is in the outbox: in the transaction that
+        publishes the last of them (or a later one)."""
+        with self._outbox_lock:
+            self._finished.append(delivery)
+            flush = self._flush_wanted()
+        if flush:
+            self.conn.call(self._flush_results, wait=False)
+
+    def _flush_wanted(self) -> bool:
+        """With ``_outbox_lock`` held: whether to queue a flush (none is queued yet; a
+        queued one takes whatever arrives before it runs)."""
+        wanted, self._flush_queued = not self._flush_queued, True
+        return wanted
+
     def _flush_results(self) -> None:
-        """In the I/O thread: publish everything in the outbox, one message per job."""
+        """In the I/O thread: stage everything in the outbox, one message per job and
+        consumer channel, on that channel, followed by the acks of the finished
+        chunks; the connection commits each channel's lot as one transaction."""
         with self._outbox_lock:
             outbox, self._outbox = self._outbox, {}
+            finished, self._finished = self._finished, []
             self._flush_queued = False
-        for (job_id, reply_to), results in outbox.items():
+        for (_, job_id, reply_to), (delivery, results) in outbox.items():
             body = protocol.ResultBatch(job_id, -1, results).encode()
-            props_op = self.conn.publish(
-                "", reply_to, body, kind="result", key=self.key, mandatory=True, wait=False
-            )
-            props_op.add_done_callback(lambda f, j=job_id: self._published(f, j))
-
-    def ack_after_results(self, delivery: Any) -> None:
-        """Ack a chunk once every result of it has been published and confirmed."""
-
-        def op() -> None:
-            self._flush_results()  # queues the publishes ahead of the ack below
+            self.conn.stage_publish(delivery, "", reply_to, body, kind="result", key=self.key)
+        for delivery in finished:
             self.conn.ack(delivery)
 
-        self.conn.call(op, wait=False)
-
-    def _published(self, fut: Any, job_id: str) -> None:
-        e = fut.exception()
-        if e is not None:
+    def _returned(self, kind: str, routing_key: str) -> None:
+        """The broker returned a message it could not route (a mandatory publish)."""
+        if kind == "result":
             log.warning(
-                "results of job %s could not be delivered (%s): its result queue expired or "
-                "was deleted, so nobody waits for them; dropped",
-                job_id,
-                type(e).__name__,
+                "results for %s could not be delivered: that result queue expired or was "
+                "deleted, so nobody waits for them; dropped",
+                routing_key,
+            )
+        else:
+            log.error(
+                "the broker could not route a %s message to %r: it is lost", kind, routing_key
             )
 
     def _publish_events(self, batch: protocol.EventBatch) -> None:
@@ -424,6 +447,7 @@ class Worker:
             key=self.key,
             persistent=False,
             wait=False,
+            confirm=False,
         )
 
     def heartbeat(self, state: str = "up") -> Heartbeat:
@@ -459,6 +483,7 @@ class Worker:
             key=self.key,
             persistent=False,
             wait=wait,
+            confirm=False,
         )
 
 

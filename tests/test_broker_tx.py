@@ -1,0 +1,172 @@
+"""Transactional consumers (broker.py): a result and the ack of its task commit together.
+
+The bookkeeping of ``_Tx`` (which acks may use ``multiple``) needs no broker; the
+rest runs against the machine's RabbitMQ."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pika
+import pytest
+
+from sif_magic.broker import Connection, Delivery, _Tx
+
+
+class _FakeChannel:
+    is_open = True
+
+    def __init__(self) -> None:
+        self.frames: list[tuple] = []
+
+    def basic_publish(self, exchange: str, key: str, body: bytes, props: Any, mandatory: bool):
+        self.frames.append(("publish", body))
+
+    def basic_ack(self, tag: int, multiple: bool = False) -> None:
+        self.frames.append(("ack", tag, multiple))
+
+    def basic_reject(self, tag: int, requeue: bool = False) -> None:
+        self.frames.append(("reject", tag))
+
+    def tx_commit(self) -> None:
+        self.frames.append(("commit",))
+
+
+def _tx(tags: range) -> tuple[_Tx, _FakeChannel]:
+    ch = _FakeChannel()
+    tx = _Tx(ch, 1)
+    for t in tags:
+        tx.delivered(t)
+    return tx, ch
+
+
+def test_a_run_of_oldest_finished_deliveries_is_one_multiple_ack() -> None:
+    tx, ch = _tx(range(1, 7))
+    for t in (2, 1, 3, 5):  # 4 still runs: 5 must not be covered by a multiple ack
+        tx.settle(t)
+    tx.commit()
+    assert ch.frames == [("ack", 3, True), ("ack", 5, False), ("commit",)]
+    ch.frames.clear()
+    tx.settle(4)  # now 1..5 are settled: 4 goes with multiple (5 was acked alone already)
+    tx.settle(6)
+    tx.commit()
+    assert ch.frames == [("ack", 6, True), ("commit",)]
+    assert not tx.unacked and not tx.pending
+
+
+def test_rejects_go_before_a_multiple_ack_and_nothing_is_settled_twice() -> None:
+    tx, ch = _tx(range(1, 4))
+    tx.settle(2, ack=False)
+    tx.settle(1)
+    tx.settle(3)
+    tx.settle(3)  # twice: the broker would close the channel over a second ack
+    tx.commit()
+    assert ch.frames == [("reject", 2), ("ack", 3, True), ("commit",)]
+
+
+def test_settled_tags_behind_a_stuck_delivery_do_not_pile_up() -> None:
+    tx, ch = _tx(range(1, 1001))
+    for t in range(2, 1001):  # 1 never finishes
+        tx.settle(t)
+        if t % 10 == 0:
+            tx.commit()
+    assert len(tx.unacked) < 200
+    assert ("ack", 1, True) not in ch.frames and all(
+        f[-1] is False for f in ch.frames[:-1] if f[0] == "ack"
+    )
+
+
+# -- against RabbitMQ -------------------------------------------------------------------------
+@pytest.fixture
+def queues(broker_url: str):
+    names = [f"sif_magic.test-tx-{uuid.uuid4().hex[:8]}-{k}" for k in ("tasks", "results")]
+    conn = pika.BlockingConnection(pika.URLParameters(broker_url))
+    ch = conn.channel()
+    for q in names:
+        ch.queue_declare(q, durable=True)
+    yield ch, names
+    for q in names:
+        ch.queue_delete(q)
+    conn.close()
+
+
+def _depth(ch: Any, queue: str) -> int:
+    return ch.queue_declare(queue, passive=True).method.message_count
+
+
+def _until(cond: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _consume_one(broker_url: str, ch: Any, queue: str) -> tuple[Connection, Delivery, list]:
+    """A transactional consumer of ``queue`` and the delivery of one task published there."""
+    ch.basic_publish("", queue, b"task", pika.BasicProperties(delivery_mode=2))
+    returned: list = []
+    conn = Connection(broker_url, on_return=lambda kind, rk: returned.append((kind, rk))).start()
+    got: list[Delivery] = []
+    conn.consume(lambda ch: queue, lambda p, d, m, b: got.append(d), transactional=True)
+    _until(lambda: got, 10)
+    assert got, "no delivery"
+    return conn, got[0], returned
+
+
+def _result_and_ack(conn: Connection, delivery: Delivery, queue: str, then: Any = None) -> None:
+    """In the I/O thread: stage a result to ``queue`` and the ack of ``delivery``."""
+
+    def op() -> None:
+        conn.stage_publish(delivery, "", queue, b"result", kind="result", key=b"k" * 32)
+        conn.ack(delivery)
+        if then is not None:
+            then()
+
+    conn.call(op, wait=False)
+
+
+def test_result_and_ack_commit_together(broker_url: str, queues) -> None:
+    ch, (tasks, results) = queues
+    conn, delivery, returned = _consume_one(broker_url, ch, tasks)
+    try:
+        _result_and_ack(conn, delivery, results)
+        _until(lambda: _depth(ch, results) >= 1, 5)
+        assert _depth(ch, results) == 1
+        time.sleep(0.2)
+    finally:
+        conn.close()
+    assert _depth(ch, tasks) == 0, "the task was not acked (it went back to its queue)"
+    assert returned == []
+
+
+def test_a_result_nobody_waits_for_is_returned_and_its_task_still_acked(
+    broker_url: str, queues
+) -> None:
+    ch, (tasks, _) = queues
+    conn, delivery, returned = _consume_one(broker_url, ch, tasks)
+    gone = f"sif_magic.results.gone-{uuid.uuid4().hex[:8]}"
+    try:
+        _result_and_ack(conn, delivery, gone)
+        _until(lambda: returned, 5)
+        assert returned == [("result", gone)]
+    finally:
+        conn.close()
+    assert _depth(ch, tasks) == 0
+
+
+def test_what_a_lost_connection_had_staged_is_not_acked_and_its_results_go_out_again(
+    broker_url: str, queues
+) -> None:
+    ch, (tasks, results) = queues
+    conn, delivery, _ = _consume_one(broker_url, ch, tasks)
+    try:
+        # the connection dies before the commit at the end of this round
+        _result_and_ack(conn, delivery, results, then=lambda: conn._conn.close())
+        _until(lambda: _depth(ch, results) >= 1, 15)
+        assert _depth(ch, results) == 1, "the staged result was not published after reconnecting"
+        assert conn.generation == 2
+    finally:
+        conn.close()
+    time.sleep(0.2)
+    assert _depth(ch, tasks) == 1, "a delivery of the dead connection was acked"
