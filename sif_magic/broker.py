@@ -247,6 +247,7 @@ class _Consumer:
     transactional: bool = False
     tag: str = ""
     channel: Any = None  # each consumer has its own: a broker error on one closes only that
+    queue: str = ""
 
 
 class Connection:
@@ -601,6 +602,19 @@ class Connection:
 
         return self.call(op, timeout=timeout)
 
+    def set_prefetch(self, queue: str, prefetch: int) -> None:
+        """Let the consumers of ``queue`` hold ``prefetch`` unacked messages from now on
+        (and after reconnects)."""
+
+        def op() -> None:
+            for c in self._consumers:
+                if c.queue == queue and c.prefetch != prefetch:
+                    c.prefetch = prefetch
+                    if c.channel is not None and c.channel.is_open:
+                        c.channel.basic_qos(prefetch_count=prefetch, global_qos=True)
+
+        self.call(op, wait=False)
+
     def cancel_consumer(self, tag: str) -> None:
         def op() -> None:
             for c in [c for c in self._consumers if c.tag == tag]:
@@ -614,8 +628,10 @@ class Connection:
 
     def _start_consumer(self, c: _Consumer) -> str:
         ch = c.channel = self._conn.channel()  # type: ignore[union-attr]
-        queue = c.setup(ch)
-        ch.basic_qos(prefetch_count=c.prefetch)
+        queue = c.queue = c.setup(ch)
+        # one consumer per channel: a channel-wide limit (RabbitMQ's "global") is the
+        # consumer's, and unlike a per-consumer one it can be changed while consuming
+        ch.basic_qos(prefetch_count=c.prefetch, global_qos=True)
         generation = self.generation
         tx = None
         if c.transactional:

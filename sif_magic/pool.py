@@ -278,6 +278,10 @@ class Pool:
         with self.lock:
             return [s.pid for s in self.slots]
 
+    def seconds_per_call(self, func_hash: str) -> float:
+        """How long a call of that function took lately, overhead included (1.0 if unknown)."""
+        return self._call_time.get(func_hash, 1.0)
+
     # -- work ----------------------------------------------------------------
     def submit(self, chunk: Chunk, front: bool = False) -> None:
         """Queue ``chunk``'s calls (``front``: before everything queued, e.g. a retry)."""

@@ -47,6 +47,8 @@ from .protocol import (
 )
 
 log = logging.getLogger("sif_magic.worker")
+PREFETCH_SECONDS = 0.01  # unstarted work a worker holds per process, beyond a few chunks
+PREFETCH_MAX = 64
 
 
 def _slot_script() -> str:
@@ -98,7 +100,7 @@ class _Reporter:
         self.w.publish_results(chunk, results)
 
     def chunk_done(self, chunk: Chunk) -> None:
-        self.w.ack_after_results(chunk.tag[0])
+        self.w.ack_after_results(chunk.tag[0], chunk)
 
 
 class Worker:
@@ -134,6 +136,10 @@ class Worker:
         # the broker, so under load one transaction carries many calls (_flush_results)
         self._outbox: dict[tuple[Any, str, str], tuple[Any, list[ResultSegment]]] = {}
         self._finished: list[Any] = []  # deliveries whose every result is in the outbox
+        # a running chunk and one ready per process until chunks prove quick
+        self._prefetch = self._prefetch_base = 2 * self.processes
+        self._chunks_done = 0
+        self._chunk_seconds = 1.0  # a chunk's time, averaged (until known: slow)
         self._outbox_lock = threading.Lock()
         self._flush_queued = False
         self.conn = Connection(
@@ -156,7 +162,7 @@ class Worker:
         self.conn.consume(
             lambda ch: declare_task_queue(ch, self.runtime),
             self._on_task,
-            prefetch=max(8, self.processes * 2),  # enough in flight to hide commit latency
+            prefetch=self._prefetch,  # adapts to how quick chunks are: _adapt_prefetch
             transactional=True,
         )
         # one suspect call at a time, run before anything else (see protocol.retry_queue)
@@ -396,14 +402,39 @@ class Worker:
             self.conn.call(self._flush_results, wait=False)
         self.events.outcomes(chunk.job_id, results.indices, results.status)
 
-    def ack_after_results(self, delivery: Any) -> None:
+    def ack_after_results(self, delivery: Any, chunk: Chunk | None = None) -> None:
         """Ack a chunk whose every result is in the outbox: in the transaction that
         publishes the last of them (or a later one)."""
         with self._outbox_lock:
             self._finished.append(delivery)
             flush = self._flush_wanted()
+            prefetch = self._adapt_prefetch(chunk) if chunk is not None else 0
         if flush:
             self.conn.call(self._flush_results, wait=False)
+        if prefetch:
+            self.conn.set_prefetch(self.queue, prefetch)
+
+    def _adapt_prefetch(self, chunk: Chunk) -> int:
+        """With ``_outbox_lock`` held, ``chunk`` done: the task queue's new prefetch, or 0.
+
+        A worker holds about PREFETCH_SECONDS of unstarted work per process beyond
+        two chunks per process: quick chunks (a call each, say) need dozens in flight to hide
+        the broker's round trip, while slow ones must not be hoarded away from
+        other workers that are idle. A chunk's time is its calls times the time per
+        call its slot measured lately."""
+        seconds = len(chunk.only or ()) * self.pool.seconds_per_call(chunk.func_hash)
+        self._chunk_seconds += 0.2 * (seconds - self._chunk_seconds)
+        self._chunks_done += 1
+        if self._chunks_done < 16:
+            return 0
+        self._chunks_done = 0
+        ahead = self.processes * PREFETCH_SECONDS / max(self._chunk_seconds, 1e-6)
+        want = min(PREFETCH_MAX, self._prefetch_base + int(ahead))
+        if abs(want - self._prefetch) * 4 < self._prefetch:
+            return 0  # not worth a round trip
+        log.debug("chunks of %.2g s: prefetch %d -> %d", self._chunk_seconds, self._prefetch, want)
+        self._prefetch = want
+        return want
 
     def _flush_wanted(self) -> bool:
         """With ``_outbox_lock`` held: whether to queue a flush (none is queued yet; a

@@ -170,3 +170,24 @@ def test_what_a_lost_connection_had_staged_is_not_acked_and_its_results_go_out_a
         conn.close()
     time.sleep(0.2)
     assert _depth(ch, tasks) == 1, "a delivery of the dead connection was acked"
+
+
+def test_a_worker_holds_many_quick_chunks_and_few_slow_ones() -> None:
+    """Prefetch follows how long chunks take: dozens of one-call chunks in flight hide
+    the broker's round trip; slow chunks stay on the broker for idle workers."""
+    from sif_magic.pool import Chunk
+    from sif_magic.worker import PREFETCH_MAX, Worker
+
+    w = Worker("amqp://guest:guest@127.0.0.1:5672/%2F", key=b"k" * 32, processes=2)
+    try:
+        chunk = Chunk("j", 0, [0], "h", b"", b"")
+        seconds = {"h": 2e-5}
+        w.pool.seconds_per_call = lambda h: seconds[h]  # type: ignore[method-assign]
+        assert w._prefetch == 4  # two per process to begin with
+        changes = [p for p in (w._adapt_prefetch(chunk) for _ in range(64)) if p]
+        assert changes and changes[-1] == PREFETCH_MAX
+        seconds["h"] = 0.5  # the next job's calls are slow
+        changes = [p for p in (w._adapt_prefetch(chunk) for _ in range(200)) if p]
+        assert changes and changes[-1] == 4
+    finally:
+        w.pool.close()

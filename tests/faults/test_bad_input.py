@@ -167,7 +167,10 @@ def test_results_that_are_not_for_the_job_leave_it_unharmed(
         (good_body[:30], protocol.headers_for(key, "result", good_body[:30]), "result", True),
         (
             good_body,
-            {**protocol.headers_for(key, "result", good_body), protocol.HDR_VERSION: 2},
+            {
+                **protocol.headers_for(key, "result", good_body),
+                protocol.HDR_VERSION: protocol.VERSION + 1,
+            },
             "result",
             True,
         ),
