@@ -167,6 +167,13 @@ class Delivery:
 _Publish = tuple[str, str, bytes, pika.BasicProperties]  # exchange, routing key, body, properties
 
 
+def _unflushed(ch: Any) -> Any:
+    """The channel under a BlockingChannel, whose publish and ack only queue frames:
+    pika's blocking ones each flush the socket (a send per message). The next
+    synchronous call (a commit) sends what is queued in one go."""
+    return getattr(ch, "_impl", ch)
+
+
 class _Tx:
     """A channel in tx mode and what waits for its next commit (I/O thread only).
 
@@ -222,7 +229,7 @@ class _Tx:
 
     def commit(self) -> None:
         """Publish, reject, ack and commit what is staged: all of it is stored, or none."""
-        ch = self.channel
+        ch = _unflushed(self.channel)
         for exchange, routing_key, body, props in self.publishes:
             ch.basic_publish(exchange, routing_key, body, props, mandatory=True)
         rejects, self.rejects = self.rejects, []
@@ -233,7 +240,7 @@ class _Tx:
             ch.basic_ack(multi, multiple=True)
         for tag in singles:
             ch.basic_ack(tag)
-        ch.tx_commit()
+        self.channel.tx_commit()  # sends the lot, then waits for the broker once
         self.publishes = []
 
 
@@ -548,9 +555,10 @@ class Connection:
         props = [_properties(kind, key, body, headers, True, None) for _, _, body, kind in messages]
 
         def op() -> None:
+            ch = _unflushed(self._tx)
             for (exchange, routing_key, body, _), p in zip(messages, props):
-                self._tx.basic_publish(exchange, routing_key, body, p, mandatory=True)
-            self._tx.tx_commit()
+                ch.basic_publish(exchange, routing_key, body, p, mandatory=True)
+            self._tx.tx_commit()  # sends the lot, then waits for the broker once
 
         return self.call(op, wait=wait)
 
