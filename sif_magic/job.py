@@ -33,7 +33,6 @@ from .protocol import (
     ProtocolError,
     ResultBatch,
     ResultSegment,
-    expand_ranges,
 )
 
 LOG_BYTES_PER_CALL = 256 * 1024
@@ -44,6 +43,11 @@ _ONE = b"\x01"
 _STATUS_FIX = bytes(c if c in TERMINAL else FAILED for c in range(256))
 _ATTEMPT_FIX = b"\x01" + bytes(range(1, 256))
 _NOT_DONE = bytes(int(c != DONE) for c in range(256))
+# per event state: what a call's state becomes (terminal states stay)
+_SHOW = [
+    bytes(c if c in TERMINAL else (RUNNING if s == CANCELLED else s) for c in range(256))
+    for s in range(len(STATE_NAMES))
+]
 _ERROR_TYPES = {
     "sif_magic.errors.CallTimeoutError": CallTimeoutError,
     "sif_magic.errors.WorkerLostError": WorkerLostError,
@@ -315,16 +319,22 @@ class Job:
         """Fold a monitoring batch: progress states, attempts, notes and live logs."""
         with self._lock:
             self.event_batches += 1
+            states, counts, last = self.states, self.counts, self.n - 1
             for name, ranges in batch.states.items():
-                state = STATE_CODES[name]
-                for i in expand_ranges(ranges):
-                    if 0 <= i < self.n and self.states[i] not in TERMINAL:
-                        if state in TERMINAL and not self._have[i]:
-                            # outcomes come with results; an event only shows it is near
-                            state_shown = state if state != CANCELLED else RUNNING
-                            self._set_state(i, state_shown)
-                        else:
-                            self._set_state(i, state)
+                # a call with an outcome has a terminal state and keeps it; the others
+                # take the event's state (outcomes come with results: an event only
+                # shows one is near, and a cancel shows as running until it is one)
+                show = _SHOW[STATE_CODES[name]]
+                for a, b in ranges:
+                    a, b = max(int(a), 0), min(int(b), last)
+                    if a > b:
+                        continue
+                    old = states[a : b + 1]
+                    new = old.translate(show)
+                    if new != old:
+                        for code in range(len(counts)):
+                            counts[code] += new.count(code) - old.count(code)
+                        states[a : b + 1] = new
             for entry in batch.calls:
                 i, attempt, t0 = int(entry[0]), int(entry[1]), float(entry[2])
                 if 0 <= i < self.n and not self._have[i]:

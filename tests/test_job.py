@@ -118,3 +118,28 @@ def test_a_result_batch_whose_columns_disagree_is_refused(part: int) -> None:
     forged = protocol.pack(meta, *parts)
     with pytest.raises(protocol.ProtocolError):
         ResultBatch.decode(forged)
+
+
+def test_events_show_progress_without_touching_outcomes() -> None:
+    from sif_magic.protocol import EventBatch
+
+    job = Job("j", 8)
+    job.apply_segments([segment([5], ["five"])])  # call 5 has its outcome already
+
+    def events(states: dict) -> EventBatch:
+        return EventBatch(job_id="j", worker="w", host="h", t=0.0, states=states)
+
+    job.apply_events(events({"running": [[0, 6]], "cancelled": [[7, 9]]}))
+    assert [job.state(i) for i in range(8)] == ["running"] * 5 + ["done", "running", "running"]
+    job.apply_events(events({"done": [[-3, 1]], "failed": [[6, 6]]}))  # clipped to the job
+    assert [job.state(i) for i in range(8)] == [
+        "done", "done", "running", "running", "running", "done", "failed", "running",
+    ]  # fmt: skip
+    assert job.state_counts() == {
+        "queued": 0, "running": 4, "done": 3, "failed": 1, "cancelled": 0, "retrying": 0,
+        "lost": 0,
+    }  # fmt: skip
+    assert not job.done()  # events show outcomes near; only results make them
+    job.apply_segments([segment([0, 1, 2, 3, 4, 6, 7], list("abcdegh"))])
+    assert job.done() and job.results()[5:] == ["five", "g", "h"]
+    assert job.state_counts()["done"] == 8
