@@ -1,7 +1,7 @@
 """The worker: what runs inside the container (``sif-magic worker``).
 
-It consumes chunks from ``sif_magic.tasks.<runtime>`` (manual ack, bounded
-prefetch), runs them in a pool of warm slot processes, and publishes results to
+It consumes chunks from ``sif_magic.tasks.<runtime>`` (manual ack, a prefetch
+that follows how long chunks take), runs them in a pool of warm slot processes, and publishes results to
 the job's result queue in AMQP transactions on the channel the chunks came
 from: a chunk's ack is committed in the same transaction as its last results,
 so neither is stored without the other. A chunk that comes back
