@@ -374,7 +374,7 @@ class Slot:
                     self.specials += 1
                     self.records.append(_Special(FAILED, None, b"", err, b"", b"", 0))
                 return
-            self._calls(func, func_hash, items, positions, indices, star)
+            self._calls(func, func_hash, items, positions, star)
         finally:
             for k, v in saved_env.items():
                 if v is None:
@@ -383,7 +383,7 @@ class Slot:
                     os.environ[k] = v
             self.flush(final=True)
 
-    def _calls(self, func, func_hash, items, positions, indices, star: bool) -> None:  # noqa: ANN001
+    def _calls(self, func, func_hash, items, positions, star: bool) -> None:  # noqa: ANN001
         """Run the calls of a run, in order. The hot path: per call, the state is
         written once (the next call's state says this one ended) and a call that
         succeeded without output leaves just its value and two times.
@@ -437,7 +437,7 @@ class Slot:
                         self.untracked.add(func_hash)  # output past sys.stdout, maybe earlier
                         fast, quick = False, -1.0
                     wrote[0] = 0
-                    out0, err0 = self._record(e, indices[k], start, end, out0, err0)
+                    out0, err0 = self._record(e, start, end, out0, err0)
                     whole = True
                     continue
                 end = now()
@@ -457,7 +457,7 @@ class Slot:
                     if fast and not flagged:  # written past sys.stdout, maybe by a quick call
                         self.untracked.add(func_hash)
                         fast, quick = False, -1.0
-                    out0, err0 = self._record(value, indices[k], start, end, out0, err0, True)
+                    out0, err0 = self._record(value, start, end, out0, err0, True)
                     whole = True
                     continue
                 tim(start)
@@ -491,7 +491,6 @@ class Slot:
     def _record(
         self,
         value: object,
-        index: int,
         start: float,
         end: float,
         out0: int,
