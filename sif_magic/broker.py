@@ -188,12 +188,15 @@ class _Tx:
         self.unacked: collections.deque[int] = collections.deque()  # delivered, in tag order
         self.pending: set[int] = set()  # delivered and not settled (nor staged to be)
         self.publishes: list[_Publish] = []
+        # publishes that stand or fall with this channel's acks (a split chunk's parts):
+        # dropped, not re-sent, if the channel dies before the commit
+        self.bound: list[_Publish] = []
         self.acks: list[int] = []
         self.rejects: list[tuple[int, bool]] = []  # (tag, requeue)
 
     @property
     def staged(self) -> bool:
-        return bool(self.publishes or self.acks or self.rejects)
+        return bool(self.publishes or self.bound or self.acks or self.rejects)
 
     def delivered(self, tag: int) -> None:
         self.unacked.append(tag)
@@ -230,7 +233,7 @@ class _Tx:
     def commit(self) -> None:
         """Publish, reject, ack and commit what is staged: all of it is stored, or none."""
         ch = _unflushed(self.channel)
-        for exchange, routing_key, body, props in self.publishes:
+        for exchange, routing_key, body, props in self.publishes + self.bound:
             ch.basic_publish(exchange, routing_key, body, props, mandatory=True)
         rejects, self.rejects = self.rejects, []
         multi, singles = self.ack_frames()
@@ -241,7 +244,7 @@ class _Tx:
         for tag in singles:
             ch.basic_ack(tag)
         self.channel.tx_commit()  # sends the lot, then waits for the broker once
-        self.publishes = []
+        self.publishes, self.bound = [], []
 
 
 @dataclass
@@ -378,6 +381,10 @@ class Connection:
                     self._notify(True)
                 self._woken = False
                 self._run_ops()
+                if self._conn.is_closed:  # type: ignore[union-attr]
+                    # closed under a round of ops that committed nothing (pika would
+                    # raise ValueError, not a connection error, on the next call)
+                    raise pe.StreamLostError("the connection was closed")
                 self._conn.process_data_events(time_limit=0.2)  # type: ignore[union-attr]
             except _LOST as e:
                 if self.closed:
@@ -443,7 +450,7 @@ class Connection:
             if not tx.channel.is_open and tx is not self._fallback:
                 # its consumer was cancelled: the broker requeued its deliveries
                 self._stage_on(self._fallback, tx.publishes)
-                tx.publishes, tx.acks, tx.rejects = [], [], []
+                tx.publishes, tx.bound, tx.acks, tx.rejects = [], [], [], []
             else:
                 tx.commit()
             del self._dirty[tx]
@@ -515,16 +522,25 @@ class Connection:
         *,
         kind: str,
         key: bytes,
+        headers: dict[str, Any] | None = None,
+        bound: bool = False,
     ) -> None:
         """In the I/O thread only: sign ``body`` and stage it (persistent, mandatory) in
         the transaction of ``delivery``'s channel, to be committed at the end of this
         round of operations together with the acks staged there. If that channel is
         gone, it goes out without ack on another one (the broker redelivers the task,
-        whose result then arrives twice: the client keeps the first)."""
+        whose result then arrives twice: the client keeps the first) unless ``bound``:
+        then it is dropped, as it is if the channel dies before the commit (a split
+        chunk's parts: the chunk comes back whole, and is split again)."""
         tx = delivery.tx
+        props = _properties(kind, key, body, headers, True, None)
+        if bound:
+            if tx is not None and tx.generation == self.generation and tx.channel.is_open:
+                tx.bound.append((exchange, routing_key, body, props))
+                self._dirty[tx] = None
+            return
         if tx is None or tx.generation != self.generation or not tx.channel.is_open:
             tx = self._fallback
-        props = _properties(kind, key, body, None, True, None)
         if tx is None:  # not connected yet
             self._orphans.append((exchange, routing_key, body, props))
             return

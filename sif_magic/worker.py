@@ -357,12 +357,19 @@ class Worker:
         # so a death is only counted against the call that was running); others go back
         # to the main queue
         queue = protocol.retry_queue(self.runtime) if lost >= task.max_lost - 1 else self.queue
-        messages = [("", queue, part.encode(), "task") for part in parts]
-        for i in range(0, len(messages), 500):  # one transaction per 500, not a confirm each
-            self.conn.publish_batch(
-                messages[i : i + 500], key=self.key, headers={protocol.HDR_LOST: lost}, wait=False
-            )
-        self.conn.ack(delivery)  # queued behind the publishes above
+        bodies = [part.encode() for part in parts]
+
+        def op() -> None:
+            # the parts and the ack of the original commit together: a connection lost
+            # first drops both, and the broker hands the whole chunk out again
+            for body in bodies:
+                self.conn.stage_publish(
+                    delivery, "", queue, body, kind="task", key=self.key,
+                    headers={protocol.HDR_LOST: lost}, bound=True,
+                )  # fmt: skip
+            self.conn.ack(delivery)
+
+        self.conn.call(op, wait=False)
 
     def _fail(self, task: Task, positions: list[int], etype: str, why: str, delivery: Any) -> None:
         log.warning("job %s: %s", task.job_id, why)

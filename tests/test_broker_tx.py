@@ -172,6 +172,49 @@ def test_what_a_lost_connection_had_staged_is_not_acked_and_its_results_go_out_a
     assert _depth(ch, tasks) == 1, "a delivery of the dead connection was acked"
 
 
+def _split_and_ack(conn: Connection, delivery: Delivery, queue: str, then: Any = None) -> None:
+    """In the I/O thread: stage two parts of a split chunk (bound to its channel) and its ack."""
+
+    def op() -> None:
+        for part in (b"part-1", b"part-2"):
+            conn.stage_publish(delivery, "", queue, part, kind="task", key=b"k" * 32, bound=True)
+        conn.ack(delivery)
+        if then is not None:
+            then()
+
+    conn.call(op, wait=False)
+
+
+def test_a_split_chunk_and_its_ack_commit_together(broker_url: str, queues) -> None:
+    ch, (tasks, parts) = queues
+    conn, delivery, _ = _consume_one(broker_url, ch, tasks)
+    try:
+        _split_and_ack(conn, delivery, parts)
+        _until(lambda: _depth(ch, parts) >= 2, 5)
+        assert _depth(ch, parts) == 2
+        time.sleep(0.2)
+    finally:
+        conn.close()
+    assert _depth(ch, tasks) == 0
+
+
+def test_a_split_lost_with_its_connection_is_not_sent_again(broker_url: str, queues) -> None:
+    # unlike results: the chunk comes back whole (not acked) and is split again, so
+    # parts sent after the reconnect would run every call twice
+    ch, (tasks, parts) = queues
+    conn, delivery, _ = _consume_one(broker_url, ch, tasks)
+    try:
+        _split_and_ack(conn, delivery, parts, then=lambda: conn._conn.close())
+        _until(lambda: conn.generation == 2, 15)
+        assert conn.generation == 2
+        time.sleep(0.5)
+        assert _depth(ch, parts) == 0, "the parts of a split that was not committed went out"
+    finally:
+        conn.close()
+    time.sleep(0.2)
+    assert _depth(ch, tasks) == 1, "the chunk did not come back"
+
+
 def test_a_worker_holds_many_quick_chunks_and_few_slow_ones() -> None:
     """Prefetch follows how long chunks take: dozens of one-call chunks in flight hide
     the broker's round trip; slow chunks stay on the broker for idle workers."""

@@ -310,7 +310,7 @@ def run(ctx: Context) -> None:
         if ctx.want("s6"):
             with ctx.attempt("s6", RABBIT):
                 for k in range(p.get("inner", 2)):
-                    monitoring(ctx, ex, p.get("n2", 100000), None, "automatic chunks", rnd + k)
+                    monitoring(ctx, ex, p.get("n6", 1_000_000), None, "automatic chunks", rnd + k)
                     monitoring(ctx, ex, p.get("n1", 3000), 1, "chunksize 1", rnd + k)
         if ctx.want("s5"):
             with ctx.attempt("s5", RABBIT):
