@@ -114,11 +114,22 @@ def _consume_one(broker_url: str, ch: Any, queue: str) -> tuple[Connection, Deli
     return conn, got[0], returned
 
 
-def _result_and_ack(conn: Connection, delivery: Delivery, queue: str, then: Any = None) -> None:
-    """In the I/O thread: stage a result to ``queue`` and the ack of ``delivery``."""
+def _stage_and_ack(
+    conn: Connection,
+    delivery: Delivery,
+    queue: str,
+    then: Any = None,
+    parts: tuple[bytes, ...] = (),
+) -> None:
+    """In the I/O thread: stage a result to ``queue`` (or, with ``parts``, the parts of a
+    split chunk, bound to its channel) and the ack of ``delivery``."""
 
     def op() -> None:
-        conn.stage_publish(delivery, "", queue, b"result", kind="result", key=b"k" * 32)
+        for body in parts or (b"result",):
+            kind = "task" if parts else "result"
+            conn.stage_publish(
+                delivery, "", queue, body, kind=kind, key=b"k" * 32, bound=bool(parts)
+            )
         conn.ack(delivery)
         if then is not None:
             then()
@@ -130,7 +141,7 @@ def test_result_and_ack_commit_together(broker_url: str, queues) -> None:
     ch, (tasks, results) = queues
     conn, delivery, returned = _consume_one(broker_url, ch, tasks)
     try:
-        _result_and_ack(conn, delivery, results)
+        _stage_and_ack(conn, delivery, results)
         _until(lambda: _depth(ch, results) >= 1, 5)
         assert _depth(ch, results) == 1
         time.sleep(0.2)
@@ -147,7 +158,7 @@ def test_a_result_nobody_waits_for_is_returned_and_its_task_still_acked(
     conn, delivery, returned = _consume_one(broker_url, ch, tasks)
     gone = f"sif_magic.results.gone-{uuid.uuid4().hex[:8]}"
     try:
-        _result_and_ack(conn, delivery, gone)
+        _stage_and_ack(conn, delivery, gone)
         _until(lambda: returned, 5)
         assert returned == [("result", gone)]
     finally:
@@ -162,7 +173,7 @@ def test_what_a_lost_connection_had_staged_is_not_acked_and_its_results_go_out_a
     conn, delivery, _ = _consume_one(broker_url, ch, tasks)
     try:
         # the connection dies before the commit at the end of this round
-        _result_and_ack(conn, delivery, results, then=lambda: conn._conn.close())
+        _stage_and_ack(conn, delivery, results, then=lambda: conn._conn.close())
         _until(lambda: _depth(ch, results) >= 1, 15)
         assert _depth(ch, results) == 1, "the staged result was not published after reconnecting"
         assert conn.generation == 2
@@ -172,26 +183,13 @@ def test_what_a_lost_connection_had_staged_is_not_acked_and_its_results_go_out_a
     assert _depth(ch, tasks) == 1, "a delivery of the dead connection was acked"
 
 
-def _split_and_ack(conn: Connection, delivery: Delivery, queue: str, then: Any = None) -> None:
-    """In the I/O thread: stage two parts of a split chunk (bound to its channel) and its ack."""
-
-    def op() -> None:
-        for part in (b"part-1", b"part-2"):
-            conn.stage_publish(delivery, "", queue, part, kind="task", key=b"k" * 32, bound=True)
-        conn.ack(delivery)
-        if then is not None:
-            then()
-
-    conn.call(op, wait=False)
-
-
 def test_a_split_chunk_and_its_ack_commit_together(broker_url: str, queues) -> None:
-    ch, (tasks, parts) = queues
+    ch, (tasks, retry) = queues
     conn, delivery, _ = _consume_one(broker_url, ch, tasks)
     try:
-        _split_and_ack(conn, delivery, parts)
-        _until(lambda: _depth(ch, parts) >= 2, 5)
-        assert _depth(ch, parts) == 2
+        _stage_and_ack(conn, delivery, retry, parts=(b"part-1", b"part-2"))
+        _until(lambda: _depth(ch, retry) >= 2, 5)
+        assert _depth(ch, retry) == 2
         time.sleep(0.2)
     finally:
         conn.close()
@@ -201,14 +199,14 @@ def test_a_split_chunk_and_its_ack_commit_together(broker_url: str, queues) -> N
 def test_a_split_lost_with_its_connection_is_not_sent_again(broker_url: str, queues) -> None:
     # unlike results: the chunk comes back whole (not acked) and is split again, so
     # parts sent after the reconnect would run every call twice
-    ch, (tasks, parts) = queues
+    ch, (tasks, retry) = queues
     conn, delivery, _ = _consume_one(broker_url, ch, tasks)
     try:
-        _split_and_ack(conn, delivery, parts, then=lambda: conn._conn.close())
+        _stage_and_ack(conn, delivery, retry, then=lambda: conn._conn.close(), parts=(b"p1", b"p2"))
         _until(lambda: conn.generation == 2, 15)
         assert conn.generation == 2
         time.sleep(0.5)
-        assert _depth(ch, parts) == 0, "the parts of a split that was not committed went out"
+        assert _depth(ch, retry) == 0, "the parts of a split that was not committed went out"
     finally:
         conn.close()
     time.sleep(0.2)
