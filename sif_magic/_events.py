@@ -73,12 +73,6 @@ class EventBuffer:
             if attempt:
                 p.calls.append([index, attempt, t])
 
-    def states(self, job_id: str, indices: list[int], state: int) -> None:
-        with self._lock:
-            p = self._get(job_id)
-            for i in indices:
-                p.states[i] = state
-
     def outcomes(self, job_id: str, indices: array, status: bytes) -> None:
         """Calls that ended (``status`` per call). Consecutive calls all done, the
         usual case, are kept as one range, not call by call."""
