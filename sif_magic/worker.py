@@ -1,10 +1,11 @@
 """The worker: what runs inside the container (``sif-magic worker``).
 
 It consumes chunks from ``sif_magic.tasks.<runtime>`` (manual ack, a prefetch
-that follows how long chunks take), runs them in a pool of warm slot processes, and publishes results to
-the job's result queue in AMQP transactions on the channel the chunks came
-from: a chunk's ack is committed in the same transaction as its last results,
-so neither is stored without the other. A chunk that comes back
+that follows how long chunks take), runs them in a pool of warm slot
+processes, and publishes results to the job's result queue in AMQP
+transactions on the channel the chunks came from: a chunk's ack is committed
+in the same transaction as its last results, so neither is stored without the
+other. A chunk that comes back
 redelivered (its worker died) is split into one message per call carrying a
 loss count, so one poison call cannot take its neighbours down with it, and a
 call lost ``max_lost`` times fails with "worker lost N times".
@@ -425,10 +426,10 @@ class Worker:
         """With ``_outbox_lock`` held, ``chunk`` done: the task queue's new prefetch, or 0.
 
         A worker holds about PREFETCH_SECONDS of unstarted work per process beyond
-        two chunks per process: quick chunks (a call each, say) need dozens in flight to hide
-        the broker's round trip, while slow ones must not be hoarded away from
-        other workers that are idle. A chunk's time is its calls times the time per
-        call its slot measured lately."""
+        two chunks per process: quick chunks (a call each, say) need dozens in
+        flight to hide the broker's round trip, while slow ones must not be hoarded
+        away from other workers that are idle. A chunk's time is its calls times
+        the time per call its slot measured lately."""
         seconds = len(chunk.only or ()) * self.pool.seconds_per_call(chunk.func_hash)
         self._chunk_seconds += 0.2 * (seconds - self._chunk_seconds)
         self._chunks_done += 1
