@@ -14,7 +14,7 @@ import time
 from array import array
 from collections.abc import Callable
 
-from .protocol import DONE, STATE_NAMES, TERMINAL, EventBatch, compress_ranges
+from .protocol import DONE, STATE_NAMES, TERMINAL, EventBatch, compress_ranges, consecutive
 
 MAX_LOG_BYTES_PER_FLUSH = 512 * 1024
 
@@ -76,13 +76,10 @@ class EventBuffer:
     def outcomes(self, job_id: str, indices: array, status: bytes) -> None:
         """Calls that ended (``status`` per call). Consecutive calls all done, the
         usual case, are kept as one range, not call by call."""
-        n = len(indices)
-        a = indices[0] if n else 0
-        if n and status.count(DONE) == n and indices[-1] == a + n - 1:
-            if n <= 2 or indices == array("q", range(a, a + n)):
-                with self._lock:
-                    self._get(job_id).done.append([a, a + n - 1])
-                return
+        if status.count(DONE) == len(indices) and consecutive(indices):
+            with self._lock:
+                self._get(job_id).done.append([indices[0], indices[-1]])
+            return
         with self._lock:
             states = self._get(job_id).states
             for i, st in zip(indices, status):

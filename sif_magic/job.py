@@ -1,7 +1,7 @@
 """A run of calls: per-call states, results in order, logs, futures.
 
 A Job is plain state. Backends fold what workers report into it
-(``apply_results`` for results, which decide a call's outcome;
+(``apply_segments`` / ``apply_batch`` for results, which decide a call's outcome;
 ``apply_events`` for the monitoring stream, which shows progress and live
 logs); displays read it. Nothing here touches a widget or a connection.
 """
@@ -28,11 +28,11 @@ from .protocol import (
     STATE_CODES,
     STATE_NAMES,
     TERMINAL,
-    CallResult,
     EventBatch,
     ProtocolError,
     ResultBatch,
     ResultSegment,
+    consecutive,
 )
 
 LOG_BYTES_PER_CALL = 256 * 1024
@@ -201,10 +201,6 @@ class Job:
             self._host_ids[key] = hid
         return hid
 
-    def apply_results(self, results: list[CallResult]) -> None:
-        """Record outcomes given one by one (see ``apply_segment``)."""
-        self.apply_segments(ResultSegment.of(results))
-
     def apply_batch(self, batch: ResultBatch) -> None:
         self.apply_segments(batch.segments)
 
@@ -234,8 +230,7 @@ class Job:
             SKIP not in seg.status
             and 0 <= a
             and b <= self.n
-            and idx[-1] == b - 1
-            and (n <= 2 or idx == array("q", range(a, b)))
+            and consecutive(idx)
             and self._have.find(1, a, b) < 0
             and not (self.cancel_requested and self.states.find(CANCELLED, a, b) >= 0)
         )
@@ -243,8 +238,8 @@ class Job:
         status = seg.status.translate(_STATUS_FIX)
         attempts = seg.attempts.translate(_ATTEMPT_FIX)
         block = _Block(seg, contiguous)
-        self._blocks.append(block)
         if contiguous:
+            self._blocks.append(block)
             states, counts = self.states, self.counts
             old = states[a:b]
             for code in range(len(counts)):
@@ -271,6 +266,7 @@ class Job:
         times, extra = seg.times, seg.extra
         have, states, n_calls = self._have, self.states, self.n
         guard, raw_status = self.cancel_requested, seg.status
+        kept = False  # the block is kept only if a call of it was applied
         for k, i in enumerate(idx):
             if not 0 <= i < n_calls or raw_status[k] == SKIP:
                 continue
@@ -284,6 +280,9 @@ class Job:
             self.t_end[i] = times[2 * k + 1]
             self._where[i] = hid
             self._values[i] = block
+            if not kept:
+                self._blocks.append(block)
+                kept = True
             self.final += 1
             applied.append(i)
             if k in extra:

@@ -393,6 +393,14 @@ class ResultSegment:
         return out
 
 
+def consecutive(indices: array) -> bool:
+    """Whether ``indices`` are ``a, a+1, ..., a+n-1`` (the usual segment), at C speed."""
+    n = len(indices)
+    if not n or indices[-1] != indices[0] + n - 1:
+        return False
+    return n <= 2 or indices == array("q", range(indices[0], indices[0] + n))
+
+
 def _le(a: array) -> bytes:
     """An array's bytes, little endian whatever this machine is."""
     if _BIG_ENDIAN:

@@ -477,17 +477,21 @@ class Worker:
                 "the broker could not route a %s message to %r: it is lost", kind, routing_key
             )
 
-    def _publish_events(self, batch: protocol.EventBatch) -> None:
-        self.conn.publish(
+    def _publish_monitor(self, routing_key: str, body: bytes, kind: str, wait: bool) -> Any:
+        """Events and heartbeats: best effort (not persistent, no confirms)."""
+        return self.conn.publish(
             protocol.MONITOR_EXCHANGE,
-            protocol.events_key(batch.job_id),
-            batch.encode(),
-            kind="events",
+            routing_key,
+            body,
+            kind=kind,
             key=self.key,
             persistent=False,
-            wait=False,
+            wait=wait,
             confirm=False,
         )
+
+    def _publish_events(self, batch: protocol.EventBatch) -> None:
+        self._publish_monitor(protocol.events_key(batch.job_id), batch.encode(), "events", False)
 
     def heartbeat(self, state: str = "up") -> Heartbeat:
         py, cp = _versions()
@@ -514,15 +518,8 @@ class Worker:
     def send_heartbeat(self, state: str = "up", wait: bool = False) -> Any:
         hb = self.heartbeat(state)
         kind = "heartbeat" if state == "up" else "bye"
-        return self.conn.publish(
-            protocol.MONITOR_EXCHANGE,
-            protocol.heartbeat_key(self.worker_id, kind),
-            hb.encode(),
-            kind="heartbeat",
-            key=self.key,
-            persistent=False,
-            wait=wait,
-            confirm=False,
+        return self._publish_monitor(
+            protocol.heartbeat_key(self.worker_id, kind), hb.encode(), "heartbeat", wait
         )
 
 
