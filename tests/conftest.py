@@ -7,17 +7,14 @@ the README's test command starts or installs the broker first.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from queues import delete_task_queues
+from workers import WorkerProcs
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_URL = os.environ.get("SIF_MAGIC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -100,104 +97,10 @@ def runtime() -> Iterator[str]:
     delete_task_queues(name, BROKER_URL)
 
 
-def queue_consumers(url: str, queue: str) -> int:
-    import pika
-
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        ch = conn.channel()
-        from sif_magic import protocol
-
-        ok = ch.queue_declare(queue, durable=True, arguments=protocol.task_queue_arguments())
-        return ok.method.consumer_count
-    finally:
-        conn.close()
-
-
-class Workers:
-    """Real ``sif-magic worker`` processes, stopped by pid at the end."""
-
-    def __init__(self, url: str, key_file: Path, log_dir: Path) -> None:
-        self.url = url
-        self.key_file = key_file
-        self.log_dir = log_dir
-        self.procs: list[subprocess.Popen] = []
-
-    def start(
-        self,
-        runtime: str,
-        processes: int = 2,
-        count: int = 1,
-        wait: bool = True,
-        extra_env: dict[str, str] | None = None,
-    ) -> list[subprocess.Popen]:
-        url_file = self.log_dir / "amqp_url"
-        url_file.write_text(self.url)
-        url_file.chmod(0o600)
-        started = []
-        for _ in range(count):
-            log = open(self.log_dir / f"worker-{runtime}-{len(self.procs)}.log", "wb")
-            env = dict(os.environ, PYTHONPATH=str(ROOT), **(extra_env or {}))
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sif_magic",
-                    "worker",
-                    "--amqp-url-file",
-                    str(url_file),
-                    "--runtime",
-                    runtime,
-                    "--processes",
-                    str(processes),
-                    "--key-file",
-                    str(self.key_file),
-                    "--heartbeat",
-                    "0.5",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=str(ROOT),
-            )
-            proc.log_path = log.name  # type: ignore[attr-defined]
-            self.procs.append(proc)
-            started.append(proc)
-        if wait:
-            from sif_magic import protocol
-
-            deadline = time.time() + 20
-            want = sum(1 for p in self.procs if p.poll() is None and p in started)
-            while queue_consumers(self.url, protocol.task_queue(runtime)) < want:
-                if time.time() > deadline:
-                    raise RuntimeError(f"workers did not join: {self.logs()}")
-                time.sleep(0.1)
-        return started
-
-    def logs(self) -> str:
-        out = []
-        for p in self.procs:
-            try:
-                out.append(Path(p.log_path).read_text())  # type: ignore[attr-defined]
-            except OSError:
-                pass
-        return "\n".join(out)
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-
-
 @pytest.fixture
-def workers(broker_url: str, key_file: Path, tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(broker_url, key_file, tmp_path)
+def workers(broker_url: str, key_file: Path, tmp_path: Path) -> Iterator[WorkerProcs]:
+    """Real ``sif-magic worker`` processes on the machine's broker, stopped by pid after."""
+    w = WorkerProcs(broker_url, key_file, tmp_path)
     yield w
     w.stop()
 

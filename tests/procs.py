@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 
 def process_gone(pid: int, timeout: float = 5.0) -> bool:
@@ -39,3 +40,26 @@ def descendants(pid: int) -> list[int]:
         found += kids
         todo += kids
     return found
+
+
+def cancel_while_running(ex: Any, pid_dir: Path) -> tuple[Any, float, list[int]]:
+    """Map six 60 s calls (chunksize 1), cancel once two run: (job, seconds ``cancel()``
+    took, pids of the processes that were running calls)."""
+    d = str(pid_dir)
+
+    def slow(x: int) -> int:
+        import os
+        import time
+
+        open(os.path.join(d, f"pid{x}"), "w").write(str(os.getpid()))
+        time.sleep(60)
+        return x
+
+    job = ex.map_job(slow, range(6), chunksize=1)
+    deadline = time.time() + 20
+    while len(list(pid_dir.glob("pid*"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    t0 = time.time()
+    job.cancel()
+    took = time.time() - t0
+    return job, took, [int(p.read_text()) for p in pid_dir.glob("pid*")]

@@ -26,3 +26,36 @@ def delete_task_queues(runtime: str, url: str = BROKER_URL) -> None:
                 ch.close()
     finally:
         conn.close()
+
+
+def delete_queue(queue: str, url: str = BROKER_URL) -> None:
+    """A runtime's task queue (by its name) and its retry queue."""
+    delete_task_queues(queue.removeprefix("sif_magic.tasks."), url)
+
+
+def consumers(queue: str, url: str = BROKER_URL, *, declare: bool = False) -> int | None:
+    """Consumers of ``queue``: None while it does not exist, unless ``declare`` (then it
+    is declared as a task queue first, so it counts 0 before any worker joined)."""
+    import logging
+
+    import pika
+    import pika.exceptions
+
+    from sif_magic import protocol
+
+    logging.getLogger("pika").setLevel(logging.CRITICAL)  # a missing queue is expected here
+    params = pika.URLParameters(url)
+    params.socket_timeout = 5
+    params.connection_attempts = 1
+    conn = pika.BlockingConnection(params)
+    try:
+        ch = conn.channel()
+        try:
+            if declare:
+                args = protocol.task_queue_arguments()
+                return ch.queue_declare(queue, durable=True, arguments=args).method.consumer_count
+            return ch.queue_declare(queue, passive=True).method.consumer_count
+        except pika.exceptions.ChannelClosedByBroker:
+            return None
+    finally:
+        conn.close()

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from queues import consumers, delete_queue
 
 from sif_magic import launch
 from sif_magic._cli_cluster import register
@@ -353,33 +354,6 @@ def test_a_reused_pid_is_not_signalled(tmp_path, home, url_file) -> None:
 
 def _worker_exists() -> bool:
     return (ROOT / "sif_magic" / "worker.py").exists()
-
-
-def consumers(queue: str) -> int | None:
-    """Consumers of ``queue`` on the machine's broker (None while it does not exist)."""
-    import logging
-
-    import pika
-    import pika.exceptions
-
-    logging.getLogger("pika").setLevel(logging.CRITICAL)  # a missing queue is expected here
-
-    conn = pika.BlockingConnection(pika.URLParameters(URL))
-    try:
-        ch = conn.channel()
-        try:
-            return ch.queue_declare(queue, passive=True).method.consumer_count
-        except pika.exceptions.ChannelClosedByBroker:
-            return None
-    finally:
-        conn.close()
-
-
-def delete_queue(queue: str) -> None:
-    """The runtime's task queue and its retry queue."""
-    from queues import delete_task_queues
-
-    delete_task_queues(queue.removeprefix("sif_magic.tasks."), URL)
 
 
 @pytest.mark.skipif(

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from procs import process_gone
+from procs import cancel_while_running, process_gone
 
 from sif_magic import CallTimeoutError, Executor, RemoteError, SerializationError, WorkerLostError
 
@@ -196,23 +196,9 @@ def test_env_reaches_the_calls_and_is_restored(ex: Executor) -> None:
 
 
 def test_cancel_drops_queued_and_kills_running_calls(ex: Executor, tmp_path) -> None:
-    def slow(x: int) -> int:
-        import os
-        import time
-
-        open(os.path.join(str(tmp_path), f"pid{x}"), "w").write(str(os.getpid()))
-        time.sleep(60)
-        return x
-
-    job = ex.map_job(slow, range(6), chunksize=1)
-    deadline = time.time() + 20
-    while len(list(tmp_path.glob("pid*"))) < 2 and time.time() < deadline:
-        time.sleep(0.05)
-    t0 = time.time()
-    job.cancel()
-    assert job.wait(5) and time.time() - t0 < 3
+    job, took, pids = cancel_while_running(ex, tmp_path)
+    assert job.wait(5) and took < 3
     assert job.state_counts()["cancelled"] == 6
-    pids = [int(p.read_text()) for p in tmp_path.glob("pid*")]
     for pid in pids:
         assert process_gone(pid)
     # other work goes on

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pika
 import pytest
-from procs import process_gone
+from procs import cancel_while_running, process_gone
 
 from sif_magic import (
     BrokerError,
@@ -91,26 +91,11 @@ def test_events_flow_on_the_monitoring_exchange(workers, ex: Executor, runtime: 
 
 def test_cancel_reaches_the_workers(workers, ex: Executor, runtime: str, tmp_path) -> None:
     workers.start(runtime, processes=2)
-    d = str(tmp_path)
-
-    def slow(x: int) -> int:
-        import os
-        import time
-
-        open(os.path.join(d, f"pid{x}"), "w").write(str(os.getpid()))
-        time.sleep(60)
-        return x
-
-    job = ex.map_job(slow, range(6), chunksize=1)
-    deadline = time.time() + 20
-    while len(list(tmp_path.glob("pid*"))) < 2 and time.time() < deadline:
-        time.sleep(0.05)
-    t0 = time.time()
-    job.cancel()
-    assert job.done() and time.time() - t0 < 3
+    job, took, pids = cancel_while_running(ex, tmp_path)
+    assert job.done() and took < 3
     assert job.state_counts()["cancelled"] == 6
-    for p in tmp_path.glob("pid*"):
-        assert process_gone(int(p.read_text()))
+    for pid in pids:
+        assert process_gone(pid)
     # the same workers go on with the next job
     assert ex.map_job(abs, [-3]).results(timeout=30) == [3]
 

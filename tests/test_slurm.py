@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from queues import consumers, delete_queue
 
 from sif_magic._cli_cluster import register
 from sif_magic.errors import ConfigError
@@ -274,31 +275,6 @@ def test_main_cli_has_the_cluster_commands(home) -> None:
 
 
 # -- the real cluster --------------------------------------------------------------
-
-
-def consumers(queue: str) -> int | None:
-    import logging
-
-    import pika
-    import pika.exceptions
-
-    logging.getLogger("pika").setLevel(logging.CRITICAL)  # a missing queue is expected here
-
-    conn = pika.BlockingConnection(pika.URLParameters(URL))
-    try:
-        try:
-            return conn.channel().queue_declare(queue, passive=True).method.consumer_count
-        except pika.exceptions.ChannelClosedByBroker:
-            return None
-    finally:
-        conn.close()
-
-
-def delete_queue(queue: str) -> None:
-    """The runtime's task queue and its retry queue."""
-    from queues import delete_task_queues
-
-    delete_task_queues(queue.removeprefix("sif_magic.tasks."), URL)
 
 
 def job_processes(job_ids: set[str]) -> dict[int, tuple[str, dict[str, str]]]:

@@ -12,7 +12,6 @@ import os
 import signal
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,9 +21,7 @@ from typing import Any
 import pika
 import pika.exceptions
 from procs import descendants  # noqa: F401 (the fault tests import it from here)
-
-ROOT = Path(__file__).resolve().parents[2]
-
+from workers import ROOT, WorkerProcs  # noqa: F401 (ROOT: the fault tests import it from here)
 
 # -- /proc -------------------------------------------------------------------------
 
@@ -78,84 +75,21 @@ def pika_params(url: str, ca_file: str | Path | None = None) -> pika.URLParamete
     return params
 
 
-def consumers(url: str, queue: str) -> int:
-    from sif_magic import protocol
-
-    conn = pika.BlockingConnection(pika_params(url))
-    try:
-        ok = conn.channel().queue_declare(
-            queue, durable=True, arguments=protocol.task_queue_arguments()
-        )
-        return ok.method.consumer_count
-    finally:
-        conn.close()
-
-
-class FaultWorkers:
+class FaultWorkers(WorkerProcs):
     """Real ``sif-magic worker`` processes, each in its own session (its own process
-    group), so a test can kill one worker's group without touching pytest's."""
+    group), so a test can kill one worker's group without touching pytest's; ``stop``
+    also kills what they started that outlived them."""
+
+    new_session = True
 
     def __init__(
         self, url: str, key_file: Path, log_dir: Path, *, admin_url: str | None = None
     ) -> None:
-        self.url = url
-        self.admin_url = admin_url or url  # plain amqp URL to count consumers with
-        self.key_file = key_file
-        self.log_dir = log_dir
-        self.procs: list[subprocess.Popen] = []
+        super().__init__(url, key_file, log_dir, admin_url=admin_url)
         self.seen: dict[int, int] = {}  # pid -> start time of processes of ours (cleanup)
 
-    def start(
-        self,
-        runtime: str,
-        processes: int = 2,
-        count: int = 1,
-        *,
-        wait: bool = True,
-        ca_file: str | Path | None = None,
-        url: str | None = None,
-        heartbeat: float = 0.5,
-    ) -> list[subprocess.Popen]:
-        url_file = self.log_dir / f"amqp_url-{len(self.procs)}"
-        url_file.write_text(url or self.url)
-        url_file.chmod(0o600)
-        started = []
-        for _ in range(count):
-            log = open(self.log_dir / f"worker-{runtime}-{len(self.procs)}.log", "wb")
-            cmd = [
-                sys.executable, "-m", "sif_magic", "worker",
-                "--amqp-url-file", str(url_file), "--runtime", runtime,
-                "--processes", str(processes), "--key-file", str(self.key_file),
-                "--heartbeat", str(heartbeat),
-            ]  # fmt: skip
-            if ca_file:
-                cmd += ["--ca-file", str(ca_file)]
-            env = dict(os.environ, PYTHONPATH=str(ROOT))
-            proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=str(ROOT),
-                start_new_session=True,
-            )
-            log.close()
-            proc.log_path = log.name  # type: ignore[attr-defined]
-            self.procs.append(proc)
-            started.append(proc)
-        if wait:
-            self.wait_joined(runtime, started)
-        return started
-
     def wait_joined(self, runtime: str, procs: list[subprocess.Popen], timeout: float = 30) -> None:
-        from sif_magic import protocol
-
-        deadline = time.time() + timeout
-        queue = protocol.task_queue(runtime)
-        while consumers(self.admin_url, queue) < sum(1 for p in procs if p.poll() is None):
-            if time.time() > deadline or any(p.poll() is not None for p in procs):
-                raise RuntimeError(f"workers did not join: {self.logs()}")
-            time.sleep(0.1)
+        super().wait_joined(runtime, procs, timeout)
         for p in procs:  # wait for the slots too: their pids are what tests check
             self.remember(p)
 
@@ -180,26 +114,11 @@ class FaultWorkers:
                     continue
             self.seen.setdefault(pid, t)
 
-    def logs(self) -> str:
-        out = []
-        for p in self.procs:
-            try:
-                out.append(Path(p.log_path).read_text(errors="replace"))  # type: ignore[attr-defined]
-            except OSError:
-                pass
-        return "\n".join(out)
-
     def stop(self) -> None:
         for p in self.procs:
             if p.poll() is None:
                 self.remember(p)
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        super().stop()
         # anything a worker started that outlived it (a test that found a leak still
         # cleans up after itself): only pids we tracked, and only if still the same process
         for pid, t in self.seen.items():
