@@ -40,6 +40,7 @@ Standard library and cloudpickle only: this runs inside the worker image.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import io
 import mmap
 import os
@@ -50,6 +51,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from array import array
 from typing import Any
 
@@ -180,12 +182,52 @@ def _die_with_parent() -> None:
         pass
 
 
-def _user_frames(tb: object) -> list[list]:
-    frames = traceback.extract_tb(tb)  # type: ignore[arg-type]
+def code_key(code: types.CodeType) -> str:
+    """What names a code object whatever a pickler writes as its file: a hash of
+    its name, first line, bytecode, names and constants, the parts a pickler must
+    keep for the code to run and for its line numbers to mean anything.
+
+    The client keys the code objects it ships the same way (``_origins``) and
+    maps a frame whose key it knows back to the file the code came from:
+    cloudpickle 3.1.3 sets ``co_filename`` of code pickled by value to
+    ``"<dynamic-code>"``, older releases keep the client's path."""
+    h = hashlib.blake2b(digest_size=8)
+    head = (code.co_name, code.co_firstlineno, code.co_names, code.co_varnames, code.co_freevars)
+    h.update(repr(head).encode("utf-8", "backslashreplace"))
+    h.update(code.co_code)
+    h.update(_const_text(code.co_consts).encode("utf-8", "backslashreplace"))
+    return h.hexdigest()
+
+
+def _const_text(c: object) -> str:
+    """Constants as text that is the same in every process (a nested code object
+    by its name and line: its own key covers the rest)."""
+    if isinstance(c, types.CodeType):
+        return f"<code {c.co_name} {c.co_firstlineno}>"
+    if isinstance(c, tuple):
+        return "(" + ",".join(map(_const_text, c)) + ")"
+    if isinstance(c, frozenset):  # its order follows string hashes, which differ per process
+        return "{" + ",".join(sorted(map(_const_text, c))) + "}"
+    return f"{type(c).__name__}:{c!r}"
+
+
+def _user_frames(tb: object) -> tuple[list[list], list[str]]:
+    """The traceback's frames as ``[filename, lineno, name, line]`` and the
+    ``code_key`` of each frame's code (taken from the frame, not its file name)."""
+    walked = list(traceback.walk_tb(tb))  # type: ignore[arg-type]
     # drop our own frames (the runner) at the top of the stack
-    while frames and os.path.abspath(frames[0].filename) == _THIS_FILE:
-        frames.pop(0)
-    return [[f.filename, f.lineno or 0, f.name, f.line or ""] for f in frames]
+    while walked and os.path.abspath(walked[0][0].f_code.co_filename) == _THIS_FILE:
+        walked.pop(0)
+    frames = traceback.StackSummary.extract(iter(walked))
+    keys: dict[int, str] = {}  # a recursion repeats one code a thousand times
+    codes = []
+    for frame, _ in walked:
+        code = frame.f_code
+        key = keys.get(id(code))
+        if key is None:
+            key = keys[id(code)] = code_key(code)
+        codes.append(key)
+    return [[f.filename, f.lineno or 0, f.name, f.line or ""] for f in frames], codes
 
 
 def describe_exception(e: BaseException) -> dict:
@@ -199,7 +241,8 @@ def describe_exception(e: BaseException) -> dict:
         message = str(e)
     except Exception:
         message = f"<unprintable {name}>"
-    return {"type": name, "message": message, "frames": _user_frames(e.__traceback__)}
+    frames, codes = _user_frames(e.__traceback__)
+    return {"type": name, "message": message, "frames": frames, "codes": codes}
 
 
 def dumps_value(value: object) -> bytes:

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 _URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)([^@\s]*)(@)")
 
@@ -66,19 +66,29 @@ class WorkerLostError(SifMagicError):
     pass
 
 
+class Frame(NamedTuple):
+    """One frame of a remote traceback: the file the code was written in (an
+    IPython cell's for code of the notebook), the line, the function, its source."""
+
+    filename: str
+    lineno: int
+    name: str
+    line: str
+
+
 class RemoteError(SifMagicError):
     """An exception raised by a call on a worker.
 
     ``ename``/``evalue`` name the remote exception, ``frames`` its traceback
-    (user frames only) as ``(filename, lineno, name, line)``; ``exception`` is
-    the original exception object when it could be unpickled here.
+    (user frames only) as ``Frame(filename, lineno, name, line)``; ``exception``
+    is the original exception object when it could be unpickled here.
     """
 
     def __init__(
         self,
         ename: str,
         evalue: str,
-        frames: list[tuple[str, int, str, str]] | None = None,
+        frames: list[Frame] | None = None,
         *,
         index: int | None = None,
         host: str = "",
@@ -88,7 +98,7 @@ class RemoteError(SifMagicError):
         super().__init__(f"{ename}: {evalue}")
         self.ename = ename
         self.evalue = evalue
-        self.frames = frames or []
+        self.frames = [Frame(*f) for f in frames or ()]
         self.index = index
         self.host = host
         self.worker = worker

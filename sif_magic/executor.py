@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import _serialize
+from ._origins import code_origins
 from .backends import Backend, JobTask, make_backend
 from .config import SifConfig, snapshot
 from .errors import ConfigError
@@ -99,6 +100,7 @@ class Executor(concurrent.futures.Executor):
             errors=errors,
             runtime=cfg.runtime,
             backend=backend,
+            origins=code_origins(fn),
         )
         backend.start_job(job, task)
         self.jobs[job.job_id] = job  # only a job that started (shutdown waits for these)

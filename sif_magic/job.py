@@ -17,7 +17,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import CallTimeoutError, CancelledError, RemoteError, WorkerLostError
+from .errors import CallTimeoutError, CancelledError, Frame, RemoteError, WorkerLostError
 from .protocol import (
     CANCELLED,
     DONE,
@@ -138,6 +138,7 @@ class Job:
         errors: str = "raise",
         runtime: str = "",
         backend: Any = None,
+        origins: dict[str, str] | None = None,
     ) -> None:
         self.job_id = job_id
         self.n = n
@@ -145,6 +146,8 @@ class Job:
         self.errors = errors
         self.runtime = runtime
         self.backend = backend
+        # code_key -> real file of the code shipped with the function (see _origins)
+        self.origins = origins or {}
         self.states = bytearray(n)
         self.attempts = bytearray(b"\x01" * n)
         self.t_start = array("d", bytes(8 * n))
@@ -494,11 +497,10 @@ class Job:
                 original = pickle.loads(raw)
             except Exception:  # noqa: BLE001 - the class may not exist here
                 original = None
-        frames = [tuple(f) for f in info.get("frames", [])]
         return RemoteError(
             etype,
             info.get("message", ""),
-            _fill_source(frames),
+            _locate(info.get("frames") or [], info.get("codes") or [], self.origins),
             index=i,
             host=host,
             worker=worker,
@@ -620,13 +622,21 @@ def _not_done(states: bytearray) -> Iterator[int]:
         i = marks.find(1, i + 1)
 
 
-def _fill_source(frames: list[tuple]) -> list[tuple[str, int, str, str]]:
-    """Fill in source lines the worker could not know (cell code lives in this kernel)."""
+def _locate(frames: list, codes: list, origins: dict[str, str]) -> list[Frame]:
+    """The worker's frames, each shipped one (its code's key is in ``origins``) in
+    the file it came from, with its source line from this kernel (cell code lives
+    only here); any other frame keeps the worker's file and line (the client fills
+    in a line the worker could not read)."""
     import linecache
 
     out = []
-    for filename, lineno, name, line in frames:
-        if not line:
+    for k, (filename, lineno, name, line) in enumerate(frames):
+        key = codes[k] if k < len(codes) else None
+        origin = origins.get(key) if isinstance(key, str) else None
+        if origin is not None:
+            filename = origin
+            line = linecache.getline(origin, lineno).strip() or line
+        elif not line:
             line = linecache.getline(filename, lineno).strip()
-        out.append((filename, lineno, name, line))
+        out.append(Frame(filename, lineno, name, line))
     return out

@@ -263,7 +263,9 @@ class CallResult:
     ``value`` is the pickled return value (status done) or the pickled
     exception, if it could be pickled (status failed); ``error`` holds the
     exception's type, message and traceback frames as plain data, so the client
-    can render it even when the exception class does not exist in the kernel.
+    can render it even when the exception class does not exist in the kernel
+    (``{"type", "message", "frames": [[file, line, function, source], ...],
+    "codes": [key of each frame's code, ...]}``, see docs/protocol.md).
     """
 
     index: int
