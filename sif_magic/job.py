@@ -17,7 +17,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import CallTimeoutError, CancelledError, RemoteError, WorkerLostError
+from .errors import CancelledError, RemoteError, error_class
 from .protocol import (
     CANCELLED,
     DONE,
@@ -48,10 +48,6 @@ _SHOW = [
     bytes(c if c in TERMINAL else (RUNNING if s == CANCELLED else s) for c in range(256))
     for s in range(len(STATE_NAMES))
 ]
-_ERROR_TYPES = {
-    "sif_magic.errors.CallTimeoutError": CallTimeoutError,
-    "sif_magic.errors.WorkerLostError": WorkerLostError,
-}
 
 
 class _Block:
@@ -485,8 +481,8 @@ class Job:
             return None
         info = info or {"type": "Error", "message": "failed", "frames": []}
         etype = info.get("type", "Error")
-        special = _ERROR_TYPES.get(etype)
-        if special is not None:
+        special = error_class(etype)  # one of ours arrives as itself
+        if special is not None and special is not RemoteError:
             return special(f"{info.get('message', '')} (host {host or '?'})")
         original = None
         if raw:

@@ -14,6 +14,7 @@ from sif_magic import (
     BrokerError,
     Executor,
     IncompatibleWorkerError,
+    Job,
     NoWorkersError,
     RemoteError,
     WorkerLostError,
@@ -235,6 +236,11 @@ def test_incompatible_worker_versions(broker_url: str, runtime: str, key_file, w
     err = got.results[0].error
     assert got.results[0].status == protocol.FAILED
     assert "Python 3.1" in err["message"] and "sif-magic runtime def --python 3.1" in err["message"]
+    # and the notebook sees it as itself, not as a RemoteError
+    job = Job("jx", 1)
+    job.apply_batch(got)
+    assert isinstance(job.error(0), IncompatibleWorkerError)
+    assert "sif-magic runtime def --python 3.1" in str(job.error(0))
 
     # and the client refuses to dispatch when every live worker is incompatible
     from sif_magic.backends.rabbitmq import RabbitBackend
