@@ -22,7 +22,9 @@ from .protocol import (
     CANCELLED,
     DONE,
     FAILED,
+    LOST,
     QUEUED,
+    RETRYING,
     RUNNING,
     SKIP,
     STATE_CODES,
@@ -365,6 +367,24 @@ class Job:
             except Exception:  # noqa: BLE001 - a display must not break the job
                 pass
         self._done.set()
+
+    def mark_lost(self, worker: str, note: str) -> int:
+        """Show the calls ``worker`` was running (or retrying) as lost, with ``note``:
+        it died or stopped answering, and they wait to be redelivered. Returns how many."""
+        lost = 0
+        with self._lock:
+            states, hosts, where = self.states, self._hosts, self._where
+            for state in (RUNNING, RETRYING):
+                i = states.find(state)
+                while i >= 0:
+                    if not self._have[i] and hosts[where[i]][0] == worker:
+                        self._set_state(i, LOST)
+                        self.notes[i] = note
+                        lost += 1
+                    i = states.find(state, i + 1)
+            if lost:
+                self.version += 1
+        return lost
 
     def mark_cancelled(self) -> None:
         """Give every call without an outcome the outcome 'cancelled' (client side)."""
