@@ -535,9 +535,7 @@ class Connection:
         tx = delivery.tx
         props = _properties(kind, key, body, headers, True, None)
         if bound:
-            if tx is not None and tx.generation == self.generation and tx.channel.is_open:
-                tx.bound.append((exchange, routing_key, body, props))
-                self._dirty[tx] = None
+            self.stage_forward(delivery, exchange, routing_key, body, props)
             return
         if tx is None or tx.generation != self.generation or not tx.channel.is_open:
             tx = self._fallback
@@ -545,6 +543,18 @@ class Connection:
             self._orphans.append((exchange, routing_key, body, props))
             return
         self._stage_on(tx, [(exchange, routing_key, body, props)])
+
+    def stage_forward(
+        self, delivery: Delivery, exchange: str, routing_key: str, body: bytes, props: Any
+    ) -> None:
+        """In the I/O thread only: stage ``body`` with the ``props`` it came with (its
+        sender's signature) in the transaction of ``delivery``'s channel, bound to it:
+        dropped if that channel dies before the commit (the broker then redelivers
+        ``delivery`` itself)."""
+        tx = delivery.tx
+        if tx is not None and tx.generation == self.generation and tx.channel.is_open:
+            tx.bound.append((exchange, routing_key, body, props))
+            self._dirty[tx] = None
 
     def _on_return(self, ch: Any, method: Any, props: Any, body: bytes) -> None:
         self.returned += 1

@@ -12,6 +12,12 @@
      +-- CallTimeoutError      the call ran past its --timeout and was killed
      +-- WorkerLostError       the call's process or worker died under it
      +-- CancelledError        the call was cancelled
+
+Errors cross the wire as ``{"type", "message", "frames"}`` whose ``type`` is
+the class's ``wire_name`` (``sif_magic.errors.SerializationError``);
+``error_class`` maps it back through one table, ``ERROR_TYPES``, made of every
+class of this module, so a worker's SerializationError reaches the notebook as
+a SerializationError. Any other type arrives as a RemoteError.
 """
 
 from __future__ import annotations
@@ -144,3 +150,31 @@ class RemoteError(SifMagicError):
 
 def _rebuild_remote(ename, evalue, frames, index, host, worker):  # noqa: ANN001, ANN202
     return RemoteError(ename, evalue, frames, index=index, host=host, worker=worker)
+
+
+def wire_name(cls: type[BaseException]) -> str:
+    """The name an exception class travels under (what ``_slot.describe_exception``
+    writes for an exception raised on a worker)."""
+    if cls.__module__ in ("builtins", "__main__"):
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _family(cls: type[SifMagicError]) -> list[type[SifMagicError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out += _family(sub)
+    return out
+
+
+# every error of ours by the name it travels under: built from the hierarchy, so a
+# class added above is in it (tests/test_errors.py checks each one crosses the wire)
+ERROR_TYPES: dict[str, type[SifMagicError]] = {
+    wire_name(c): c for c in _family(SifMagicError) if c.__module__ == __name__
+}
+
+
+def error_class(name: str) -> type[SifMagicError] | None:
+    """The class of ours a wire error ``type`` names, None for any other (a user's
+    exception, which the notebook shows as a RemoteError)."""
+    return ERROR_TYPES.get(name)

@@ -17,12 +17,14 @@ from array import array
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import CallTimeoutError, CancelledError, Frame, RemoteError, WorkerLostError
+from .errors import CancelledError, Frame, RemoteError, error_class
 from .protocol import (
     CANCELLED,
     DONE,
     FAILED,
+    LOST,
     QUEUED,
+    RETRYING,
     RUNNING,
     SKIP,
     STATE_CODES,
@@ -48,10 +50,6 @@ _SHOW = [
     bytes(c if c in TERMINAL else (RUNNING if s == CANCELLED else s) for c in range(256))
     for s in range(len(STATE_NAMES))
 ]
-_ERROR_TYPES = {
-    "sif_magic.errors.CallTimeoutError": CallTimeoutError,
-    "sif_magic.errors.WorkerLostError": WorkerLostError,
-}
 
 
 class _Block:
@@ -373,6 +371,24 @@ class Job:
                 pass
         self._done.set()
 
+    def mark_lost(self, worker: str, note: str) -> int:
+        """Show the calls ``worker`` was running (or retrying) as lost, with ``note``:
+        it died or stopped answering, and they wait to be redelivered. Returns how many."""
+        lost = 0
+        with self._lock:
+            states, hosts, where = self.states, self._hosts, self._where
+            for state in (RUNNING, RETRYING):
+                i = states.find(state)
+                while i >= 0:
+                    if not self._have[i] and hosts[where[i]][0] == worker:
+                        self._set_state(i, LOST)
+                        self.notes[i] = note
+                        lost += 1
+                    i = states.find(state, i + 1)
+            if lost:
+                self.version += 1
+        return lost
+
     def mark_cancelled(self) -> None:
         """Give every call without an outcome the outcome 'cancelled' (client side)."""
         now = time.time()
@@ -488,8 +504,8 @@ class Job:
             return None
         info = info or {"type": "Error", "message": "failed", "frames": []}
         etype = info.get("type", "Error")
-        special = _ERROR_TYPES.get(etype)
-        if special is not None:
+        special = error_class(etype)  # one of ours arrives as itself
+        if special is not None and special is not RemoteError:
             return special(f"{info.get('message', '')} (host {host or '?'})")
         original = None
         if raw:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import _slot
+from .errors import CallTimeoutError, WorkerLostError, wire_name
 from .protocol import CANCELLED, DONE, FAILED, SKIP, CallResult, ResultSegment
 
 log = logging.getLogger("sif_magic.pool")
@@ -491,7 +492,7 @@ class Pool:
             CallResult(
                 index=c.calls[p],
                 status=FAILED,
-                error={"type": "sif_magic.errors.WorkerLostError", "message": why, "frames": []},
+                error={"type": wire_name(WorkerLostError), "message": why, "frames": []},
                 t_start=now,
                 t_end=now,
                 attempt=a,
@@ -566,13 +567,13 @@ class Pool:
         index = c.calls[pos]
         if s.killed_for == "timeout":
             error = {
-                "type": "sif_magic.errors.CallTimeoutError",
+                "type": wire_name(CallTimeoutError),
                 "message": f"call {index} ran past its {c.timeout:g} s time limit and was killed",
                 "frames": [],
             }
         else:
             error = {
-                "type": "sif_magic.errors.WorkerLostError",
+                "type": wire_name(WorkerLostError),
                 "message": f"call {index} did not finish: {_exit_reason(s.proc)}",
                 "frames": [],
             }

@@ -16,11 +16,16 @@ Messages (AMQP ``type`` property):
 
 Every body is signed: HMAC-SHA256 over ``b"sif1\\0" + type + b"\\0" + body``
 with the shared key; the hex digest travels in the ``sif-sig`` header. A body
-whose signature is missing or wrong is never decoded further.
+whose signature is missing or wrong is never decoded further. The unsigned
+``sif-kid`` header names the key (``key_id``: a hash that reveals nothing of
+it), so a receiver tells a message signed with another key (a worker and a
+notebook holding different key files: ``ForeignKeyError``) from a forged or
+corrupted one.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -42,9 +47,12 @@ DEAD_QUEUE = "sif_magic.dead"
 
 HDR_SIG = "sif-sig"
 HDR_VERSION = "sif-v"
+HDR_KEY_ID = "sif-kid"  # key_id() of the key that signed the message (not covered by the MAC)
 HDR_LOST = "sif-lost"  # how many times the calls of this message lost their worker
 
-# States of a call; the byte values are what job state arrays hold.
+# States of a call; the byte values are what job state arrays hold. ``retrying``: the
+# call failed and runs again (--retries); ``lost``: its worker died (or stopped
+# answering) under it, and it waits to be redelivered to a worker.
 QUEUED, RUNNING, DONE, FAILED, CANCELLED, RETRYING, LOST = range(7)
 STATE_NAMES = ("queued", "running", "done", "failed", "cancelled", "retrying", "lost")
 STATE_CODES = {name: code for code, name in enumerate(STATE_NAMES)}
@@ -92,7 +100,36 @@ class ProtocolError(Exception):
     """A body that is not a well-formed, correctly signed sif_magic message."""
 
 
+class ForeignKeyError(ProtocolError):
+    """A message signed with another key than ours (its ``sif-kid`` header says
+    which): sent by a side that holds another key file, not forged."""
+
+    def __init__(self, kind: str, theirs: str, ours: str) -> None:
+        super().__init__(
+            f"{kind!r} message signed with another key (key id {theirs}; this side holds "
+            f"key id {ours})"
+        )
+        self.kind = kind
+        self.theirs = theirs
+        self.ours = ours
+
+
 # -- signing -----------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def key_id(key: bytes) -> str:
+    """A short public name of ``key`` (12 hex digits of a domain-separated SHA-256):
+    equal ids mean the same key file; the id tells nothing about the key itself."""
+    return hashlib.sha256(b"sif_magic key id\0" + key).hexdigest()[:12]
+
+
+def header_str(headers: dict | None, name: str) -> str:
+    """A text header as ``str`` ('' if missing; pika hands some as bytes)."""
+    value = (headers or {}).get(name)
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return value if isinstance(value, str) else ""
 
 
 def sign(key: bytes, kind: str, body: bytes) -> str:
@@ -108,9 +145,7 @@ def verify(key: bytes, kind: str | None, body: bytes, headers: dict | None) -> N
     if not kind:
         raise ProtocolError("message has no type property: not a sif_magic message")
     headers = headers or {}
-    sig = headers.get(HDR_SIG)
-    if isinstance(sig, bytes):
-        sig = sig.decode("ascii", "replace")
+    sig = header_str(headers, HDR_SIG)
     if not sig:
         raise ProtocolError(f"unsigned {kind!r} message (no {HDR_SIG} header)")
     version = headers.get(HDR_VERSION)
@@ -119,11 +154,14 @@ def verify(key: bytes, kind: str | None, body: bytes, headers: dict | None) -> N
             f"{kind!r} message of protocol version {version!r}; this side speaks {VERSION}"
         )
     if not hmac.compare_digest(sig, sign(key, kind, body)):
-        raise ProtocolError(f"bad signature on {kind!r} message (signed with another key?)")
+        theirs, ours = header_str(headers, HDR_KEY_ID), key_id(key)
+        if theirs and theirs != ours:
+            raise ForeignKeyError(kind, theirs, ours)
+        raise ProtocolError(f"bad signature on {kind!r} message (forged or corrupted)")
 
 
 def headers_for(key: bytes, kind: str, body: bytes, **extra: Any) -> dict[str, Any]:
-    headers = {HDR_VERSION: VERSION, HDR_SIG: sign(key, kind, body)}
+    headers = {HDR_VERSION: VERSION, HDR_SIG: sign(key, kind, body), HDR_KEY_ID: key_id(key)}
     headers.update(extra)
     return headers
 

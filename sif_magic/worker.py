@@ -11,8 +11,13 @@ loss count, so one poison call cannot take its neighbours down with it, and a
 call lost ``max_lost`` times fails with "worker lost N times".
 
 A body that is not ours, unsigned, badly signed or malformed is rejected to the
-dead-letter queue without being unpickled. Events and heartbeats go to the
-monitoring exchange; cancel / ping / shutdown arrive on the control exchange.
+dead-letter queue without being unpickled. A task signed with another key (its
+``sif-kid`` header names a key this worker does not hold: a notebook with
+another key file) is neither run nor destroyed: the worker logs an error that
+says how to fix the keys, holds the task a few seconds and hands it back to
+the queue, unread, for a worker that holds its key. Events and heartbeats go
+to the monitoring exchange; cancel / ping / shutdown arrive on the control
+exchange.
 
 Standard library, pika and cloudpickle only (no IPython, no traitlets).
 """
@@ -30,17 +35,22 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from . import _version, protocol
 from ._events import EventBuffer
+from ._keys import worker_key_fix
 from .broker import Connection, declare_retry_queue, declare_task_queue
+from .errors import IncompatibleWorkerError, WorkerLostError, wire_name
 from .pool import Chunk, Pool, usable_cpus
 from .protocol import (
     FAILED,
+    LOST,
     RETRYING,
     RUNNING,
     CallResult,
+    ForeignKeyError,
     Heartbeat,
     ProtocolError,
     ResultSegment,
@@ -50,6 +60,8 @@ from .protocol import (
 log = logging.getLogger("sif_magic.worker")
 PREFETCH_SECONDS = 0.01  # unstarted work a worker holds per process, beyond a few chunks
 PREFETCH_MAX = 64
+FOREIGN_HOLD = 5.0  # seconds a task signed with another key is held before it goes back
+FOREIGN_LOG_EVERY = 600.0  # the error about a key id is logged again after this long
 
 
 def _slot_script() -> str:
@@ -116,6 +128,7 @@ class Worker:
         heartbeat: float = 2.0,
         ca_file: str = "",
         container: str = "",
+        key_source: str = "",
     ) -> None:
         if not key:
             raise ValueError("a worker needs the signing key")
@@ -123,6 +136,15 @@ class Worker:
         self.runtime = runtime
         self.processes = processes or usable_cpus()
         self.key = key
+        self.key_id = protocol.key_id(key)
+        self.key_source = key_source or "its key"
+        # tasks signed with another key, until handed back: (due, delivery, queue, body, props)
+        self._held: list[tuple[float, Any, str, bytes, Any]] = []
+        self._held_lock = threading.Lock()
+        self.foreign = 0  # messages signed with another key, so far
+        # (what, key id) -> when that error was last logged
+        self._key_logged: dict[tuple[str, str], float] = {}
+        self._foreign_answer = 0.0  # when a heartbeat last answered another key's ping
         self.host = socket.gethostname()
         self.worker_id = worker_id or f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.heartbeat_interval = heartbeat
@@ -183,8 +205,12 @@ class Worker:
             *_versions(),
         )
         self.send_heartbeat()
-        while not self.stopping.wait(self.heartbeat_interval):
-            self.send_heartbeat()
+        next_beat = time.time() + self.heartbeat_interval
+        while not self.stopping.wait(max(0.0, min(next_beat - time.time(), FOREIGN_HOLD))):
+            if time.time() >= next_beat:
+                self.send_heartbeat()
+                next_beat = time.time() + self.heartbeat_interval
+            self._hand_back()
         self._shutdown()
         return 0
 
@@ -193,6 +219,12 @@ class Worker:
 
     def _shutdown(self) -> None:
         log.info("worker %s stopping: unfinished tasks go back to the queue", self.worker_id)
+        try:  # tasks of another key go back as they came (not marked redelivered)
+            handed = self._hand_back(everything=True)
+            if handed is not None:
+                handed.result(timeout=5)
+        except Exception:  # noqa: BLE001 - the broker redelivers them
+            pass
         self.pool.close()  # running calls die; their chunks are never acked -> redelivered
         self.events.stop()
         try:  # a goodbye, if the broker is there to take it (never wait for one that is down)
@@ -224,6 +256,15 @@ class Worker:
         try:
             protocol.verify(self.key, props.type, body, props.headers)
             ctl = protocol.Control.decode(body)
+        except ForeignKeyError as e:
+            # a notebook with another key looks for workers: say so here, and let it know
+            # at once (its ping is not answered otherwise) that this worker holds another key
+            self._log_foreign_key(e.theirs, "A control message (a notebook looking for workers)")
+            now = time.time()
+            if now - self._foreign_answer >= 1.0:
+                self._foreign_answer = now
+                self.send_heartbeat(wait=False)
+            return
         except ProtocolError as e:
             log.warning("ignored a control message: %s", e)
             return
@@ -252,6 +293,10 @@ class Worker:
                 raise ProtocolError(f"a {props.type!r} message in the task queue")
             lost = int(headers.get(protocol.HDR_LOST, 0) or 0)
             task = Task.decode(body, lost=lost)
+        except ForeignKeyError as e:
+            queue = protocol.retry_queue(self.runtime) if retry else self.queue
+            self._hold(e.theirs, delivery, queue, body, props)
+            return
         except (ProtocolError, ValueError, TypeError) as e:
             self.rejected += 1
             log.warning(
@@ -271,7 +316,7 @@ class Worker:
             return
         why = incompatibility(task)
         if why:
-            self._fail(task, positions, "sif_magic.errors.IncompatibleWorkerError", why, delivery)
+            self._fail(task, positions, wire_name(IncompatibleWorkerError), why, delivery)
             return
         self.pool.submit(
             Chunk(
@@ -300,12 +345,12 @@ class Worker:
                 f"worker lost {lost} times while holding this call (a call that kills its "
                 "worker, e.g. by exhausting the node's memory?); not retried again"
             )
-            self._fail(task, positions, "sif_magic.errors.WorkerLostError", why, delivery)
+            self._fail(task, positions, wire_name(WorkerLostError), why, delivery)
             return
         now = time.time()
-        for pos in positions:
+        for pos in positions:  # lost: queued again, until a worker starts it
             idx = task.calls[pos]
-            self.events.state(task.job_id, idx, RETRYING, lost + 1, now)
+            self.events.state(task.job_id, idx, LOST, lost + 1, now)
             self.events.note(task.job_id, idx, f"worker lost {lost} time(s); queued again")
         # re-packing the inputs unpickles them: done in a helper process, off this thread
         threading.Thread(
@@ -371,6 +416,55 @@ class Worker:
             self.conn.ack(delivery)
 
         self.conn.call(op, wait=False)
+
+    def _hold(self, theirs: str, delivery: Any, queue: str, body: bytes, props: Any) -> None:
+        """A task signed with another key: neither run (it cannot be verified) nor
+        destroyed (it is some notebook's work). Say how to fix the keys, and hand it
+        back to the queue, unread, after FOREIGN_HOLD seconds (a worker holding its
+        key may take it meanwhile; holding it stops it coming straight back here)."""
+        self.foreign += 1
+        self._log_foreign_key(theirs, f"Tasks on {queue}")
+        with self._held_lock:
+            self._held.append((time.time() + FOREIGN_HOLD, delivery, queue, body, props))
+
+    def _hand_back(self, everything: bool = False) -> Any:
+        """Republish held tasks of another key as they came (their sender's signature)
+        and ack them, in one transaction per channel; returns the operation's future
+        (None if nothing was due)."""
+        now = time.time()
+        with self._held_lock:
+            due = [h for h in self._held if everything or h[0] <= now]
+            self._held = [h for h in self._held if not (everything or h[0] <= now)]
+        if not due:
+            return None
+
+        def op() -> None:
+            for _, delivery, queue, body, props in due:
+                self.conn.stage_forward(delivery, "", queue, body, props)
+                self.conn.ack(delivery)
+
+        return self.conn.call(op, wait=False)
+
+    def _log_foreign_key(self, theirs: str, what: str) -> None:
+        """An error, once per key id and kind of message (again after
+        FOREIGN_LOG_EVERY), that names both key ids and says how to give this worker
+        the notebook's key."""
+        now = time.time()
+        if now - self._key_logged.get((what, theirs), -FOREIGN_LOG_EVERY) < FOREIGN_LOG_EVERY:
+            return
+        self._key_logged[(what, theirs)] = now
+        log.error(
+            "%s signed with key id %s, but this worker holds key id %s (%s): the notebook "
+            "that sent it holds another signing key, and this worker cannot run its work. "
+            "Fix: %s. Its tasks are not dropped: each goes back to the queue, unread, after "
+            "%g s here, for a worker that holds its key.",
+            what,
+            theirs,
+            self.key_id,
+            self.key_source,
+            worker_key_fix(self.key_source),
+            FOREIGN_HOLD,
+        )
 
     def _fail(self, task: Task, positions: list[int], etype: str, why: str, delivery: Any) -> None:
         log.warning("job %s: %s", task.job_id, why)
@@ -525,7 +619,7 @@ class Worker:
 
 def main(args: Any) -> int:
     """``sif-magic worker``: options from flags, else SIF_MAGIC_* environment variables."""
-    from ._keys import load_key, read_secret_file
+    from ._keys import create_key_file, default_key_file, key_source, load_key, read_secret_file
     from .errors import SifMagicError
 
     logging.basicConfig(
@@ -546,7 +640,20 @@ def main(args: Any) -> int:
             )
             return 2
         key_file = args.key_file or env("SIF_MAGIC_KEY_FILE", "")
-        key = load_key("", key_file, create=False)
+        source = key_source("", key_file)
+        path = Path(key_file).expanduser() if key_file else default_key_file()
+        # whichever side runs first (this worker or a notebook) makes the key file
+        created = source != "SIF_MAGIC_KEY" and create_key_file(path)
+        key = load_key("", key_file)
+        if created:
+            log.warning(
+                "there was no signing key at %s: made one (key id %s). A notebook whose home "
+                "is this one uses it; elsewhere copy this file to ~/.sif_magic/key there "
+                "(mode 600).",
+                path,
+                protocol.key_id(key),
+            )
+        log.info("signing key: %s (key id %s)", source, protocol.key_id(key))
         worker = Worker(
             url,
             runtime=args.runtime or env("SIF_MAGIC_RUNTIME", "default"),
@@ -555,6 +662,7 @@ def main(args: Any) -> int:
             worker_id=args.worker_id or env("SIF_MAGIC_WORKER_ID", ""),
             heartbeat=args.heartbeat,
             ca_file=args.ca_file or env("SIF_MAGIC_CA_FILE", ""),
+            key_source=source,
         )
         signal.signal(signal.SIGTERM, worker.stop)
         signal.signal(signal.SIGINT, worker.stop)

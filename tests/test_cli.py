@@ -36,7 +36,11 @@ def test_hello_on_rabbitmq_workers(workers, broker_url: str, runtime: str) -> No
     assert "OK: 8 results in order" in r.stdout
 
 
-def test_worker_without_a_key_says_where_to_put_it(tmp_path: Path) -> None:
+def test_worker_refuses_a_key_file_others_can_read(tmp_path: Path) -> None:
+    # (a worker without any key file makes one: tests/test_keys.py)
+    key = tmp_path / "key"
+    key.write_text("0" * 64)
+    key.chmod(0o644)
     r = sif(
         "worker",
         "--amqp-url",
@@ -45,7 +49,7 @@ def test_worker_without_a_key_says_where_to_put_it(tmp_path: Path) -> None:
         timeout=30,
     )
     assert r.returncode == 1
-    assert "no signing key" in r.stderr and str(tmp_path / "key") in r.stderr
+    assert f"chmod 600 {key}" in r.stderr and "0" * 64 not in r.stderr
 
 
 def test_worker_without_a_url(tmp_path: Path) -> None:

@@ -143,3 +143,29 @@ def test_events_show_progress_without_touching_outcomes() -> None:
     job.apply_segments([segment([0, 1, 2, 3, 4, 6, 7], list("abcdegh"))])
     assert job.done() and job.results()[5:] == ["five", "g", "h"]
     assert job.state_counts()["done"] == 8
+
+
+def test_calls_of_a_worker_that_stopped_are_lost_until_another_runs_them() -> None:
+    from sif_magic.protocol import EventBatch
+
+    job = Job("j", 6)
+
+    def events(worker: str, states: dict, started: list[int]) -> EventBatch:
+        calls = [[i, 1, 1.0] for i in started]
+        return EventBatch(job_id="j", worker=worker, host="h", t=0.0, states=states, calls=calls)
+
+    job.apply_events(events("w1", {"running": [[0, 2]]}, [0, 1, 2]))
+    job.apply_events(events("w2", {"running": [[3, 4]]}, [3, 4]))
+    job.apply_segments([segment([2], ["two"])])  # w1 finished call 2 before it stopped
+    assert job.mark_lost("w1", "worker w1 on h stopped answering") == 2
+    assert [job.state(i) for i in range(6)] == [
+        "lost", "lost", "done", "running", "running", "queued",
+    ]  # fmt: skip
+    assert job.describe_call(0)["note"] == "worker w1 on h stopped answering"
+    assert job.count("lost") == 2 and "2 lost" in job.summary()
+    assert job.mark_lost("w1", "again") == 0  # nothing of w1 runs any more
+    # redelivered to w2: running there, then done
+    job.apply_events(events("w2", {"running": [[0, 1]]}, [0, 1]))
+    assert job.mark_lost("w1", "late") == 0 and job.count("lost") == 0
+    job.apply_segments([segment([0, 1, 3, 4, 5], list("ab345"))])
+    assert job.results() == ["a", "b", "two", "3", "4", "5"]

@@ -116,7 +116,7 @@ def test_results_that_need_cloudpickle_or_cannot_be_pickled(ex: Executor) -> Non
     job = ex.map_job(odd, range(4), errors="collect")
     values = job.results(timeout=30)
     assert values[0] == 0 and values[3] == 3 and values[1](4) == 40
-    assert isinstance(values[2], RemoteError) and job.failed == [2]
+    assert isinstance(values[2], SerializationError) and job.failed == [2]
     assert "result of call 2 (lock) cannot be pickled to send it back" in str(values[2])
 
 

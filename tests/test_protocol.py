@@ -85,8 +85,9 @@ def test_verify_accepts_a_correct_signature() -> None:
     "case,match",
     [
         ("unsigned", "unsigned"),
-        ("other key", "bad signature"),
-        ("tampered", "bad signature"),
+        ("other key", "signed with another key"),
+        ("other key, no key id", "bad signature"),
+        ("tampered", "bad signature .*forged or corrupted"),
         ("other kind", "bad signature"),
         ("version", "protocol version"),
         ("no type", "no type"),
@@ -100,6 +101,9 @@ def test_verify_refuses(case: str, match: str) -> None:
         headers = {protocol.HDR_VERSION: 1}
     elif case == "other key":
         headers = _signed(kind, body, b"x" * 32)
+    elif case == "other key, no key id":  # a sender that does not name its key
+        headers = _signed(kind, body, b"x" * 32)
+        del headers[protocol.HDR_KEY_ID]
     elif case == "tampered":
         body = b"payloaD"
     elif case == "other kind":
@@ -110,6 +114,28 @@ def test_verify_refuses(case: str, match: str) -> None:
         kind = None  # type: ignore[assignment]
     with pytest.raises(ProtocolError, match=match):
         protocol.verify(KEY, kind, body, headers)
+
+
+def test_a_message_of_another_key_names_both_key_ids() -> None:
+    other = b"y" * 32
+    body = b"payload"
+    with pytest.raises(protocol.ForeignKeyError) as info:
+        protocol.verify(KEY, "heartbeat", body, _signed("heartbeat", body, other))
+    assert (info.value.theirs, info.value.ours) == (protocol.key_id(other), protocol.key_id(KEY))
+    assert protocol.key_id(other) in str(info.value) and protocol.key_id(KEY) in str(info.value)
+    # a forged message that claims our key id is not taken for another key's
+    forged = {**_signed("heartbeat", body, other), protocol.HDR_KEY_ID: protocol.key_id(KEY)}
+    with pytest.raises(ProtocolError, match="forged") as info2:
+        protocol.verify(KEY, "heartbeat", body, forged)
+    assert not isinstance(info2.value, protocol.ForeignKeyError)
+
+
+def test_key_id_is_short_stable_and_not_the_key() -> None:
+    kid = protocol.key_id(KEY)
+    assert kid == protocol.key_id(bytes(KEY)) and len(kid) == 12
+    assert int(kid, 16) >= 0 and kid not in KEY.hex() and kid not in KEY.decode("latin-1")
+    assert protocol.key_id(KEY + b"!") != kid
+    assert _signed("task", b"x")[protocol.HDR_KEY_ID] == kid
 
 
 @pytest.mark.parametrize(

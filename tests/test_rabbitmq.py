@@ -14,6 +14,7 @@ from sif_magic import (
     BrokerError,
     Executor,
     IncompatibleWorkerError,
+    Job,
     NoWorkersError,
     RemoteError,
     WorkerLostError,
@@ -155,9 +156,11 @@ def _dead_letters(url: str) -> list[tuple[object, bytes]]:
 
 
 def test_foreign_and_forged_tasks_are_dead_lettered_unread(
-    workers, ex, broker_url: str, runtime: str, tmp_path
+    workers, ex, broker_url: str, runtime: str, tmp_path, key_file
 ) -> None:
     import cloudpickle
+
+    from sif_magic._keys import load_key
 
     workers.start(runtime, processes=1)
     _dead_letters(broker_url)  # start from an empty dead-letter queue
@@ -170,16 +173,20 @@ def test_foreign_and_forged_tasks_are_dead_lettered_unread(
     legit = protocol.Task(
         "j", 0, [0], "nowhere", cloudpickle.dumps(evil), cloudpickle.dumps([1])
     ).encode()
+    key = load_key(key_file=str(key_file))
+    other = protocol.headers_for(b"another key", "task", legit)
     bad = [
         (b"hello, not ours", None),  # not ours, no headers
         (legit, None),  # unsigned
-        (legit, protocol.headers_for(b"another key", "task", legit)),  # signed with another key
-        (legit[:40], protocol.headers_for(b"x", "task", legit[:40])),  # truncated
+        (legit, {**other, protocol.HDR_KEY_ID: protocol.key_id(key)}),  # forged: claims our key
+        (legit[:40], protocol.headers_for(key, "task", legit[:40])),  # truncated
         (legit, {**protocol.headers_for(b"k", "task", legit), protocol.HDR_VERSION: 99}),  # version
         (os.urandom(50 * 1024 * 1024), None),  # 50 MB of garbage
     ]
     for body, headers in bad:
         _publish_raw(broker_url, queue, body, headers)
+    # signed with another key (a notebook with another key file): neither run nor dropped
+    _publish_raw(broker_url, queue, legit, other)
     # a real run next to the garbage is unharmed
     assert ex.map_job(lambda x: x + 1, range(20)).results(timeout=60) == list(range(1, 21))
     deadline = time.time() + 20
@@ -191,7 +198,11 @@ def test_foreign_and_forged_tasks_are_dead_lettered_unread(
     assert not marker.exists()  # nothing unsigned was unpickled
     assert workers.procs[0].poll() is None  # the worker is alive
     log = workers.logs()
-    assert "unsigned" in log and "bad signature" in log and "protocol version" in log
+    assert "unsigned" in log and "forged or corrupted" in log and "protocol version" in log
+    assert "truncated body" in log
+    kid = other[protocol.HDR_KEY_ID]
+    assert not [p for p, _ in dead if (p.headers or {}).get(protocol.HDR_KEY_ID) == kid]
+    assert f"signed with key id {other[protocol.HDR_KEY_ID]}" in log
 
 
 def test_incompatible_worker_versions(broker_url: str, runtime: str, key_file, workers) -> None:
@@ -235,6 +246,11 @@ def test_incompatible_worker_versions(broker_url: str, runtime: str, key_file, w
     err = got.results[0].error
     assert got.results[0].status == protocol.FAILED
     assert "Python 3.1" in err["message"] and "sif-magic runtime def --python 3.1" in err["message"]
+    # and the notebook sees it as itself, not as a RemoteError
+    job = Job("jx", 1)
+    job.apply_batch(got)
+    assert isinstance(job.error(0), IncompatibleWorkerError)
+    assert "sif-magic runtime def --python 3.1" in str(job.error(0))
 
     # and the client refuses to dispatch when every live worker is incompatible
     from sif_magic.backends.rabbitmq import RabbitBackend
@@ -268,3 +284,35 @@ def test_monitoring_off_still_brings_results_and_output(
         assert job.event_batches == 0  # nothing came from the monitoring exchange
     finally:
         ex.shutdown()
+
+
+def test_calls_of_a_worker_that_stops_answering_show_lost(workers, ex, runtime: str) -> None:
+    """A worker frozen (SIGSTOP: no heartbeat, no results) while it runs calls: the
+    notebook shows those calls lost, with why, and they finish once it thaws."""
+    import signal
+
+    (worker,) = workers.start(runtime, processes=2)
+
+    def slow(x: int) -> int:
+        import time
+
+        time.sleep(3)
+        return x
+
+    job = ex.map_job(slow, range(2), chunksize=1)
+    deadline = time.time() + 30
+    while job.count("running") < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    assert job.count("running") == 2
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        deadline = time.time() + 60
+        while job.count("lost") < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        assert job.count("lost") == 2, job.state_counts()
+        assert all("stopped answering" in job.describe_call(i)["note"] for i in range(2))
+        assert [w["state"] for w in ex.workers()] == ["lost"]
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    assert job.results(timeout=60) == [0, 1]
+    assert job.state_counts()["done"] == 2

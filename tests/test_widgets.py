@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -83,10 +84,19 @@ def test_module_name_and_version_match_the_labextension() -> None:
     }
 
 
-def test_state_colours_follow_protocol_codes() -> None:
+def test_state_names_and_colours_of_the_labextension_are_the_python_ones() -> None:
+    """One source: the grid in the browser and the text/HTML views colour each state
+    code alike (protocol.STATE_NAMES order, display.COLOURS values)."""
+    from sif_magic.display import COLOURS
+
     ts = (ROOT / "labextension" / "src" / "states.ts").read_text()
     names = ts.split("STATE_NAMES: readonly string[] = [", 1)[1].split("]", 1)[0]
     assert [n.strip().strip("'") for n in names.split(",") if n.strip()] == list(STATE_NAMES)
+    block = ts.split("STATE_COLOURS: readonly string[] = [", 1)[1].split("];", 1)[0]
+    pairs = re.findall(r"'(#[0-9a-fA-F]{6})',?\s*//\s*(\w+)", block)
+    assert [name for _, name in pairs] == list(STATE_NAMES)
+    assert [c.lower() for c, _ in pairs] == [COLOURS[name].lower() for name in STATE_NAMES]
+    assert set(COLOURS) == set(STATE_NAMES)
 
 
 # -- CallGrid ---------------------------------------------------------------------

@@ -21,11 +21,11 @@ class WorkerProcs:
     new_session = False  # its own process group (a test may kill a worker's group)
 
     def __init__(
-        self, url: str, key_file: Path, log_dir: Path, *, admin_url: str | None = None
+        self, url: str, key_file: Path | None, log_dir: Path, *, admin_url: str | None = None
     ) -> None:
         self.url = url
         self.admin_url = admin_url or url  # plain amqp URL to count consumers with
-        self.key_file = key_file
+        self.key_file = key_file  # None: the worker's default (SIF_MAGIC_HOME/key)
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
 
@@ -48,9 +48,10 @@ class WorkerProcs:
             cmd = [
                 sys.executable, "-m", "sif_magic", "worker",
                 "--amqp-url-file", str(url_file), "--runtime", runtime,
-                "--processes", str(processes), "--key-file", str(self.key_file),
-                "--heartbeat", str(heartbeat),
+                "--processes", str(processes), "--heartbeat", str(heartbeat),
             ]  # fmt: skip
+            if self.key_file is not None:
+                cmd += ["--key-file", str(self.key_file)]
             if ca_file:
                 cmd += ["--ca-file", str(ca_file)]
             with open(self.log_dir / f"worker-{runtime}-{len(self.procs)}.log", "wb") as log:

@@ -11,13 +11,14 @@ export const STATE_NAMES: readonly string[] = [
   'lost'
 ];
 
-/** CSS colours per state code (index = code). */
+/** CSS colours per state code (index = code): the values of sif_magic.display.COLOURS
+ * (tests/test_widgets.py compares them). */
 export const STATE_COLOURS: readonly string[] = [
   '#9e9e9e', // queued: grey
   '#1e88e5', // running: blue
   '#43a047', // done: green
   '#e53935', // failed: red
-  '#555555', // cancelled: dark grey
+  '#616161', // cancelled: dark grey
   '#fb8c00', // retrying: orange
   '#8e24aa' // lost: purple
 ];

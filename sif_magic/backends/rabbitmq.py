@@ -7,6 +7,13 @@ by ``result_ttl``), so ``Executor.attach(job_id)`` finds every finished call
 again. ``Job.close()`` / ``Executor.shutdown()`` delete the queue. The first
 message of every result queue is a ``jobinfo`` record (calls, name, ...)
 so a re-attaching client knows the job's size.
+
+Workers announce themselves with heartbeats. One that holds another signing
+key (its heartbeat's ``sif-kid`` header names another key) is reported at
+once with the fix, and a job whose runtime has only such workers fails before
+anything is sent. When a worker stops answering (no heartbeat for three of its
+intervals) or says goodbye, the calls it was running are shown ``lost`` until
+the broker hands them to another worker (a watcher thread, once a second).
 """
 
 from __future__ import annotations
@@ -21,15 +28,23 @@ from typing import Any
 import pika.exceptions as pe
 
 from .. import protocol
+from .._keys import key_source, notebook_key_fix
 from .._serialize import cloudpickle_version, python_version
 from ..broker import Connection, declare_task_queue
 from ..config import SifConfig
 from ..errors import ConfigError, IncompatibleWorkerError, NoWorkersError
 from ..job import Job
-from ..protocol import Heartbeat, ProtocolError, ResultBatch, Task
+from ..protocol import ForeignKeyError, Heartbeat, ProtocolError, ResultBatch, Task
 from . import Backend, JobTask
 
 log = logging.getLogger("sif_magic.rabbitmq")
+ANNOUNCE_WAIT = 1.0  # seconds a consumer of the task queue has to answer a ping
+FOREIGN_WAIT = 2.0  # seconds a worker with our key has to answer, when one with another did
+
+
+def _overdue(hb: Heartbeat, last_seen: float, now: float) -> bool:
+    """Whether a worker has not been heard from for three of its intervals."""
+    return now - last_seen > 3 * max(hb.interval, 0.5) + 1
 
 
 class RabbitBackend(Backend):
@@ -39,13 +54,20 @@ class RabbitBackend(Backend):
         self.config = config
         self.url = config.get_amqp_url()
         self.key = config.get_key()
+        self.key_id = protocol.key_id(self.key)
+        self.key_source = key_source(config.key, config.key_file)
         self.runtime = config.runtime
         self.session = uuid.uuid4().hex[:8]
         self.jobs: dict[str, Job] = {}
         self._workers: dict[str, Heartbeat] = {}
         self._seen: dict[str, float] = {}
+        # workers of this runtime that sign with another key: worker -> (heartbeat, key id)
+        self._foreign: dict[str, tuple[Heartbeat, str]] = {}
+        self._gone: set[str] = set()  # workers whose running calls were marked lost
         self._lock = threading.Lock()
         self.rejected = 0
+        self.foreign = 0  # monitoring messages signed with another key, so far
+        self._pinged = 0.0
         self.slurm_jobs: list[str] = []  # submitted from here; shown until their workers join
         self._squeue_cache: tuple[float, dict[str, Any]] = (0.0, {})
         self.conn = Connection(
@@ -60,6 +82,7 @@ class RabbitBackend(Backend):
             self._setup_monitor, self._on_monitor, auto_ack=True, exclusive=True
         )
         self.ping()
+        threading.Thread(target=self._watch, name="sif-watch", daemon=True).start()
 
     # -- monitoring --------------------------------------------------------------
     def _setup_monitor(self, ch: Any) -> str:
@@ -84,15 +107,86 @@ class RabbitBackend(Backend):
                 with self._lock:
                     self._workers[hb.worker] = hb
                     self._seen[hb.worker] = time.time()
+        except ForeignKeyError as e:
+            self.foreign += 1
+            if props.type == "heartbeat":
+                self._foreign_heartbeat(body, e.theirs)
         except ProtocolError as e:
             self.rejected += 1
             if self.rejected in (1, 10, 100, 1000) or self.rejected % 10000 == 0:
                 log.warning(
-                    "ignored %d monitoring message(s) so far, the last: %s (other users' "
-                    "workers on this vhost sign with their own keys)",
+                    "ignored %d monitoring message(s) so far that were unsigned, forged or "
+                    "malformed, the last: %s",
                     self.rejected,
                     e,
                 )
+
+    def _foreign_heartbeat(self, body: bytes, theirs: str) -> None:
+        """A heartbeat signed with another key. Its body is read (JSON, never run) only
+        to name the worker: one of this runtime is reported once with the fix (other
+        runtimes' workers on a shared vhost are other people's, and none of ours)."""
+        try:
+            hb = Heartbeat.decode(body)
+        except ProtocolError:
+            return
+        if hb.runtime != self.runtime:
+            return
+        with self._lock:
+            if hb.state == "bye":
+                self._foreign.pop(hb.worker, None)
+                return
+            new = hb.worker not in self._foreign
+            self._foreign[hb.worker] = (hb, theirs)
+            self._seen[hb.worker] = time.time()
+        if new:
+            log.warning("%s", self._key_mismatch(hb, theirs))
+
+    def _key_mismatch(self, hb: Heartbeat, theirs: str) -> str:
+        return (
+            f"worker {hb.worker} on host {hb.host} (runtime {hb.runtime!r}) holds another "
+            f"signing key (key id {theirs}) than this kernel (key id {self.key_id}, from "
+            f"{self.key_source}): it cannot run this kernel's calls, and this kernel cannot "
+            f"read its messages. Fix: {notebook_key_fix(self.key_source)}."
+        )
+
+    def _foreign_workers(self) -> list[tuple[Heartbeat, str]]:
+        """Workers of this runtime that hold another key and were heard from lately."""
+        now = time.time()
+        with self._lock:
+            return [
+                (hb, kid)
+                for wid, (hb, kid) in self._foreign.items()
+                if not _overdue(hb, self._seen.get(wid, 0.0), now)
+            ]
+
+    def _watch(self) -> None:
+        """Once a second: the running calls of a worker that stopped answering are lost."""
+        while not self.conn.closed:
+            time.sleep(1.0)
+            try:
+                self._mark_lost()
+            except Exception:  # noqa: BLE001 - a display hint must never stop the watch
+                log.debug("marking lost calls failed", exc_info=True)
+
+    def _mark_lost(self) -> None:
+        now = time.time()
+        with self._lock:
+            gone = {
+                wid: hb
+                for wid, hb in self._workers.items()
+                if hb.state == "bye" or _overdue(hb, self._seen.get(wid, 0.0), now)
+            }
+        new = [wid for wid in gone if wid not in self._gone]
+        self._gone = set(gone)  # a worker heard from again can lose calls again later
+        for wid in new:
+            hb = gone[wid]
+            if hb.state == "bye":
+                note = f"worker {wid} on {hb.host} stopped; waiting to be redelivered"
+            else:
+                note = f"worker {wid} on {hb.host} stopped answering; waiting to be redelivered"
+            for job in list(self.jobs.values()):
+                if not job.done():
+                    job.mark_lost(wid, note)
 
     def _on_broker_state(self, up: bool) -> None:
         for job in list(self.jobs.values()):
@@ -100,6 +194,7 @@ class RabbitBackend(Backend):
             job.version += 1
 
     def ping(self) -> None:
+        self._pinged = time.time()
         body = protocol.Control(op="ping").encode()
         self.conn.publish(
             protocol.CONTROL_EXCHANGE, "", body, kind="control", key=self.key, persistent=False
@@ -114,8 +209,15 @@ class RabbitBackend(Backend):
                 d["last_seen"] = self._seen.get(wid, 0.0)
                 if hb.state == "bye":
                     d["state"] = "gone"
-                elif now - d["last_seen"] > 3 * max(hb.interval, 0.5) + 1:
+                elif _overdue(hb, d["last_seen"], now):
                     d["state"] = "lost"
+                out.append(d)
+            for wid, (hb, kid) in self._foreign.items():
+                d = dict(hb.__dict__)
+                d["last_seen"] = self._seen.get(wid, 0.0)
+                d["state"] = f"another key ({kid})"
+                if _overdue(hb, d["last_seen"], now):
+                    d["state"] = f"lost, another key ({kid})"
                 out.append(d)
         return out + self._slurm_rows({d["slurm_job"] for d in out if d.get("slurm_job")})
 
@@ -192,16 +294,39 @@ class RabbitBackend(Backend):
         return self.conn.call(op)
 
     def _wait_for_workers(self) -> None:
+        """Until a worker that holds this kernel's key announces itself. Fails within
+        FOREIGN_WAIT (nothing sent) if the runtime's only workers hold another key,
+        and after ``no_worker_timeout`` if nobody consumes its queue; consumers that
+        do not announce themselves within ANNOUNCE_WAIT of a ping are sent the job."""
         deadline = time.time() + self.config.no_worker_timeout
-        while self._consumers() == 0:
-            if time.time() >= deadline:
+        self.ping()
+        asked, foreign_since = time.time(), 0.0
+        while not self.live_workers():
+            now = time.time()
+            foreign = self._foreign_workers()
+            if foreign:
+                if not foreign_since:  # give a worker with our key time to answer a ping
+                    foreign_since = now
+                    if now - self._pinged > 0.5:
+                        self.ping()
+                elif now - foreign_since >= FOREIGN_WAIT:
+                    raise ConfigError(
+                        f"no worker of runtime {self.runtime!r} holds this kernel's signing "
+                        "key: "
+                        + " ".join(self._key_mismatch(hb, kid) for hb, kid in foreign[:3])
+                        + " Nothing was sent: run the cell again once the keys match."
+                    )
+            elif self._consumers() > 0:
+                if now - asked >= ANNOUNCE_WAIT:
+                    break
+            elif now >= deadline:
                 raise NoWorkersError(
                     f"no worker consumes {protocol.task_queue(self.runtime)} (waited "
                     f"{self.config.no_worker_timeout:g} s). Start one with: sif-magic worker "
                     f"--amqp-url-file FILE --runtime {self.runtime}  (or sif-magic workers start / "
                     f"sif-magic slurm submit), then run the cell again."
                 )
-            time.sleep(0.25)
+            time.sleep(0.1)
         self._check_versions()
 
     def _check_versions(self) -> None:

@@ -8,6 +8,14 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
+
+def _rgba(state: str) -> list[int]:
+    from sif_magic.display import COLOURS
+
+    hex_ = COLOURS[state]
+    return [int(hex_[k : k + 2], 16) for k in (1, 3, 5)] + [255]
+
+
 N = 100_000
 FAILED_INDEX = 7  # first row: easy to reach with the mouse
 
@@ -88,14 +96,14 @@ def test_callgrid_and_logview_in_jupyterlab(
     screenshot(page, "widgets-lab")
     screenshot(page, "widgets-grid", grid)
 
-    # The canvas draws every state in its colour.
-    assert _pixel(page, FAILED_INDEX) == [229, 57, 53, 255]  # failed: red
-    assert _pixel(page, 0) == [67, 160, 71, 255]  # done: green
-    assert _pixel(page, N - 1) == [158, 158, 158, 255]  # queued: grey
-    assert _pixel(page, N - 5050) == [30, 136, 229, 255]  # running: blue
-    assert _pixel(page, 11) == [251, 140, 0, 255]  # retrying: orange
-    assert _pixel(page, 12) == [142, 36, 170, 255]  # lost: purple
-    assert _pixel(page, 13) == [85, 85, 85, 255]  # cancelled: dark grey
+    # The canvas draws every state in its colour (the Python side's, display.COLOURS).
+    assert _pixel(page, FAILED_INDEX) == _rgba("failed") == [229, 57, 53, 255]  # red
+    assert _pixel(page, 0) == _rgba("done") == [67, 160, 71, 255]  # green
+    assert _pixel(page, N - 1) == _rgba("queued")
+    assert _pixel(page, N - 5050) == _rgba("running")
+    assert _pixel(page, 11) == _rgba("retrying")
+    assert _pixel(page, 12) == _rgba("lost")
+    assert _pixel(page, 13) == _rgba("cancelled")
     counts = kernel_exec(page, "print(grid.counts()['failed'], grid.counts()['queued'])").split()
     legend = page.locator(".sif-grid-legend").inner_text()
     assert f"failed {counts[0]}" in legend and f"queued {counts[1]}" in legend, legend

@@ -3,7 +3,7 @@
 Real ``sif-magic worker`` processes on the machine's RabbitMQ. A worker is killed
 (its pid, or its whole process group) while it holds unacked chunks; RabbitMQ
 redelivers them to the surviving worker, which splits them into one message per
-call, shows those calls as ``retrying`` and runs them again. Results that arrive
+call, shows those calls as ``lost`` and runs them again. Results that arrive
 twice count once (``job.duplicates``); the user's list has every index once.
 """
 
@@ -56,18 +56,18 @@ def test_kill_9_of_a_worker_loses_no_call(
     elapsed = time.time() - t_kill
     assert values == [(i, i * i) for i in range(n)]  # every result right, in order, once
     assert job.state_counts()["done"] == n
-    # the calls the dead worker held: queued again with a note, shown retrying, then done
+    # the calls the dead worker held: queued again with a note, shown lost, then done
     lost = sorted(i for i, note in job.notes.items() if "worker lost 1 time" in note)
     rerun = [i for i in lost if job.describe_call(i)["attempt"] == 2]
     assert lost, "no call was noted as lost: the kill hit no held chunk?"
     assert rerun, "no call's accepted outcome came from the re-run"
-    never_retrying = sorted(set(rerun) - watch.seen("retrying"))
-    assert not never_retrying, f"re-run calls never shown as retrying: {never_retrying}"
+    never_lost = sorted(set(rerun) - watch.seen("lost"))
+    assert not never_lost, f"re-run calls never shown as lost: {never_lost}"
     assert all(job.describe_call(i)["worker"] != "" for i in rerun)
     assert survivor.poll() is None
     print(
         f"\nFIGURES worker-death/{how}: calls={n} noted-lost={len(lost)} rerun={len(rerun)} "
-        f"seen-retrying={len(watch.seen('retrying'))} duplicates-dropped={job.duplicates} "
+        f"seen-lost={len(watch.seen('lost'))} duplicates-dropped={job.duplicates} "
         f"duplicates-surfaced=0 lost-calls=0 finish-after-kill={elapsed:.1f}s"
     )
 
