@@ -282,7 +282,7 @@ class SifMagics(Magics):
     def _workers_slurm(self, words: list[str]) -> Any:
         import argparse
 
-        from ._cli_cluster import add_slurm_submit_arguments, slurm_spec_from_args
+        from .cli.slurm import add_slurm_submit_arguments, slurm_spec_from_args
         from .launch import slurm
 
         parser = argparse.ArgumentParser(prog="%sif_workers slurm", add_help=False)
@@ -316,7 +316,7 @@ class SifMagics(Magics):
             for wid, outcome in stop_workers(words or None):
                 print(f"{wid}: {outcome}")
             return None
-        from ._cli_cluster import add_workers_start_arguments, start_from_args
+        from .cli.workers import add_workers_start_arguments, start_from_args
 
         parser = argparse.ArgumentParser(prog="%sif_workers start", add_help=False)
         add_workers_start_arguments(parser)

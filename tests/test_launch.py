@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 from queues import consumers, delete_queue
 
+from sif_magic import containers as sing
 from sif_magic import launch
-from sif_magic._cli_cluster import register
+from sif_magic.cli import register
 from sif_magic.errors import ConfigError
-from sif_magic.launch import singularity as sing
 from sif_magic.launch._state import alive
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .. import containers as sing
 from .._keys import default_key_file, load_key, read_secret_file
 from ..errors import ConfigError
-from . import singularity as sing
 from ._state import StateFile, alive, home, start_time, terminate, write_secret
 
 STATE = "workers.json"

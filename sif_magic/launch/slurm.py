@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import containers as sing
 from .._keys import default_key_file, load_key, read_secret_file
 from .._version import __version__
 from ..errors import ConfigError
-from . import singularity as sing
 from ._state import StateFile, home, write_secret
 from .local import default_url_file
 

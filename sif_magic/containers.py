@@ -10,7 +10,7 @@ import shlex
 import shutil
 from collections.abc import Mapping, Sequence
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 TOOLS = ("apptainer", "singularity")
 
