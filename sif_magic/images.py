@@ -3,7 +3,9 @@
 An image holds only the environment (Python, sif_magic's worker, the user's
 packages): code travels with each call, data through bind paths. Its labels
 record the versions that decide whether it can run the kernel's functions
-(Python minor, cloudpickle major). Standard library only.
+(Python minor, cloudpickle major). The container tools' command lines come from
+``sif_magic.containers``. Standard library only; no state, no threads (the CLI's
+thread calls it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from . import containers
 from ._version import __version__
 from .errors import ConfigError
 from .protocol import VERSION as PROTOCOL_VERSION
@@ -291,25 +294,14 @@ def dockerfile(spec: ImageSpec) -> str:
 # -- build ---------------------------------------------------------------------
 
 
-def find_builder(prefer: str = "") -> str | None:
-    """The container tool on PATH: ``apptainer`` or ``singularity`` (or ``prefer``)."""
-    names = [prefer] if prefer else ["apptainer", "singularity"]
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def build_argv(tool: str, image: str, definition: str, mode: str = "") -> list[str]:
-    """``[tool, 'build', (--fakeroot|--remote), image, definition]``."""
-    if mode not in ("", "fakeroot", "remote", "sudo"):
-        raise ConfigError(f"build mode {mode!r}: use fakeroot, remote or sudo")
-    argv = [tool, "build"]
-    if mode in ("fakeroot", "remote"):
-        argv.append("--" + mode)
-    argv += [image, definition]
-    return ["sudo", *argv] if mode == "sudo" else argv
+def build_command(
+    image: str, definition: str, mode: str = "", builder: str = ""
+) -> list[str] | None:
+    """The argv that builds ``image`` from ``definition`` with ``builder`` (default:
+    apptainer, else singularity), or None when it is not on PATH."""
+    runner = containers.get(builder or "auto")
+    tool = runner.which()
+    return runner.build_argv(tool, image, definition, mode) if tool else None
 
 
 def build_instructions(image: str, definition: str, mode: str = "") -> str:
@@ -426,12 +418,14 @@ def inspect_image(image: str) -> ImageInfo:
     """Read an image's labels with singularity/apptainer, else Debian's siftool."""
     if not Path(image).is_file():
         raise ConfigError(f"{image}: no such image file")
-    tool = find_builder()
+    runner = containers.get("auto")
+    tool = runner.which()
     if tool:
-        res = _run([tool, "inspect", "--json", "--labels", image])
+        labels_argv, definition_argv = runner.inspect_argvs(tool, image)
+        res = _run(labels_argv)
         if res.returncode != 0:
             raise ConfigError(f"{Path(tool).name} inspect {image} failed: {res.stderr.strip()}")
-        definition = _run([tool, "inspect", "--deffile", image]).stdout
+        definition = _run(definition_argv).stdout
         labels = _find_labels(json.loads(res.stdout or "{}")) or {}
         return ImageInfo(image, f"{Path(tool).name} inspect", labels, definition)
     siftool = shutil.which("siftool")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from sif_magic import images
+from sif_magic import containers, images
 from sif_magic.cli import register
 from sif_magic.errors import ConfigError
 
@@ -320,13 +320,14 @@ def test_build_without_singularity_prints_what_to_run(
 
 
 def test_build_argv_modes() -> None:
-    assert images.build_argv("singularity", "a.sif", "a.def") == [
+    sing, app = containers.get("singularity"), containers.get("apptainer")
+    assert sing.build_argv("singularity", "a.sif", "a.def") == [
         "singularity",
         "build",
         "a.sif",
         "a.def",
     ]
-    assert images.build_argv("apptainer", "a.sif", "a.def", "sudo") == [
+    assert app.build_argv("apptainer", "a.sif", "a.def", "sudo") == [
         "sudo",
         "apptainer",
         "build",
@@ -334,7 +335,7 @@ def test_build_argv_modes() -> None:
         "a.def",
     ]
     with pytest.raises(ConfigError):
-        images.build_argv("apptainer", "a.sif", "a.def", "root")
+        app.build_argv("apptainer", "a.sif", "a.def", "root")
 
 
 # -- inspect ---------------------------------------------------------------------

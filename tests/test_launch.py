@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 from queues import consumers, delete_queue
 
-from sif_magic import containers as sing
-from sif_magic import launch
+from sif_magic import containers, launch
 from sif_magic.cli import register
 from sif_magic.errors import ConfigError
 from sif_magic.launch._state import alive
@@ -102,7 +101,8 @@ def cmdline(pid: int) -> str:
 
 
 def test_singularity_argv_lists() -> None:
-    assert sing.instance_start_argv(
+    sing, app = containers.get("singularity"), containers.get("apptainer")
+    assert sing.start_argv(
         "singularity", "ml.sif", "sifw-1", binds=["/data", "/s:/scratch:ro"], nv=True, fakeroot=True
     ) == [
         "singularity",
@@ -117,7 +117,7 @@ def test_singularity_argv_lists() -> None:
         "ml.sif",
         "sifw-1",
     ]
-    assert sing.instance_start_argv("apptainer", "a.sif", "n") == [
+    assert app.start_argv("apptainer", "a.sif", "n") == [
         "apptainer",
         "instance",
         "start",
@@ -131,19 +131,41 @@ def test_singularity_argv_lists() -> None:
         "/h/w.env",
         "instance://sifw-1",
     ]
-    assert sing.instance_stop_argv("singularity", "sifw-1") == [
+    assert sing.stop_argv("singularity", "sifw-1") == [
         "singularity",
         "instance",
         "stop",
         "sifw-1",
     ]
     with pytest.raises(ConfigError, match="SRC:DST"):
-        sing.check_binds(["a:b:c:d"])
+        containers.check_binds(["a:b:c:d"])
+
+
+def test_container_names_and_which_tool_auto_takes(tmp_path: Path, monkeypatch) -> None:
+    assert containers.CHOICES == ("auto", "apptainer", "singularity", "none")
+    with pytest.raises(ConfigError, match="use auto, apptainer, singularity or none"):
+        containers.get("docker")
+    with pytest.raises(ConfigError, match="use auto, apptainer, singularity or none"):
+        launch.render_script(launch.SlurmSpec(runtime="r", container="docker"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.raises(ConfigError, match="apptainer or singularity not found on PATH"):
+        containers.get("auto").find()
+    assert containers.get("none").find() == ""
+    for name in ("singularity", "apptainer"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+    assert containers.get("auto").find() == str(bin_dir / "apptainer")  # Apptainer first
+    assert containers.get("singularity").find() == str(bin_dir / "singularity")
+    (bin_dir / "apptainer").unlink()
+    assert containers.get("auto").find() == str(bin_dir / "singularity")
 
 
 def test_env_file_round_trips_through_sh(tmp_path: Path) -> None:
     nasty = "amqp://u:p'a\"s$s`w d@h:5672/%2F"
     f = tmp_path / "w.env"
+    sing = containers.get("singularity")
     f.write_text(sing.env_file_text({"SIF_MAGIC_AMQP_URL": nasty, "SIF_MAGIC_RUNTIME": "ml.sif"}))
     out = subprocess.run(
         ["sh", "-c", f'. "{f}"; printf %s "$SIF_MAGIC_AMQP_URL"'],

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .. import containers
 from .. import images as img
 from ._common import guard
 
@@ -51,7 +52,7 @@ def register(subparsers: Any) -> None:
     mode.add_argument("--fakeroot", dest="mode", action="store_const", const="fakeroot")
     mode.add_argument("--remote", dest="mode", action="store_const", const="remote")
     mode.add_argument("--sudo", dest="mode", action="store_const", const="sudo")
-    b.add_argument("--builder", choices=["apptainer", "singularity"], default="")
+    b.add_argument("--builder", choices=containers.BUILDERS, default="")
     b.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
     b.set_defaults(func=guard(_runtime_build), mode=None)
 
@@ -112,11 +113,10 @@ def _runtime_build(args: argparse.Namespace) -> int:
         Path(definition).write_text(img.definition_file(img.ImageSpec(runtime=Path(image).name)))
         print(f"wrote {definition} (defaults; edit it or use `sif-magic runtime def {name}`)")
     mode = args.mode or img.default_build_mode()
-    tool = img.find_builder(args.builder)
-    if tool is None:
+    argv = img.build_command(image, definition, mode, args.builder)
+    if argv is None:
         print(img.build_instructions(image, definition, mode))
         return 3
-    argv = img.build_argv(tool, image, definition, mode)
     print("$ " + shlex.join(argv), flush=True)
     if args.dry_run:
         return 0

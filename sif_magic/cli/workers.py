@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from .. import containers
 from ._common import add_broker_args, guard
 
 
@@ -24,7 +25,7 @@ def add_workers_start_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--container",
         default="auto",
-        choices=["auto", "apptainer", "singularity", "none"],
+        choices=containers.CHOICES,
         help="none: run `python -m sif_magic worker` without a container",
     )
     p.add_argument("--python", default=sys.executable, help="Python for --container none")
