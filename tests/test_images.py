@@ -46,7 +46,7 @@ SECTIONS = {
 @pytest.fixture(autouse=True)
 def _from_an_index(monkeypatch: pytest.MonkeyPatch) -> None:
     """As if sif_magic came from a package index (the test venv has it editable)."""
-    monkeypatch.setattr(images, "installed_source", lambda: "")
+    monkeypatch.setattr(images.recipe, "installed_source", lambda: "")
 
 
 def parse_definition(text: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -443,7 +443,7 @@ def test_inspect_reads_a_sif_with_siftool(tmp_path, monkeypatch, capsys) -> None
     assert "built from  python:3.11-slim" in capsys.readouterr().out
 
 
-def test_runtime_module_imports_only_the_standard_library() -> None:
+def test_image_launch_and_cli_modules_import_only_the_standard_library() -> None:
     code = (
         "import sys, sif_magic.images, sif_magic.containers, sif_magic.launch, sif_magic.cli\n"
         "bad = [m for m in ('IPython', 'ipywidgets', 'traitlets', 'pika', 'cloudpickle')"
@@ -473,7 +473,7 @@ def test_local_source_becomes_a_wheel_in_the_image(tmp_path: Path, monkeypatch, 
     # sif_magic installed from this checkout (not on an index yet): the image gets a wheel
     # of it, not the source tree (which holds node_modules and needs Node.js to build)
     root = Path(__file__).resolve().parents[1]
-    monkeypatch.setattr(images, "installed_source", lambda: str(root))
+    monkeypatch.setattr(images.recipe, "installed_source", lambda: str(root))
     monkeypatch.chdir(tmp_path)
     assert cli("runtime", "def", "ml") == 0
     wheels = list(tmp_path.glob("sif_magic-*.whl"))
