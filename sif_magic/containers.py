@@ -26,6 +26,7 @@ from __future__ import annotations
 import shlex
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
@@ -59,8 +60,22 @@ SECRETS_INTO_ENV = [
 ]
 
 
+@dataclass(frozen=True)
+class WorkerRun:
+    """One worker on this machine, as its runtime's command lines need it."""
+
+    tool: str  # the runtime's executable, as ``Container.find`` returned it
+    image: str = ""
+    name: str = ""  # of the instance / container; '' without one
+    binds: Sequence[str] = ()  # SRC[:DST[:OPTS]]
+    nv: bool = False  # NVIDIA GPUs
+    fakeroot: bool = False
+    env_file: str = ""  # the worker's settings (mode 600), when ``uses_env_file``
+    python: str = ""  # for ``none``
+
+
 class Container:
-    """How one container runtime is called. ``tool`` arguments are the path of its
+    """How one container runtime is called. A ``tool`` argument is the path of its
     executable, as ``find`` returned it (or a shell expansion in a script)."""
 
     #: settings reach the worker in an env file of mode 600 (else: its environment)
@@ -99,7 +114,7 @@ class Container:
         if here and not Path(image).is_file():
             raise ConfigError(f"--image {image}: no such file (build it: sif-magic runtime build)")
 
-    def describe(self, tool: str, instance: str) -> str:
+    def describe(self, run: WorkerRun) -> str:
         """What the worker reports as its container (``SIF_MAGIC_CONTAINER``)."""
         raise NotImplementedError
 
@@ -114,26 +129,16 @@ class Container:
 
     # -- a worker on this machine (launch/local.py) --------------------------------
 
-    def start_argv(
-        self,
-        tool: str,
-        image: str,
-        instance: str,
-        *,
-        binds: Sequence[str] = (),
-        nv: bool = False,
-        fakeroot: bool = False,
-    ) -> list[str] | None:
-        """What to run (and wait for) before the worker; None: nothing."""
+    def start_argv(self, run: WorkerRun) -> list[str] | None:
+        """What to run (and wait for) before the worker; None: nothing. The binds,
+        GPUs and env file go here or on ``worker_argv``, where the runtime takes them."""
         return None
 
-    def worker_argv(
-        self, tool: str, image: str, instance: str, *, env_file: str = "", python: str = ""
-    ) -> list[str]:
+    def worker_argv(self, run: WorkerRun) -> list[str]:
         """The worker's process: it runs in the foreground until SIGTERM."""
         raise NotImplementedError
 
-    def stop_argv(self, tool: str, instance: str) -> list[str] | None:
+    def stop_argv(self, run: WorkerRun) -> list[str] | None:
         """What to run once the worker's process has ended; None: nothing."""
         return None
 
@@ -167,28 +172,20 @@ class Singularity(Container):
     gone_text = "no instance found"
     builds = True
 
-    def describe(self, tool: str, instance: str) -> str:
-        return f"{Path(tool).name} instance://{instance}"
+    def describe(self, run: WorkerRun) -> str:
+        return f"{Path(run.tool).name} instance://{run.name}"
 
-    def start_argv(
-        self,
-        tool: str,
-        image: str,
-        instance: str,
-        *,
-        binds: Sequence[str] = (),
-        nv: bool = False,
-        fakeroot: bool = False,
-    ) -> list[str]:
-        """``singularity instance start [--fakeroot] [--nv] [--bind ..] IMAGE NAME``."""
-        argv = [tool, "instance", "start"]
-        if fakeroot:
+    def start_argv(self, run: WorkerRun) -> list[str]:
+        """``singularity instance start [--fakeroot] [--nv] [--bind ..] IMAGE NAME``
+        (the env file goes to ``run``)."""
+        argv = [run.tool, "instance", "start"]
+        if run.fakeroot:
             argv.append("--fakeroot")
-        if nv:
+        if run.nv:
             argv.append("--nv")
-        for b in check_binds(binds):
+        for b in check_binds(run.binds):
             argv += ["--bind", b]
-        return [*argv, image, instance]
+        return [*argv, run.image, run.name]
 
     def run_argv(
         self,
@@ -210,13 +207,12 @@ class Singularity(Container):
             argv += ["--env-file", env_file]
         return [*argv, target]
 
-    def worker_argv(
-        self, tool: str, image: str, instance: str, *, env_file: str = "", python: str = ""
-    ) -> list[str]:
-        return self.run_argv(tool, f"instance://{instance}", env_file=env_file)
+    def worker_argv(self, run: WorkerRun) -> list[str]:
+        """``run --env-file FILE instance://NAME`` (binds and GPUs: the instance has them)."""
+        return self.run_argv(run.tool, f"instance://{run.name}", env_file=run.env_file)
 
-    def stop_argv(self, tool: str, instance: str) -> list[str]:
-        return [tool, "instance", "stop", instance]
+    def stop_argv(self, run: WorkerRun) -> list[str]:
+        return [run.tool, "instance", "stop", run.name]
 
     def script_exports(self, image: str, stage_dir: str, python: str) -> list[str]:
         return [
@@ -270,13 +266,11 @@ class NoContainer(Container):
     def check_image(self, image: str, *, here: bool) -> None:
         return None
 
-    def describe(self, tool: str, instance: str) -> str:
+    def describe(self, run: WorkerRun) -> str:
         return "none"
 
-    def worker_argv(
-        self, tool: str, image: str, instance: str, *, env_file: str = "", python: str = ""
-    ) -> list[str]:
-        return [python, "-m", "sif_magic", "worker"]
+    def worker_argv(self, run: WorkerRun) -> list[str]:
+        return [run.python, "-m", "sif_magic", "worker"]
 
     def script_exports(self, image: str, stage_dir: str, python: str) -> list[str]:
         return [f"export SIF_MAGIC_PYTHON={shlex.quote(python)}"]
@@ -285,21 +279,19 @@ class NoContainer(Container):
         return [
             "export SIF_MAGIC_CONTAINER=none",
             'echo "sif-magic: worker $SIF_MAGIC_WORKER_ID starts on $(hostname)"',
-            shell_words(self.worker_argv("", "", "", python='"$SIF_MAGIC_PYTHON"')),
+            shell_words(self.worker_argv(WorkerRun("", python='"$SIF_MAGIC_PYTHON"'))),
         ]
 
 
-#: ``--container`` choices, in the order the help lists them. ``auto``: Apptainer,
-#: else Singularity, whichever is on PATH (on a SLURM node: on that node's PATH).
+#: The runtimes by ``--container`` name, in the order the help lists them (the
+#: commands take their choices from here). ``auto``: Apptainer, else Singularity,
+#: whichever is on PATH (on a SLURM node: on that node's PATH).
 RUNTIMES: dict[str, Container] = {
     "auto": Singularity("auto", ("apptainer", "singularity")),
     "apptainer": Singularity("apptainer", ("apptainer",)),
     "singularity": Singularity("singularity", ("singularity",)),
     "none": NoContainer("none"),
 }
-CHOICES = tuple(RUNTIMES)
-#: ``runtime build --builder`` choices
-BUILDERS = tuple(n for n, c in RUNTIMES.items() if c.builds and len(c.executables) == 1)
 
 
 def get(name: str) -> Container:
@@ -307,6 +299,12 @@ def get(name: str) -> Container:
     try:
         return RUNTIMES[name]
     except KeyError:
+        names = list(RUNTIMES)
         raise ConfigError(
-            f"--container {name!r}: use {', '.join(CHOICES[:-1])} or {CHOICES[-1]}"
+            f"--container {name!r}: use {', '.join(names[:-1])} or {names[-1]}"
         ) from None
+
+
+def builders() -> list[str]:
+    """``runtime build --builder`` choices: the runtimes that build, each one tool."""
+    return [n for n, c in RUNTIMES.items() if c.builds and len(c.executables) == 1]

@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
     mode.add_argument("--fakeroot", dest="mode", action="store_const", const="fakeroot")
     mode.add_argument("--remote", dest="mode", action="store_const", const="remote")
     mode.add_argument("--sudo", dest="mode", action="store_const", const="sudo")
-    b.add_argument("--builder", choices=containers.BUILDERS, default="")
+    b.add_argument("--builder", choices=containers.builders(), default="")
     b.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
     b.set_defaults(func=guard(_runtime_build), mode=None)
 

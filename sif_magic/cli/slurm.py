@@ -20,7 +20,7 @@ def add_slurm_submit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", default="", help="NAME.sif (copied to node-local storage)")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--runtime", default="", help="runtime name (default: the image file name)")
-    p.add_argument("--container", default="auto", choices=containers.CHOICES)
+    p.add_argument("--container", default="auto", choices=list(containers.RUNTIMES))
     p.add_argument("--processes", type=int, default=0, help="per worker (default: cpus-per-task)")
     p.add_argument("--cpus-per-task", type=int, default=0)
     for opt in ("time", "partition", "account", "qos", "mem", "gres", "job-name"):

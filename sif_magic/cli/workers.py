@@ -25,7 +25,7 @@ def add_workers_start_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--container",
         default="auto",
-        choices=containers.CHOICES,
+        choices=list(containers.RUNTIMES),
         help="none: run `python -m sif_magic worker` without a container",
     )
     p.add_argument("--python", default=sys.executable, help="Python for --container none")

@@ -158,8 +158,12 @@ def start_workers(
         rec = WorkerRecord(wid, host, 0, "", runtime, Path(tool).name if tool else runner.name)
         rec.tool, rec.image, rec.processes, rec.log = tool, image, processes, log
         rec.instance = f"sifw-{token}" if tool else ""
-        env["SIF_MAGIC_CONTAINER"] = runner.describe(tool, rec.instance)
-        if runner.uses_env_file:
+        env_file = home() / "run" / f"{rec.instance or wid}.env" if runner.uses_env_file else None
+        run = containers.WorkerRun(
+            tool, image, rec.instance, tuple(binds), nv, fakeroot, str(env_file or ""), python
+        )
+        env["SIF_MAGIC_CONTAINER"] = runner.describe(run)
+        if env_file:
             # The env file (600) carries the secrets themselves: no path has to be bound.
             if "SIF_MAGIC_AMQP_URL_FILE" in broker:
                 url = read_secret_file(broker["SIF_MAGIC_AMQP_URL_FILE"], "broker URL")
@@ -167,11 +171,8 @@ def start_workers(
             else:
                 env.update(broker)
             env["SIF_MAGIC_KEY"] = key
-            env_file = home() / "run" / f"{rec.instance or wid}.env"
             rec.env_file = str(write_secret(env_file, runner.env_file_text(env)))
-            start = runner.start_argv(
-                tool, image, rec.instance, binds=binds, nv=nv, fakeroot=fakeroot
-            )
+            start = runner.start_argv(run)
             if start:
                 res = subprocess.run(start, capture_output=True, text=True, check=False)
                 if res.returncode != 0:
@@ -189,7 +190,7 @@ def start_workers(
             # the chosen file in the worker, an inherited SIF_MAGIC_KEY_FILE over SIF_MAGIC_KEY.
             child_env = {k: v for k, v in os.environ.items() if k not in _WORKER_VARS}
             child_env.update(env)
-        argv = runner.worker_argv(tool, image, rec.instance, env_file=rec.env_file, python=python)
+        argv = runner.worker_argv(run)
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 argv,
@@ -249,7 +250,8 @@ def stop_workers(ids: Sequence[str] | None = None, timeout: float = 10.0) -> lis
             continue
         outcome = terminate(rec.pid, rec.pid_start, timeout)
         runner = containers.RUNTIMES.get(rec.container)
-        stop = runner.stop_argv(rec.tool, rec.instance) if runner and rec.instance else None
+        run = containers.WorkerRun(rec.tool, rec.image, rec.instance)
+        stop = runner.stop_argv(run) if runner and rec.instance else None
         if runner and stop:
             res = subprocess.run(stop, capture_output=True, text=True, check=False)
             if res.returncode != 0 and runner.gone_text not in res.stderr.lower():
