@@ -9,7 +9,8 @@ container argv themselves:
   ``stop_argv``;
 - ``launch/slurm.py`` (the sbatch script): ``script_exports`` at the top,
   ``node_lines`` in the function that each node runs;
-- ``images.py`` (``runtime build`` / ``inspect``): ``build_argv``, ``inspect_argvs``.
+- ``images/build.py`` and ``images/labels.py`` (``runtime build`` / ``inspect``):
+  ``build_argv``, ``inspect_argvs``.
 
 Singularity and Apptainer share one command line (``Singularity``, under either
 name; ``auto`` takes whichever is on PATH); ``none`` runs ``python -m sif_magic
@@ -152,7 +153,7 @@ class Container:
         """The end of the function each node runs (bash): start the worker in the foreground."""
         raise NotImplementedError
 
-    # -- images (images.py) ----------------------------------------------------------
+    # -- images (images/build.py, images/labels.py) -----------------------------------
 
     def build_argv(self, tool: str, image: str, definition: str, mode: str = "") -> list[str]:
         raise ConfigError(f"--container {self.name} builds no images")

@@ -2,7 +2,9 @@
 
 One module per command; each has ``register(subparsers)``, and each leaf sets
 ``func(args) -> int``. Standard library only: the worker's command must start
-in a slim image, so a command imports what it runs only when it runs.
+in a slim image, so a command imports what it runs only when it runs. A command
+runs on the process's main thread and owns what it opens (``logs``: its own
+blocking broker connection); ``worker`` hands the process to ``sif_magic.worker``.
 """
 
 from __future__ import annotations
