@@ -31,7 +31,8 @@ def test_all_matches_what_is_exported() -> None:
         "worker",
         "cli",
         "widgets",
-        "runtime",
+        "images",
+        "containers",
         "launch",
     }
     assert public - modules - set(sif_magic.__all__) == set()

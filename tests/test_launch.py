@@ -24,10 +24,9 @@ from pathlib import Path
 import pytest
 from queues import consumers, delete_queue
 
-from sif_magic import launch
-from sif_magic._cli_cluster import register
+from sif_magic import containers, launch
+from sif_magic.cli import register
 from sif_magic.errors import ConfigError
-from sif_magic.launch import singularity as sing
 from sif_magic.launch._state import alive
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -49,10 +48,11 @@ def cli(*argv: str) -> int:
     return args.func(args)
 
 
-def fake_singularity(bin_dir: Path, log: Path) -> Path:
-    """A recorder standing in for ``singularity``: logs argv; ``run`` waits for SIGTERM."""
+def fake_singularity(bin_dir: Path, log: Path, name: str = "singularity") -> Path:
+    """A recorder standing in for ``singularity`` (or ``name``): logs argv; ``run`` waits
+    for SIGTERM."""
     bin_dir.mkdir(parents=True, exist_ok=True)
-    exe = bin_dir / "singularity"
+    exe = bin_dir / name
     exe.write_text(
         f"#!{sys.executable}\n"
         "import json, os, signal, sys, time\n"
@@ -102,8 +102,17 @@ def cmdline(pid: int) -> str:
 
 
 def test_singularity_argv_lists() -> None:
-    assert sing.instance_start_argv(
-        "singularity", "ml.sif", "sifw-1", binds=["/data", "/s:/scratch:ro"], nv=True, fakeroot=True
+    sing, app = containers.get("singularity"), containers.get("apptainer")
+    run = containers.WorkerRun
+    assert sing.start_argv(
+        run(
+            "singularity",
+            "ml.sif",
+            "sifw-1",
+            binds=["/data", "/s:/scratch:ro"],
+            nv=True,
+            fakeroot=True,
+        )
     ) == [
         "singularity",
         "instance",
@@ -117,7 +126,7 @@ def test_singularity_argv_lists() -> None:
         "ml.sif",
         "sifw-1",
     ]
-    assert sing.instance_start_argv("apptainer", "a.sif", "n") == [
+    assert app.start_argv(run("apptainer", "a.sif", "n")) == [
         "apptainer",
         "instance",
         "start",
@@ -131,19 +140,41 @@ def test_singularity_argv_lists() -> None:
         "/h/w.env",
         "instance://sifw-1",
     ]
-    assert sing.instance_stop_argv("singularity", "sifw-1") == [
+    assert sing.stop_argv(run("singularity", name="sifw-1")) == [
         "singularity",
         "instance",
         "stop",
         "sifw-1",
     ]
     with pytest.raises(ConfigError, match="SRC:DST"):
-        sing.check_binds(["a:b:c:d"])
+        containers.check_binds(["a:b:c:d"])
+
+
+def test_container_names_and_which_tool_auto_takes(tmp_path: Path, monkeypatch) -> None:
+    assert tuple(containers.RUNTIMES) == ("auto", "apptainer", "singularity", "none")
+    with pytest.raises(ConfigError, match="use auto, apptainer, singularity or none"):
+        containers.get("docker")
+    with pytest.raises(ConfigError, match="use auto, apptainer, singularity or none"):
+        launch.render_script(launch.SlurmSpec(runtime="r", container="docker"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.raises(ConfigError, match="apptainer or singularity not found on PATH"):
+        containers.get("auto").find()
+    assert containers.get("none").find() == ""
+    for name in ("singularity", "apptainer"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+    assert containers.get("auto").find() == str(bin_dir / "apptainer")  # Apptainer first
+    assert containers.get("singularity").find() == str(bin_dir / "singularity")
+    (bin_dir / "apptainer").unlink()
+    assert containers.get("auto").find() == str(bin_dir / "singularity")
 
 
 def test_env_file_round_trips_through_sh(tmp_path: Path) -> None:
     nasty = "amqp://u:p'a\"s$s`w d@h:5672/%2F"
     f = tmp_path / "w.env"
+    sing = containers.get("singularity")
     f.write_text(sing.env_file_text({"SIF_MAGIC_AMQP_URL": nasty, "SIF_MAGIC_RUNTIME": "ml.sif"}))
     out = subprocess.run(
         ["sh", "-c", f'. "{f}"; printf %s "$SIF_MAGIC_AMQP_URL"'],
@@ -252,6 +283,68 @@ def test_start_list_stop_singularity_instances(tmp_path, monkeypatch, home, url_
     assert cli("workers", "stop", "--all") == 0
     assert not alive(recs[1].pid)
     assert launch.list_workers() == []
+
+
+class ForegroundRun(containers.Container):
+    """A runtime without instances, called the way podman-hpc would be: binds, GPUs
+    and the env file on its ``run``, removed by name after. It is defined here, in a
+    test: a new runtime is one class and one entry of ``containers.RUNTIMES``."""
+
+    gone_text = "no such container"
+
+    def describe(self, run: containers.WorkerRun) -> str:
+        return f"{Path(run.tool).name} {run.name}"
+
+    def worker_argv(self, run: containers.WorkerRun) -> list[str]:
+        argv = [run.tool, "run", "--rm", "--name", run.name, "--env-file", run.env_file]
+        for b in containers.check_binds(run.binds):
+            argv += ["-v", b]
+        return [*argv, *(["--gpu"] if run.nv else []), run.image]
+
+    def stop_argv(self, run: containers.WorkerRun) -> list[str]:
+        return [run.tool, "rm", "-f", run.name]
+
+    def script_exports(self, image: str, stage_dir: str, python: str) -> list[str]:
+        return [f"export SIF_MAGIC_IMAGE={image}"]
+
+    def node_lines(self, binds, nv) -> list[str]:
+        run = ["fg-tool", "run", "--rm", "-e", "SIF_MAGIC_AMQP_URL", '"$SIF_MAGIC_IMAGE"']
+        return [*containers.SECRETS_INTO_ENV, containers.shell_words(run)]
+
+
+def test_a_new_container_runtime_is_one_class_and_one_entry(
+    tmp_path, monkeypatch, home, url_file, capsys
+) -> None:
+    log = tmp_path / "fg.log"
+    exe = fake_singularity(tmp_path / "bin", log, name="fg-tool")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    monkeypatch.setitem(containers.RUNTIMES, "fg-tool", ForegroundRun("fg-tool", ("fg-tool",)))
+    image = tmp_path / "ml.sif"
+    image.write_bytes(b"image stand-in")
+    start = ["workers", "start", "--container", "fg-tool", "--image", str(image), "--nv"]
+    assert cli(*start, "--bind", "/data", "--amqp-url-file", str(url_file)) == 0
+    ((rec, state),) = launch.list_workers()
+    assert (state, rec.container, rec.tool) == ("running", "fg-tool", str(exe))
+    deadline = time.monotonic() + 10
+    while not log.exists():  # `run` records itself once it has started
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    run = [str(exe), "run", "--rm", "--name", rec.instance, "--env-file", rec.env_file]
+    assert json.loads(log.read_text()) == [*run, "-v", "/data", "--gpu", str(image)]
+    settings = Path(rec.env_file).read_text()
+    assert f"SIF_MAGIC_CONTAINER='fg-tool {rec.instance}'" in settings
+    assert stat.S_IMODE(os.stat(rec.env_file).st_mode) == 0o600
+    assert cli("workers", "stop", "--all") == 0
+    assert json.loads(log.read_text().splitlines()[-1]) == [str(exe), "rm", "-f", rec.instance]
+    assert not alive(rec.pid) and not Path(rec.env_file).exists()
+
+    capsys.readouterr()
+    submit = ["slurm", "submit", "--dry-run", "--container", "fg-tool", "--image", "ml:1"]
+    assert cli(*submit, "--runtime", "ml") == 0
+    script = capsys.readouterr().out
+    assert "export SIF_MAGIC_IMAGE=ml:1" in script
+    assert '    fg-tool run --rm -e SIF_MAGIC_AMQP_URL "$SIF_MAGIC_IMAGE"' in script
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
 
 
 def test_start_refuses_missing_image_and_tool(tmp_path, monkeypatch, home, url_file) -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pytest
 from queues import consumers, delete_queue
 
-from sif_magic._cli_cluster import register
+from sif_magic.cli import register
 from sif_magic.errors import ConfigError
 from sif_magic.launch import slurm as sl
 
@@ -221,7 +221,7 @@ def test_cli_dry_run_prints_the_script(home, capsys) -> None:
 
 
 def test_submit_options_are_reusable_by_a_magic(home) -> None:
-    from sif_magic._cli_cluster import add_slurm_submit_arguments, slurm_spec_from_args
+    from sif_magic.cli.slurm import add_slurm_submit_arguments, slurm_spec_from_args
 
     parser = argparse.ArgumentParser(prog="%sif_workers slurm")
     add_slurm_submit_arguments(parser)
@@ -251,8 +251,6 @@ def test_submit_without_sbatch_says_where_to_run(home, url_file, monkeypatch) ->
 
 
 def test_main_cli_has_the_cluster_commands(home) -> None:
-    if not (ROOT / "sif_magic" / "cli.py").exists():
-        pytest.skip("the lead's sif_magic/cli.py is not there yet")
     res = subprocess.run(
         [
             sys.executable,
@@ -598,9 +596,9 @@ def debian_sif(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f"needs root and {', '.join(missing) or 'nothing else'}: apt-get install -y "
             "debootstrap squashfs-tools siftool squashfuse charliecloud-runtime"
         )
-    from sif_magic import runtime as rt
+    from sif_magic import images
 
-    base = CACHE / f"bookworm-python{rt.kernel_versions()['python']}"
+    base = CACHE / f"bookworm-python{images.kernel_versions()['python']}"
     if not (base / "usr" / "bin" / "python3").exists():  # ~1 min once, then cached
         CACHE.mkdir(parents=True, exist_ok=True)
         res = subprocess.run(
@@ -626,10 +624,10 @@ def debian_sif(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    if have != rt.kernel_versions()["python"]:
-        pytest.skip(f"bookworm has Python {have}, this kernel {rt.kernel_versions()['python']}")
-    _sh("chroot", str(root), "python3", "-m", "venv", rt.VENV)
-    site = root / rt.VENV.lstrip("/") / "lib" / f"python{have}" / "site-packages"
+    if have != images.kernel_versions()["python"]:
+        pytest.skip(f"bookworm has Python {have}, this kernel {images.kernel_versions()['python']}")
+    _sh("chroot", str(root), "python3", "-m", "venv", images.VENV)
+    site = root / images.VENV.lstrip("/") / "lib" / f"python{have}" / "site-packages"
     import cloudpickle
     import pika
 
@@ -640,10 +638,10 @@ def debian_sif(tmp_path_factory: pytest.TempPathFactory) -> Path:
             _sh("cp", "-r", str(info), str(site))
     _sh("cp", "-r", str(ROOT / "sif_magic"), str(site))
     _sh("rm", "-rf", str(site / "sif_magic" / "labextension"))
-    spec = rt.ImageSpec(runtime="deb.sif", python=have)
-    from test_runtime import parse_definition
+    spec = images.ImageSpec(runtime="deb.sif", python=have)
+    from test_images import parse_definition
 
-    _, sections = parse_definition(rt.definition_file(spec))
+    _, sections = parse_definition(images.definition_file(spec))
     meta = root / ".singularity.d"
     (meta / "env").mkdir(parents=True)
     (meta / "runscript").write_text("#!/bin/sh\n" + sections["runscript"])
@@ -690,7 +688,7 @@ def test_a_real_sif_runs_the_worker_as_nobody_through_sbatch(
     import shutil
     import tempfile
 
-    from sif_magic import runtime as rt
+    from sif_magic import images
 
     nobody = pwd.getpwnam("nobody")
     shared = Path(tempfile.mkdtemp(prefix="sif-nobody-"))  # pytest's tmp dirs are root-only
@@ -711,9 +709,9 @@ def test_a_real_sif_runs_the_worker_as_nobody_through_sbatch(
             os.chown(shared / name, nobody.pw_uid, nobody.pw_gid)
             (shared / name).chmod(0o600)
 
-        info = rt.inspect_image(str(image))  # siftool + unsquashfs read the real SIF
+        info = images.inspect_image(str(image))  # siftool + unsquashfs read the real SIF
         assert info.reader == "siftool + unsquashfs"
-        assert rt.check_versions(info.versions()) == []
+        assert images.check_versions(info.versions()) == []
 
         runtime = f"sif-{secrets.token_hex(3)}"
         queue = f"sif_magic.tasks.{runtime}"
@@ -756,7 +754,7 @@ def test_a_real_sif_runs_the_worker_as_nobody_through_sbatch(
         finally:
             ex.shutdown()
         assert [r[0] for r in results] == list(range(1, 7))
-        assert {r[2] for r in results} == {f"{rt.VENV}/bin/python"}
+        assert {r[2] for r in results} == {f"{images.VENV}/bin/python"}
         assert all(r[3] for r in results)
         procs = job_processes({job.job_id})
         assert any("squashfuse" in c for c, _ in procs.values()), procs

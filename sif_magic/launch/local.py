@@ -1,10 +1,12 @@
 """Workers on this machine: start, list, stop.
 
-With a container tool, each worker is a Singularity/Apptainer instance
-(``instance start [--fakeroot] [--bind ..] [--nv] IMAGE NAME``) whose worker runs
-through ``run --env-file FILE instance://NAME``; with ``container="none"`` it is
-``python -m sif_magic worker``. Either way a record in ``~/.sif_magic/workers.json``
-holds the pid, and ``stop`` signals that pid (never a process name).
+With a container (Singularity/Apptainer), each worker is an instance whose worker
+runs in the foreground; with ``container="none"`` it is ``python -m sif_magic
+worker``. The command lines come from ``sif_magic.containers``. Either way a
+record in ``~/.sif_magic/workers.json`` holds the pid, and ``stop`` signals that
+pid (never a process name). Called from one thread at a time (the CLI's, or the
+kernel's through ``%sif_workers``); the records file is shared between processes
+under a lock (``StateFile``).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .. import containers
 from .._keys import default_key_file, load_key, read_secret_file
 from ..errors import ConfigError
-from . import singularity as sing
 from ._state import StateFile, alive, home, start_time, terminate, write_secret
 
 STATE = "workers.json"
@@ -46,7 +48,7 @@ class WorkerRecord:
     pid: int
     pid_start: str
     runtime: str
-    container: str  # "none", "apptainer" or "singularity"
+    container: str  # the runtime that runs it, as ``--container`` names it (never auto)
     tool: str = ""  # path of the container tool
     image: str = ""
     instance: str = ""
@@ -132,10 +134,8 @@ def start_workers(
     """
     if instances < 1:
         raise ConfigError("--instances must be at least 1")
-    if container != "none" and not image:
-        raise ConfigError("--image NAME.sif is needed, or --container none to run without one")
-    if image and container != "none" and not Path(image).is_file():
-        raise ConfigError(f"--image {image}: no such file (build it: sif-magic runtime build)")
+    runner = containers.get(container)
+    runner.check_image(image, here=True)
     runtime = (
         runtime or os.environ.get("SIF_MAGIC_RUNTIME") or (Path(image).name if image else "default")
     )
@@ -143,7 +143,7 @@ def start_workers(
     key_path = Path(key_file).expanduser().resolve() if key_file else default_key_file()
     # SIF_MAGIC_KEY, else the key file (created now, so notebook and workers share it).
     key = load_key(key_file=key_file).decode()
-    tool = sing.find_tool(container) if container != "none" else ""
+    tool = runner.find()
     logs = home() / "logs"
     logs.mkdir(exist_ok=True, mode=0o700)
     host = socket.gethostname()
@@ -155,11 +155,15 @@ def start_workers(
         if processes:
             env["SIF_MAGIC_PROCESSES"] = str(processes)
         log = str(logs / f"{wid}.log")
-        rec = WorkerRecord(wid, host, 0, "", runtime, container if tool == "" else Path(tool).name)
+        rec = WorkerRecord(wid, host, 0, "", runtime, Path(tool).name if tool else runner.name)
         rec.tool, rec.image, rec.processes, rec.log = tool, image, processes, log
-        if tool:
-            rec.instance = f"sifw-{token}"
-            env["SIF_MAGIC_CONTAINER"] = f"{rec.container} instance://{rec.instance}"
+        rec.instance = f"sifw-{token}" if tool else ""
+        env_file = home() / "run" / f"{rec.instance or wid}.env" if runner.uses_env_file else None
+        run = containers.WorkerRun(
+            tool, image, rec.instance, tuple(binds), nv, fakeroot, str(env_file or ""), python
+        )
+        env["SIF_MAGIC_CONTAINER"] = runner.describe(run)
+        if env_file:
             # The env file (600) carries the secrets themselves: no path has to be bound.
             if "SIF_MAGIC_AMQP_URL_FILE" in broker:
                 url = read_secret_file(broker["SIF_MAGIC_AMQP_URL_FILE"], "broker URL")
@@ -167,30 +171,26 @@ def start_workers(
             else:
                 env.update(broker)
             env["SIF_MAGIC_KEY"] = key
-            env_file = home() / "run" / f"{rec.instance}.env"
-            rec.env_file = str(write_secret(env_file, sing.env_file_text(env)))
-            start = sing.instance_start_argv(
-                tool, image, rec.instance, binds=binds, nv=nv, fakeroot=fakeroot
-            )
-            res = subprocess.run(start, capture_output=True, text=True, check=False)
-            if res.returncode != 0:
-                os.unlink(env_file)
-                raise ConfigError(
-                    f"`{' '.join(start)}` failed ({res.returncode}): {res.stderr.strip()}"
-                )
-            argv = sing.run_argv(tool, f"instance://{rec.instance}", env_file=rec.env_file)
-            # Singularity passes the host's environment in: none of ours may contradict the file.
+            rec.env_file = str(write_secret(env_file, runner.env_file_text(env)))
+            start = runner.start_argv(run)
+            if start:
+                res = subprocess.run(start, capture_output=True, text=True, check=False)
+                if res.returncode != 0:
+                    os.unlink(env_file)
+                    raise ConfigError(
+                        f"`{' '.join(start)}` failed ({res.returncode}): {res.stderr.strip()}"
+                    )
+            # A container may pass the host's environment in: none of ours may contradict the file.
             child_env = {k: v for k, v in os.environ.items() if not k.startswith("SIF_MAGIC_")}
         else:
-            env["SIF_MAGIC_CONTAINER"] = "none"
             env.update(broker)
             if key_file or not os.environ.get("SIF_MAGIC_KEY"):
                 env["SIF_MAGIC_KEY_FILE"] = str(key_path)
-            argv = [python, "-m", "sif_magic", "worker"]
             # Only the settings chosen here: an inherited SIF_MAGIC_AMQP_URL would win over
             # the chosen file in the worker, an inherited SIF_MAGIC_KEY_FILE over SIF_MAGIC_KEY.
             child_env = {k: v for k, v in os.environ.items() if k not in _WORKER_VARS}
             child_env.update(env)
+        argv = runner.worker_argv(run)
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 argv,
@@ -249,14 +249,12 @@ def stop_workers(ids: Sequence[str] | None = None, timeout: float = 10.0) -> lis
             results.append((rec.id, f"not stopped: it runs on {rec.host}, stop it there"))
             continue
         outcome = terminate(rec.pid, rec.pid_start, timeout)
-        if rec.instance and rec.tool:
-            res = subprocess.run(
-                sing.instance_stop_argv(rec.tool, rec.instance),
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if res.returncode != 0 and "no instance found" not in res.stderr.lower():
+        runner = containers.RUNTIMES.get(rec.container)
+        run = containers.WorkerRun(rec.tool, rec.image, rec.instance)
+        stop = runner.stop_argv(run) if runner and rec.instance else None
+        if runner and stop:
+            res = subprocess.run(stop, capture_output=True, text=True, check=False)
+            if res.returncode != 0 and runner.gone_text not in res.stderr.lower():
                 outcome += f"; instance stop failed: {res.stderr.strip()}"
         if rec.env_file:
             with contextlib.suppress(FileNotFoundError):

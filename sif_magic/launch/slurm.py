@@ -1,12 +1,12 @@
 """Workers on a SLURM cluster: an sbatch script, and submit / status / cancel.
 
-The script starts one worker per node through ``srun``. With a container, each
-node first copies the image to node-local storage (``$SLURM_TMPDIR`` where the
-site sets it, else ``stage_dir``) and runs it in the foreground with
-``singularity run`` (not an instance: an instance daemon escapes the job step,
-and ``scancel`` could leave it behind on sites that track processes by parent).
-The broker URL never appears in the script: it is read at run time from a file
-of mode 600, or from the environment that sbatch passes on.
+The script starts one worker per node through ``srun``; what each node runs to
+start it (with a container: stage the image to node-local storage, then run it
+in the foreground) comes from ``sif_magic.containers``. The broker URL never
+appears in the script: it is read at run time from a file of mode 600, or from
+the environment that sbatch passes on. Called from one thread at a time (the
+CLI's, or the kernel's through ``%sif_workers``); ``slurm.json`` is shared
+between processes under a lock (``StateFile``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import containers
 from .._keys import default_key_file, load_key, read_secret_file
 from .._version import __version__
 from ..errors import ConfigError
-from . import singularity as sing
 from ._state import StateFile, home, write_secret
 from .local import default_url_file
 
@@ -65,12 +65,7 @@ class SlurmSpec:
     def check(self) -> None:
         if self.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
-        if self.container not in ("auto", "none", *sing.TOOLS):
-            raise ConfigError(
-                f"--container {self.container!r}: use auto, apptainer, singularity or none"
-            )
-        if self.container != "none" and not self.image:
-            raise ConfigError("--image NAME.sif is needed, or --container none")
+        containers.get(self.container).check_image(self.image, here=False)
         for name in (
             "runtime",
             "time",
@@ -88,7 +83,7 @@ class SlurmSpec:
             for value in values if isinstance(values, list) else [values]:
                 if not _SAFE.fullmatch(str(value)):
                     raise ConfigError(f"{name} {value!r}: spaces, quotes, '$' or ';' not allowed")
-        sing.check_binds(self.binds)
+        containers.check_binds(self.binds)
 
 
 def _q(value: str) -> str:
@@ -98,6 +93,7 @@ def _q(value: str) -> str:
 def render_script(spec: SlurmSpec) -> str:
     """The sbatch script for ``spec`` (what ``slurm submit --dry-run`` prints)."""
     spec.check()
+    runner = containers.get(spec.container)
     name = spec.job_name or f"sif-magic-{spec.runtime}"
     output = spec.output or str(home() / "slurm" / "%x-%j.out")
     opts = [f"--job-name={name}", f"--nodes={spec.nodes}", "--ntasks-per-node=1"]
@@ -141,11 +137,7 @@ def render_script(spec: SlurmSpec) -> str:
         lines.append(f"export SIF_MAGIC_PROCESSES={spec.processes}")
     else:
         lines.append("unset SIF_MAGIC_PROCESSES  # each node: the CPUs SLURM gave the task")
-    if spec.container == "none":
-        lines.append(f"export SIF_MAGIC_PYTHON={_q(spec.python)}")
-    else:
-        lines.append(f"export SIF_MAGIC_IMAGE={_q(str(Path(spec.image).expanduser().resolve()))}")
-        lines.append(f"export SIF_MAGIC_STAGE_DIR={_q(spec.stage_dir)}  # without $SLURM_TMPDIR")
+    lines += runner.script_exports(spec.image, spec.stage_dir, spec.python)
     lines += [
         "",
         'if [ -n "${SIF_MAGIC_AMQP_URL_FILE:-}" ]; then',
@@ -170,39 +162,7 @@ def render_script(spec: SlurmSpec) -> str:
         "    trap 'exit 143' TERM  # let the worker finish its SIGTERM first, then clean up",
         '    export SIF_MAGIC_PROCESSES="${SIF_MAGIC_PROCESSES:-${SLURM_CPUS_PER_TASK:-1}}"',
     ]
-    if spec.container == "none":
-        lines += [
-            "    export SIF_MAGIC_CONTAINER=none",
-            '    echo "sif-magic: worker $SIF_MAGIC_WORKER_ID starts on $(hostname)"',
-            '    "$SIF_MAGIC_PYTHON" -m sif_magic worker',
-        ]
-    else:
-        names = sing.TOOLS if spec.container == "auto" else (spec.container,)
-        find = " || ".join(f"command -v {n}" for n in names)
-        run_opts = "".join(f" --bind {_q(b)}" for b in spec.binds) + (" --nv" if spec.nv else "")
-        lines += [
-            f'    tool="$({find} || true)"',
-            f'    [ -n "$tool" ] || {{ echo "sif-magic: no {" or ".join(names)} on $(hostname):'
-            " add --setup 'module load apptainer'\" >&2; exit 2; }",
-            '    if [ -n "${SLURM_TMPDIR:-}" ]; then stage="$SLURM_TMPDIR/sif_magic"',
-            '    else stage="$SIF_MAGIC_STAGE_DIR/sif_magic-$(id -un)-$SLURM_JOB_ID"; fi',
-            '    mkdir -p "$stage"',
-            "    trap 'rm -rf \"$stage\"' EXIT",
-            '    image="$stage/$(basename "$SIF_MAGIC_IMAGE")"',
-            '    cp "$SIF_MAGIC_IMAGE" "$image"',
-            '    export SIF_MAGIC_CONTAINER="$(basename "$tool") run $image"',
-            "    # Secrets enter the container through the environment: no path to bind.",
-            '    if [ -n "${SIF_MAGIC_AMQP_URL_FILE:-}" ]; then',
-            '        SIF_MAGIC_AMQP_URL="$(cat "$SIF_MAGIC_AMQP_URL_FILE")"',
-            "        export SIF_MAGIC_AMQP_URL; unset SIF_MAGIC_AMQP_URL_FILE",
-            "    fi",
-            '    if [ -n "${SIF_MAGIC_KEY_FILE:-}" ]; then',
-            '        SIF_MAGIC_KEY="$(cat "$SIF_MAGIC_KEY_FILE")"; export SIF_MAGIC_KEY',
-            "        unset SIF_MAGIC_KEY_FILE",
-            "    fi",
-            '    echo "sif-magic: worker $SIF_MAGIC_WORKER_ID starts on $(hostname) from $image"',
-            f'    "$tool" run{run_opts} "$image"',
-        ]
+    lines += ["    " + line if line else "" for line in runner.node_lines(spec.binds, spec.nv)]
     lines += [
         "}",
         "export -f sif_magic_node",

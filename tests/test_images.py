@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from sif_magic import runtime as rt
-from sif_magic._cli_cluster import register
+from sif_magic import containers, images
+from sif_magic.cli import register
 from sif_magic.errors import ConfigError
 
 # -- helpers ---------------------------------------------------------------------
@@ -46,7 +46,7 @@ SECTIONS = {
 @pytest.fixture(autouse=True)
 def _from_an_index(monkeypatch: pytest.MonkeyPatch) -> None:
     """As if sif_magic came from a package index (the test venv has it editable)."""
-    monkeypatch.setattr(rt, "installed_source", lambda: "")
+    monkeypatch.setattr(images.recipe, "installed_source", lambda: "")
 
 
 def parse_definition(text: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -125,7 +125,7 @@ def run_script(body: str, tmp_path: Path, env: dict[str, str], *args: str):
     )
     fake_py.chmod(0o755)
     script = tmp_path / "runscript"
-    script.write_text("#!/bin/sh\n" + body.replace(f"{rt.VENV}/bin/python", str(fake_py)))
+    script.write_text("#!/bin/sh\n" + body.replace(f"{images.VENV}/bin/python", str(fake_py)))
     record = tmp_path / "rec"
     base = {"PATH": "/usr/bin:/bin", "RECORD": str(record)}
     res = subprocess.run(
@@ -153,9 +153,9 @@ def no_container_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_definition_file_sections_header_and_labels() -> None:
-    spec = rt.ImageSpec(runtime="ml.sif", packages=["numpy<2", "scipy"], mounts=["/data"])
-    header, sections = parse_definition(rt.definition_file(spec))
-    kernel = rt.kernel_versions()
+    spec = images.ImageSpec(runtime="ml.sif", packages=["numpy<2", "scipy"], mounts=["/data"])
+    header, sections = parse_definition(images.definition_file(spec))
+    kernel = images.kernel_versions()
     assert header == {"Bootstrap": "docker", "From": f"python:{kernel['python']}-slim"}
     assert {"post", "environment", "runscript", "startscript", "labels", "help"} <= set(sections)
     assert parse_labels(sections["labels"]) == {
@@ -170,7 +170,7 @@ def test_definition_file_sections_header_and_labels() -> None:
     assert "'numpy<2' scipy" in post
     assert f"--no-deps sif_magic=={kernel['version']}" in post
     assert "mkdir -p /scratch /data" in post
-    assert f"export PATH={rt.VENV}/bin:$PATH" in sections["environment"]
+    assert f"export PATH={images.VENV}/bin:$PATH" in sections["environment"]
     for name in ("post", "runscript", "startscript", "environment"):  # valid sh
         res = subprocess.run(["sh", "-n"], input=sections[name], capture_output=True, text=True)
         assert res.returncode == 0, (name, res.stderr)
@@ -181,7 +181,7 @@ def test_definition_file_requirements_and_local_sif_magic(tmp_path: Path) -> Non
     req.write_text("pandas\n")
     wheel = tmp_path / "sif_magic-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"")
-    spec = rt.ImageSpec(
+    spec = images.ImageSpec(
         runtime="x.sif",
         requirements=str(req),
         sif_magic=str(wheel),
@@ -189,7 +189,7 @@ def test_definition_file_requirements_and_local_sif_magic(tmp_path: Path) -> Non
         base="docker://ubuntu:22.04",
         apt=["python3-venv"],
     )
-    header, sections = parse_definition(rt.definition_file(spec))
+    header, sections = parse_definition(images.definition_file(spec))
     assert header == {"Bootstrap": "docker", "From": "ubuntu:22.04"}
     assert sections["files"].split("\n")[:2] == [
         f"{req} /opt/sif_magic/src/requirements.txt",
@@ -202,7 +202,7 @@ def test_definition_file_requirements_and_local_sif_magic(tmp_path: Path) -> Non
 
 
 def test_runscript_starts_the_worker_from_environment_variables(tmp_path: Path) -> None:
-    _, sections = parse_definition(rt.definition_file(rt.ImageSpec(runtime="ml.sif")))
+    _, sections = parse_definition(images.definition_file(images.ImageSpec(runtime="ml.sif")))
     body = sections["runscript"]
     res, argv, env = run_script(body, tmp_path, {"AMQP_URL": "amqp://u:pw@h/v"}, "--log", "x")
     assert res.returncode == 0, res.stderr
@@ -235,7 +235,7 @@ def test_runscript_starts_the_worker_from_environment_variables(tmp_path: Path) 
 
 
 def test_startscript_starts_a_worker_only_when_asked() -> None:
-    _, sections = parse_definition(rt.definition_file(rt.ImageSpec()))
+    _, sections = parse_definition(images.definition_file(images.ImageSpec()))
     body = sections["startscript"]
     assert 'if [ "${SIF_MAGIC_AUTOSTART:-0}" = 1 ]; then' in body
     assert "exec /.singularity.d/runscript" in body
@@ -243,31 +243,31 @@ def test_startscript_starts_a_worker_only_when_asked() -> None:
 
 def test_bad_image_specs_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="minor version such as 3.11"):
-        rt.ImageSpec(python="3")
+        images.ImageSpec(python="3")
     with pytest.raises(ConfigError, match="no such file"):
-        rt.ImageSpec(requirements=str(tmp_path / "missing.txt"))
+        images.ImageSpec(requirements=str(tmp_path / "missing.txt"))
     with pytest.raises(ConfigError, match="absolute path"):
-        rt.ImageSpec(mounts=["data"])
+        images.ImageSpec(mounts=["data"])
     with pytest.raises(ConfigError, match="docker:// base"):
-        rt.dockerfile(rt.ImageSpec(base="library://alpine"))
+        images.dockerfile(images.ImageSpec(base="library://alpine"))
 
 
 # -- the Dockerfile --------------------------------------------------------------
 
 
 def test_dockerfile_holds_the_same_worker(tmp_path: Path) -> None:
-    spec = rt.ImageSpec(runtime="ml.sif", packages=["numpy"])
-    lines = rt.dockerfile(spec).splitlines()
+    spec = images.ImageSpec(runtime="ml.sif", packages=["numpy"])
+    lines = images.dockerfile(spec).splitlines()
     assert lines[1] == f"FROM python:{spec.python}-slim"
     assert f'LABEL org.sif-magic.python="{spec.python}"' in lines
-    assert f'ENTRYPOINT ["{rt.ENTRY}"]' in lines
+    assert f'ENTRYPOINT ["{images.ENTRY}"]' in lines
     # The printf line writes exactly the entry script: run it with sh to see.
     printf = next(ln for ln in lines if ln.startswith("RUN printf "))
-    cmd = printf[len("RUN ") :].split(f" > {rt.ENTRY}")[0]
+    cmd = printf[len("RUN ") :].split(f" > {images.ENTRY}")[0]
     out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True).stdout
-    assert out == rt.entry_script("ml.sif")
+    assert out == images.entry_script("ml.sif")
     run = next(ln for ln in lines if ln.startswith("RUN export"))
-    assert "numpy" in rt.dockerfile(spec)
+    assert "numpy" in images.dockerfile(spec)
     assert run.endswith("&& \\")
 
 
@@ -320,13 +320,14 @@ def test_build_without_singularity_prints_what_to_run(
 
 
 def test_build_argv_modes() -> None:
-    assert rt.build_argv("singularity", "a.sif", "a.def") == [
+    sing, app = containers.get("singularity"), containers.get("apptainer")
+    assert sing.build_argv("singularity", "a.sif", "a.def") == [
         "singularity",
         "build",
         "a.sif",
         "a.def",
     ]
-    assert rt.build_argv("apptainer", "a.sif", "a.def", "sudo") == [
+    assert app.build_argv("apptainer", "a.sif", "a.def", "sudo") == [
         "sudo",
         "apptainer",
         "build",
@@ -334,16 +335,16 @@ def test_build_argv_modes() -> None:
         "a.def",
     ]
     with pytest.raises(ConfigError):
-        rt.build_argv("apptainer", "a.sif", "a.def", "root")
+        app.build_argv("apptainer", "a.sif", "a.def", "root")
 
 
 # -- inspect ---------------------------------------------------------------------
 
 
 def _labels(**over: str) -> dict[str, str]:
-    labels = {rt.LABEL_PREFIX + k: v for k, v in rt.kernel_versions().items()}
-    labels[rt.LABEL_PREFIX + "runtime"] = "ml.sif"
-    labels.update({rt.LABEL_PREFIX + k: v for k, v in over.items()})
+    labels = {images.LABEL_PREFIX + k: v for k, v in images.kernel_versions().items()}
+    labels[images.LABEL_PREFIX + "runtime"] = "ml.sif"
+    labels.update({images.LABEL_PREFIX + k: v for k, v in over.items()})
     return labels
 
 
@@ -367,14 +368,14 @@ def test_inspect_with_singularity_compares_versions(
     make_recorder(no_container_tools, "singularity", log, stdout=answer)
     assert cli("runtime", "inspect", str(image)) == 1
     err = capsys.readouterr().err
-    assert f"Python 3.6 in the image, {rt.kernel_versions()['python']} in the kernel" in err
+    assert f"Python 3.6 in the image, {images.kernel_versions()['python']} in the kernel" in err
     assert "cloudpickle 1.6.0 in the image" in err and "rebuild: sif-magic runtime def ml" in err
 
 
 def test_check_versions_rules() -> None:
     kernel = {"python": "3.11", "cloudpickle": "3.1.2", "version": "0.1.0", "protocol": "1"}
-    assert rt.check_versions({"python": "3.11", "cloudpickle": "3.0.0"}, kernel) == []
-    assert len(rt.check_versions({"python": "3.12", "cloudpickle": "2.2.1"}, kernel)) == 2
+    assert images.check_versions({"python": "3.11", "cloudpickle": "3.0.0"}, kernel) == []
+    assert len(images.check_versions({"python": "3.12", "cloudpickle": "2.2.1"}, kernel)) == 2
 
 
 def test_inspect_without_any_tool_says_what_is_missing(tmp_path, monkeypatch) -> None:
@@ -382,9 +383,9 @@ def test_inspect_without_any_tool_says_what_is_missing(tmp_path, monkeypatch) ->
     image = tmp_path / "x.sif"
     image.write_bytes(b"x")
     with pytest.raises(ConfigError, match="apt-get install siftool squashfs-tools"):
-        rt.inspect_image(str(image))
+        images.inspect_image(str(image))
     with pytest.raises(ConfigError, match="no such image"):
-        rt.inspect_image(str(tmp_path / "missing.sif"))
+        images.inspect_image(str(tmp_path / "missing.sif"))
 
 
 def _assemble_sif(tmp_path: Path, labels: dict[str, str], definition: str) -> Path:
@@ -434,7 +435,7 @@ def test_inspect_reads_a_sif_with_siftool(tmp_path, monkeypatch, capsys) -> None
     """A real SIF file (assembled with siftool, not built by Singularity) read without it."""
     image = _assemble_sif(tmp_path, _labels(), "Bootstrap: docker\nFrom: python:3.11-slim\n")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # siftool, unsquashfs; no singularity
-    info = rt.inspect_image(str(image))
+    info = images.inspect_image(str(image))
     assert info.reader == "siftool + unsquashfs"
     assert info.versions()["runtime"] == "ml.sif"
     assert "From: python:3.11-slim" in info.definition
@@ -442,9 +443,9 @@ def test_inspect_reads_a_sif_with_siftool(tmp_path, monkeypatch, capsys) -> None
     assert "built from  python:3.11-slim" in capsys.readouterr().out
 
 
-def test_runtime_module_imports_only_the_standard_library() -> None:
+def test_image_launch_and_cli_modules_import_only_the_standard_library() -> None:
     code = (
-        "import sys, sif_magic.runtime, sif_magic.launch, sif_magic._cli_cluster\n"
+        "import sys, sif_magic.images, sif_magic.containers, sif_magic.launch, sif_magic.cli\n"
         "bad = [m for m in ('IPython', 'ipywidgets', 'traitlets', 'pika', 'cloudpickle')"
         " if m in sys.modules]\n"
         "print(bad)"
@@ -472,7 +473,7 @@ def test_local_source_becomes_a_wheel_in_the_image(tmp_path: Path, monkeypatch, 
     # sif_magic installed from this checkout (not on an index yet): the image gets a wheel
     # of it, not the source tree (which holds node_modules and needs Node.js to build)
     root = Path(__file__).resolve().parents[1]
-    monkeypatch.setattr(rt, "installed_source", lambda: str(root))
+    monkeypatch.setattr(images.recipe, "installed_source", lambda: str(root))
     monkeypatch.chdir(tmp_path)
     assert cli("runtime", "def", "ml") == 0
     wheels = list(tmp_path.glob("sif_magic-*.whl"))

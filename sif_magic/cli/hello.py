@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("hello", help="run a small map and show where it ran (a smoke test)")
+    p.add_argument("--backend", choices=["local", "rabbitmq"], default=None)
+    p.add_argument("--amqp-url", default=None)
+    p.add_argument("--runtime", default=None)
+    p.add_argument("-n", type=int, default=8, help="number of calls")
+    p.set_defaults(func=main)
 
 
 def where(i: int) -> tuple[int, str, int, str]:
@@ -18,8 +28,8 @@ def where(i: int) -> tuple[int, str, int, str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .errors import SifMagicError
-    from .executor import Executor
+    from ..errors import SifMagicError
+    from ..executor import Executor
 
     t0 = time.time()
     try:

@@ -9,15 +9,25 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("logs", help="print call logs and states from the monitoring exchange")
+    p.add_argument("job", nargs="?", default="", help="job id (default: every job)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing as events arrive")
+    p.add_argument("--amqp-url", default=None)
+    p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
+    p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     import pika
 
-    from . import protocol
-    from .broker import connection_parameters, explain_connect_error
-    from .config import snapshot
-    from .errors import SifMagicError
+    from .. import protocol
+    from ..broker import connection_parameters, explain_connect_error
+    from ..config import snapshot
+    from ..errors import SifMagicError
 
     try:
         cfg = snapshot(amqp_url=args.amqp_url)

@@ -1,28 +1,24 @@
-"""Worker images: Singularity definition files, Dockerfiles, ``build`` and ``inspect``.
+"""What goes into a worker image: ``ImageSpec``, its Singularity definition file,
+the same image as a Dockerfile, and the entry script that starts the worker.
 
-An image holds only the environment (Python, sif_magic's worker, the user's
-packages): code travels with each call, data through bind paths. Its labels
-record the versions that decide whether it can run the kernel's functions
-(Python minor, cloudpickle major). Standard library only.
+Its labels record the versions that decide whether it can run the kernel's
+functions (``kernel_versions``). Standard library only; no state, no threads.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from ._version import __version__
-from .errors import ConfigError
-from .protocol import VERSION as PROTOCOL_VERSION
+from .._version import __version__
+from ..errors import ConfigError
+from ..protocol import VERSION as PROTOCOL_VERSION
 
 LABEL_PREFIX = "org.sif-magic."
 VENV = "/opt/sif_magic/venv"
@@ -42,11 +38,6 @@ def kernel_versions() -> dict[str, str]:
         "version": __version__,
         "protocol": str(PROTOCOL_VERSION),
     }
-
-
-def runtime_name(image: str | os.PathLike[str]) -> str:
-    """The runtime (task queue) name of an image: its file name, e.g. ``ml.sif``."""
-    return Path(image).name
 
 
 @dataclass
@@ -286,159 +277,3 @@ def dockerfile(spec: ImageSpec) -> str:
         "",
     ]
     return "\n".join(out)
-
-
-# -- build ---------------------------------------------------------------------
-
-
-def find_builder(prefer: str = "") -> str | None:
-    """The container tool on PATH: ``apptainer`` or ``singularity`` (or ``prefer``)."""
-    names = [prefer] if prefer else ["apptainer", "singularity"]
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def build_argv(tool: str, image: str, definition: str, mode: str = "") -> list[str]:
-    """``[tool, 'build', (--fakeroot|--remote), image, definition]``."""
-    if mode not in ("", "fakeroot", "remote", "sudo"):
-        raise ConfigError(f"build mode {mode!r}: use fakeroot, remote or sudo")
-    argv = [tool, "build"]
-    if mode in ("fakeroot", "remote"):
-        argv.append("--" + mode)
-    argv += [image, definition]
-    return ["sudo", *argv] if mode == "sudo" else argv
-
-
-def build_instructions(image: str, definition: str, mode: str = "") -> str:
-    """What to run on a machine that has Singularity/Apptainer (or Docker)."""
-    name = Path(image).stem
-    flag = f"--{mode} " if mode in ("fakeroot", "remote") else "--fakeroot "
-    return "\n".join(
-        [
-            "Neither apptainer nor singularity is on PATH here, so nothing was built.",
-            f"Copy {definition} to a machine that has one (a cluster login node, a laptop",
-            "with Apptainer) and run there:",
-            f"    apptainer build {flag}{image} {definition}",
-            f"    # or: singularity build {flag}{image} {definition}",
-            f"    # or, with Sylabs' remote builder: singularity build --remote {image} {definition}",
-            "Or build with Docker and pull the image on the cluster:",
-            f"    sif-magic runtime def {name} --dockerfile",
-            f"    docker build -t REGISTRY/{name}:latest -f {name}.Dockerfile .",
-            f"    docker push REGISTRY/{name}:latest",
-            f"    singularity pull {image} docker://REGISTRY/{name}:latest",
-        ]
-    )
-
-
-def default_build_mode() -> str:
-    mode = os.environ.get("SIF_MAGIC_BUILD_MODE", "")
-    if mode:
-        return mode
-    return "" if os.geteuid() == 0 else "fakeroot"
-
-
-# -- inspect -------------------------------------------------------------------
-
-
-@dataclass
-class ImageInfo:
-    path: str
-    reader: str  # the tool that read the labels
-    labels: dict[str, str]
-    definition: str = ""
-
-    def versions(self) -> dict[str, str]:
-        n = len(LABEL_PREFIX)
-        return {k[n:]: v for k, v in self.labels.items() if k.startswith(LABEL_PREFIX)}
-
-
-def check_versions(image: dict[str, str], kernel: dict[str, str] | None = None) -> list[str]:
-    """Why an image's worker cannot run this kernel's functions ([] when it can)."""
-    kernel = kernel or kernel_versions()
-    problems = []
-    if image.get("python") and image["python"] != kernel["python"]:
-        problems.append(f"Python {image['python']} in the image, {kernel['python']} in the kernel")
-    ic, kc = image.get("cloudpickle", ""), kernel.get("cloudpickle", "")
-    if ic and kc and ic.split(".")[0] != kc.split(".")[0]:
-        problems.append(f"cloudpickle {ic} in the image, {kc} in the kernel (major differs)")
-    if image.get("protocol") and image["protocol"] != kernel["protocol"]:
-        problems.append(f"protocol {image['protocol']} in the image, {kernel['protocol']} here")
-    return problems
-
-
-def _find_labels(obj: object) -> dict[str, str] | None:
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            if key.lower() == "labels" and isinstance(value, dict):
-                return {str(k): str(v) for k, v in value.items()}
-        for value in obj.values():
-            found = _find_labels(value)
-            if found is not None:
-                return found
-    return None
-
-
-def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=False)
-
-
-def _inspect_with_siftool(image: str, siftool: str) -> ImageInfo:
-    listing = _run([siftool, "list", image])
-    if listing.returncode != 0:
-        raise ConfigError(f"siftool cannot read {image}: {listing.stderr.strip()}")
-    labels: dict[str, str] | None = None
-    definition = ""
-    fs_offset = None
-    for line in listing.stdout.splitlines():
-        cols = [c.strip() for c in line.split("|")]
-        if len(cols) < 5 or not cols[0].isdigit():
-            continue
-        oid, kind = cols[0], cols[4]
-        if kind.startswith("JSON.Generic") and labels is None:
-            dump = _run([siftool, "dump", oid, image])
-            try:
-                labels = _find_labels(json.loads(dump.stdout))
-            except ValueError:
-                pass
-        elif kind.startswith("Def.FILE"):
-            definition = _run([siftool, "dump", oid, image]).stdout
-        elif kind.startswith("FS (Squashfs") and fs_offset is None:
-            fs_offset = int(cols[3].split("-")[0])
-    reader = "siftool"
-    if labels is None and fs_offset is not None:
-        unsquashfs = shutil.which("unsquashfs")
-        if unsquashfs is None:
-            raise ConfigError(
-                f"{image} keeps its labels in its squashfs partition: install squashfs-tools "
-                "(apt-get install squashfs-tools) to read them, or run `singularity inspect`"
-            )
-        cat = _run([unsquashfs, "-o", str(fs_offset), "-cat", image, ".singularity.d/labels.json"])
-        if cat.returncode == 0 and cat.stdout.strip():
-            labels = {str(k): str(v) for k, v in json.loads(cat.stdout).items()}
-            reader = "siftool + unsquashfs"
-    return ImageInfo(image, reader, labels or {}, definition)
-
-
-def inspect_image(image: str) -> ImageInfo:
-    """Read an image's labels with singularity/apptainer, else Debian's siftool."""
-    if not Path(image).is_file():
-        raise ConfigError(f"{image}: no such image file")
-    tool = find_builder()
-    if tool:
-        res = _run([tool, "inspect", "--json", "--labels", image])
-        if res.returncode != 0:
-            raise ConfigError(f"{Path(tool).name} inspect {image} failed: {res.stderr.strip()}")
-        definition = _run([tool, "inspect", "--deffile", image]).stdout
-        labels = _find_labels(json.loads(res.stdout or "{}")) or {}
-        return ImageInfo(image, f"{Path(tool).name} inspect", labels, definition)
-    siftool = shutil.which("siftool")
-    if siftool:
-        return _inspect_with_siftool(image, siftool)
-    raise ConfigError(
-        f"cannot read {image}: neither apptainer, singularity nor siftool is installed here. "
-        "Install one (Debian: apt-get install siftool squashfs-tools), or run "
-        f"`singularity inspect --labels {image}` where Singularity is"
-    )

@@ -1,0 +1,104 @@
+"""``%sif_workers``: list the workers, start and stop them here, submit them to SLURM.
+
+The options of ``start`` and ``slurm`` are those of ``sif-magic workers start``
+and ``sif-magic slurm submit`` (``sif_magic.cli``). Runs on the kernel's thread,
+like every magic; it holds no state (the executors belong to ``SifMagics``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+
+from .config import get_config
+from .errors import SifMagicError
+
+if TYPE_CHECKING:
+    from .executor import Executor
+
+
+def workers_magic(line: str, executor: Callable[..., Executor]) -> Any:
+    """Run ``%sif_workers LINE``; ``executor(backend=None, runtime=None)`` is the magics'."""
+    words = shlex.split(line)
+    if words and words[0] == "slurm":
+        return _slurm(words[1:], executor)
+    if words and words[0] in ("start", "stop"):
+        return _local(words[0], words[1:])
+    if words:
+        raise UsageError("usage: %sif_workers [slurm OPTIONS | start OPTIONS | stop]")
+    backend = executor().backend
+    refresh = getattr(backend, "refresh", None)
+    rows = refresh() if refresh is not None else backend.workers()
+    if not rows:
+        print("no live workers seen (start some: %sif_workers start, %sif_workers slurm --nodes N)")
+        return None
+    for w in rows:
+        slurm = f"  SLURM job {w['slurm_job']}" if w.get("slurm_job") else ""
+        print(
+            f"{w.get('host', '?'):<20} pid {w.get('pid', '?')!s:<8} runtime {w.get('runtime', '?'):<12} "
+            f"slots {w.get('busy', 0)}/{w.get('slots', '?')}  python {w.get('python', '?')}  "
+            f"cloudpickle {w.get('cloudpickle', '?')}  {w.get('state', '')}{slurm}"
+        )
+    return None
+
+
+def _parse(
+    prog: str, add_arguments: Callable[[argparse.ArgumentParser], None], words: list[str]
+) -> tuple[argparse.Namespace, str]:
+    """The options of ``prog`` (those of its CLI command), completed from ``%sif_config``;
+    and the broker URL to hand to the workers ('' when they read it from a file)."""
+    parser = argparse.ArgumentParser(prog=prog, add_help=False)
+    add_arguments(parser)
+    try:
+        args = parser.parse_args(words)
+    except SystemExit:
+        raise UsageError(parser.format_usage()) from None
+    cfg = get_config()
+    if cfg.backend != "rabbitmq":
+        raise UsageError(
+            "workers serve the rabbitmq backend: %sif_config backend=rabbitmq amqp_url=..."
+        )
+    args.runtime = args.runtime or cfg.runtime
+    args.amqp_url_file = args.amqp_url_file or cfg.amqp_url_file
+    args.key_file = args.key_file or cfg.key_file
+    return args, "" if args.amqp_url_file else cfg.amqp_url
+
+
+def _slurm(words: list[str], executor: Callable[..., Executor]) -> Any:
+    from .cli.slurm import add_slurm_submit_arguments, slurm_spec_from_args
+    from .launch import slurm
+
+    args, amqp_url = _parse("%sif_workers slurm", add_slurm_submit_arguments, words)
+    spec = slurm_spec_from_args(args)
+    try:
+        job = slurm.submit(spec, amqp_url=amqp_url)
+    except SifMagicError as e:
+        raise UsageError(str(e)) from None
+    backend = executor(runtime=spec.runtime).backend
+    backend.slurm_jobs.append(job.job_id)
+    print(f"submitted SLURM job {job.job_id}: {args.nodes} node(s), runtime {spec.runtime}")
+    print("%sif_workers shows it until its workers join; jobs show it under their cell")
+    return job.job_id
+
+
+def _local(action: str, words: list[str]) -> Any:
+    from .launch import stop_workers
+
+    if action == "stop":
+        for wid, outcome in stop_workers(words or None):
+            print(f"{wid}: {outcome}")
+        return None
+    from .cli.workers import add_workers_start_arguments, start_from_args
+
+    args, amqp_url = _parse("%sif_workers start", add_workers_start_arguments, words)
+    try:
+        records = start_from_args(args, amqp_url=amqp_url)
+    except SifMagicError as e:
+        raise UsageError(str(e)) from None
+    for r in records:
+        print(f"started worker {r.id} (pid {r.pid}, runtime {r.runtime}, container {r.container})")
+    return None

@@ -1,0 +1,39 @@
+"""``sif-magic worker``: the options of the worker (what runs inside the container)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="run a worker (what runs inside the container)",
+        description="Consume a runtime's task queue and run its calls. Every option can also "
+        "come from the environment: SIF_MAGIC_AMQP_URL(_FILE), SIF_MAGIC_RUNTIME, "
+        "SIF_MAGIC_PROCESSES, SIF_MAGIC_KEY_FILE (or SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID.",
+    )
+    p.add_argument(
+        "--amqp-url", default="", help="broker URL (prefer --amqp-url-file: argv is visible in ps)"
+    )
+    p.add_argument("--amqp-url-file", default="", help="file (mode 600) holding the broker URL")
+    p.add_argument("--runtime", default="", help="runtime name: consumes sif_magic.tasks.RUNTIME")
+    p.add_argument("--processes", type=int, default=0, help="call processes (default: usable CPUs)")
+    p.add_argument("--key-file", default="", help="signing key file (default ~/.sif_magic/key)")
+    p.add_argument("--worker-id", default="", help="name shown in the workers table")
+    p.add_argument("--ca-file", default="", help="CA certificate to verify an amqps:// broker")
+    p.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+
+    # stopped (scancel, workers stop) while still importing: leave quietly, exit 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    from ..worker import main
+
+    return main(args)
