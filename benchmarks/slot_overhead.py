@@ -1,4 +1,4 @@
-"""Per-call overhead of the local backend's call path (``pool.py`` + ``_slot.py``).
+"""Per-call overhead of the local backend's call path (``runner/pool.py`` + ``runner/slot.py``).
 
     .venv/bin/python benchmarks/slot_overhead.py [--n 100000] [--repeats 5]
 

@@ -33,9 +33,7 @@ import uuid
 from typing import Any
 
 from . import _version, protocol
-from ._events import EventBuffer
 from .broker import Connection, declare_retry_queue, declare_task_queue
-from .pool import Chunk, Pool, usable_cpus
 from .protocol import (
     FAILED,
     RETRYING,
@@ -46,6 +44,8 @@ from .protocol import (
     ResultSegment,
     Task,
 )
+from .runner.events import EventBuffer
+from .runner.pool import Chunk, Pool, usable_cpus
 
 log = logging.getLogger("sif_magic.worker")
 PREFETCH_SECONDS = 0.01  # unstarted work a worker holds per process, beyond a few chunks
@@ -53,9 +53,9 @@ PREFETCH_MAX = 64
 
 
 def _slot_script() -> str:
-    from . import _slot
+    from .runner import slot
 
-    return os.path.abspath(_slot.__file__)
+    return os.path.abspath(slot.__file__)
 
 
 @functools.cache

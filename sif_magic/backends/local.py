@@ -14,12 +14,12 @@ import time
 from typing import Any
 
 from .. import _version
-from .._events import EventBuffer
 from .._serialize import cloudpickle_version, python_version
 from ..config import SifConfig
 from ..job import Job
-from ..pool import Chunk, Pool, usable_cpus
 from ..protocol import RETRYING, RUNNING, EventBatch, ResultSegment
+from ..runner.events import EventBuffer
+from ..runner.pool import Chunk, Pool, usable_cpus
 from . import Backend, JobTask
 
 

@@ -14,7 +14,7 @@ import time
 from array import array
 from collections.abc import Callable
 
-from .protocol import DONE, STATE_NAMES, TERMINAL, EventBatch, compress_ranges, consecutive
+from ..protocol import DONE, STATE_NAMES, TERMINAL, EventBatch, compress_ranges, consecutive
 
 MAX_LOG_BYTES_PER_FLUSH = 512 * 1024
 

@@ -29,8 +29,8 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import _slot
-from .protocol import CANCELLED, DONE, FAILED, SKIP, CallResult, ResultSegment
+from ..protocol import CANCELLED, DONE, FAILED, SKIP, CallResult, ResultSegment
+from . import slot as _slot
 
 log = logging.getLogger("sif_magic.pool")
 
