@@ -44,8 +44,9 @@ from .protocol import (
     ResultSegment,
     Task,
 )
+from .runner.chunk import Chunk
 from .runner.events import EventBuffer
-from .runner.pool import Chunk, Pool, usable_cpus
+from .runner.pool import Pool, usable_cpus
 
 log = logging.getLogger("sif_magic.worker")
 PREFETCH_SECONDS = 0.01  # unstarted work a worker holds per process, beyond a few chunks
@@ -273,24 +274,7 @@ class Worker:
         if why:
             self._fail(task, positions, "sif_magic.errors.IncompatibleWorkerError", why, delivery)
             return
-        self.pool.submit(
-            Chunk(
-                job_id=task.job_id,
-                chunk=task.chunk,
-                calls=task.calls,
-                func_hash=task.func_hash,
-                func=task.func,
-                args=task.args,
-                star=task.star,
-                timeout=task.timeout,
-                retries=task.retries,
-                env=task.env,
-                tag=(delivery, task.reply_to),
-                attempt_base=1 + task.lost,
-                only=positions,
-            ),
-            front=retry,
-        )
+        self.pool.submit(Chunk.from_task(task, tag=(delivery, task.reply_to)), front=retry)
 
     def _redelivered(self, task: Task, delivery: Any, positions: list[int]) -> None:
         """A worker died holding this message: count the loss, split it, or give up."""
@@ -388,9 +372,7 @@ class Worker:
             )
             for p in positions
         ]
-        chunk = Chunk(
-            task.job_id, task.chunk, task.calls, "", b"", b"", tag=(delivery, task.reply_to)
-        )
+        chunk = Chunk.from_task(task, tag=(delivery, task.reply_to))
         for seg in ResultSegment.of(results):
             self.publish_results(chunk, seg)
         self.ack_after_results(delivery)

@@ -216,7 +216,7 @@ def test_a_split_lost_with_its_connection_is_not_sent_again(broker_url: str, que
 def test_a_worker_holds_many_quick_chunks_and_few_slow_ones() -> None:
     """Prefetch follows how long chunks take: dozens of one-call chunks in flight hide
     the broker's round trip; slow chunks stay on the broker for idle workers."""
-    from sif_magic.runner.pool import Chunk
+    from sif_magic.runner.chunk import Chunk
     from sif_magic.worker import PREFETCH_MAX, Worker
 
     w = Worker("amqp://guest:guest@127.0.0.1:5672/%2F", key=b"k" * 32, processes=2)

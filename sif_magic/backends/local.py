@@ -18,8 +18,9 @@ from .._serialize import cloudpickle_version, python_version
 from ..config import SifConfig
 from ..job import Job
 from ..protocol import RETRYING, RUNNING, EventBatch, ResultSegment
+from ..runner.chunk import Chunk
 from ..runner.events import EventBuffer
-from ..runner.pool import Chunk, Pool, usable_cpus
+from ..runner.pool import Pool, usable_cpus
 from . import Backend, JobTask
 
 
@@ -86,20 +87,7 @@ class LocalBackend(Backend):
         self.jobs[job.job_id] = job
         job.add_done_callback(lambda j: self.jobs.pop(j.job_id, None))
         for c in task.chunks:
-            pool.submit(
-                Chunk(
-                    job_id=job.job_id,
-                    chunk=c.number,
-                    calls=c.calls,
-                    func_hash=task.func_hash,
-                    func=task.func,
-                    args=c.args,
-                    star=task.star,
-                    timeout=task.timeout,
-                    retries=task.retries,
-                    env=task.env,
-                )
-            )
+            pool.submit(Chunk.from_task(task.task(job.job_id, c)))
 
     def cancel(self, job: Job) -> None:
         if self._pool is not None:

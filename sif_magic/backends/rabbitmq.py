@@ -26,7 +26,7 @@ from ..broker import Connection, declare_task_queue
 from ..config import SifConfig
 from ..errors import ConfigError, IncompatibleWorkerError, NoWorkersError
 from ..job import Job
-from ..protocol import Heartbeat, ProtocolError, ResultBatch, Task
+from ..protocol import Heartbeat, ProtocolError, ResultBatch
 from . import Backend, JobTask
 
 log = logging.getLogger("sif_magic.rabbitmq")
@@ -294,19 +294,10 @@ class RabbitBackend(Backend):
         for c in task.chunks:
             if job.cancel_requested:
                 break
-            body = Task(
-                job_id=job.job_id,
-                chunk=c.number,
-                calls=c.calls,
-                reply_to=reply_to,
-                func=task.func,
-                args=c.args,
-                func_hash=task.func_hash,
-                star=task.star,
-                timeout=task.timeout,
-                retries=task.retries,
-                max_lost=task.max_lost,
-                env=task.env,
+            body = task.task(
+                job.job_id,
+                c,
+                reply_to,
                 python=python_version(),
                 cloudpickle=cloudpickle_version(),
                 client=self.session,

@@ -26,11 +26,11 @@ import tempfile
 import threading
 import time
 from array import array
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..protocol import CANCELLED, DONE, FAILED, SKIP, CallResult, ResultSegment
 from . import slot as _slot
+from .chunk import Chunk, Piece
 
 log = logging.getLogger("sif_magic.pool")
 
@@ -41,49 +41,6 @@ ANNOUNCE_AFTER = 0.02  # a call running this long is shown as running
 PREFETCH_BELOW = 0.02
 
 _DONE = bytes([DONE])
-
-
-@dataclass(eq=False)
-class Chunk:
-    """A chunk of calls of one job, as one task message delivered it."""
-
-    job_id: str
-    chunk: int
-    calls: list[int]  # job indices, one per item of ``args``
-    func_hash: str
-    func: bytes
-    args: bytes
-    star: bool = False
-    timeout: float | None = None
-    retries: int = 0
-    env: dict[str, str] = field(default_factory=dict)
-    tag: Any = None  # the delivery this chunk came from (for the transport)
-    attempt_base: int = 1  # first attempt number (a redelivered chunk starts higher)
-    only: list[int] | range | None = None  # positions to run (a split chunk); None: all
-    remaining: int = -1  # calls without a final result yet
-
-    def __post_init__(self) -> None:
-        if self.only is None:
-            self.only = range(len(self.calls))
-        if self.remaining < 0:
-            self.remaining = len(self.only)
-
-
-@dataclass(eq=False)
-class Piece:
-    """Some positions of a chunk sent to one slot in one request."""
-
-    chunk: Chunk
-    positions: list[int] | range
-    attempts: list[int]
-    done: int = 0  # positions reported so far (a slot runs them in order)
-
-    def indices(self, k0: int = 0, k1: int | None = None) -> array:
-        """Job indices of positions ``k0:k1`` of this piece."""
-        calls, positions = self.chunk.calls, self.positions[k0:k1]
-        if type(positions) is range and positions.step == 1:
-            return array("q", calls[positions.start : positions.stop])
-        return array("q", [calls[p] for p in positions])
 
 
 def usable_cpus() -> int:
