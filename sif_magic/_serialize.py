@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import math
 import pickle
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,14 +119,6 @@ def make_chunks(
             continue
         chunks.append(PreparedChunk(len(chunks), list(range(a, b)), blob))
     return chunks
-
-
-def python_version() -> str:
-    return f"{sys.version_info[0]}.{sys.version_info[1]}"
-
-
-def cloudpickle_version() -> str:
-    return cloudpickle.__version__
 
 
 def loads(data: bytes) -> Any:

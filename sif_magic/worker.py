@@ -19,7 +19,6 @@ Standard library, pika and cloudpickle only (no IPython, no traitlets).
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import pickle
@@ -47,6 +46,7 @@ from .protocol import (
 from .runner.chunk import Chunk
 from .runner.events import EventBuffer
 from .runner.pool import Pool, usable_cpus
+from .runner.versions import incompatibility, versions
 
 log = logging.getLogger("sif_magic.worker")
 PREFETCH_SECONDS = 0.01  # unstarted work a worker holds per process, beyond a few chunks
@@ -57,31 +57,6 @@ def _slot_script() -> str:
     from .runner import slot
 
     return os.path.abspath(slot.__file__)
-
-
-@functools.cache
-def _versions() -> tuple[str, str]:
-    """This worker's Python major.minor and cloudpickle version (asked for every task)."""
-    import cloudpickle
-
-    return f"{sys.version_info[0]}.{sys.version_info[1]}", cloudpickle.__version__
-
-
-def incompatibility(task: Task) -> str:
-    """Why this worker cannot run the task's pickles ('' if it can)."""
-    py, cp = _versions()
-    if task.python and task.python != py:
-        return (
-            f"the notebook runs Python {task.python} but this worker runs Python {py}: functions "
-            f"pickled by one cannot run on the other. Rebuild the runtime image with Python "
-            f"{task.python} (sif-magic runtime def --python {task.python})"
-        )
-    if task.cloudpickle and task.cloudpickle.split(".")[0] != cp.split(".")[0]:
-        return (
-            f"the notebook has cloudpickle {task.cloudpickle} but this worker has {cp}: rebuild "
-            f"the runtime image with cloudpickle=={task.cloudpickle}"
-        )
-    return ""
 
 
 class _Reporter:
@@ -181,7 +156,7 @@ class Worker:
             self.worker_id,
             self.queue,
             self.processes,
-            *_versions(),
+            *versions(),
         )
         self.send_heartbeat()
         while not self.stopping.wait(self.heartbeat_interval):
@@ -270,7 +245,7 @@ class Worker:
         if delivery.redelivered:
             self._redelivered(task, delivery, positions)
             return
-        why = incompatibility(task)
+        why = incompatibility((task.python, task.cloudpickle), versions())
         if why:
             self._fail(task, positions, "sif_magic.errors.IncompatibleWorkerError", why, delivery)
             return
@@ -476,7 +451,7 @@ class Worker:
         self._publish_monitor(protocol.events_key(batch.job_id), batch.encode(), "events", False)
 
     def heartbeat(self, state: str = "up") -> Heartbeat:
-        py, cp = _versions()
+        py, cp = versions()
         return Heartbeat(
             worker=self.worker_id,
             host=self.host,

@@ -14,13 +14,13 @@ import time
 from typing import Any
 
 from .. import _version
-from .._serialize import cloudpickle_version, python_version
 from ..config import SifConfig
 from ..job import Job
 from ..protocol import RETRYING, RUNNING, EventBatch, ResultSegment
 from ..runner.chunk import Chunk
 from ..runner.events import EventBuffer
 from ..runner.pool import Pool, usable_cpus
+from ..runner.versions import versions
 from . import Backend, JobTask
 
 
@@ -105,8 +105,8 @@ class LocalBackend(Backend):
                 "runtime": "local",
                 "slots": self.processes,
                 "busy": self._pool.busy,
-                "python": python_version(),
-                "cloudpickle": cloudpickle_version(),
+                "python": versions()[0],
+                "cloudpickle": versions()[1],
                 "sif_magic": _version.__version__,
                 "last_seen": time.time(),
                 "state": "up",
