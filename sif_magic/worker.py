@@ -36,7 +36,6 @@ from .broker import Connection, declare_retry_queue, declare_task_queue
 from .protocol import (
     FAILED,
     RETRYING,
-    RUNNING,
     CallResult,
     Heartbeat,
     ProtocolError,
@@ -46,6 +45,7 @@ from .protocol import (
 from .runner.chunk import Chunk
 from .runner.events import EventBuffer
 from .runner.pool import Pool, usable_cpus
+from .runner.reporter import EventReporter
 from .runner.versions import incompatibility, versions
 
 log = logging.getLogger("sif_magic.worker")
@@ -57,27 +57,6 @@ def _slot_script() -> str:
     from .runner import slot
 
     return os.path.abspath(slot.__file__)
-
-
-class _Reporter:
-    def __init__(self, worker: Worker) -> None:
-        self.w = worker
-
-    def started(self, chunk: Chunk, index: int, attempt: int, t: float) -> None:
-        self.w.events.state(chunk.job_id, index, RUNNING, attempt, t)
-
-    def retrying(self, chunk: Chunk, index: int, attempt: int, note: str) -> None:
-        self.w.events.state(chunk.job_id, index, RETRYING, attempt, time.time())
-        self.w.events.note(chunk.job_id, index, note)
-
-    def output(self, chunk: Chunk, index: int, stream: int, data: bytes) -> None:
-        self.w.events.log(chunk.job_id, index, stream, data.decode("utf-8", "replace"))
-
-    def results(self, chunk: Chunk, results: ResultSegment) -> None:
-        self.w.publish_results(chunk, results)
-
-    def chunk_done(self, chunk: Chunk) -> None:
-        self.w.ack_after_results(chunk.tag[0], chunk)
 
 
 class Worker:
@@ -128,7 +107,10 @@ class Worker:
             on_return=self._returned,
         )
         self.events = EventBuffer(self.worker_id, self.host, self._publish_events)
-        self.pool = Pool(self.processes, _Reporter(self), worker=self.worker_id, host=self.host)
+        reporter = EventReporter(
+            self.events, self.publish_results, lambda c: self.ack_after_results(c.tag[0], c)
+        )
+        self.pool = Pool(self.processes, reporter, worker=self.worker_id, host=self.host)
 
     # -- running ---------------------------------------------------------------
     def run(self) -> int:

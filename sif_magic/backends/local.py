@@ -16,38 +16,13 @@ from typing import Any
 from .. import _version
 from ..config import SifConfig
 from ..job import Job
-from ..protocol import RETRYING, RUNNING, EventBatch, ResultSegment
+from ..protocol import EventBatch, ResultSegment
 from ..runner.chunk import Chunk
 from ..runner.events import EventBuffer
 from ..runner.pool import Pool, usable_cpus
+from ..runner.reporter import EventReporter
 from ..runner.versions import versions
 from . import Backend, JobTask
-
-
-class _Reporter:
-    def __init__(self, backend: LocalBackend) -> None:
-        self.backend = backend
-
-    def _job(self, chunk: Chunk) -> Job | None:
-        return self.backend.jobs.get(chunk.job_id)
-
-    def started(self, chunk: Chunk, index: int, attempt: int, t: float) -> None:
-        self.backend.events.state(chunk.job_id, index, RUNNING, attempt, t)
-
-    def retrying(self, chunk: Chunk, index: int, attempt: int, note: str) -> None:
-        self.backend.events.state(chunk.job_id, index, RETRYING, attempt, time.time())
-        self.backend.events.note(chunk.job_id, index, note)
-
-    def output(self, chunk: Chunk, index: int, stream: int, data: bytes) -> None:
-        self.backend.events.log(chunk.job_id, index, stream, data.decode("utf-8", "replace"))
-
-    def results(self, chunk: Chunk, results: ResultSegment) -> None:
-        job = self._job(chunk)
-        if job is not None:
-            job.apply_segments([results])
-
-    def chunk_done(self, chunk: Chunk) -> None:
-        pass
 
 
 class LocalBackend(Backend):
@@ -64,6 +39,11 @@ class LocalBackend(Backend):
         self._lock = threading.Lock()
         self.started = time.time()
 
+    def _on_results(self, chunk: Chunk, results: ResultSegment) -> None:
+        job = self.jobs.get(chunk.job_id)
+        if job is not None:
+            job.apply_segments([results])
+
     def _on_events(self, batch: EventBatch) -> None:
         job = self.jobs.get(batch.job_id)
         if job is not None:
@@ -73,8 +53,9 @@ class LocalBackend(Backend):
     def pool(self) -> Pool:
         with self._lock:
             if self._pool is None:
+                reporter = EventReporter(self.events, self._on_results)
                 self._pool = Pool(
-                    self.processes, _Reporter(self), worker=self.worker_id, host=self.host
+                    self.processes, reporter, worker=self.worker_id, host=self.host
                 ).start()
                 self.events.start()
             return self._pool

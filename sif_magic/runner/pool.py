@@ -26,11 +26,12 @@ import tempfile
 import threading
 import time
 from array import array
-from typing import Any, Protocol
+from typing import Any
 
 from ..protocol import CANCELLED, DONE, FAILED, SKIP, CallResult, ResultSegment
 from . import slot as _slot
 from .chunk import Chunk, Piece
+from .reporter import Reporter
 
 log = logging.getLogger("sif_magic.pool")
 
@@ -53,14 +54,6 @@ def usable_cpus() -> int:
     if slurm and slurm.isdigit():
         n = min(n, int(slurm))
     return max(1, n)
-
-
-class Reporter(Protocol):
-    def started(self, chunk: Chunk, index: int, attempt: int, t: float) -> None: ...
-    def retrying(self, chunk: Chunk, index: int, attempt: int, note: str) -> None: ...
-    def output(self, chunk: Chunk, index: int, stream: int, data: bytes) -> None: ...
-    def results(self, chunk: Chunk, results: ResultSegment) -> None: ...
-    def chunk_done(self, chunk: Chunk) -> None: ...
 
 
 class _SlotProc:
