@@ -86,7 +86,6 @@ class Worker:
         self.started = time.time()
         self.queue = protocol.task_queue(runtime)
         self.stopping = threading.Event()
-        self.cancelled: dict[str, float] = {}
         self.rejected = 0
         # results and finished deliveries wait here while the previous commit awaits
         # the broker, so under load one transaction carries many calls (_flush_results)
@@ -186,12 +185,7 @@ class Worker:
             log.warning("ignored a control message: %s", e)
             return
         if ctl.op == "cancel":
-            now = time.time()
-            for job_id, t in list(self.cancelled.items()):  # a worker may run for weeks
-                if now - t > 3600:
-                    del self.cancelled[job_id]
-            self.cancelled[ctl.job_id] = now
-            self.pool.cancel(ctl.job_id)
+            self.pool.cancel(ctl.job_id)  # remembered in pool.cancels
         elif ctl.op == "ping":
             self.send_heartbeat(wait=False)
         elif ctl.op == "shutdown":
@@ -220,7 +214,7 @@ class Worker:
             )
             self.conn.reject(delivery, requeue=False)
             return
-        if task.job_id in self.cancelled:
+        if task.job_id in self.pool.cancels:
             self.conn.ack(delivery)
             return
         positions = list(task.only) if task.only is not None else list(range(len(task.calls)))

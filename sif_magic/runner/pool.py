@@ -30,6 +30,7 @@ from typing import Any
 
 from ..protocol import CANCELLED, DONE, FAILED, SKIP, CallResult, ResultSegment
 from . import slot as _slot
+from .cancels import CancelSet
 from .chunk import Chunk, Piece
 from .reporter import Reporter
 
@@ -173,7 +174,7 @@ class Pool:
         self.lock = threading.RLock()
         self.queue: collections.deque[Piece] = collections.deque()
         self.slots: list[_SlotProc] = []
-        self.cancelled: dict[str, float] = {}  # job id -> when
+        self.cancels = CancelSet()  # shared with the worker in front of the pool
         self.closed = False
         self.done_calls = 0
         self.failed_calls = 0
@@ -237,7 +238,7 @@ class Pool:
         """Queue ``chunk``'s calls (``front``: before everything queued, e.g. a retry)."""
         with self.lock:
             positions = chunk.only if chunk.only is not None else range(len(chunk.calls))
-            if chunk.job_id in self.cancelled:
+            if chunk.job_id in self.cancels:
                 self._finish_cancelled(chunk, positions)
                 return
             piece = Piece(chunk, positions, [chunk.attempt_base] * len(positions))
@@ -260,7 +261,7 @@ class Pool:
     def cancel(self, job_id: str) -> None:
         """Drop queued calls of ``job_id``, kill its running calls (others untouched)."""
         with self.lock:
-            self.cancelled[job_id] = time.monotonic()
+            self.cancels.add(job_id)
             keep: collections.deque[Piece] = collections.deque()
             for piece in self.queue:
                 if piece.chunk.job_id == job_id:
@@ -479,7 +480,7 @@ class Pool:
             if not closed:
                 self._spawn()
         if ahead is not None and not closed:  # never started: run it again (or cancel it)
-            if s.killed_for == "cancel" or ahead.chunk.job_id in self.cancelled:
+            if s.killed_for == "cancel" or ahead.chunk.job_id in self.cancels:
                 self._finish_cancelled(ahead.chunk, ahead.positions)
             else:
                 with self.lock:
@@ -496,7 +497,7 @@ class Pool:
         c = piece.chunk
         if piece.done >= len(piece.positions):
             return
-        if s.killed_for == "cancel" or c.job_id in self.cancelled:
+        if s.killed_for == "cancel" or c.job_id in self.cancels:
             self._finish_cancelled(c, piece.positions[piece.done :])
             return
         run_id, cur, start, _, _ = s.state.read()
@@ -552,9 +553,6 @@ class Pool:
             now = time.time()
             with self.lock:
                 slots = list(self.slots)
-                for job, t in list(self.cancelled.items()):
-                    if time.monotonic() - t > 3600:
-                        del self.cancelled[job]
             for s in slots:
                 piece = s.piece
                 if piece is None or s.killed_for:
