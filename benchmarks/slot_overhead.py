@@ -68,7 +68,7 @@ def bench_local(n: int, repeats: int, processes: int) -> dict:
 
 
 def bench_ppe(n: int, repeats: int, processes: int) -> dict:
-    from sif_magic._serialize import auto_chunksize
+    from sif_magic.runner.scheduler import auto_chunksize
 
     k = auto_chunksize(n, processes)
     rates = []

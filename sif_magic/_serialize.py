@@ -7,7 +7,6 @@ global or closure variable of the function, which input) and what to do.
 from __future__ import annotations
 
 import hashlib
-import math
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,17 +75,6 @@ class PreparedChunk:
     number: int
     calls: list[int]
     args: bytes
-
-
-def auto_chunksize(n: int, slots: int) -> int:
-    """About four chunks per worker slot, at most 2,000 calls a chunk.
-
-    Four per slot lets fast slots take more when calls are uneven, without the
-    per-message cost of one call per message.
-    """
-    if n <= 0:
-        return 1
-    return max(1, min(2000, math.ceil(n / (max(1, slots) * 4))))
 
 
 def make_chunks(

@@ -46,11 +46,10 @@ from .runner.chunk import Chunk
 from .runner.events import EventBuffer
 from .runner.pool import Pool, usable_cpus
 from .runner.reporter import EventReporter
+from .runner.scheduler import Prefetch
 from .runner.versions import incompatibility, versions
 
 log = logging.getLogger("sif_magic.worker")
-PREFETCH_SECONDS = 0.01  # unstarted work a worker holds per process, beyond a few chunks
-PREFETCH_MAX = 64
 
 
 def _slot_script() -> str:
@@ -92,9 +91,7 @@ class Worker:
         self._outbox: dict[tuple[Any, str, str], tuple[Any, list[ResultSegment]]] = {}
         self._finished: list[Any] = []  # deliveries whose every result is in the outbox
         # a running chunk and one ready per process until chunks prove quick
-        self._prefetch = self._prefetch_base = 2 * self.processes
-        self._chunks_done = 0
-        self._chunk_seconds = 1.0  # a chunk's time, averaged (until known: slow)
+        self.prefetch = Prefetch(self.processes)
         self._outbox_lock = threading.Lock()
         self._flush_queued = False
         self.conn = Connection(
@@ -120,7 +117,7 @@ class Worker:
         self.conn.consume(
             lambda ch: declare_task_queue(ch, self.runtime),
             self._on_task,
-            prefetch=self._prefetch,  # adapts to how quick chunks are: _adapt_prefetch
+            prefetch=self.prefetch.current,  # adapts to how quick chunks are: _adapt_prefetch
             transactional=True,
         )
         # one suspect call at a time, run before anything else (see protocol.retry_queue)
@@ -356,25 +353,13 @@ class Worker:
             self.conn.set_prefetch(self.queue, prefetch)
 
     def _adapt_prefetch(self, chunk: Chunk) -> int:
-        """With ``_outbox_lock`` held, ``chunk`` done: the task queue's new prefetch, or 0.
-
-        A worker holds about PREFETCH_SECONDS of unstarted work per process beyond
-        two chunks per process: quick chunks (a call each, say) need dozens in
-        flight to hide the broker's round trip, while slow ones must not be hoarded
-        away from other workers that are idle. A chunk's time is its calls times
-        the time per call its slot measured lately."""
+        """With ``_outbox_lock`` held, ``chunk`` done: the task queue's new prefetch, or 0
+        (see ``scheduler.Prefetch``). A chunk's time is its calls times the time per
+        call its slot measured lately."""
         seconds = len(chunk.only or ()) * self.pool.seconds_per_call(chunk.func_hash)
-        self._chunk_seconds += 0.2 * (seconds - self._chunk_seconds)
-        self._chunks_done += 1
-        if self._chunks_done < 16:
-            return 0
-        self._chunks_done = 0
-        ahead = self.processes * PREFETCH_SECONDS / max(self._chunk_seconds, 1e-6)
-        want = min(PREFETCH_MAX, self._prefetch_base + int(ahead))
-        if abs(want - self._prefetch) * 4 < self._prefetch:
-            return 0  # not worth a round trip
-        log.debug("chunks of %.2g s: prefetch %d -> %d", self._chunk_seconds, self._prefetch, want)
-        self._prefetch = want
+        want = self.prefetch.chunk_done(seconds)
+        if want:
+            log.debug("chunks of %.2g s: prefetch now %d", self.prefetch.chunk_seconds, want)
         return want
 
     def _flush_wanted(self) -> bool:

@@ -33,14 +33,12 @@ from . import slot as _slot
 from .cancels import CancelSet
 from .chunk import Chunk, Piece
 from .reporter import Reporter
+from .scheduler import CallTimes, send_ahead, should_retry
 
 log = logging.getLogger("sif_magic.pool")
 
 TAIL_INTERVAL = 0.1
 ANNOUNCE_AFTER = 0.02  # a call running this long is shown as running
-# a busy slot gets its next piece ahead (so it never waits for us between pieces)
-# when that piece is of the same job and should take less than this
-PREFETCH_BELOW = 0.02
 
 _DONE = bytes([DONE])
 
@@ -180,7 +178,7 @@ class Pool:
         self.failed_calls = 0
         self._next_slot = 0
         self._run_ids = 0
-        self._call_time: dict[str, float] = {}  # function hash -> recent seconds per call
+        self.call_times = CallTimes()
 
     # -- life ----------------------------------------------------------------
     def start(self, wait: bool = True) -> Pool:
@@ -231,7 +229,7 @@ class Pool:
 
     def seconds_per_call(self, func_hash: str) -> float:
         """How long a call of that function took lately, overhead included (1.0 if unknown)."""
-        return self._call_time.get(func_hash, 1.0)
+        return self.call_times.get(func_hash)
 
     # -- work ----------------------------------------------------------------
     def submit(self, chunk: Chunk, front: bool = False) -> None:
@@ -287,11 +285,11 @@ class Pool:
             if s.piece is not None and s.next is None and not s.killed_for:
                 piece = self.queue[0]
                 c = piece.chunk
-                if (
-                    c.job_id == s.piece.chunk.job_id
-                    and len(piece.positions) * self._call_time.get(c.func_hash, 1.0)
-                    < PREFETCH_BELOW
-                    and len(c.func) + len(c.args) < s.prefetch_bytes
+                if c.job_id == s.piece.chunk.job_id and send_ahead(
+                    len(piece.positions),
+                    self.call_times.get(c.func_hash),
+                    len(c.func) + len(c.args),
+                    s.prefetch_bytes,
                 ):
                     self._send_piece(s, self.queue.popleft(), ahead=True)
 
@@ -373,9 +371,7 @@ class Pool:
         k1 = piece.done = k0 + n
         indices = piece.indices(k0, k1)
         # seconds per call, overhead included: decides whether pieces go ahead
-        if len(self._call_time) > 256 and c.func_hash not in self._call_time:
-            self._call_time.clear()
-        self._call_time[c.func_hash] = (times[-1] - times[0]) / n
+        self.call_times.note(c.func_hash, (times[-1] - times[0]) / n)
         tail_index = s.tail_index if tail is None else tail[0]
         if tail_index is not None and tail is None and tail_index in indices:
             s.tail_index = None  # that call is over
@@ -395,7 +391,7 @@ class Pool:
                 if len(data) > sent[stream]:
                     self.reporter.output(c, index, stream, data[sent[stream] :])
             attempt = attempts[k]
-            if st == FAILED and attempt - c.attempt_base < c.retries:
+            if st == FAILED and should_retry(attempt, c.attempt_base, c.retries):
                 note = f"attempt {attempt} failed: {_short(error)}"
                 self._retry(c, piece.positions[k0 + k], attempt, note)
                 status[k] = SKIP  # its outcome comes with the next attempt
@@ -527,7 +523,7 @@ class Pool:
                 "message": f"call {index} did not finish: {_exit_reason(s.proc)}",
                 "frames": [],
             }
-        if attempt - c.attempt_base < c.retries:
+        if should_retry(attempt, c.attempt_base, c.retries):
             self._retry(c, pos, attempt, error["message"])
             return
         out, err = _read_tail(s, index)
