@@ -44,18 +44,12 @@ from .protocol import (
 )
 from .runner.chunk import Chunk
 from .runner.events import EventBuffer
-from .runner.pool import Pool, usable_cpus
+from .runner.pool import SLOT_SCRIPT, Pool, usable_cpus
 from .runner.reporter import EventReporter
 from .runner.scheduler import Prefetch
 from .runner.versions import incompatibility, versions
 
 log = logging.getLogger("sif_magic.worker")
-
-
-def _slot_script() -> str:
-    from .runner import slot
-
-    return os.path.abspath(slot.__file__)
 
 
 class Worker:
@@ -255,7 +249,7 @@ class Worker:
         if len(positions) > 1:
             try:
                 proc = subprocess.run(
-                    [sys.executable, _slot_script(), "split"],
+                    [sys.executable, SLOT_SCRIPT, "split"],
                     input=pickle.dumps((task.args, positions), protocol=5),
                     capture_output=True,
                     timeout=600,

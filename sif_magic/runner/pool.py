@@ -1,6 +1,6 @@
 """A pool of warm slot processes that run chunks of calls (worker side).
 
-The pool owns its slots (see ``_slot.py``): it hands each idle slot the next
+The pool owns its slots (see ``slot.py``): it hands each idle slot the next
 piece of work (and a busy slot its next piece ahead of time, when that piece
 is of the same job and quick, so the slot never waits for us), reads what
 the slot reports, enforces per-call time limits, notices a slot that died
@@ -29,7 +29,7 @@ from array import array
 from typing import Any
 
 from ..protocol import CANCELLED, DONE, FAILED, SKIP, CallResult, ResultSegment
-from . import slot as _slot
+from . import slotio
 from .cancels import CancelSet
 from .chunk import Chunk, Piece
 from .reporter import Reporter
@@ -41,6 +41,8 @@ TAIL_INTERVAL = 0.1
 ANNOUNCE_AFTER = 0.02  # a call running this long is shown as running
 
 _DONE = bytes([DONE])
+# the call process, run by path (see slot.py)
+SLOT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slot.py")
 
 
 def usable_cpus() -> int:
@@ -62,14 +64,13 @@ class _SlotProc:
         self.out_path = os.path.join(pool.workdir, f"slot{n}.out")
         self.err_path = os.path.join(pool.workdir, f"slot{n}.err")
         state_path = os.path.join(pool.workdir, f"slot{n}.state")
-        self.state = _slot.SharedState(state_path, create=True)
+        self.state = slotio.SharedState(state_path, create=True)
         req_r, self.req_w = os.pipe()
         self.resp_r, resp_w = os.pipe()
-        script = os.path.abspath(_slot.__file__)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                script,
+                SLOT_SCRIPT,
                 str(req_r),
                 str(resp_w),
                 self.out_path,
@@ -104,7 +105,7 @@ class _SlotProc:
 
     def send(self, msg: tuple) -> bool:
         try:
-            _slot.write_msg(self.req_w, msg)
+            slotio.write_msg(self.req_w, msg)
             return True
         except OSError:
             return False
@@ -119,7 +120,7 @@ class _SlotProc:
     def _read(self) -> None:
         while True:
             try:
-                msg = _slot.read_msg(self.resp_r)
+                msg = slotio.read_msg(self.resp_r)
             except Exception:  # noqa: BLE001 - a garbled pipe is a dead slot
                 msg = None
             if msg is None:
@@ -305,7 +306,7 @@ class Pool:
         if c.func_hash and c.func_hash in s.funcs:
             func = None  # the slot has it loaded: do not send it again
         elif c.func_hash:
-            if len(s.funcs) > _slot.MAX_FUNCS:
+            if len(s.funcs) > slotio.MAX_FUNCS:
                 s.funcs.clear()
             s.funcs.add(c.func_hash)
         ok = s.send(
@@ -362,7 +363,7 @@ class Pool:
         special: dict[int, list],
         tail: tuple[int | None, dict[int, int], dict[int, int]] | None = None,
     ) -> None:
-        """Report the next ``n`` calls of ``piece`` (see ``_slot.py``), column by
+        """Report the next ``n`` calls of ``piece`` (see ``slot.py``), column by
         column: only calls that failed or wrote output are looked at one by one.
         ``tail``: the live tail of the run's last call, when the slot has moved on
         already."""
@@ -601,7 +602,7 @@ def _read_tail(s: _SlotProc, index: int) -> tuple[bytes, bytes]:
         try:
             with open(path, "rb") as f:
                 f.seek(off)
-                out.append(f.read(_slot.MAX_CALL_OUTPUT))
+                out.append(f.read(slotio.MAX_CALL_OUTPUT))
         except OSError:
             out.append(b"")
     return out[0], out[1]
