@@ -44,9 +44,10 @@ from .protocol import (
 )
 from .runner.chunk import Chunk
 from .runner.events import EventBuffer
-from .runner.pool import SLOT_SCRIPT, Pool, usable_cpus
+from .runner.pool import Pool, usable_cpus
 from .runner.reporter import EventReporter
 from .runner.scheduler import Prefetch
+from .runner.slotproc import SLOT_SCRIPT
 from .runner.versions import incompatibility, versions
 
 log = logging.getLogger("sif_magic.worker")
@@ -155,12 +156,15 @@ class Worker:
         # chunks delivered on the lost connection come again from the broker: do not
         # run the ones not started yet twice (running ones finish; their results go out)
         generation = self.conn.generation
-        dropped = self.pool.drop_queued(lambda c: c.tag[0].generation != generation)
-        if dropped:
-            log.info(
-                "dropped %d queued pieces of the lost connection; the broker redelivers them",
-                dropped,
-            )
+
+        def dropped(n: int) -> None:  # in the pool's dispatcher thread
+            if n:
+                log.info(
+                    "dropped %d queued pieces of the lost connection; the broker redelivers them",
+                    n,
+                )
+
+        self.pool.drop_queued(lambda c: c.tag[0].generation != generation, dropped)
 
     # -- messages in -------------------------------------------------------------
     def _setup_control(self, ch: Any) -> str:
