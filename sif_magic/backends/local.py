@@ -1,8 +1,11 @@
 """The embedded default: a pool of worker processes on this machine, no broker.
 
-Calls run in the same slot processes as on a RabbitMQ worker (``pool.py``), and
-what they report goes through the same EventBuffer into the same Job, so
-states, captured output, timeouts and crashes look the same as on a cluster.
+Calls run in the same slot processes as on a RabbitMQ worker (``runner/``), and
+what they report goes through the same EventReporter and EventBuffer into the
+same Job, so states, captured output, timeouts and crashes look the same as on
+a cluster. Threads: the kernel thread starts jobs and cancels; the pool's
+dispatcher thread folds results into the Job (under the Job's lock); the
+events flusher thread folds event batches into it.
 """
 
 from __future__ import annotations

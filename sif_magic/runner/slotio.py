@@ -2,7 +2,9 @@
 
 Both sides import this: the parent (``slotproc.py``) as part of the package,
 the slot process (``slot.py``, run by path) as a private copy. Standard
-library only.
+library only. Threads: each pipe end has one reader or writer (see
+``slotproc.py``, ``records.py``); the state file has one writer, the slot's
+main thread, and one reader, the pool's dispatcher.
 
 Parent -> slot (length-prefixed pickles on the request pipe)::
 
