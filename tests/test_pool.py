@@ -300,3 +300,14 @@ def test_close_stops_every_slot_and_removes_its_files(rec: Recorder, tmp_path: P
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not os.path.exists(workdir)
+
+
+def test_a_pool_that_never_started_or_is_closed_twice_closes_quietly(rec: Recorder) -> None:
+    idle = Pool(1, rec)
+    workdir = idle.workdir
+    idle.close()
+    assert not os.path.exists(workdir)
+    pool = Pool(1, rec).start()
+    pool.close()
+    pool.close()
+    assert pool.pids == []

@@ -5,8 +5,9 @@ it (redelivered, or published before the cancel): they are settled as
 cancelled without running. An entry is forgotten an hour after it was added
 (a worker may run for weeks).
 
-Threads: any thread adds or asks (a lock guards the map); the pool's callers
-add (``Pool.cancel``), its dispatcher and the worker's I/O thread ask.
+Threads: any thread adds (a lock serializes the writers) or asks (a dict
+lookup, atomic: no lock, it is asked for every chunk); the pool's callers add
+(``Pool.cancel``), its dispatcher and the worker's I/O thread ask.
 """
 
 from __future__ import annotations
@@ -34,6 +35,5 @@ class CancelSet:
             self._since[job_id] = now
 
     def __contains__(self, job_id: object) -> bool:
-        with self._lock:
-            t = self._since.get(job_id)  # type: ignore[arg-type]
-            return t is not None and self.clock() - t <= self.keep
+        t = self._since.get(job_id)  # type: ignore[arg-type]
+        return t is not None and self.clock() - t <= self.keep

@@ -177,6 +177,8 @@ class Slot:
                 )
                 self.records.all_failed(err, len(indices))
                 return
+            if type(positions) is tuple:
+                positions = range(*positions)
             self._calls(func, func_hash, items, positions, star)
         finally:
             for k, v in saved_env.items():

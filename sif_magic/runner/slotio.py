@@ -9,7 +9,7 @@ main thread, and one reader, the pool's dispatcher.
 Parent -> slot (length-prefixed pickles on the request pipe)::
 
     ("run", run_id, func_hash, func_bytes | None, args_bytes, positions, indices,
-     attempts, star, env)
+     attempts, star, env)    # positions: a list, or (start, stop) for a range
 
 Slot -> parent (on the response pipe)::
 
@@ -42,7 +42,7 @@ import os
 import pickle
 import struct
 
-_LEN = struct.Struct(">I")
+LEN = struct.Struct(">I")  # the length before each message
 # seq, run_id, position in the run (-1: between calls), start time, out offset, err offset
 STATE = struct.Struct("=qqqdqq")
 # between calls of a run whose output offsets did not move, the slot stores just the
@@ -60,7 +60,7 @@ def read_msg(fd: int) -> object | None:
     head = _read_exact(fd, 4)
     if head is None:
         return None
-    (n,) = _LEN.unpack(head)
+    (n,) = LEN.unpack(head)
     body = _read_exact(fd, n)
     if body is None:
         return None
@@ -83,7 +83,7 @@ def _read_exact(fd: int, n: int) -> bytes | None:
 
 def write_msg(fd: int, msg: object) -> None:
     body = pickle.dumps(msg, protocol=5)
-    data = memoryview(_LEN.pack(len(body)) + body)
+    data = memoryview(LEN.pack(len(body)) + body)
     while data:
         n = os.write(fd, data)
         data = data[n:]

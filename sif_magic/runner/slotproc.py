@@ -1,12 +1,11 @@
 """The parent side of one slot process (``slot.py``): its pipes, state and output files.
 
-Threads: the pool's dispatcher thread creates a ``SlotProc``, sends it work,
-kills it, reads its state file and output files, and is the only writer of
-its attributes, but for what its reader thread owns. The reader thread (one
-per slot) owns the response pipe: it reads and unpickles each message and
-posts it to the dispatcher (``post``); once the pipe closes it waits for the
-process and posts its exit, its last act. It also sets ``ready`` (which
-``Pool.start`` waits on) when the slot says it is ready.
+Threads: the pool's dispatcher thread (and, before it starts, the thread that
+starts the pool) creates a ``SlotProc``, sends it work, reads what it sends
+back (``receive``: the response pipe is non-blocking, watched by the
+dispatcher's selector), kills it, reads its state file and output files, and
+is the only writer of its attributes. Another thread may wait on ``ready`` or
+read ``pid`` and ``piece``; ``Pool.close`` may ``signal_kill`` as a last resort.
 """
 
 from __future__ import annotations
@@ -14,11 +13,11 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 
 from . import slotio
 from .chunk import Piece
@@ -27,6 +26,7 @@ from .reporter import Reporter
 log = logging.getLogger("sif_magic.pool")
 ANNOUNCE_AFTER = 0.02  # a call running this long is shown as running
 
+READ_SIZE = 1 << 16  # bytes read from a slot at once (a bigger buffer costs an mmap per read)
 # the call process, run by path (see slot.py)
 SLOT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slot.py")
 
@@ -64,15 +64,7 @@ class Tail:
 
 
 class SlotProc:
-    def __init__(
-        self,
-        n: int,
-        workdir: str,
-        cwd: str,
-        post: Callable[[tuple], None],
-        on_message: Callable[[SlotProc, tuple], None],
-        on_exit: Callable[[SlotProc], None],
-    ) -> None:
+    def __init__(self, n: int, workdir: str, cwd: str) -> None:
         self.n = n
         self.paths = (os.path.join(workdir, f"slot{n}.out"), os.path.join(workdir, f"slot{n}.err"))
         state_path = os.path.join(workdir, f"slot{n}.state")
@@ -88,6 +80,8 @@ class SlotProc:
         )
         os.close(req_r)
         os.close(resp_w)
+        os.set_blocking(self.resp_r, False)
+        self.buf = bytearray()  # what arrived of the next message
         self.pid = self.proc.pid
         try:  # a message this small never blocks in the request pipe while the slot runs
             self.room = fcntl.fcntl(self.req_w, fcntl.F_GETPIPE_SZ) // 2
@@ -102,11 +96,7 @@ class SlotProc:
         self.killed_for = ""  # why we killed it, if we did
         self.funcs: set[str] = set()  # function hashes it holds (mirrors Slot._function)
         self.tail: Tail | None = None  # the call shown live (once announced)
-        self.ready = threading.Event()
-        self.reader = threading.Thread(
-            target=self._read, args=(post, on_message, on_exit), name=f"sif-slot-{n}", daemon=True
-        )
-        self.reader.start()
+        self.ready = threading.Event()  # set with ``up``
 
     def send(self, piece: Piece, ahead: bool) -> None:
         """Have it run ``piece`` (``ahead``: once the piece it runs is finished)."""
@@ -123,7 +113,10 @@ class SlotProc:
             if len(self.funcs) > slotio.MAX_FUNCS:
                 self.funcs.clear()
             self.funcs.add(c.func_hash)
-        msg = ("run", self.runs, c.func_hash, func, c.args, piece.positions,
+        positions = piece.positions
+        if type(positions) is range and positions.step == 1:
+            positions = (positions.start, positions.stop)  # cheaper to pickle than a range
+        msg = ("run", self.runs, c.func_hash, func, c.args, positions,
                piece.indices().tolist(), piece.attempts, c.star, c.env)  # fmt: skip
         try:
             slotio.write_msg(self.req_w, msg)
@@ -199,31 +192,39 @@ class SlotProc:
             return f"its process was killed by {name}{hint}"
         return f"its process exited with code {rc}"
 
-    def close(self) -> None:
-        """After its exit: what the dispatcher holds of it."""
+    def receive(self) -> list[tuple] | None:
+        """The whole messages that arrived (the start of the next one stays in
+        ``buf``); None once the slot closed its pipe (it died) or garbled it."""
         try:
-            os.close(self.req_w)
+            data = os.read(self.resp_r, READ_SIZE)
+        except BlockingIOError:
+            return []
         except OSError:
-            pass
-        self.state.close()
+            data = b""
+        if not data:
+            return None
+        buf = self.buf
+        buf += data
+        msgs, pos, end = [], 0, len(buf)
+        with memoryview(buf) as view:
+            while end - pos >= 4:
+                (size,) = slotio.LEN.unpack_from(buf, pos)
+                if end - pos - 4 < size:
+                    break
+                try:
+                    msgs.append(pickle.loads(view[pos + 4 : pos + 4 + size]))
+                except Exception:  # noqa: BLE001 - a garbled pipe is a dead slot
+                    self.signal_kill()
+                    return None
+                pos += 4 + size
+        del buf[:pos]
+        return msgs
 
-    def _read(
-        self,
-        post: Callable[[tuple], None],
-        on_message: Callable[[SlotProc, tuple], None],
-        on_exit: Callable[[SlotProc], None],
-    ) -> None:
-        fd = self.resp_r
-        while True:
+    def close(self) -> None:
+        """After its exit: the pipes and the state file."""
+        for fd in (self.req_w, self.resp_r):
             try:
-                msg = slotio.read_msg(fd)
-            except Exception:  # noqa: BLE001 - a garbled pipe is a dead slot
-                msg = None
-            if msg is None:
-                break
-            if msg[0] == "ready":  # type: ignore[index]
-                self.ready.set()
-            post((on_message, self, msg))
-        os.close(fd)
-        self.proc.wait()
-        post((on_exit, self))
+                os.close(fd)
+            except OSError:
+                pass
+        self.state.close()
