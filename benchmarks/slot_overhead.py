@@ -1,4 +1,4 @@
-"""Per-call overhead of the local backend's call path (``pool.py`` + ``_slot.py``).
+"""Per-call overhead of the local backend's call path (``runner/pool.py`` + ``runner/slot.py``).
 
     .venv/bin/python benchmarks/slot_overhead.py [--n 100000] [--repeats 5]
 
@@ -68,7 +68,7 @@ def bench_local(n: int, repeats: int, processes: int) -> dict:
 
 
 def bench_ppe(n: int, repeats: int, processes: int) -> dict:
-    from sif_magic._serialize import auto_chunksize
+    from sif_magic.runner.scheduler import auto_chunksize
 
     k = auto_chunksize(n, processes)
     rates = []

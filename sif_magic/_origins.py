@@ -10,7 +10,7 @@ functions, classes (their methods, properties, static and class methods) and
 modules it reaches through globals, closures, defaults, partials and plain
 containers, as long as they are defined in the notebook (``__main__``), inside
 a function, or in a module registered with ``cloudpickle.register_pickle_by_value``.
-Each code object is noted under its ``_slot.code_key``; the call process reports
+Each code object is noted under its ``runner.tracebacks.code_key``; the call process reports
 the same key for each frame of a traceback, and ``Job.error`` maps a frame whose
 key is here back to its real file (an IPython cell's, so this kernel's linecache
 gives its lines). Code imported by reference (installed modules) is left out:
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
-from ._slot import code_key
+from .runner.tracebacks import code_key
 
 MAX_STEPS = 10_000  # data objects looked at per job, at most (~2 µs each; cloudpickle
 # pickles all of them too, so the walk never costs more than the pickling)

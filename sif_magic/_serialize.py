@@ -7,9 +7,7 @@ global or closure variable of the function, which input) and what to do.
 from __future__ import annotations
 
 import hashlib
-import math
 import pickle
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,17 +77,6 @@ class PreparedChunk:
     args: bytes
 
 
-def auto_chunksize(n: int, slots: int) -> int:
-    """About four chunks per worker slot, at most 2,000 calls a chunk.
-
-    Four per slot lets fast slots take more when calls are uneven, without the
-    per-message cost of one call per message.
-    """
-    if n <= 0:
-        return 1
-    return max(1, min(2000, math.ceil(n / (max(1, slots) * 4))))
-
-
 def make_chunks(
     items: Sequence[Any], chunksize: int, max_bytes: int, func_size: int
 ) -> list[PreparedChunk]:
@@ -120,14 +107,6 @@ def make_chunks(
             continue
         chunks.append(PreparedChunk(len(chunks), list(range(a, b)), blob))
     return chunks
-
-
-def python_version() -> str:
-    return f"{sys.version_info[0]}.{sys.version_info[1]}"
-
-
-def cloudpickle_version() -> str:
-    return cloudpickle.__version__
 
 
 def loads(data: bytes) -> Any:

@@ -14,6 +14,7 @@ from .backends import Backend, JobTask, make_backend
 from .config import SifConfig, snapshot
 from .errors import ConfigError
 from .job import Job
+from .runner.scheduler import auto_chunksize
 
 
 def _apply(fn: Callable, args_kwargs: tuple) -> Any:
@@ -78,7 +79,7 @@ class Executor(concurrent.futures.Executor):
         cfg = self.config
         func, func_hash = _serialize.dumps_function(fn)
         backend = self.backend
-        size = chunksize or cfg.chunksize or _serialize.auto_chunksize(len(items), backend.slots())
+        size = chunksize or cfg.chunksize or auto_chunksize(len(items), backend.slots())
         chunks = _serialize.make_chunks(
             items, max(1, int(size)), int(cfg.max_message_mb * _serialize.MB), len(func)
         )

@@ -24,7 +24,6 @@ Standard library, pika and cloudpickle only (no IPython, no traitlets).
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import pickle
@@ -39,16 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from . import _version, protocol
-from ._events import EventBuffer
 from ._keys import worker_key_fix
 from .broker import Connection, declare_retry_queue, declare_task_queue
 from .errors import IncompatibleWorkerError, WorkerLostError, wire_name
-from .pool import Chunk, Pool, usable_cpus
 from .protocol import (
     FAILED,
     LOST,
-    RETRYING,
-    RUNNING,
     CallResult,
     ForeignKeyError,
     Heartbeat,
@@ -56,64 +51,17 @@ from .protocol import (
     ResultSegment,
     Task,
 )
+from .runner.chunk import Chunk
+from .runner.events import EventBuffer
+from .runner.pool import Pool, usable_cpus
+from .runner.reporter import EventReporter
+from .runner.scheduler import Prefetch
+from .runner.slotproc import SLOT_SCRIPT
+from .runner.versions import incompatibility, versions
 
 log = logging.getLogger("sif_magic.worker")
-PREFETCH_SECONDS = 0.01  # unstarted work a worker holds per process, beyond a few chunks
-PREFETCH_MAX = 64
 FOREIGN_HOLD = 5.0  # seconds a task signed with another key is held before it goes back
 FOREIGN_LOG_EVERY = 600.0  # the error about a key id is logged again after this long
-
-
-def _slot_script() -> str:
-    from . import _slot
-
-    return os.path.abspath(_slot.__file__)
-
-
-@functools.cache
-def _versions() -> tuple[str, str]:
-    """This worker's Python major.minor and cloudpickle version (asked for every task)."""
-    import cloudpickle
-
-    return f"{sys.version_info[0]}.{sys.version_info[1]}", cloudpickle.__version__
-
-
-def incompatibility(task: Task) -> str:
-    """Why this worker cannot run the task's pickles ('' if it can)."""
-    py, cp = _versions()
-    if task.python and task.python != py:
-        return (
-            f"the notebook runs Python {task.python} but this worker runs Python {py}: functions "
-            f"pickled by one cannot run on the other. Rebuild the runtime image with Python "
-            f"{task.python} (sif-magic runtime def --python {task.python})"
-        )
-    if task.cloudpickle and task.cloudpickle.split(".")[0] != cp.split(".")[0]:
-        return (
-            f"the notebook has cloudpickle {task.cloudpickle} but this worker has {cp}: rebuild "
-            f"the runtime image with cloudpickle=={task.cloudpickle}"
-        )
-    return ""
-
-
-class _Reporter:
-    def __init__(self, worker: Worker) -> None:
-        self.w = worker
-
-    def started(self, chunk: Chunk, index: int, attempt: int, t: float) -> None:
-        self.w.events.state(chunk.job_id, index, RUNNING, attempt, t)
-
-    def retrying(self, chunk: Chunk, index: int, attempt: int, note: str) -> None:
-        self.w.events.state(chunk.job_id, index, RETRYING, attempt, time.time())
-        self.w.events.note(chunk.job_id, index, note)
-
-    def output(self, chunk: Chunk, index: int, stream: int, data: bytes) -> None:
-        self.w.events.log(chunk.job_id, index, stream, data.decode("utf-8", "replace"))
-
-    def results(self, chunk: Chunk, results: ResultSegment) -> None:
-        self.w.publish_results(chunk, results)
-
-    def chunk_done(self, chunk: Chunk) -> None:
-        self.w.ack_after_results(chunk.tag[0], chunk)
 
 
 class Worker:
@@ -153,16 +101,13 @@ class Worker:
         self.started = time.time()
         self.queue = protocol.task_queue(runtime)
         self.stopping = threading.Event()
-        self.cancelled: dict[str, float] = {}
         self.rejected = 0
         # results and finished deliveries wait here while the previous commit awaits
         # the broker, so under load one transaction carries many calls (_flush_results)
         self._outbox: dict[tuple[Any, str, str], tuple[Any, list[ResultSegment]]] = {}
         self._finished: list[Any] = []  # deliveries whose every result is in the outbox
         # a running chunk and one ready per process until chunks prove quick
-        self._prefetch = self._prefetch_base = 2 * self.processes
-        self._chunks_done = 0
-        self._chunk_seconds = 1.0  # a chunk's time, averaged (until known: slow)
+        self.prefetch = Prefetch(self.processes)
         self._outbox_lock = threading.Lock()
         self._flush_queued = False
         self.conn = Connection(
@@ -174,7 +119,10 @@ class Worker:
             on_return=self._returned,
         )
         self.events = EventBuffer(self.worker_id, self.host, self._publish_events)
-        self.pool = Pool(self.processes, _Reporter(self), worker=self.worker_id, host=self.host)
+        reporter = EventReporter(
+            self.events, self.publish_results, lambda c: self.ack_after_results(c.tag[0], c)
+        )
+        self.pool = Pool(self.processes, reporter, worker=self.worker_id, host=self.host)
 
     # -- running ---------------------------------------------------------------
     def run(self) -> int:
@@ -185,7 +133,7 @@ class Worker:
         self.conn.consume(
             lambda ch: declare_task_queue(ch, self.runtime),
             self._on_task,
-            prefetch=self._prefetch,  # adapts to how quick chunks are: _adapt_prefetch
+            prefetch=self.prefetch.current,  # adapts to how quick chunks are: _adapt_prefetch
             transactional=True,
         )
         # one suspect call at a time, run before anything else (see protocol.retry_queue)
@@ -202,7 +150,7 @@ class Worker:
             self.worker_id,
             self.queue,
             self.processes,
-            *_versions(),
+            *versions(),
         )
         self.send_heartbeat()
         next_beat = time.time() + self.heartbeat_interval
@@ -239,12 +187,15 @@ class Worker:
         # chunks delivered on the lost connection come again from the broker: do not
         # run the ones not started yet twice (running ones finish; their results go out)
         generation = self.conn.generation
-        dropped = self.pool.drop_queued(lambda c: c.tag[0].generation != generation)
-        if dropped:
-            log.info(
-                "dropped %d queued pieces of the lost connection; the broker redelivers them",
-                dropped,
-            )
+
+        def dropped(n: int) -> None:  # in the pool's dispatcher thread
+            if n:
+                log.info(
+                    "dropped %d queued pieces of the lost connection; the broker redelivers them",
+                    n,
+                )
+
+        self.pool.drop_queued(lambda c: c.tag[0].generation != generation, dropped)
 
     # -- messages in -------------------------------------------------------------
     def _setup_control(self, ch: Any) -> str:
@@ -269,12 +220,7 @@ class Worker:
             log.warning("ignored a control message: %s", e)
             return
         if ctl.op == "cancel":
-            now = time.time()
-            for job_id, t in list(self.cancelled.items()):  # a worker may run for weeks
-                if now - t > 3600:
-                    del self.cancelled[job_id]
-            self.cancelled[ctl.job_id] = now
-            self.pool.cancel(ctl.job_id)
+            self.pool.cancel(ctl.job_id)  # remembered in pool.cancels
         elif ctl.op == "ping":
             self.send_heartbeat(wait=False)
         elif ctl.op == "shutdown":
@@ -307,35 +253,18 @@ class Worker:
             )
             self.conn.reject(delivery, requeue=False)
             return
-        if task.job_id in self.cancelled:
+        if task.job_id in self.pool.cancels:
             self.conn.ack(delivery)
             return
         positions = list(task.only) if task.only is not None else list(range(len(task.calls)))
         if delivery.redelivered:
             self._redelivered(task, delivery, positions)
             return
-        why = incompatibility(task)
+        why = incompatibility((task.python, task.cloudpickle), versions())
         if why:
             self._fail(task, positions, wire_name(IncompatibleWorkerError), why, delivery)
             return
-        self.pool.submit(
-            Chunk(
-                job_id=task.job_id,
-                chunk=task.chunk,
-                calls=task.calls,
-                func_hash=task.func_hash,
-                func=task.func,
-                args=task.args,
-                star=task.star,
-                timeout=task.timeout,
-                retries=task.retries,
-                env=task.env,
-                tag=(delivery, task.reply_to),
-                attempt_base=1 + task.lost,
-                only=positions,
-            ),
-            front=retry,
-        )
+        self.pool.submit(Chunk.from_task(task, tag=(delivery, task.reply_to)), front=retry)
 
     def _redelivered(self, task: Task, delivery: Any, positions: list[int]) -> None:
         """A worker died holding this message: count the loss, split it, or give up."""
@@ -368,7 +297,7 @@ class Worker:
         if len(positions) > 1:
             try:
                 proc = subprocess.run(
-                    [sys.executable, _slot_script(), "split"],
+                    [sys.executable, SLOT_SCRIPT, "split"],
                     input=pickle.dumps((task.args, positions), protocol=5),
                     capture_output=True,
                     timeout=600,
@@ -482,9 +411,7 @@ class Worker:
             )
             for p in positions
         ]
-        chunk = Chunk(
-            task.job_id, task.chunk, task.calls, "", b"", b"", tag=(delivery, task.reply_to)
-        )
+        chunk = Chunk.from_task(task, tag=(delivery, task.reply_to))
         for seg in ResultSegment.of(results):
             self.publish_results(chunk, seg)
         self.ack_after_results(delivery)
@@ -517,25 +444,13 @@ class Worker:
             self.conn.set_prefetch(self.queue, prefetch)
 
     def _adapt_prefetch(self, chunk: Chunk) -> int:
-        """With ``_outbox_lock`` held, ``chunk`` done: the task queue's new prefetch, or 0.
-
-        A worker holds about PREFETCH_SECONDS of unstarted work per process beyond
-        two chunks per process: quick chunks (a call each, say) need dozens in
-        flight to hide the broker's round trip, while slow ones must not be hoarded
-        away from other workers that are idle. A chunk's time is its calls times
-        the time per call its slot measured lately."""
+        """With ``_outbox_lock`` held, ``chunk`` done: the task queue's new prefetch, or 0
+        (see ``scheduler.Prefetch``). A chunk's time is its calls times the time per
+        call its slot measured lately."""
         seconds = len(chunk.only or ()) * self.pool.seconds_per_call(chunk.func_hash)
-        self._chunk_seconds += 0.2 * (seconds - self._chunk_seconds)
-        self._chunks_done += 1
-        if self._chunks_done < 16:
-            return 0
-        self._chunks_done = 0
-        ahead = self.processes * PREFETCH_SECONDS / max(self._chunk_seconds, 1e-6)
-        want = min(PREFETCH_MAX, self._prefetch_base + int(ahead))
-        if abs(want - self._prefetch) * 4 < self._prefetch:
-            return 0  # not worth a round trip
-        log.debug("chunks of %.2g s: prefetch %d -> %d", self._chunk_seconds, self._prefetch, want)
-        self._prefetch = want
+        want = self.prefetch.chunk_done(seconds)
+        if want:
+            log.debug("chunks of %.2g s: prefetch now %d", self.prefetch.chunk_seconds, want)
         return want
 
     def _flush_wanted(self) -> bool:
@@ -588,7 +503,7 @@ class Worker:
         self._publish_monitor(protocol.events_key(batch.job_id), batch.encode(), "events", False)
 
     def heartbeat(self, state: str = "up") -> Heartbeat:
-        py, cp = _versions()
+        py, cp = versions()
         return Heartbeat(
             worker=self.worker_id,
             host=self.host,

@@ -26,7 +26,7 @@ def test_all_matches_what_is_exported() -> None:
         "magics",
         "display",
         "backends",
-        "pool",
+        "runner",
         "broker",
         "worker",
         "cli",
@@ -56,7 +56,7 @@ def test_import_is_cheap() -> None:
 def test_worker_side_imports_nothing_of_ipython() -> None:
     # what a slim container image needs: pika and cloudpickle, nothing of Jupyter
     mods = _imported_after(
-        "import sif_magic.worker, sif_magic.pool, sif_magic._slot, sif_magic.cli; "
+        "import sif_magic.worker, sif_magic.runner.pool, sif_magic.runner.slot, sif_magic.cli; "
         "sif_magic.cli.build_parser()"
     )
     assert not {"IPython", "ipywidgets", "traitlets", "ipykernel"} & mods

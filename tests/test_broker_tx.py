@@ -216,15 +216,16 @@ def test_a_split_lost_with_its_connection_is_not_sent_again(broker_url: str, que
 def test_a_worker_holds_many_quick_chunks_and_few_slow_ones() -> None:
     """Prefetch follows how long chunks take: dozens of one-call chunks in flight hide
     the broker's round trip; slow chunks stay on the broker for idle workers."""
-    from sif_magic.pool import Chunk
-    from sif_magic.worker import PREFETCH_MAX, Worker
+    from sif_magic.runner.chunk import Chunk
+    from sif_magic.runner.scheduler import PREFETCH_MAX
+    from sif_magic.worker import Worker
 
     w = Worker("amqp://guest:guest@127.0.0.1:5672/%2F", key=b"k" * 32, processes=2)
     try:
         chunk = Chunk("j", 0, [0], "h", b"", b"")
         seconds = {"h": 2e-5}
         w.pool.seconds_per_call = lambda h: seconds[h]  # type: ignore[method-assign]
-        assert w._prefetch == 4  # two per process to begin with
+        assert w.prefetch.current == 4  # two per process to begin with
         changes = [p for p in (w._adapt_prefetch(chunk) for _ in range(64)) if p]
         assert changes and changes[-1] == PREFETCH_MAX
         seconds["h"] = 0.5  # the next job's calls are slow

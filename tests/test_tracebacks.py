@@ -19,7 +19,7 @@ import pytest
 
 from sif_magic import RemoteError, config
 from sif_magic._origins import code_origins
-from sif_magic._slot import code_key
+from sif_magic.runner.tracebacks import code_key
 
 HELPERS = """\
 import json

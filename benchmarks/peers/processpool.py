@@ -20,7 +20,7 @@ TOOL = "ProcessPoolExecutor(2)"
 def run(ctx: Context) -> None:
     if not ctx.want("s7"):
         return
-    from sif_magic._serialize import auto_chunksize
+    from sif_magic.runner.scheduler import auto_chunksize
 
     from ._funcs import inc
 

@@ -117,12 +117,12 @@ def close_job(job: Any) -> None:
 def throughput(
     ctx: Context, scenario: str, tool: str, ex: Any, n: int, chunksize: int | None, **extra: Any
 ) -> None:
-    from sif_magic import _serialize
+    from sif_magic.runner import scheduler
 
     from ._funcs import inc
 
     dt, job = timed_map(ex, inc, range(n), chunksize=chunksize)
-    size = chunksize or _serialize.auto_chunksize(n, ex.backend.slots())
+    size = chunksize or scheduler.auto_chunksize(n, ex.backend.slots())
     ctx.throughput(scenario, tool, n, dt, chunksize=size, states=job.state_counts(), **extra)
     close_job(job)
 
@@ -153,7 +153,7 @@ def first_result(ctx: Context, tool: str, ex: Any, repeats: int) -> None:
 
 
 def sleeps(ctx: Context, tool: str, ex: Any, n: int) -> None:
-    from sif_magic import _serialize
+    from sif_magic.runner import scheduler
 
     from ._funcs import nap
 
@@ -168,7 +168,7 @@ def sleeps(ctx: Context, tool: str, ex: Any, n: int) -> None:
         higher_is_better=False,
         ideal=ideal,
         over_ideal_pct=(dt / ideal - 1) * 100,
-        chunksize=_serialize.auto_chunksize(n, ex.backend.slots()),
+        chunksize=scheduler.auto_chunksize(n, ex.backend.slots()),
     )
     close_job(job)
 

@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..protocol import Task
+
 if TYPE_CHECKING:
     from .._serialize import PreparedChunk
     from ..config import SifConfig
@@ -29,6 +31,24 @@ class JobTask:
     retries: int = 0
     max_lost: int = 3
     env: dict[str, str] = field(default_factory=dict)
+
+    def task(self, job_id: str, chunk: PreparedChunk, reply_to: str = "", **meta: Any) -> Task:
+        """The task message of one of the chunks (``meta``: python, cloudpickle, client)."""
+        return Task(
+            job_id=job_id,
+            chunk=chunk.number,
+            calls=chunk.calls,
+            reply_to=reply_to,
+            func=self.func,
+            args=chunk.args,
+            func_hash=self.func_hash,
+            star=self.star,
+            timeout=self.timeout,
+            retries=self.retries,
+            max_lost=self.max_lost,
+            env=self.env,
+            **meta,
+        )
 
 
 class Backend(ABC):

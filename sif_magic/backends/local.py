@@ -1,8 +1,11 @@
 """The embedded default: a pool of worker processes on this machine, no broker.
 
-Calls run in the same slot processes as on a RabbitMQ worker (``pool.py``), and
-what they report goes through the same EventBuffer into the same Job, so
-states, captured output, timeouts and crashes look the same as on a cluster.
+Calls run in the same slot processes as on a RabbitMQ worker (``runner/``), and
+what they report goes through the same EventReporter and EventBuffer into the
+same Job, so states, captured output, timeouts and crashes look the same as on
+a cluster. Threads: the kernel thread starts jobs and cancels; the pool's
+dispatcher thread folds results into the Job (under the Job's lock); the
+events flusher thread folds event batches into it.
 """
 
 from __future__ import annotations
@@ -14,39 +17,15 @@ import time
 from typing import Any
 
 from .. import _version
-from .._events import EventBuffer
-from .._serialize import cloudpickle_version, python_version
 from ..config import SifConfig
 from ..job import Job
-from ..pool import Chunk, Pool, usable_cpus
-from ..protocol import RETRYING, RUNNING, EventBatch, ResultSegment
+from ..protocol import EventBatch, ResultSegment
+from ..runner.chunk import Chunk
+from ..runner.events import EventBuffer
+from ..runner.pool import Pool, usable_cpus
+from ..runner.reporter import EventReporter
+from ..runner.versions import versions
 from . import Backend, JobTask
-
-
-class _Reporter:
-    def __init__(self, backend: LocalBackend) -> None:
-        self.backend = backend
-
-    def _job(self, chunk: Chunk) -> Job | None:
-        return self.backend.jobs.get(chunk.job_id)
-
-    def started(self, chunk: Chunk, index: int, attempt: int, t: float) -> None:
-        self.backend.events.state(chunk.job_id, index, RUNNING, attempt, t)
-
-    def retrying(self, chunk: Chunk, index: int, attempt: int, note: str) -> None:
-        self.backend.events.state(chunk.job_id, index, RETRYING, attempt, time.time())
-        self.backend.events.note(chunk.job_id, index, note)
-
-    def output(self, chunk: Chunk, index: int, stream: int, data: bytes) -> None:
-        self.backend.events.log(chunk.job_id, index, stream, data.decode("utf-8", "replace"))
-
-    def results(self, chunk: Chunk, results: ResultSegment) -> None:
-        job = self._job(chunk)
-        if job is not None:
-            job.apply_segments([results])
-
-    def chunk_done(self, chunk: Chunk) -> None:
-        pass
 
 
 class LocalBackend(Backend):
@@ -63,6 +42,11 @@ class LocalBackend(Backend):
         self._lock = threading.Lock()
         self.started = time.time()
 
+    def _on_results(self, chunk: Chunk, results: ResultSegment) -> None:
+        job = self.jobs.get(chunk.job_id)
+        if job is not None:
+            job.apply_segments([results])
+
     def _on_events(self, batch: EventBatch) -> None:
         job = self.jobs.get(batch.job_id)
         if job is not None:
@@ -72,8 +56,9 @@ class LocalBackend(Backend):
     def pool(self) -> Pool:
         with self._lock:
             if self._pool is None:
+                reporter = EventReporter(self.events, self._on_results)
                 self._pool = Pool(
-                    self.processes, _Reporter(self), worker=self.worker_id, host=self.host
+                    self.processes, reporter, worker=self.worker_id, host=self.host
                 ).start()
                 self.events.start()
             return self._pool
@@ -86,20 +71,7 @@ class LocalBackend(Backend):
         self.jobs[job.job_id] = job
         job.add_done_callback(lambda j: self.jobs.pop(j.job_id, None))
         for c in task.chunks:
-            pool.submit(
-                Chunk(
-                    job_id=job.job_id,
-                    chunk=c.number,
-                    calls=c.calls,
-                    func_hash=task.func_hash,
-                    func=task.func,
-                    args=c.args,
-                    star=task.star,
-                    timeout=task.timeout,
-                    retries=task.retries,
-                    env=task.env,
-                )
-            )
+            pool.submit(Chunk.from_task(task.task(job.job_id, c)))
 
     def cancel(self, job: Job) -> None:
         if self._pool is not None:
@@ -117,8 +89,8 @@ class LocalBackend(Backend):
                 "runtime": "local",
                 "slots": self.processes,
                 "busy": self._pool.busy,
-                "python": python_version(),
-                "cloudpickle": cloudpickle_version(),
+                "python": versions()[0],
+                "cloudpickle": versions()[1],
                 "sif_magic": _version.__version__,
                 "last_seen": time.time(),
                 "state": "up",

@@ -29,12 +29,12 @@ import pika.exceptions as pe
 
 from .. import protocol
 from .._keys import key_source, notebook_key_fix
-from .._serialize import cloudpickle_version, python_version
 from ..broker import Connection, declare_task_queue
 from ..config import SifConfig
 from ..errors import ConfigError, IncompatibleWorkerError, NoWorkersError
 from ..job import Job
-from ..protocol import ForeignKeyError, Heartbeat, ProtocolError, ResultBatch, Task
+from ..protocol import ForeignKeyError, Heartbeat, ProtocolError, ResultBatch
+from ..runner.versions import incompatibility, versions
 from . import Backend, JobTask
 
 log = logging.getLogger("sif_magic.rabbitmq")
@@ -333,20 +333,15 @@ class RabbitBackend(Backend):
         if not self.live_workers():
             self.ping()
             time.sleep(0.2)
-        py, cp = python_version(), cloudpickle_version()
-        bad = [
-            w
-            for w in self.live_workers()
-            if w.get("python") != py
-            or str(w.get("cloudpickle", "")).split(".")[0] != cp.split(".")[0]
+        live = self.live_workers()
+        why = [
+            incompatibility(versions(), (str(w.get("python", "")), str(w.get("cloudpickle", ""))))
+            for w in live
         ]
-        if bad and len(bad) == len(self.live_workers()):
-            w = bad[0]
+        if live and all(why):
             raise IncompatibleWorkerError(
                 f"every worker of runtime {self.runtime!r} is incompatible with this kernel: "
-                f"worker {w['worker']} runs Python {w.get('python')} with cloudpickle "
-                f"{w.get('cloudpickle')}, this kernel Python {py} with cloudpickle {cp}. "
-                f"Rebuild the runtime: sif-magic runtime def --python {py} (it pins cloudpickle=={cp})"
+                f"worker {live[0]['worker']}: {why[0]}"
             )
 
     def start_job(self, job: Job, task: JobTask) -> None:
@@ -419,21 +414,12 @@ class RabbitBackend(Backend):
         for c in task.chunks:
             if job.cancel_requested:
                 break
-            body = Task(
-                job_id=job.job_id,
-                chunk=c.number,
-                calls=c.calls,
-                reply_to=reply_to,
-                func=task.func,
-                args=c.args,
-                func_hash=task.func_hash,
-                star=task.star,
-                timeout=task.timeout,
-                retries=task.retries,
-                max_lost=task.max_lost,
-                env=task.env,
-                python=python_version(),
-                cloudpickle=cloudpickle_version(),
+            body = task.task(
+                job.job_id,
+                c,
+                reply_to,
+                python=versions()[0],
+                cloudpickle=versions()[1],
                 client=self.session,
             ).encode()
             batch.append(("", queue, body, "task"))

@@ -4,6 +4,12 @@ Monitoring traffic therefore grows with the number of workers, not of calls:
 within one interval only the last state of a call is kept, states travel as
 index ranges, and log text is capped per interval (what is cut is counted).
 Standard library only: the worker uses this.
+
+Threads: any thread records (the pool's dispatcher through the Reporter, the
+worker's I/O thread for the outcomes it decides itself); a lock guards the
+pending batches. The flusher thread (``sif-events``) swaps them out every
+``interval`` and hands each to the sink, which runs in that thread (or in the
+one calling ``flush``/``stop``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import time
 from array import array
 from collections.abc import Callable
 
-from .protocol import DONE, STATE_NAMES, TERMINAL, EventBatch, compress_ranges, consecutive
+from ..protocol import DONE, STATE_NAMES, TERMINAL, EventBatch, compress_ranges, consecutive
 
 MAX_LOG_BYTES_PER_FLUSH = 512 * 1024
 

@@ -1,0 +1,85 @@
+"""Chunks of calls, and the pieces of them a pool hands to its slots.
+
+A ``Chunk`` is what one task message asks for: some calls of one job, their
+pickled function and inputs (bytes: the pool never unpickles user data), the
+limits that apply to them and the delivery they came in (``tag``, opaque to
+the pool). ``Chunk.from_task`` is the one way to build one, from a
+``protocol.Task``: the RabbitMQ worker builds it from the message it received,
+the local backend from the task it would have published.
+
+Threads: a chunk is built by the thread that receives the work (the worker's
+I/O thread, the kernel thread of the local backend) and handed to the pool;
+from then on only the pool's dispatcher thread writes it (``remaining``) and
+the pieces made of it (``done``).
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..protocol import Task
+
+
+@dataclass(eq=False)
+class Chunk:
+    """A chunk of calls of one job, as one task message delivered it."""
+
+    job_id: str
+    chunk: int
+    calls: list[int]  # job indices, one per item of ``args``
+    func_hash: str
+    func: bytes
+    args: bytes
+    star: bool = False
+    timeout: float | None = None
+    retries: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    tag: Any = None  # the delivery this chunk came from (for the transport)
+    attempt_base: int = 1  # first attempt number (a redelivered chunk starts higher)
+    only: list[int] | range | None = None  # positions to run (a split chunk); None: all
+    remaining: int = -1  # calls without a final result yet
+
+    def __post_init__(self) -> None:
+        if self.only is None:
+            self.only = range(len(self.calls))
+        if self.remaining < 0:
+            self.remaining = len(self.only)
+
+    @classmethod
+    def from_task(cls, task: Task, tag: Any = None) -> Chunk:
+        """The chunk a task asks for: the calls at ``task.only`` (all if None); a
+        task that lost its worker ``task.lost`` times starts at that attempt + 1."""
+        return cls(
+            job_id=task.job_id,
+            chunk=task.chunk,
+            calls=task.calls,
+            func_hash=task.func_hash,
+            func=task.func,
+            args=task.args,
+            star=task.star,
+            timeout=task.timeout,
+            retries=task.retries,
+            env=task.env,
+            tag=tag,
+            attempt_base=1 + task.lost,
+            only=list(task.only) if task.only is not None else None,
+        )
+
+
+@dataclass(eq=False)
+class Piece:
+    """Some positions of a chunk sent to one slot in one request."""
+
+    chunk: Chunk
+    positions: list[int] | range
+    attempts: list[int]
+    done: int = 0  # positions reported so far (a slot runs them in order)
+
+    def indices(self, k0: int = 0, k1: int | None = None) -> array:
+        """Job indices of positions ``k0:k1`` of this piece."""
+        calls, positions = self.chunk.calls, self.positions[k0:k1]
+        if type(positions) is range and positions.step == 1:
+            return array("q", calls[positions.start : positions.stop])
+        return array("q", [calls[p] for p in positions])

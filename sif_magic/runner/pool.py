@@ -1,0 +1,296 @@
+"""A pool of warm slot processes that run chunks of calls (worker side).
+
+The pool owns its slots (``slotproc.py``, ``slot.py``): it hands each idle slot
+the next piece of work (and a busy slot its next piece ahead of time, when
+that piece is of the same job and quick, so the slot never waits for us),
+reads what the slot reports, enforces per-call time limits, notices a slot
+that died under a call, retries failed calls, tails the slots' output files
+for live logs, and cancels. It never unpickles user data: the function and
+inputs stay bytes here, only slots load them. What happens is told to a
+``Reporter`` (``reporter.py``).
+
+Threads, and who owns what (one writer, as in dramatiq's worker):
+
+- the dispatcher thread (``sif-pool``) is the only writer of the pool's state:
+  the queue of pieces, the slots and what each runs, the outcomes (counters,
+  chunks' ``remaining``, pieces' ``done``: ``outcomes.py``) and the call times.
+  It watches every slot's response pipe (``dispatcher.py``): it reads and
+  unpickles what slots send (``SlotProc.receive``), runs what callers posted,
+  and every TICK seconds enforces time limits, announces calls that run for a
+  while and tails their output. It is the only thread that sends work to
+  slots, kills them (but for the last resort of ``close``) and calls the
+  Reporter.
+- callers (the worker's I/O thread, the kernel, tests) call ``submit``,
+  ``cancel``, ``drop_queued``, which post to the dispatcher; they read
+  ``busy``, ``pids``, ``done_calls``, ``failed_calls``, ``seconds_per_call``:
+  values the dispatcher replaces whole. ``cancels`` has its own lock.
+
+Why no reader thread per slot that forwards to the dispatcher: that costs a
+thread hand-off (a wake-up and a GIL switch) per message; with one call per
+message (benchmark s1) it measured ~10% more worker CPU per call and 1.5 more
+context switches per call than reading in the dispatcher. A slot's messages
+are handled in the order it sent them, a caller's in the order it posted them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+
+from .cancels import CancelSet
+from .chunk import Chunk, Piece
+from .dispatcher import Dispatcher
+from .outcomes import LOST_ERROR, Outcomes, error
+from .reporter import Reporter
+from .scheduler import CallTimes, send_ahead
+from .slotproc import SlotProc, Tail
+
+log = logging.getLogger("sif_magic.pool")
+
+TICK = 0.05  # seconds between two looks at running calls (time limits, live logs)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: affinity mask, then SLURM's allocation, then the machine."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")
+    if slurm and slurm.isdigit():
+        n = min(n, int(slurm))
+    return max(1, n)
+
+
+class Pool:
+    def __init__(
+        self,
+        processes: int,
+        reporter: Reporter,
+        *,
+        workdir: str | None = None,
+        cwd: str | None = None,
+        worker: str = "",
+        host: str = "",
+    ) -> None:
+        if processes < 1:
+            raise ValueError("a pool needs at least one process")
+        self.processes = processes
+        self.reporter = reporter
+        self._own_workdir = workdir is None
+        self.workdir = workdir or tempfile.mkdtemp(prefix="sif_magic-slots-")
+        self.cwd = cwd or os.getcwd()
+        self.cancels = CancelSet()  # also asked by the worker in front of the pool
+        self.call_times = CallTimes()
+        self.outcomes = Outcomes(reporter, self.call_times, worker, host)
+        self._loop = Dispatcher("sif-pool", TICK, self._tick, self._finished)
+        # the dispatcher's (before start: the starting thread's)
+        self.queue: collections.deque[Piece] = collections.deque()
+        self.slots: tuple[SlotProc, ...] = ()
+        self.closed = False
+        self._spawned = 0
+
+    # -- any thread -------------------------------------------------------------
+    def start(self, wait: bool = True) -> Pool:
+        for _ in range(self.processes):
+            self._spawn()
+        self._loop.start()
+        if wait:
+            for s in self.slots:
+                s.ready.wait(30)
+        return self
+
+    def close(self) -> None:
+        """Kill every slot (calls running die unreported), wait for them, clean up."""
+        if self._loop.started:
+            slots = self.slots
+            self._loop.post(self._on_close)
+            if not self._loop.join(10):  # pragma: no cover - a Reporter that hangs
+                log.warning("the slot pool's dispatcher did not stop; killing its slots")
+                for s in slots:
+                    s.signal_kill()
+                return
+        self._loop.close()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for s in self.slots if s.piece is not None)
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.pid for s in self.slots]
+
+    @property
+    def done_calls(self) -> int:
+        return self.outcomes.done_calls
+
+    @property
+    def failed_calls(self) -> int:
+        return self.outcomes.failed_calls
+
+    def seconds_per_call(self, func_hash: str) -> float:
+        """How long a call of that function took lately, overhead included (1.0 if unknown)."""
+        return self.call_times.get(func_hash)
+
+    def submit(self, chunk: Chunk, front: bool = False) -> None:
+        """Queue ``chunk``'s calls (``front``: before everything queued, e.g. a retry)."""
+        self._loop.post(self._on_submit, chunk, front)
+
+    def cancel(self, job_id: str) -> None:
+        """Drop queued calls of ``job_id``, kill its running calls (others untouched)."""
+        self.cancels.add(job_id)
+        self._loop.post(self._on_cancel, job_id)
+
+    def drop_queued(
+        self, predicate: Callable[[Chunk], bool], then: Callable[[int], None] | None = None
+    ) -> None:
+        """Forget queued (not started) pieces whose chunk matches ``predicate``,
+        reporting nothing: used for deliveries of a dead broker connection, which
+        the broker hands out again anyway. ``then`` gets how many were dropped
+        (in the dispatcher thread)."""
+        self._loop.post(self._on_drop, predicate, then)
+
+    # -- the dispatcher thread ----------------------------------------------------
+    def _finished(self) -> bool:
+        return self.closed and not self.slots
+
+    def _receive(self, s: SlotProc) -> None:
+        msgs = s.receive()
+        if msgs is None:  # it died (or was killed)
+            self._loop.unwatch(s.resp_r)
+            s.proc.wait()
+            self._on_exit(s)
+            return
+        for msg in msgs:
+            self._loop.safely(self._on_message, s, msg)
+
+    def _spawn(self) -> None:
+        s = SlotProc(self._spawned, self.workdir, self.cwd)
+        self._spawned += 1
+        self.slots = (*self.slots, s)
+        self._loop.watch(s.resp_r, self._receive, s)
+
+    def _on_submit(self, chunk: Chunk, front: bool) -> None:
+        positions = chunk.only if chunk.only is not None else range(len(chunk.calls))
+        if chunk.job_id in self.cancels:
+            self.outcomes.cancelled(chunk, positions)
+            return
+        piece = Piece(chunk, positions, [chunk.attempt_base] * len(positions))
+        if front:
+            self.queue.appendleft(piece)
+        else:
+            self.queue.append(piece)
+        self._dispatch()
+
+    def _on_cancel(self, job_id: str) -> None:
+        keep: collections.deque[Piece] = collections.deque()
+        for piece in self.queue:
+            if piece.chunk.job_id == job_id:
+                self.outcomes.cancelled(piece.chunk, piece.positions)
+            else:
+                keep.append(piece)
+        self.queue = keep
+        for s in self.slots:
+            if s.piece is not None and s.piece.chunk.job_id == job_id:
+                s.kill("cancel")
+
+    def _on_drop(self, predicate: Callable[[Chunk], bool], then: Callable | None) -> None:
+        keep = collections.deque(p for p in self.queue if not predicate(p.chunk))
+        dropped, self.queue = len(self.queue) - len(keep), keep
+        if then is not None:
+            then(dropped)
+
+    def _on_close(self) -> None:
+        self.closed = True
+        self.queue.clear()
+        for s in self.slots:
+            s.kill("shutdown")
+
+    def _dispatch(self) -> None:
+        queue = self.queue
+        for s in self.slots:
+            if not queue:
+                return
+            if s.piece is None and s.up and not s.killed_for:
+                s.send(queue.popleft(), ahead=False)
+        # quick pieces of the job a slot runs go ahead of time: the slot starts
+        # them without waiting for this process to read its results
+        for s in self.slots:
+            if not queue:
+                return
+            if s.piece is not None and s.next is None and not s.killed_for:
+                c = queue[0].chunk
+                if c.job_id == s.piece.chunk.job_id and send_ahead(
+                    len(queue[0].positions),
+                    self.call_times.get(c.func_hash),
+                    len(c.func) + len(c.args),
+                    s.room,
+                ):
+                    s.send(queue.popleft(), ahead=True)
+
+    def _on_message(self, s: SlotProc, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "results":
+            piece = s.piece
+            if piece is not None:
+                if self._records(s, piece, msg, s.tail):
+                    s.tail = None  # that call is over
+        elif kind == "finished":
+            # the slot is idle: give it its next piece first, then report this one's end
+            piece, s.piece, s.run_id = s.piece, s.next, s.next_run_id
+            tail, s.next, s.tail = s.tail, None, None
+            self._dispatch()
+            if piece is None:
+                return
+            if msg[3]:
+                self._records(s, piece, msg, tail)
+            if piece.done < len(piece.positions):
+                # never lose a call silently, even to a bug of ours in the slot
+                why = "the worker's call runner stopped before reporting it"
+                rest = piece.positions[piece.done :], piece.attempts[piece.done :]
+                piece.done = len(piece.positions)
+                self.outcomes.failed(piece.chunk, *rest, error(LOST_ERROR, why))
+        elif kind == "ready":
+            s.up = True
+            s.ready.set()
+            self._dispatch()
+
+    def _records(self, s: SlotProc, piece: Piece, msg: tuple, tail: Tail | None) -> bool:
+        retries, tail_over = self.outcomes.records(piece, s.pid, *msg[2:], tail=tail)
+        if retries:
+            self.queue.extend(retries)
+            self._dispatch()
+        return tail_over
+
+    def _on_exit(self, s: SlotProc) -> None:
+        self.slots = tuple(x for x in self.slots if x is not s)
+        if not self.closed:
+            self._spawn()
+            ahead = s.next
+            if ahead is not None:  # never started: run it again (or cancel it)
+                if s.killed_for == "cancel" or ahead.chunk.job_id in self.cancels:
+                    self.outcomes.cancelled(ahead.chunk, ahead.positions)
+                else:
+                    self.queue.appendleft(ahead)
+            piece = s.piece
+            if piece is not None:
+                cancelled = s.killed_for == "cancel" or piece.chunk.job_id in self.cancels
+                again, retry = self.outcomes.slot_died(s, piece, cancelled)
+                if again is not None:
+                    self.queue.appendleft(again)
+                if retry is not None:
+                    self.queue.append(retry)
+        s.close()
+        self._dispatch()
+
+    def _tick(self) -> None:
+        now = time.time()
+        for s in self.slots:
+            s.watch(now, self.reporter)

@@ -1,0 +1,200 @@
+"""What a slot keeps of the calls it ran until it sends them to its parent.
+
+Per call of the current run: its return value and two times, or, for a call
+that failed or wrote output, a ``Special`` entry (status, error, output). A
+flush sends what is there as one message in columns (see ``slotio.py``).
+
+Threads (in the slot process): the main thread, running calls, appends
+without the lock (appends are atomic, and a flush takes only whole entries:
+``times`` is appended first, and ``specials`` is counted before the entry is
+appended); the main thread and the watchdog thread both flush, under ``lock``.
+Standard library and cloudpickle only.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import threading
+import time
+from array import array
+
+from .slotio import DONE, FAILED, MAX_CALL_OUTPUT, write_msg
+from .tracebacks import describe_exception
+
+TRUNCATE_AT = 16 << 20  # the output files are emptied between calls past this size
+
+
+class Special:
+    """A call that failed or wrote output, in ``Records.entries`` (others: their value)."""
+
+    __slots__ = ("status", "value", "blob", "error", "out", "err", "dropped")
+
+    def __init__(
+        self, status: int, value: object, blob: bytes, error: dict | None, out: bytes,
+        err: bytes, dropped: int,
+    ) -> None:  # fmt: skip
+        self.status, self.value, self.blob, self.error = status, value, blob, error
+        self.out, self.err, self.dropped = out, err, dropped
+
+
+class Records:
+    def __init__(self, resp_fd: int) -> None:
+        self.resp_fd = resp_fd
+        self.lock = threading.Lock()  # guards sending
+        self.entries: list = []  # per call: its return value, or a Special
+        self.times = array("d")
+        self.indices: list[int] = []  # job indices of the run's calls
+        self.sent = 0  # calls of the run sent so far
+        self.specials = 0  # Special entries appended so far (main thread)
+        self.specials_sent = 0
+        self.last_flush = 0.0
+        self.run_id = 0
+
+    def start(self, run_id: int, indices: list[int]) -> None:
+        with self.lock:
+            self.run_id = run_id
+            self.indices = indices
+            self.sent = 0
+
+    def send(self, msg: object) -> None:
+        with self.lock:
+            write_msg(self.resp_fd, msg)
+
+    def flush(self, final: bool = False) -> None:
+        with self.lock:
+            n = len(self.entries)
+            # the main thread counts a special entry before appending it: if one is
+            # among the first n, the count read now includes it
+            scan = self.specials != self.specials_sent
+            if n or final:
+                entries = self.entries[:n]
+                del self.entries[:n]
+                times = self.times[: 2 * n]
+                del self.times[: 2 * n]
+                special: dict[int, list] = {}
+                if scan:
+                    for k, r in enumerate(entries):
+                        if type(r) is Special:
+                            special[k] = [r.status, r.error, r.out, r.err, r.dropped, r.blob]
+                            entries[k] = r.value
+                    self.specials_sent += len(special)
+                values = self._pickle_values(entries, special)
+                self.sent += n
+                kind = "finished" if final else "results"
+                write_msg(self.resp_fd, (kind, self.run_id, values, n, times, special))
+            self.last_flush = time.time()
+
+    def _pickle_values(self, values: list, special: dict[int, list]) -> bytes:
+        """One pickle of the calls' return values; a value that cannot be pickled
+        (even by cloudpickle) fails its call with a SerializationError instead."""
+        try:
+            return pickle.dumps(values, protocol=5)
+        except Exception:  # noqa: BLE001 - a lambda, a local class, an open file ...
+            pass
+        import cloudpickle
+
+        try:
+            return cloudpickle.dumps(values, protocol=5)
+        except Exception:  # noqa: BLE001
+            pass
+        for k, value in enumerate(values):
+            if value is None:
+                continue
+            try:
+                cloudpickle.dumps(value, protocol=5)
+            except Exception as e:  # noqa: BLE001
+                entry = special.setdefault(k, [DONE, None, b"", b"", 0, b""])
+                i = self.sent + k
+                index = self.indices[i] if i < len(self.indices) else "?"
+                entry[0] = FAILED
+                entry[1] = {
+                    "type": "sif_magic.errors.SerializationError",
+                    "message": f"the result of call {index} ({type(value).__name__}) cannot"
+                    f" be pickled to send it back: {e}",
+                    "frames": [],
+                }
+                values[k] = None
+        return cloudpickle.dumps(values, protocol=5)
+
+    def all_failed(self, error: dict, n: int) -> None:
+        """``n`` calls failed with ``error`` without running (their chunk did not load)."""
+        now = time.time()
+        for _ in range(n):
+            self.times.append(now)
+            self.times.append(now)
+            self.specials += 1
+            self.entries.append(Special(FAILED, None, b"", error, b"", b"", 0))
+
+    def record(
+        self,
+        value: object,
+        start: float,
+        end: float,
+        out0: int,
+        err0: int,
+        ok: bool = False,
+    ) -> tuple[int, int]:
+        """Record a call that failed (``value`` is the exception) or wrote output
+        (``ok``), its output being what the files got past ``out0``/``err0``;
+        returns where the next call's output starts."""
+        if ok:
+            status, error, blob = DONE, None, b""
+        else:
+            status, error = FAILED, describe_exception(value)  # type: ignore[arg-type]
+            try:
+                blob = dumps_value(value)
+            except Exception:  # noqa: BLE001 - it travels as its description only
+                blob = b""
+            value = None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        out, d1, out_end = slice_output(1, out0)
+        err, d2, err_end = slice_output(2, err0)
+        self.times.append(start)
+        self.times.append(end)
+        if status == DONE and not out and not err and not d1 + d2:
+            self.entries.append(value)
+        else:
+            self.specials += 1  # before the append: a flush that sees the entry sees this
+            self.entries.append(Special(status, value, blob, error, out, err, d1 + d2))
+        return out_end, err_end
+
+    def give_output(self, out0: int, err0: int) -> tuple[int, int]:
+        """Output written past ``out0``/``err0`` by quick calls goes to the last call
+        still here (if it succeeded quietly). Returns where the next call's output
+        starts (unchanged if no call was there to take it)."""
+        with self.lock:  # the watchdog may be sending the entries
+            if not self.entries or type(self.entries[-1]) is Special:
+                return out0, err0
+            out, d1, out_end = slice_output(1, out0)
+            err, d2, err_end = slice_output(2, err0)
+            self.specials += 1
+            self.entries[-1] = Special(DONE, self.entries[-1], b"", None, out, err, d1 + d2)
+        return out_end, err_end
+
+
+def slice_output(fd: int, start: int) -> tuple[bytes, int, int]:
+    """(bytes written to ``fd`` since ``start``, bytes dropped from their head, new end)."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    if end < start:  # emptied meanwhile (should not happen between our own calls)
+        start = 0
+    if end == start:
+        data, dropped = b"", 0
+    else:
+        dropped = max(0, end - start - MAX_CALL_OUTPUT)
+        data = os.pread(fd, end - start - dropped, start + dropped)
+    if end > TRUNCATE_AT:
+        os.ftruncate(fd, 0)
+        end = 0
+    return data, dropped, end
+
+
+def dumps_value(value: object) -> bytes:
+    try:
+        return pickle.dumps(value, protocol=5)
+    except Exception:
+        import cloudpickle
+
+        return cloudpickle.dumps(value, protocol=5)

@@ -1,0 +1,329 @@
+"""One warm process that runs calls: ``python slot.py REQ_FD RESP_FD OUT ERR STATE``.
+
+Its file descriptors 1 and 2 point at two files (``OUT``, ``ERR``, opened
+O_APPEND), so whatever a call writes, from Python, C code or a subprocess, lands
+there. After a call the slot notes the files' sizes (the previous call's end is
+the next call's start) and sends the bytes written in between with the call's
+record: output is attributed to calls exactly, without a pipe read per call
+(quick calls skip this once their function has shown it writes only through
+``sys.stdout``, see ``Slot._calls``). The parent tails the same files for live
+logs of calls that run for a while. What travels on the pipes and what
+``STATE`` holds: ``slotio.py``.
+
+Run by path, never imported by the parent: this folder does not go on
+``sys.path`` (its modules would shadow the user's); the modules the slot needs
+(``slotio``, ``records``, ``tracebacks``) are loaded as a private package.
+They and this file import only each other, the standard library and
+cloudpickle: this runs inside the worker image.
+
+Threads: the main thread runs calls and appends their records; a watchdog
+thread sends records that wait while a long call runs, and kills the slot's
+process group if the parent died.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import importlib.machinery
+import importlib.util
+import io
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import types
+from typing import Any
+
+FLUSH_EVERY = 0.002  # seconds between result batches while calls are quick
+QUICK = 50e-6  # seconds: a call this quick, that wrote nothing through sys.stdout/stderr, ...
+PRECISE_FIRST = 256  # ... after this many calls of its function, is not checked on its own
+CHECK_EVERY = 255  # but with the others, every 256 calls (and before results are sent)
+WATCH_EVERY = 0.01  # the watchdog sends finished results while a long call runs
+_THIS_FILE = os.path.abspath(__file__).removesuffix("c")
+
+
+def _siblings(*names: str) -> list[types.ModuleType]:
+    """This folder's modules ``names``, imported as a package of a private name
+    (the folder stays off ``sys.path``)."""
+    package = "_sif_magic_slot"
+    if package not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+        module = importlib.util.module_from_spec(spec)
+        module.__path__ = [os.path.dirname(_THIS_FILE)]
+        sys.modules[package] = module
+    return [importlib.import_module(f"{package}.{name}") for name in names]
+
+
+if __package__:  # imported (by tests) as sif_magic.runner.slot
+    from . import records, slotio, tracebacks  # noqa: E402
+else:  # run by path
+    records, slotio, tracebacks = _siblings("records", "slotio", "tracebacks")
+
+
+_WROTE = [0]  # set by writes through sys.stdout / sys.stderr (and their .buffer)
+
+
+class _TrackedBuffer(io.BufferedWriter):
+    def write(self, b: Any) -> int:
+        _WROTE[0] = 1
+        return super().write(b)
+
+
+class _TrackedText(io.TextIOWrapper):
+    def write(self, s: str) -> int:
+        _WROTE[0] = 1
+        return super().write(s)
+
+
+def _tracked_stream(fd: int, errors: str) -> _TrackedText:
+    """``sys.stdout``/``sys.stderr`` on ``fd``, raising _WROTE on every write."""
+    raw = io.FileIO(fd, "w", closefd=False)
+    return _TrackedText(_TrackedBuffer(raw), encoding="utf-8", errors=errors, line_buffering=True)
+
+
+class _Unloadable:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _kill_group(*_: object) -> None:
+    """Kill this slot's process group: the slot and whatever its call started."""
+    os.killpg(0, signal.SIGKILL)
+
+
+def _die_with_parent() -> None:
+    # Linux: when the worker dies (even by SIGKILL), the kernel sends us SIGUSR1; we take
+    # the processes our call started down with us (they share our process group)
+    signal.signal(signal.SIGUSR1, _kill_group)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGUSR1)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class Slot:
+    def __init__(self, req_fd: int, resp_fd: int, state: slotio.SharedState) -> None:
+        self.req_fd = req_fd
+        self.state = state
+        self.records = records.Records(resp_fd)
+        self.calls_seen: dict[str, int] = {}  # per function hash
+        self.untracked: set[str] = set()  # functions seen writing past sys.stdout/stderr
+        self.leftover: tuple[int, int] | None = None  # output offsets no call took yet
+        self.funcs: dict[str, object] = {}
+        threading.Thread(target=self._watchdog, daemon=True).start()
+
+    def _watchdog(self) -> None:
+        ppid = os.getppid()
+        out = self.records
+        while True:
+            time.sleep(WATCH_EVERY)
+            if os.getppid() != ppid:  # the parent died (and the signal did not get through)
+                _kill_group()
+            # finished calls wait while the main thread runs a long call: send them
+            if out.entries and time.time() - out.last_flush >= FLUSH_EVERY:
+                out.flush()
+
+    # -- running -------------------------------------------------------------
+    def loop(self) -> None:
+        self.records.send(("ready", os.getpid()))
+        while True:
+            msg = slotio.read_msg(self.req_fd)
+            if msg is None:
+                return
+            if msg[0] == "run":
+                self.run(*msg[1:])
+
+    def _function(self, func_hash: str, func_bytes: bytes | None) -> object:
+        """The function of ``func_hash``: the parent sends its bytes only the first
+        time (it mirrors this cache, MAX_FUNCS), so a failure to load is kept too."""
+        func = self.funcs.get(func_hash) if func_hash else None
+        if func is None:
+            import cloudpickle  # noqa: F401  (needed to unpickle by-value functions)
+
+            try:
+                func = pickle.loads(func_bytes)  # type: ignore[arg-type]
+            except BaseException as e:  # noqa: BLE001 - raised again for every run of it
+                func = _Unloadable(e)
+            if func_hash:
+                if len(self.funcs) > slotio.MAX_FUNCS:
+                    self.funcs.clear()
+                self.funcs[func_hash] = func
+        if type(func) is _Unloadable:
+            raise func.error
+        return func
+
+    def run(
+        self, run_id, func_hash, func_bytes, args_bytes, positions, indices, attempts, star, env
+    ) -> None:  # noqa: ANN001
+        self.records.start(run_id, indices)
+        saved_env = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            try:
+                func = self._function(func_hash, func_bytes)
+                import cloudpickle  # noqa: F401
+
+                items = pickle.loads(args_bytes)
+            except BaseException as e:  # cannot even load the chunk: every call fails
+                err = tracebacks.describe_exception(e)
+                err["message"] = (
+                    f"could not unpickle the function or its inputs here: {err['message']}"
+                )
+                self.records.all_failed(err, len(indices))
+                return
+            if type(positions) is tuple:
+                positions = range(*positions)
+            self._calls(func, func_hash, items, positions, star)
+        finally:
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            self.records.flush(final=True)
+
+    def _calls(self, func, func_hash, items, positions, star: bool) -> None:  # noqa: ANN001
+        """Run the calls of a run, in order. The hot path: per call, the state is
+        written once (the next call's state says this one ended) and a call that
+        succeeded without output leaves just its value and two times.
+
+        Whether a call wrote output: writes through ``sys.stdout``/``sys.stderr``
+        raise a flag (see ``_Tracked``); a call that raised it, took longer than
+        QUICK, or belongs to the first PRECISE_FIRST calls of its function here,
+        has the output files' sizes read after it (exact attribution, also of
+        ``os.write``, C code and subprocesses). Quick quiet calls are checked
+        together before their results leave: output found there (written past
+        ``sys.stdout`` by a quick call) goes to the last of them (at most 256
+        calls or 2 ms later), and that function is checked call by call from
+        then on."""
+        out = self.records
+        state, run_id = self.state, out.run_id
+        mem, pack, seq = state.mem, slotio.STATE.pack_into, state.seq
+        pack_pos, pack_start = slotio.POS.pack_into, slotio.START.pack_into
+        pos_at, start_at = slotio.POS_AT, slotio.START_AT
+        whole = True  # the next state write is a whole (seqlocked) one: offsets moved
+        entries, times = out.entries, out.times
+        rec, tim = entries.append, times.append
+        now, lseek, flush_every = time.time, os.lseek, FLUSH_EVERY
+        wrote = _WROTE
+        out0, err0 = self.leftover or (lseek(1, 0, 2), lseek(2, 0, 2))
+        self.leftover = None
+        seen = self.calls_seen.get(func_hash, 0)
+        self.calls_seen[func_hash] = seen + len(positions)
+        fast = seen >= PRECISE_FIRST and func_hash not in self.untracked
+        quick = QUICK if fast else -1.0
+        try:
+            for k, pos in enumerate(positions):
+                item = items[pos]
+                start = now()
+                if entries and start - out.last_flush >= flush_every:
+                    if fast:
+                        out0, err0 = self._check_quick(func_hash, out0, err0)
+                        fast = func_hash not in self.untracked
+                        quick = QUICK if fast else -1.0
+                    out.flush()
+                if whole:
+                    seq += 1
+                    pack(mem, 0, 2 * seq - 1, run_id, k, start, out0, err0)
+                    pack(mem, 0, 2 * seq, run_id, k, start, out0, err0)
+                    whole = False
+                else:
+                    pack_start(mem, start_at, start)
+                    pack_pos(mem, pos_at, k)
+                try:
+                    value = func(*item) if star else func(item)
+                except BaseException as e:  # noqa: BLE001 - report everything, even SystemExit
+                    end = now()
+                    if fast and not wrote[0] and (lseek(1, 0, 2) != out0 or lseek(2, 0, 2) != err0):
+                        self.untracked.add(func_hash)  # output past sys.stdout, maybe earlier
+                        fast, quick = False, -1.0
+                    wrote[0] = 0
+                    out0, err0 = out.record(e, start, end, out0, err0)
+                    whole = True
+                    continue
+                end = now()
+                if end - start < quick and not wrote[0]:
+                    tim(start)
+                    tim(end)
+                    rec(value)
+                    if k & CHECK_EVERY == CHECK_EVERY:
+                        out0, err0 = self._check_quick(func_hash, out0, err0)
+                        fast = func_hash not in self.untracked
+                        quick = QUICK if fast else -1.0
+                    continue
+                flagged, wrote[0] = wrote[0], 0
+                sys.stdout.flush()
+                sys.stderr.flush()
+                if lseek(1, 0, 2) != out0 or lseek(2, 0, 2) != err0:
+                    if fast and not flagged:  # written past sys.stdout, maybe by a quick call
+                        self.untracked.add(func_hash)
+                        fast, quick = False, -1.0
+                    out0, err0 = out.record(value, start, end, out0, err0, True)
+                    whole = True
+                    continue
+                tim(start)
+                tim(end)
+                rec(value)
+        finally:
+            if fast:
+                mark = self._check_quick(func_hash, out0, err0)
+                if mark == (out0, err0) and func_hash in self.untracked:
+                    self.leftover = mark  # nobody to give it to: the next call gets it
+            state.seq = seq
+            state.write(run_id, -1, time.time(), 0, 0)
+
+    def _check_quick(self, func_hash: str, out0: int, err0: int) -> tuple[int, int]:
+        """Did quick calls write past ``sys.stdout``? Their output goes to the last
+        of them still here, and this function is checked call by call from now on.
+        Returns where the next call's output starts (unchanged if no call was
+        there to take it: the next checked call does)."""
+        if os.lseek(1, 0, os.SEEK_END) == out0 and os.lseek(2, 0, os.SEEK_END) == err0:
+            return out0, err0
+        self.untracked.add(func_hash)
+        return self.records.give_output(out0, err0)
+
+
+def split_main() -> None:
+    """``slot.py split``: stdin (args_bytes, positions) -> stdout [pickled [item], ...].
+
+    Re-packs a chunk's inputs into one pickle per call, for a worker that splits a
+    redelivered chunk: user data is unpickled here, never in the worker itself."""
+    import cloudpickle
+
+    args_bytes, positions = pickle.loads(sys.stdin.buffer.read())
+    items = pickle.loads(args_bytes)
+    out = [cloudpickle.dumps([items[p]], protocol=5) for p in positions]
+    sys.stdout.buffer.write(pickle.dumps(out, protocol=5))
+
+
+def main(argv: list[str]) -> None:
+    if argv and argv[0] == "split":
+        split_main()
+        return
+    req_fd, resp_fd = int(argv[0]), int(argv[1])
+    out_path, err_path, state_path = argv[2], argv[3], argv[4]
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about interrupts
+    for fd, path in ((1, out_path), (2, err_path)):
+        f = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
+        os.dup2(f, fd)
+        os.close(f)
+    sys.stdout = sys.__stdout__ = _tracked_stream(1, "strict")
+    sys.stderr = sys.__stderr__ = _tracked_stream(2, "backslashreplace")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    sys.argv = ["sif-magic-slot"]
+    Slot(req_fd, resp_fd, slotio.SharedState(state_path)).loop()
+
+
+if __name__ == "__main__":
+    # run as a script: do not let this package's directory shadow the user's modules
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(_THIS_FILE):
+        sys.path.pop(0)
+    main(sys.argv[1:])

@@ -1,0 +1,118 @@
+"""What a slot and its parent share: the pipes' messages and the state file.
+
+Both sides import this: the parent (``slotproc.py``) as part of the package,
+the slot process (``slot.py``, run by path) as a private copy. Standard
+library only. Threads: each pipe end has one reader or writer (see
+``slotproc.py``, ``records.py``); the state file has one writer, the slot's
+main thread, and one reader, the pool's dispatcher.
+
+Parent -> slot (length-prefixed pickles on the request pipe)::
+
+    ("run", run_id, func_hash, func_bytes | None, args_bytes, positions, indices,
+     attempts, star, env)    # positions: a list, or (start, stop) for a range
+
+Slot -> parent (on the response pipe)::
+
+    ("ready", pid)
+    ("results", run_id, values, n, times, special)   # some calls of the run finished
+    ("finished", run_id, values, n, times, special)  # the last ones: the run is over
+
+The calls of a run report in order, ``n`` at a time, in columns: ``values`` is
+one pickle of the list of their return values (taken when the message is
+sent, as ProcessPoolExecutor does for a chunk; None for calls that failed),
+``times`` an ``array('d')`` of ``t_start, t_end`` per call; ``special`` maps
+the position (in this message) of each call that failed or wrote output to
+``[status, error, out, err, dropped, blob]``, ``blob`` being the pickled
+exception of a failed call; the others succeeded quietly. ``func_bytes`` is
+None when the slot has the function loaded already: the parent mirrors the
+slot's cache of MAX_FUNCS functions.
+
+The state file is a small file both sides map into memory (``SharedState``):
+before each call the slot writes which call it is running, since when, and
+where its output starts (a seqlock: ``seq`` is odd while it writes). The
+parent reads it to show calls as running, to enforce time limits and, when the
+slot dies, to know exactly which call killed it: results are sent in batches,
+so the last reported call says nothing about which one was running.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import struct
+
+LEN = struct.Struct(">I")  # the length before each message
+# seq, run_id, position in the run (-1: between calls), start time, out offset, err offset
+STATE = struct.Struct("=qqqdqq")
+# between calls of a run whose output offsets did not move, the slot stores just the
+# start time, then the position (aligned 8-byte stores, in this order): a reader
+# that catches it in between sees the previous call with the new start time, which
+# is harmless (that call is over); never the new call with the old start time
+POS_AT, START_AT = 16, 24
+POS, START = struct.Struct("=q"), struct.Struct("=d")
+DONE, FAILED = 2, 3  # call statuses (the same numbers as protocol.DONE, protocol.FAILED)
+MAX_CALL_OUTPUT = 1 << 20  # bytes of each stream kept per call (the tail)
+MAX_FUNCS = 8  # loaded functions a slot keeps; more: its cache starts again
+
+
+def read_msg(fd: int) -> object | None:
+    head = _read_exact(fd, 4)
+    if head is None:
+        return None
+    (n,) = LEN.unpack(head)
+    body = _read_exact(fd, n)
+    if body is None:
+        return None
+    return pickle.loads(body)
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks = []
+    while n:
+        try:
+            b = os.read(fd, min(n, 1 << 20))
+        except InterruptedError:
+            continue
+        if not b:
+            return None
+        chunks.append(b)
+        n -= len(b)
+    return b"".join(chunks)
+
+
+def write_msg(fd: int, msg: object) -> None:
+    body = pickle.dumps(msg, protocol=5)
+    data = memoryview(LEN.pack(len(body)) + body)
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+class SharedState:
+    """The seqlocked record of the call a slot is running (both sides use it)."""
+
+    def __init__(self, path: str, create: bool = False) -> None:
+        if create:
+            with open(path, "wb") as f:
+                f.write(b"\0" * STATE.size)
+        self.fd = os.open(path, os.O_RDWR)
+        self.mem = mmap.mmap(self.fd, STATE.size)
+        self.seq = 0
+
+    def write(self, run_id: int, pos: int, start: float, out: int, err: int) -> None:
+        self.seq += 1
+        STATE.pack_into(self.mem, 0, self.seq * 2 - 1, run_id, pos, start, out, err)
+        STATE.pack_into(self.mem, 0, self.seq * 2, run_id, pos, start, out, err)
+
+    def read(self) -> tuple[int, int, float, int, int]:
+        """(run_id, position, start, out offset, err offset) of the current call."""
+        for _ in range(1000):
+            seq, run_id, pos, start, out, err = STATE.unpack_from(self.mem, 0)
+            if seq % 2 == 0 and STATE.unpack_from(self.mem, 0)[0] == seq:
+                return run_id, pos, start, out, err
+        return 0, -1, 0.0, 0, 0
+
+    def close(self) -> None:
+        self.mem.close()
+        os.close(self.fd)

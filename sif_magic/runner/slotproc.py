@@ -1,0 +1,230 @@
+"""The parent side of one slot process (``slot.py``): its pipes, state and output files.
+
+Threads: the pool's dispatcher thread (and, before it starts, the thread that
+starts the pool) creates a ``SlotProc``, sends it work, reads what it sends
+back (``receive``: the response pipe is non-blocking, watched by the
+dispatcher's selector), kills it, reads its state file and output files, and
+is the only writer of its attributes. Another thread may wait on ``ready`` or
+read ``pid`` and ``piece``; ``Pool.close`` may ``signal_kill`` as a last resort.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+
+from . import slotio
+from .chunk import Piece
+from .reporter import Reporter
+
+log = logging.getLogger("sif_magic.pool")
+ANNOUNCE_AFTER = 0.02  # a call running this long is shown as running
+
+READ_SIZE = 1 << 16  # bytes read from a slot at once (a bigger buffer costs an mmap per read)
+# the call process, run by path (see slot.py)
+SLOT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slot.py")
+
+
+class Tail:
+    """The live tail of the call a slot runs: where its output started, how far
+    it was sent (whole lines only, while the call runs)."""
+
+    __slots__ = ("index", "start", "pos")
+
+    def __init__(self, index: int, out: int, err: int) -> None:
+        self.index = index
+        self.start = [out, err]
+        self.pos = [out, err]
+
+    def sent(self) -> tuple[int, int]:
+        """Bytes of stdout and stderr sent so far."""
+        return self.pos[0] - self.start[0], self.pos[1] - self.start[1]
+
+    def new_lines(self, paths: tuple[str, str]) -> list[tuple[int, bytes]]:
+        """(stream, bytes) of the whole lines written since the last look."""
+        lines = []
+        for k, path in enumerate(paths):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(self.pos[k])
+                    data = f.read(1 << 20)
+            except OSError:
+                continue
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                self.pos[k] += cut
+                lines.append((k + 1, data[:cut]))
+        return lines
+
+
+class SlotProc:
+    def __init__(self, n: int, workdir: str, cwd: str) -> None:
+        self.n = n
+        self.paths = (os.path.join(workdir, f"slot{n}.out"), os.path.join(workdir, f"slot{n}.err"))
+        state_path = os.path.join(workdir, f"slot{n}.state")
+        self.state = slotio.SharedState(state_path, create=True)
+        req_r, self.req_w = os.pipe()
+        self.resp_r, resp_w = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, SLOT_SCRIPT, str(req_r), str(resp_w), *self.paths, state_path],
+            pass_fds=(req_r, resp_w),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: signals to the kernel skip it
+            cwd=cwd,
+        )
+        os.close(req_r)
+        os.close(resp_w)
+        os.set_blocking(self.resp_r, False)
+        self.buf = bytearray()  # what arrived of the next message
+        self.pid = self.proc.pid
+        try:  # a message this small never blocks in the request pipe while the slot runs
+            self.room = fcntl.fcntl(self.req_w, fcntl.F_GETPIPE_SZ) // 2
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            self.room = 2048
+        self.up = False  # it said it is ready
+        self.piece: Piece | None = None  # the piece it runs (or was given last)
+        self.run_id = 0
+        self.next: Piece | None = None  # sent ahead: it runs once ``piece`` is finished
+        self.next_run_id = 0
+        self.runs = 0
+        self.killed_for = ""  # why we killed it, if we did
+        self.funcs: set[str] = set()  # function hashes it holds (mirrors Slot._function)
+        self.tail: Tail | None = None  # the call shown live (once announced)
+        self.ready = threading.Event()  # set with ``up``
+
+    def send(self, piece: Piece, ahead: bool) -> None:
+        """Have it run ``piece`` (``ahead``: once the piece it runs is finished)."""
+        self.runs += 1
+        if ahead:
+            self.next, self.next_run_id = piece, self.runs
+        else:
+            self.piece, self.run_id, self.tail = piece, self.runs, None
+        c = piece.chunk
+        func: bytes | None = c.func
+        if c.func_hash and c.func_hash in self.funcs:
+            func = None  # the slot has it loaded: do not send it again
+        elif c.func_hash:
+            if len(self.funcs) > slotio.MAX_FUNCS:
+                self.funcs.clear()
+            self.funcs.add(c.func_hash)
+        positions = piece.positions
+        if type(positions) is range and positions.step == 1:
+            positions = (positions.start, positions.stop)  # cheaper to pickle than a range
+        msg = ("run", self.runs, c.func_hash, func, c.args, positions,
+               piece.indices().tolist(), piece.attempts, c.star, c.env)  # fmt: skip
+        try:
+            slotio.write_msg(self.req_w, msg)
+        except OSError:  # it died just now: its exit settles the piece
+            self.kill("dead")
+
+    def kill(self, why: str) -> None:
+        self.killed_for = why
+        self.signal_kill()
+
+    def signal_kill(self) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGKILL)  # the call's own children go too
+        except ProcessLookupError:
+            pass
+
+    def current(self) -> tuple[int, float, int, int] | None:
+        """(position in ``piece``, start, stdout offset, stderr offset) of the call it
+        runs now; None between calls."""
+        run_id, pos, start, out, err = self.state.read()
+        piece = self.piece
+        if piece is None or run_id != self.run_id or pos < 0 or pos >= len(piece.positions):
+            return None
+        return pos, start, out, err
+
+    def watch(self, now: float, reporter: Reporter) -> None:
+        """Kill the call it runs if past its time limit; show a call that runs for
+        ANNOUNCE_AFTER as running, and the whole lines of output it wrote since."""
+        piece = self.piece
+        if piece is None or self.killed_for:
+            return
+        running = self.current()
+        if running is None:
+            return
+        pos, start, out_off, err_off = running
+        c = piece.chunk
+        index = c.calls[piece.positions[pos]]
+        if c.timeout and now - start > c.timeout:
+            log.debug("call %s of job %s timed out in slot %s", index, c.job_id, self.n)
+            self.kill("timeout")
+            return
+        tail = self.tail
+        if (tail is None or tail.index != index) and now - start >= ANNOUNCE_AFTER:
+            tail = self.tail = Tail(index, out_off, err_off)
+            reporter.started(c, index, piece.attempts[pos], start)
+        if tail is not None and tail.index == index:
+            for stream, data in tail.new_lines(self.paths):
+                reporter.output(c, index, stream, data)
+
+    def last_output(self) -> tuple[bytes, bytes]:
+        """What the call it ran last wrote (for a call that died), from its files."""
+        _, _, _, out_off, err_off = self.state.read()
+        out = []
+        for path, off in zip(self.paths, (out_off, err_off)):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(off)
+                    out.append(f.read(slotio.MAX_CALL_OUTPUT))
+            except OSError:
+                out.append(b"")
+        return out[0], out[1]
+
+    def exit_reason(self) -> str:
+        rc = self.proc.returncode
+        if rc is None:
+            return "its process stopped answering"
+        if rc < 0:
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = f"signal {-rc}"
+            hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if -rc == 9 else ""
+            return f"its process was killed by {name}{hint}"
+        return f"its process exited with code {rc}"
+
+    def receive(self) -> list[tuple] | None:
+        """The whole messages that arrived (the start of the next one stays in
+        ``buf``); None once the slot closed its pipe (it died) or garbled it."""
+        try:
+            data = os.read(self.resp_r, READ_SIZE)
+        except BlockingIOError:
+            return []
+        except OSError:
+            data = b""
+        if not data:
+            return None
+        buf = self.buf
+        buf += data
+        msgs, pos, end = [], 0, len(buf)
+        with memoryview(buf) as view:
+            while end - pos >= 4:
+                (size,) = slotio.LEN.unpack_from(buf, pos)
+                if end - pos - 4 < size:
+                    break
+                try:
+                    msgs.append(pickle.loads(view[pos + 4 : pos + 4 + size]))
+                except Exception:  # noqa: BLE001 - a garbled pipe is a dead slot
+                    self.signal_kill()
+                    return None
+                pos += 4 + size
+        del buf[:pos]
+        return msgs
+
+    def close(self) -> None:
+        """After its exit: the pipes and the state file."""
+        for fd in (self.req_w, self.resp_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.state.close()
