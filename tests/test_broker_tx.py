@@ -225,11 +225,11 @@ def test_a_worker_holds_many_quick_chunks_and_few_slow_ones() -> None:
         chunk = Chunk("j", 0, [0], "h", b"", b"")
         seconds = {"h": 2e-5}
         w.pool.seconds_per_call = lambda h: seconds[h]  # type: ignore[method-assign]
-        assert w.prefetch.current == 4  # two per process to begin with
-        changes = [p for p in (w._adapt_prefetch(chunk) for _ in range(64)) if p]
+        assert w.outbox.prefetch.current == 4  # two per process to begin with
+        changes = [p for p in (w.outbox.adapt_prefetch(chunk) for _ in range(64)) if p]
         assert changes and changes[-1] == PREFETCH_MAX
         seconds["h"] = 0.5  # the next job's calls are slow
-        changes = [p for p in (w._adapt_prefetch(chunk) for _ in range(200)) if p]
+        changes = [p for p in (w.outbox.adapt_prefetch(chunk) for _ in range(200)) if p]
         assert changes and changes[-1] == 4
     finally:
         w.pool.close()
