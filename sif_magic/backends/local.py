@@ -20,7 +20,7 @@ from ..config import SifConfig
 from ..job import Job
 from ..pool import Chunk, Pool, usable_cpus
 from ..protocol import RETRYING, RUNNING, EventBatch, ResultSegment
-from . import Backend, JobTask
+from .base import Backend, JobTask
 
 
 class _Reporter:

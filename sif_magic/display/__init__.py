@@ -18,7 +18,7 @@ import time
 import weakref
 from typing import Any
 
-from .protocol import STATE_NAMES
+from ..protocol import STATE_NAMES
 
 RATE = 10.0  # redraws per second per view, at most
 COLOURS = {
@@ -39,7 +39,7 @@ def widgets_enabled() -> bool:
     try:
         from IPython import get_ipython
 
-        from .config import get_config
+        from ..config import get_config
 
         ip = get_ipython()
         if ip is None or not hasattr(ip, "kernel") or not get_config().widgets:
@@ -135,7 +135,7 @@ class JobView:
         parts: list[Any] = [w.HBox([self.counts, self.cancel_button]), self.bar]
         self.grid = self.logview = None
         try:
-            from .widgets import CallGrid, LogView
+            from ..widgets import CallGrid, LogView
 
             self.grid = CallGrid(job.n, describe=self._describe)
             self.grid.on_select(self._select)

@@ -17,8 +17,8 @@ from array import array
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import CallTimeoutError, CancelledError, Frame, RemoteError, WorkerLostError
-from .protocol import (
+from ..errors import CallTimeoutError, CancelledError, Frame, RemoteError, WorkerLostError
+from ..protocol import (
     CANCELLED,
     DONE,
     FAILED,
@@ -607,7 +607,7 @@ class Job:
         return f"<{self.summary()}>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from .display import job_mimebundle
+        from ..display import job_mimebundle
 
         return job_mimebundle(self)
 

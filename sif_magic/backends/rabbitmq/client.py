@@ -20,14 +20,14 @@ from typing import Any
 
 import pika.exceptions as pe
 
-from .. import protocol
-from .._serialize import cloudpickle_version, python_version
-from ..broker import Connection, declare_task_queue
-from ..config import SifConfig
-from ..errors import ConfigError, IncompatibleWorkerError, NoWorkersError
-from ..job import Job
-from ..protocol import Heartbeat, ProtocolError, ResultBatch, Task
-from . import Backend, JobTask
+from ... import protocol
+from ..._serialize import cloudpickle_version, python_version
+from ...broker import Connection, declare_task_queue
+from ...config import SifConfig
+from ...errors import ConfigError, IncompatibleWorkerError, NoWorkersError
+from ...job import Job
+from ...protocol import Heartbeat, ProtocolError, ResultBatch, Task
+from ..base import Backend, JobTask
 
 log = logging.getLogger("sif_magic.rabbitmq")
 
@@ -127,7 +127,7 @@ class RabbitBackend(Backend):
         at, known = self._squeue_cache
         if time.time() - at > 2.0:  # squeue at most every 2 s
             try:
-                from ..launch import slurm
+                from ...launch import slurm
 
                 known = {st.job_id: st for st in slurm.status(waiting)}
             except Exception as e:  # noqa: BLE001 - no squeue here: say so in the row
@@ -456,6 +456,6 @@ class RabbitBackend(Backend):
         self.conn.close()
 
     def describe(self) -> str:
-        from ..errors import mask_url
+        from ...errors import mask_url
 
         return f"rabbitmq {mask_url(self.url)} runtime {self.runtime}"
