@@ -150,7 +150,7 @@ class SifMagics(Magics):
         failed = job.failed
         if job.errors == "raise" and failed:
             if args.out:  # what succeeded stays reachable, failures in place
-                self.shell.user_ns[args.out] = job._decode()
+                self.shell.user_ns[args.out] = job.results(errors="collect")
             raise job.error(failed[0])  # type: ignore[misc]
         values = job.results()
         if args.out:

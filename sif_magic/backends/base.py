@@ -46,5 +46,13 @@ class Backend(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def release(self, job: Job) -> None:
+        """Forget a finished job (its kept results); nothing to do by default."""
+        return None
+
+    def reachable(self) -> bool:
+        """False while the backend cannot reach what runs its calls (it retries meanwhile)."""
+        return True
+
     def describe(self) -> str:
         return self.name

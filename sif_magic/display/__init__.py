@@ -117,7 +117,7 @@ class JobView:
         import ipywidgets as w
 
         self.job = job
-        self.version = -1
+        self.version: tuple[int, bool] = (-1, False)
         self.ticks = 0
         self.selected = -1
         self._shown_seq = -1
@@ -229,9 +229,10 @@ class JobView:
     def _refresh(self, final: bool) -> None:
         job = self.job
         self.ticks += 1
-        if job.version == self.version and not final:
+        drawn = (job.version, job.broker_down)
+        if drawn == self.version and not final:
             return
-        self.version = job.version
+        self.version = drawn
         counts = job.state_counts()
         badges = " ".join(
             f'<span style="color:{COLOURS[name]}">&#9632; {counts[name]:,} {name}</span>'
@@ -239,7 +240,7 @@ class JobView:
             if counts[name]
         )
         note = ""
-        if getattr(job, "broker_down", False):
+        if job.broker_down:
             note = " <b style='color:#e53935'>broker unreachable: reconnecting…</b>"
         rows = self._worker_rows() if (final or self.ticks % 10 == 1) else None
         live = (

@@ -46,6 +46,8 @@ class RabbitBackend(Backend):
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self.rejected = 0
+        self._up = True  # written by the I/O thread (on_state), read by views
+        self._consumed: dict[str, str] = {}  # job id -> tag of our consumer of its results
         self.slurm_jobs: list[str] = []  # submitted from here; shown until their workers join
         self._squeue_cache: tuple[float, dict[str, Any]] = (0.0, {})
         self.conn = Connection(
@@ -95,9 +97,10 @@ class RabbitBackend(Backend):
                 )
 
     def _on_broker_state(self, up: bool) -> None:
-        for job in list(self.jobs.values()):
-            job.broker_down = not up
-            job.version += 1
+        self._up = up
+
+    def reachable(self) -> bool:
+        return self._up
 
     def ping(self) -> None:
         body = protocol.Control(op="ping").encode()
@@ -282,7 +285,7 @@ class RabbitBackend(Backend):
                 return
             job.apply_batch(batch)
 
-        job._consumer_tag = self.conn.consume(setup, on_result, prefetch=0)  # type: ignore[attr-defined]
+        self._consumed[job.job_id] = self.conn.consume(setup, on_result, prefetch=0)
 
     def _publish_chunks(self, job: Job, task: JobTask, reply_to: str) -> None:
         """Publish the job's chunks in transactions of up to BATCH messages / ~4 MB,
@@ -333,7 +336,6 @@ class RabbitBackend(Backend):
             log.error("job %s: chunks could not be published: %s", job.job_id, e)
 
     def cancel(self, job: Job) -> None:
-        job.cancel_requested = True
         body = protocol.Control(op="cancel", job_id=job.job_id).encode()
         # never block on a broker that is down: the cancel goes out when it is back
         self.conn.publish(
@@ -357,7 +359,7 @@ class RabbitBackend(Backend):
     def release(self, job: Job) -> None:
         """Forget a finished job: delete its result queue on the broker."""
         self.jobs.pop(job.job_id, None)
-        tag = getattr(job, "_consumer_tag", None)
+        tag = self._consumed.pop(job.job_id, None)
 
         def op() -> None:
             self.conn.sub_channel.queue_delete(protocol.result_queue(job.job_id))
@@ -446,7 +448,7 @@ class RabbitBackend(Backend):
                 "running it?); attach once that client has stopped, or wait for it to finish"
             )
         job = holder["job"]
-        job._consumer_tag = reply_to  # type: ignore[attr-defined]
+        self._consumed[job_id] = reply_to
         return job
 
     def close(self) -> None:
