@@ -11,6 +11,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from . import _cellparse, display
+from .backends import names as backend_names
 from .config import get_config
 from .errors import ConfigError, SifMagicError
 from .executor import Executor
@@ -31,7 +32,7 @@ def _map_options(f: Any) -> Any:
                 metavar="NAME",
                 help="Function of the cell to map (default: the last one defined).",
             ),
-            argument("--backend", choices=["local", "rabbitmq"], help="Where the calls run."),
+            argument("--backend", choices=backend_names(), help="Where the calls run."),
             argument("--runtime", help="Runtime (worker image) name."),
             argument("--chunksize", type=int, help="Calls per message (default: automatic)."),
             argument("--timeout", type=float, help="Per-call time limit in seconds."),
@@ -250,9 +251,9 @@ class SifMagics(Magics):
             return self._workers_local(words[0], words[1:])
         if words:
             raise UsageError("usage: %sif_workers [slurm OPTIONS | start OPTIONS | stop]")
-        backend = self.executor().backend
-        refresh = getattr(backend, "refresh", None)
-        rows = refresh() if refresh is not None else backend.workers()
+        from .launch.slurm_rows import workers_table
+
+        rows = workers_table(self.executor().backend, refresh=True)
         if not rows:
             print(
                 "no live workers seen (start some: %sif_workers start, %sif_workers slurm --nodes N)"
@@ -301,8 +302,9 @@ class SifMagics(Magics):
             job = slurm.submit(spec, amqp_url=broker["amqp_url"] if not args.amqp_url_file else "")
         except SifMagicError as e:
             raise UsageError(str(e)) from None
-        backend = self.executor(runtime=spec.runtime).backend
-        backend.slurm_jobs.append(job.job_id)
+        from .launch.slurm_rows import PENDING
+
+        PENDING.add(job.job_id, spec.runtime)
         print(f"submitted SLURM job {job.job_id}: {args.nodes} node(s), runtime {spec.runtime}")
         print("%sif_workers shows it until its workers join; jobs show it under their cell")
         return job.job_id
@@ -343,7 +345,7 @@ class SifMagics(Magics):
     @magic_arguments()
     @argument("job_id", help="id of the job (shown under its cell, or job.job_id)")
     @argument("-o", "--out", metavar="NAME", help="store the job in NAME (default: _sif_job)")
-    @argument("--backend", choices=["local", "rabbitmq"], help="backend the job ran on")
+    @argument("--backend", choices=backend_names(), help="backend the job ran on")
     @argument("--runtime", help="runtime the job ran on")
     @line_magic
     def sif_attach(self, line: str) -> Any:

@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigError
+
 if TYPE_CHECKING:
     from .._serialize import PreparedChunk
     from ..job import Job
@@ -26,7 +28,20 @@ class JobTask:
 
 
 class Backend(ABC):
+    """Where the calls of a job run: everything an Executor, a Job, the magics and
+    the display ask of a backend. A backend with nothing to do for a method keeps
+    its default.
+
+    Threads: the kernel thread calls every method; ``workers``, ``reachable`` and
+    ``describe`` are also called by the display's pusher thread, so they must not
+    block for long (no broker round trip) and read shared state under a lock.
+    ``cancel`` may also run on a helper thread (the view's Cancel button). A
+    backend folds what its workers report into its jobs (``Job.apply_*``) on its
+    own threads, and never writes anything else of a Job.
+    """
+
     name = ""
+    runtime = ""  # the worker image / task queue its calls go to ("" if none)
 
     @abstractmethod
     def slots(self) -> int:
@@ -37,14 +52,26 @@ class Backend(ABC):
         """Send the job's chunks on their way (returns without waiting)."""
 
     @abstractmethod
-    def cancel(self, job: Job) -> None: ...
+    def cancel(self, job: Job) -> None:
+        """Drop the job's queued calls, kill its running ones, and give every call
+        without an outcome the outcome 'cancelled' (``job.mark_cancelled()``)."""
 
     @abstractmethod
     def workers(self) -> list[dict[str, Any]]:
-        """Live workers as dicts (host, pid, runtime, slots, busy, versions, last_seen ...)."""
+        """Workers as dicts (worker, host, pid, runtime, slots, busy, python,
+        cloudpickle, container, last_seen, state ...), from what is known now."""
 
     @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Stop: cancel or release the jobs, close connections, stop processes."""
+
+    def refresh(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        """``workers()`` after asking them to announce themselves (up to ``timeout`` s)."""
+        return self.workers()
+
+    def attach(self, job_id: str) -> Job:
+        """Follow a job started elsewhere (another kernel, before a restart)."""
+        raise ConfigError(f"the {self.name} backend cannot re-attach jobs")
 
     def release(self, job: Job) -> None:
         """Forget a finished job (its kept results); nothing to do by default."""
@@ -55,4 +82,5 @@ class Backend(ABC):
         return True
 
     def describe(self) -> str:
+        """Where calls run, in a few words (secrets masked)."""
         return self.name

@@ -268,9 +268,11 @@ class JobView:
                 self._show_logs()
 
     def _worker_rows(self) -> list[dict[str, Any]]:
+        from ..launch.slurm_rows import workers_table
+
         backend = getattr(self.job, "backend", None)
         try:
-            return list(backend.workers()) if backend is not None else []
+            return workers_table(backend) if backend is not None else []
         except Exception:  # noqa: BLE001
             return []
 

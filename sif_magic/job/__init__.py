@@ -80,6 +80,7 @@ class Job:
         runtime: str = "",
         backend: Any = None,
         origins: dict[str, str] | None = None,
+        created: float | None = None,
     ) -> None:
         self.job_id = job_id
         self.n = n
@@ -89,7 +90,7 @@ class Job:
         self.backend = backend
         # code_key -> real file of the code shipped with the function (see _origins)
         self.origins = origins or {}
-        self.created = time.time()
+        self.created = time.time() if created is None else created
         self.finished_at: float | None = None
         self._outcomes = Outcomes(n)
         self._logs = LogStore()

@@ -4,21 +4,25 @@ through a durable per-job queue, progress from the monitoring exchange.
 Results are consumed without acking while the job object lives: if this
 kernel dies, they return to the job's queue (which outlives its last consumer
 by ``result_ttl``), so ``Executor.attach(job_id)`` finds every finished call
-again. ``Job.close()`` / ``Executor.shutdown()`` delete the queue. The first
-message of every result queue is a ``jobinfo`` record (calls, name, ...)
-so a re-attaching client knows the job's size.
+again (``results.ResultStream``, the one consumer of result queues).
+``Job.close()`` / ``Executor.shutdown()`` delete the queue. Workers are known
+from their heartbeats (``registry.WorkerRegistry``).
+
+Threads: the kernel thread calls the ``Backend`` methods; the transport's I/O
+thread (``Connection``) runs the consumers: ``monitor.Monitor`` (events into
+jobs, heartbeats into the registry) and each job's ``ResultStream``, which fold into
+jobs under their locks and never block; ``_on_broker_state`` too. One
+``sif-publish`` thread per job publishes its chunks. ``jobs`` and ``_streams``
+are written by the kernel thread (dict operations, read by the I/O thread).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
 from typing import Any
-
-import pika.exceptions as pe
 
 from ... import protocol
 from ..._serialize import cloudpickle_version, python_version
@@ -26,8 +30,11 @@ from ...broker import Connection, declare_task_queue
 from ...config import SifConfig
 from ...errors import ConfigError, IncompatibleWorkerError, NoWorkersError
 from ...job import Job
-from ...protocol import Heartbeat, ProtocolError, ResultBatch, Task
 from ..base import Backend, JobTask
+from .monitor import Monitor
+from .registry import WorkerRegistry
+from .results import ResultStream, jobinfo
+from .tasks import publish_chunks
 
 log = logging.getLogger("sif_magic.rabbitmq")
 
@@ -42,14 +49,10 @@ class RabbitBackend(Backend):
         self.runtime = config.runtime
         self.session = uuid.uuid4().hex[:8]
         self.jobs: dict[str, Job] = {}
-        self._workers: dict[str, Heartbeat] = {}
-        self._seen: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self.registry = WorkerRegistry()
         self.rejected = 0
         self._up = True  # written by the I/O thread (on_state), read by views
-        self._consumed: dict[str, str] = {}  # job id -> tag of our consumer of its results
-        self.slurm_jobs: list[str] = []  # submitted from here; shown until their workers join
-        self._squeue_cache: tuple[float, dict[str, Any]] = (0.0, {})
+        self._streams: dict[str, ResultStream] = {}  # job id -> our consumer of its results
         self.conn = Connection(
             self.url,
             name=f"sif_magic client {self.session}",
@@ -58,43 +61,11 @@ class RabbitBackend(Backend):
             setup=lambda ch: declare_task_queue(ch, self.runtime),
             on_state=self._on_broker_state,
         ).start()
-        self._monitor_queue = self.conn.consume(
-            self._setup_monitor, self._on_monitor, auto_ack=True, exclusive=True
+        self.monitor = Monitor(self.key, self.jobs, self.registry, follow=config.monitor)
+        self.conn.consume(
+            self.monitor.setup, self.monitor.on_message, auto_ack=True, exclusive=True
         )
         self.ping()
-
-    # -- monitoring --------------------------------------------------------------
-    def _setup_monitor(self, ch: Any) -> str:
-        q = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
-        self._monitor_queue = q  # a new name after every reconnect
-        ch.queue_bind(q, protocol.MONITOR_EXCHANGE, "worker.#")
-        if self.config.monitor:
-            for job_id in list(self.jobs):
-                ch.queue_bind(q, protocol.MONITOR_EXCHANGE, f"job.{job_id}.#")
-        return q
-
-    def _on_monitor(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
-        try:
-            protocol.verify(self.key, props.type, body, props.headers)
-            if props.type == "events":
-                batch = protocol.EventBatch.decode(body)
-                job = self.jobs.get(batch.job_id)
-                if job is not None:
-                    job.apply_events(batch)
-            elif props.type == "heartbeat":
-                hb = Heartbeat.decode(body)
-                with self._lock:
-                    self._workers[hb.worker] = hb
-                    self._seen[hb.worker] = time.time()
-        except ProtocolError as e:
-            self.rejected += 1
-            if self.rejected in (1, 10, 100, 1000) or self.rejected % 10000 == 0:
-                log.warning(
-                    "ignored %d monitoring message(s) so far, the last: %s (other users' "
-                    "workers on this vhost sign with their own keys)",
-                    self.rejected,
-                    e,
-                )
 
     def _on_broker_state(self, up: bool) -> None:
         self._up = up
@@ -109,59 +80,7 @@ class RabbitBackend(Backend):
         )
 
     def workers(self) -> list[dict[str, Any]]:
-        now = time.time()
-        out = []
-        with self._lock:
-            for wid, hb in self._workers.items():
-                d = dict(hb.__dict__)
-                d["last_seen"] = self._seen.get(wid, 0.0)
-                if hb.state == "bye":
-                    d["state"] = "gone"
-                elif now - d["last_seen"] > 3 * max(hb.interval, 0.5) + 1:
-                    d["state"] = "lost"
-                out.append(d)
-        return out + self._slurm_rows({d["slurm_job"] for d in out if d.get("slurm_job")})
-
-    def _slurm_rows(self, joined: set[str]) -> list[dict[str, Any]]:
-        """A row per SLURM job submitted from here whose workers have not joined yet."""
-        waiting = [j for j in self.slurm_jobs if j not in joined]
-        if not waiting:
-            return []
-        at, known = self._squeue_cache
-        if time.time() - at > 2.0:  # squeue at most every 2 s
-            try:
-                from ...launch import slurm
-
-                known = {st.job_id: st for st in slurm.status(waiting)}
-            except Exception as e:  # noqa: BLE001 - no squeue here: say so in the row
-                known = {j: e for j in waiting}
-            self._squeue_cache = (time.time(), known)
-        rows = []
-        for j in waiting:
-            st = known.get(j)
-            if st is None:
-                continue
-            state = st.describe() if hasattr(st, "describe") else f"unknown ({st})"
-            if getattr(st, "state", "") == "GONE":
-                self.slurm_jobs.remove(j)
-                continue
-            rows.append(
-                {
-                    "worker": f"slurm-{j}",
-                    "host": "(not joined yet)",
-                    "pid": "",
-                    "runtime": self.runtime,
-                    "slots": "",
-                    "busy": "",
-                    "python": "",
-                    "cloudpickle": "",
-                    "container": "",
-                    "slurm_job": j,
-                    "last_seen": time.time(),
-                    "state": f"SLURM {state}",
-                }
-            )
-        return rows
+        return self.registry.rows()
 
     def refresh(self, timeout: float = 1.0) -> list[dict[str, Any]]:
         """Ask every worker to announce itself now; wait up to ``timeout`` for answers."""
@@ -176,8 +95,7 @@ class RabbitBackend(Backend):
         return self.workers()
 
     def live_workers(self, runtime: str | None = None) -> list[dict[str, Any]]:
-        rt = runtime or self.runtime
-        return [w for w in self.workers() if w["state"] == "up" and rt in ("*", w["runtime"])]
+        return self.registry.live(runtime or self.runtime)
 
     def slots(self) -> int:
         return sum(int(w.get("slots", 0)) for w in self.live_workers()) or 0
@@ -235,105 +153,40 @@ class RabbitBackend(Backend):
         reply_to = protocol.result_queue(job.job_id)
         self.jobs[job.job_id] = job
         self._consume_results(job)  # declares the queue (and the monitor binding) first
-        info = json.dumps(
-            {
-                "job": job.job_id,
-                "n": job.n,
-                "name": job.name,
-                "errors": job.errors,
-                "runtime": self.runtime,
-                "created": job.created,
-                "chunks": len(task.chunks),
-            }
-        ).encode()
+        info = jobinfo(job, self.runtime, len(task.chunks))
         # queued ahead of the tasks; not awaited (a job's first result arrives sooner)
         self.conn.publish(
             "", reply_to, info, kind="jobinfo", key=self.key, mandatory=True, wait=False
         )
         threading.Thread(
-            target=self._publish_chunks, args=(job, task, reply_to), name="sif-publish", daemon=True
+            target=publish_chunks,
+            args=(self.conn, self.key, self.runtime, self.session, job, task, reply_to),
+            name="sif-publish",
+            daemon=True,
         ).start()
 
     def _consume_results(self, job: Job) -> None:
-        reply_to = protocol.result_queue(job.job_id)
+        stream = ResultStream(job.job_id, self.key, self._refuse, job=job)
 
         def setup(ch: Any) -> str:
             # one trip to the I/O thread: the queue, the monitor binding, the consumer
             ch.queue_declare(
-                reply_to,
+                stream.queue,
                 durable=True,
                 arguments=protocol.result_queue_arguments(self.config.result_ttl),
             )
             if self.config.monitor:
-                ch.queue_bind(self._monitor_queue, protocol.MONITOR_EXCHANGE, f"job.{job.job_id}.#")
-            return reply_to
+                self.monitor.bind(ch, job.job_id)
+            return stream.queue
 
-        def on_result(props: Any, delivery: Any, method: Any, body: bytes) -> None:
-            try:
-                protocol.verify(self.key, props.type, body, props.headers)
-                if props.type == "jobinfo":
-                    return
-                batch = ResultBatch.decode(body)
-                if batch.job_id != job.job_id:
-                    raise ProtocolError(
-                        f"results of job {batch.job_id} in the queue of {job.job_id}"
-                    )
-            except (ProtocolError, ValueError, KeyError, TypeError) as e:
-                self.rejected += 1
-                log.warning("dead-lettered a message in %s: %s", reply_to, e)
-                self.conn.reject(delivery, requeue=False)
-                return
-            job.apply_batch(batch)
+        self._streams[job.job_id] = stream
+        stream.tag = self.conn.consume(setup, stream.on_message, prefetch=0)
 
-        self._consumed[job.job_id] = self.conn.consume(setup, on_result, prefetch=0)
-
-    def _publish_chunks(self, job: Job, task: JobTask, reply_to: str) -> None:
-        """Publish the job's chunks in transactions of up to BATCH messages / ~4 MB,
-        with a few transactions in flight (the I/O thread commits them in order)."""
-        queue = protocol.task_queue(self.runtime)
-        pending: list = []
-        batch: list[tuple[str, str, bytes, str]] = []
-        size = 0
-        for c in task.chunks:
-            if job.cancel_requested:
-                break
-            body = Task(
-                job_id=job.job_id,
-                chunk=c.number,
-                calls=c.calls,
-                reply_to=reply_to,
-                func=task.func,
-                args=c.args,
-                func_hash=task.func_hash,
-                star=task.star,
-                timeout=task.timeout,
-                retries=task.retries,
-                max_lost=task.max_lost,
-                env=task.env,
-                python=python_version(),
-                cloudpickle=cloudpickle_version(),
-                client=self.session,
-            ).encode()
-            batch.append(("", queue, body, "task"))
-            size += len(body)
-            if len(batch) >= self.BATCH or size >= 4 * 1024 * 1024:
-                pending.append(self.conn.publish_batch(batch, key=self.key, wait=False))
-                batch, size = [], 0
-                if len(pending) > 4:
-                    self._settle(job, pending.pop(0))
-        if batch:
-            pending.append(self.conn.publish_batch(batch, key=self.key, wait=False))
-        for fut in pending:
-            self._settle(job, fut)
-
-    BATCH = 200
-
-    @staticmethod
-    def _settle(job: Job, fut: Any) -> None:
-        try:
-            fut.result()
-        except Exception as e:  # noqa: BLE001
-            log.error("job %s: chunks could not be published: %s", job.job_id, e)
+    def _refuse(self, delivery: Any, queue: str, e: Exception) -> None:
+        """A message of a result queue that is not a result of its job: dead-letter it."""
+        self.rejected += 1
+        log.warning("dead-lettered a message in %s: %s", queue, e)
+        self.conn.reject(delivery, requeue=False)
 
     def cancel(self, job: Job) -> None:
         body = protocol.Control(op="cancel", job_id=job.job_id).encode()
@@ -359,13 +212,13 @@ class RabbitBackend(Backend):
     def release(self, job: Job) -> None:
         """Forget a finished job: delete its result queue on the broker."""
         self.jobs.pop(job.job_id, None)
-        tag = self._consumed.pop(job.job_id, None)
+        stream = self._streams.pop(job.job_id, None)
 
         def op() -> None:
             self.conn.sub_channel.queue_delete(protocol.result_queue(job.job_id))
 
         try:
-            if tag:
+            if stream is not None:
                 self.conn.call(op, timeout=5)
         except Exception as e:  # noqa: BLE001 - a broker that is down keeps it till result_ttl
             log.debug("could not delete the result queue of %s: %s", job.job_id, e)
@@ -376,59 +229,27 @@ class RabbitBackend(Backend):
         Results of finished calls come back from the job's durable result queue,
         the state and logs of the rest from the monitoring exchange."""
         reply_to = protocol.result_queue(job_id)
-
-        def exists() -> bool:
-            ch = self.conn._conn.channel()  # a failed passive declare closes its channel
-            try:
-                ch.queue_declare(reply_to, passive=True)
-                return True
-            except pe.ChannelClosedByBroker:
-                return False
-            finally:
-                if ch.is_open:
-                    ch.close()
-
-        if not self.conn.call(exists):
+        if not self.conn.queue_exists(reply_to):
             raise ConfigError(
                 f"job {job_id} is unknown here: its result queue {reply_to} does not exist "
                 f"(it expired {self.config.result_ttl:g} s after its last client left, or the job "
                 "was closed)"
             )
-        holder: dict[str, Any] = {"job": None, "early": []}
-        ready = threading.Event()
 
-        def on_message(props: Any, delivery: Any, method: Any, body: bytes) -> None:
-            try:
-                protocol.verify(self.key, props.type, body, props.headers)
-                if props.type == "jobinfo":
-                    info = json.loads(body)
-                    if holder["job"] is None:
-                        job = Job(
-                            job_id,
-                            int(info["n"]),
-                            name=str(info.get("name", "")),
-                            errors=str(info.get("errors", "raise")),
-                            runtime=str(info.get("runtime", self.runtime)),
-                            backend=self,
-                        )
-                        job.created = float(info.get("created", job.created))
-                        self.jobs[job_id] = job
-                        holder["job"] = job
-                        for batch in holder["early"]:
-                            job.apply_batch(batch)
-                        holder["early"].clear()
-                        ready.set()
-                    return
-                batch = ResultBatch.decode(body)
-            except (ProtocolError, ValueError, KeyError, TypeError) as e:
-                self.rejected += 1
-                log.warning("dead-lettered a message in %s: %s", reply_to, e)
-                self.conn.reject(delivery, requeue=False)
-                return
-            if holder["job"] is None:
-                holder["early"].append(batch)
-            elif batch.job_id == job_id:
-                holder["job"].apply_batch(batch)
+        def make_job(info: dict[str, Any]) -> Job:
+            job = Job(
+                job_id,
+                int(info["n"]),
+                name=str(info.get("name", "")),
+                errors=str(info.get("errors", "raise")),
+                runtime=str(info.get("runtime", self.runtime)),
+                backend=self,
+                created=float(info["created"]) if "created" in info else None,
+            )
+            self.jobs[job_id] = job
+            return job
+
+        stream = ResultStream(job_id, self.key, self._refuse, make_job=make_job)
 
         def bind(ch: Any) -> str:
             # passive: the queue exists with the arguments its job gave it (another client's
@@ -436,20 +257,15 @@ class RabbitBackend(Backend):
             ch.queue_declare(reply_to, passive=True)
             return reply_to
 
-        self.conn.call(
-            lambda: self.conn.sub_channel.queue_bind(
-                self._monitor_queue, protocol.MONITOR_EXCHANGE, f"job.{job_id}.#"
-            )
-        )
-        self.conn.consume(bind, on_message, prefetch=0, timeout=timeout)
-        if not ready.wait(timeout):
+        self.conn.call(lambda: self.monitor.bind(self.conn.sub_channel, job_id))
+        stream.tag = self.conn.consume(bind, stream.on_message, prefetch=0, timeout=timeout)
+        if not stream.ready.wait(timeout):
             raise ConfigError(
                 f"job {job_id}: its results are held by another live client (a kernel still "
                 "running it?); attach once that client has stopped, or wait for it to finish"
             )
-        job = holder["job"]
-        self._consumed[job_id] = reply_to
-        return job
+        self._streams[job_id] = stream
+        return stream.job  # type: ignore[return-value]
 
     def close(self) -> None:
         for job in list(self.jobs.values()):
