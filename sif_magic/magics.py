@@ -138,7 +138,7 @@ class SifMagics(Magics):
         shown = None
         try:
             shown = display.show_job(job, get_config().progress_delay)
-            if shown is None and not display.widgets_enabled() and not display._in_kernel():
+            if shown is None and not display.widgets_enabled() and not display.in_kernel():
                 display.text_progress(job, sys.stderr)
             job.wait()
         except KeyboardInterrupt:
@@ -251,6 +251,7 @@ class SifMagics(Magics):
             return self._workers_local(words[0], words[1:])
         if words:
             raise UsageError("usage: %sif_workers [slurm OPTIONS | start OPTIONS | stop]")
+        from .display.text import worker_line
         from .launch.slurm_rows import workers_table
 
         rows = workers_table(self.executor().backend, refresh=True)
@@ -260,12 +261,7 @@ class SifMagics(Magics):
             )
             return None
         for w in rows:
-            slurm = f"  SLURM job {w['slurm_job']}" if w.get("slurm_job") else ""
-            print(
-                f"{w.get('host', '?'):<20} pid {w.get('pid', '?')!s:<8} runtime {w.get('runtime', '?'):<12} "
-                f"slots {w.get('busy', 0)}/{w.get('slots', '?')}  python {w.get('python', '?')}  "
-                f"cloudpickle {w.get('cloudpickle', '?')}  {w.get('state', '')}{slurm}"
-            )
+            print(worker_line(w))
         return None
 
     def _broker_settings(self) -> dict[str, str]:
