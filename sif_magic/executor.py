@@ -1,4 +1,12 @@
-"""``Executor``: the Python API behind ``%%sifmap`` (a concurrent.futures.Executor)."""
+"""``Executor``: the Python API behind ``%%sifmap`` (a concurrent.futures.Executor).
+
+It pickles the function and chunks the inputs, makes the Job and hands both to
+its backend, using only the ``Backend`` interface (``backends/base.py``).
+
+Threads: the kernel thread (or whichever thread the user calls it from). It
+owns ``jobs`` and its backend; the Jobs it returns are written by the backend's
+threads from then on (see ``job``).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,11 @@
-"""IPython magics: thin argument parsing and display over ``Executor``."""
+"""IPython magics: thin argument parsing and display over ``Executor``.
+
+They use the public API of Executor and Job, the backend registry's names and
+``launch.slurm_rows`` for the workers table; what shows a job is ``display``.
+
+Threads: the kernel thread only. Owns ``_executors`` (one per backend, runtime,
+broker and key).
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,12 @@
 Calls run in the same slot processes as on a RabbitMQ worker (``pool.py``), and
 what they report goes through the same EventBuffer into the same Job, so
 states, captured output, timeouts and crashes look the same as on a cluster.
+
+Threads: the kernel thread calls the ``Backend`` methods; the pool's threads
+fold results into jobs (``Job.apply_segments``) and the EventBuffer's flusher
+thread folds events (``Job.apply_events``), both under the Job's lock. ``jobs``
+is written by the kernel thread (start) and the thread that ends a job (its
+done callback pops it).
 """
 
 from __future__ import annotations
