@@ -50,7 +50,7 @@ class Pusher:
                 if view.job.done() or view.finish_asked:
                     view.finish()
                     self._drop(view)
-                elif view.asked or time.time() >= view.quiet_until:
+                elif view.wants_draw() or time.time() >= view.quiet_until:
                     view.refresh()
             except Exception:  # noqa: BLE001 - a broken front-end must not stop the others
                 self._drop(view)

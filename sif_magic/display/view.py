@@ -99,6 +99,10 @@ class JobView:
         self._ask()
         threading.Thread(target=self.job.cancel, daemon=True).start()
 
+    def wants_draw(self) -> bool:
+        """Something was asked since the last draw (a click, a mode, Cancel)."""
+        return self.asked or self._select_asked or self._logs_asked
+
     def ask_finish(self) -> None:
         """Draw the end now, even if the job has not ended (an interrupted run)."""
         self.finish_asked = True
@@ -108,7 +112,8 @@ class JobView:
     def refresh(self, final: bool = False) -> None:
         job = self.job
         self.ticks += 1
-        asked, self.asked = self.asked, False
+        asked = self.wants_draw()  # the specific asks stay set until drawn
+        self.asked = False
         drawn = (job.version, job.broker_down)
         if drawn == self.drawn and not (final or asked):
             return
