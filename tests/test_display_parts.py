@@ -194,6 +194,20 @@ def test_a_click_in_the_grid_is_drawn_by_the_pusher(comms) -> None:
     assert job.wait(10) and view.finished.is_set()
 
 
+def test_a_click_after_the_run_is_drawn_by_the_pusher_too(comms) -> None:
+    job = finished_job()
+    view = display.view_of(job)
+    assert job.wait(10) and view.finished.is_set()  # the pusher drew the end
+    lv_comm = view.logview.comm
+    mark = len(lv_comm.threads)
+    view._select(1)  # the user clicks the failed call once the run is over
+    deadline = time.time() + 10
+    while time.time() < deadline and not view.logview.title.startswith("call 1"):
+        time.sleep(0.02)
+    assert view.logview.title.startswith("call 1 · failed") and view.logview.mode == "call"
+    assert set(lv_comm.threads[mark:]) == {"sif-display"}
+
+
 def test_an_interrupted_run_is_finished_on_request(comms) -> None:
     job = Job("stop", 2)
     view = display.view_of(job)
