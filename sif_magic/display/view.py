@@ -141,11 +141,11 @@ class JobView:
 
     def _logs(self) -> None:
         lv = self.logview
+        force, self._logs_asked = self._logs_asked, False
+        selected, self._select_asked = self._select_asked, False
         if lv is None:
             return
-        force, self._logs_asked = self._logs_asked, False
-        if self._select_asked:
-            self._select_asked = False
+        if selected:
             if self.selected >= 0 and lv.mode != "call":
                 lv.mode = "call"  # its observer asks for the logs again
             force = True
