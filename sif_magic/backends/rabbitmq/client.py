@@ -180,7 +180,7 @@ class RabbitBackend(Backend):
             return stream.queue
 
         self._streams[job.job_id] = stream
-        stream.tag = self.conn.consume(setup, stream.on_message, prefetch=0)
+        self.conn.consume(setup, stream.on_message, prefetch=0)
 
     def _refuse(self, delivery: Any, queue: str, e: Exception) -> None:
         """A message of a result queue that is not a result of its job: dead-letter it."""
@@ -258,7 +258,7 @@ class RabbitBackend(Backend):
             return reply_to
 
         self.conn.call(lambda: self.monitor.bind(self.conn.sub_channel, job_id))
-        stream.tag = self.conn.consume(bind, stream.on_message, prefetch=0, timeout=timeout)
+        self.conn.consume(bind, stream.on_message, prefetch=0, timeout=timeout)
         if not stream.ready.wait(timeout):
             raise ConfigError(
                 f"job {job_id}: its results are held by another live client (a kernel still "

@@ -43,7 +43,6 @@ class ResultStream:
         self.make_job = make_job
         self.early: list[ResultBatch] = []
         self.ready = threading.Event()
-        self.tag = ""  # the consumer's tag, once it consumes
         if job is not None:
             self.ready.set()
 
