@@ -30,12 +30,16 @@ def workers_magic(line: str, executor: Callable[..., Executor]) -> Any:
         return _local(words[0], words[1:])
     if words:
         raise UsageError("usage: %sif_workers [slurm OPTIONS | start OPTIONS | stop]")
-    backend = executor().backend
-    refresh = getattr(backend, "refresh", None)
-    rows = refresh() if refresh is not None else backend.workers()
+    from .display.text import worker_line
+    from .launch.slurm_rows import workers_table
+
+    rows = workers_table(executor().backend, refresh=True)
     if not rows:
         print("no live workers seen (start some: %sif_workers start, %sif_workers slurm --nodes N)")
         return None
+    for w in rows:
+        print(worker_line(w))
+    return None
     for w in rows:
         slurm = f"  SLURM job {w['slurm_job']}" if w.get("slurm_job") else ""
         print(
@@ -78,8 +82,9 @@ def _slurm(words: list[str], executor: Callable[..., Executor]) -> Any:
         job = slurm.submit(spec, amqp_url=amqp_url)
     except SifMagicError as e:
         raise UsageError(str(e)) from None
-    backend = executor(runtime=spec.runtime).backend
-    backend.slurm_jobs.append(job.job_id)
+    from .launch.slurm_rows import PENDING
+
+    PENDING.add(job.job_id, spec.runtime)
     print(f"submitted SLURM job {job.job_id}: {args.nodes} node(s), runtime {spec.runtime}")
     print("%sif_workers shows it until its workers join; jobs show it under their cell")
     return job.job_id

@@ -688,6 +688,23 @@ class Connection:
         c.tag = ch.basic_consume(queue, on_message, auto_ack=c.auto_ack, exclusive=c.exclusive)
         return queue
 
+    def queue_exists(self, queue: str) -> bool:
+        """True if ``queue`` exists (a passive declare on a channel of its own: the
+        broker closes the channel of a failed one)."""
+
+        def op() -> bool:
+            ch = self._conn.channel()  # type: ignore[union-attr]
+            try:
+                ch.queue_declare(queue, passive=True)
+                return True
+            except pe.ChannelClosedByBroker:
+                return False
+            finally:
+                if ch.is_open:
+                    ch.close()
+
+        return self.call(op)
+
     @property
     def channel(self) -> Any:
         """The publishing channel; use only inside ``call``."""

@@ -18,6 +18,7 @@ from traitlets import Bool, CFloat, CInt, Enum, Unicode, default, validate
 from traitlets.config import Configurable
 
 from ._keys import load_key, read_secret_file
+from .backends import names as backend_names
 from .errors import ConfigError, mask_url
 
 ENV_PREFIX = "SIF_MAGIC_"
@@ -31,7 +32,7 @@ class SifConfig(Configurable):
     """Settings of sif_magic (``%sif_config`` shows and sets them)."""
 
     backend = Enum(
-        ["local", "rabbitmq"],
+        list(backend_names()),
         config=True,
         help="Where calls run: 'local' (worker processes here, no broker) or 'rabbitmq'.",
     )

@@ -1,4 +1,12 @@
-"""``Executor``: the Python API behind ``%%sifmap`` (a concurrent.futures.Executor)."""
+"""``Executor``: the Python API behind ``%%sifmap`` (a concurrent.futures.Executor).
+
+It pickles the function and chunks the inputs, makes the Job and hands both to
+its backend, using only the ``Backend`` interface (``backends/base.py``).
+
+Threads: the kernel thread (or whichever thread the user calls it from). It
+owns ``jobs`` and its backend; the Jobs it returns are written by the backend's
+threads from then on (see ``job``).
+"""
 
 from __future__ import annotations
 
@@ -137,15 +145,15 @@ class Executor(concurrent.futures.Executor):
 
     def attach(self, job_id: str) -> Job:
         """Follow a job started elsewhere (another kernel, before a restart)."""
-        attach = getattr(self.backend, "attach", None)
-        if attach is None:
-            raise ConfigError(f"the {self.backend.name} backend cannot re-attach jobs")
-        job = attach(job_id)
+        job = self.backend.attach(job_id)
         self.jobs[job.job_id] = job
         return job
 
     def workers(self) -> list[dict[str, Any]]:
-        return self.backend.workers()
+        """The backend's workers, and SLURM jobs submitted from here not joined yet."""
+        from .launch.slurm_rows import workers_table
+
+        return workers_table(self.backend)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if self._shutdown:

@@ -1,4 +1,11 @@
-"""IPython magics: thin argument parsing and display over ``Executor``."""
+"""IPython magics: thin argument parsing and display over ``Executor``.
+
+They use the public API of Executor and Job, the backend registry's names and
+``launch.slurm_rows`` for the workers table; what shows a job is ``display``.
+
+Threads: the kernel thread only. Owns ``_executors`` (one per backend, runtime,
+broker and key).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from . import _cellparse, display
+from .backends import names as backend_names
 from .config import get_config
 from .errors import ConfigError, SifMagicError
 from .executor import Executor
@@ -31,7 +39,7 @@ def _map_options(f: Any) -> Any:
                 metavar="NAME",
                 help="Function of the cell to map (default: the last one defined).",
             ),
-            argument("--backend", choices=["local", "rabbitmq"], help="Where the calls run."),
+            argument("--backend", choices=backend_names(), help="Where the calls run."),
             argument("--runtime", help="Runtime (worker image) name."),
             argument("--chunksize", type=int, help="Calls per message (default: automatic)."),
             argument("--timeout", type=float, help="Per-call time limit in seconds."),
@@ -137,7 +145,7 @@ class SifMagics(Magics):
         shown = None
         try:
             shown = display.show_job(job, get_config().progress_delay)
-            if shown is None and not display.widgets_enabled() and not display._in_kernel():
+            if shown is None and not display.widgets_enabled() and not display.in_kernel():
                 display.text_progress(job, sys.stderr)
             job.wait()
         except KeyboardInterrupt:
@@ -150,7 +158,7 @@ class SifMagics(Magics):
         failed = job.failed
         if job.errors == "raise" and failed:
             if args.out:  # what succeeded stays reachable, failures in place
-                self.shell.user_ns[args.out] = job._decode()
+                self.shell.user_ns[args.out] = job.results(errors="collect")
             raise job.error(failed[0])  # type: ignore[misc]
         values = job.results()
         if args.out:
@@ -250,7 +258,7 @@ class SifMagics(Magics):
     @magic_arguments()
     @argument("job_id", help="id of the job (shown under its cell, or job.job_id)")
     @argument("-o", "--out", metavar="NAME", help="store the job in NAME (default: _sif_job)")
-    @argument("--backend", choices=["local", "rabbitmq"], help="backend the job ran on")
+    @argument("--backend", choices=backend_names(), help="backend the job ran on")
     @argument("--runtime", help="runtime the job ran on")
     @line_magic
     def sif_attach(self, line: str) -> Any:

@@ -262,8 +262,8 @@ def test_incompatible_worker_versions(broker_url: str, runtime: str, key_file, w
         deadline = time.time() + 10
         while not backend.live_workers() and time.time() < deadline:
             time.sleep(0.1)
-        for w in list(backend._workers.values()):
-            backend._workers[w.worker] = protocol.Heartbeat(**{**w.__dict__, "python": "2.7"})
+        for w in list(backend.registry.heartbeats.values()):
+            backend.registry.record(protocol.Heartbeat(**{**w.__dict__, "python": "2.7"}))
         with pytest.raises(IncompatibleWorkerError, match="Python 2.7"):
             backend._check_versions()
     finally:

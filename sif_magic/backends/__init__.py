@@ -1,86 +1,63 @@
-"""Backends: where the calls of a job run.
+"""Backends: where the calls of a job run, by name.
 
 ``local`` runs a pool of worker processes on this machine (no broker);
 ``rabbitmq`` publishes chunks to RabbitMQ for ``sif-magic worker`` processes.
-Both fold the same results and event batches into the same Job.
+Both fold the same results and event batches into the same Job. A backend is a
+``Backend`` (``base.py``, the whole interface) made by the factory registered
+under its name; the configuration, the magics' ``--backend`` and
+``make_backend`` all take their names from here.
+
+Threads: ``register`` at import time; the rest from the kernel thread.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ..protocol import Task
+from ..errors import ConfigError
+from .base import Backend, JobTask
 
 if TYPE_CHECKING:
-    from .._serialize import PreparedChunk
     from ..config import SifConfig
-    from ..job import Job
+
+__all__ = ["Backend", "JobTask", "make_backend", "names", "register"]
+
+_FACTORIES: dict[str, Callable[[SifConfig], Backend]] = {}
 
 
-@dataclass
-class JobTask:
-    """What a job ships: the pickled function and its pickled chunks of inputs."""
-
-    func: bytes
-    func_hash: str
-    chunks: list[PreparedChunk]
-    star: bool = False
-    timeout: float | None = None
-    retries: int = 0
-    max_lost: int = 3
-    env: dict[str, str] = field(default_factory=dict)
-
-    def task(self, job_id: str, chunk: PreparedChunk, reply_to: str = "", **meta: Any) -> Task:
-        """The task message of one of the chunks (``meta``: python, cloudpickle, client)."""
-        return Task(
-            job_id=job_id,
-            chunk=chunk.number,
-            calls=chunk.calls,
-            reply_to=reply_to,
-            func=self.func,
-            args=chunk.args,
-            func_hash=self.func_hash,
-            star=self.star,
-            timeout=self.timeout,
-            retries=self.retries,
-            max_lost=self.max_lost,
-            env=self.env,
-            **meta,
-        )
+def register(name: str, factory: Callable[[SifConfig], Backend]) -> None:
+    """Make ``factory(config)`` the backend called ``name``."""
+    _FACTORIES[name] = factory
 
 
-class Backend(ABC):
-    name = ""
-
-    @abstractmethod
-    def slots(self) -> int:
-        """How many calls can run at once (for automatic chunking); 0 if unknown."""
-
-    @abstractmethod
-    def start_job(self, job: Job, task: JobTask) -> None:
-        """Send the job's chunks on their way (returns without waiting)."""
-
-    @abstractmethod
-    def cancel(self, job: Job) -> None: ...
-
-    @abstractmethod
-    def workers(self) -> list[dict[str, Any]]:
-        """Live workers as dicts (host, pid, runtime, slots, busy, versions, last_seen ...)."""
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-    def describe(self) -> str:
-        return self.name
+def names() -> tuple[str, ...]:
+    """The names of the known backends, in the order they were registered."""
+    return tuple(_FACTORIES)
 
 
 def make_backend(config: SifConfig) -> Backend:
-    if config.backend == "local":
-        from .local import LocalBackend
+    """The backend ``config.backend`` names; ConfigError naming the known ones if none."""
+    factory = _FACTORIES.get(config.backend)
+    if factory is None:
+        raise ConfigError(
+            f"unknown backend {config.backend!r}: use one of {', '.join(names())} "
+            "(%sif_config backend=NAME, or Executor(backend=NAME))"
+        )
+    return factory(config)
 
-        return LocalBackend(config)
-    from .rabbitmq import RabbitBackend
+
+def _local(config: SifConfig) -> Backend:
+    from .local import LocalBackend  # imported on first use: it starts processes
+
+    return LocalBackend(config)
+
+
+def _rabbitmq(config: SifConfig) -> Backend:
+    from .rabbitmq import RabbitBackend  # imported on first use: it imports pika
 
     return RabbitBackend(config)
+
+
+register("local", _local)
+register("rabbitmq", _rabbitmq)

@@ -3,9 +3,13 @@
 Calls run in the same slot processes as on a RabbitMQ worker (``runner/``), and
 what they report goes through the same EventReporter and EventBuffer into the
 same Job, so states, captured output, timeouts and crashes look the same as on
-a cluster. Threads: the kernel thread starts jobs and cancels; the pool's
-dispatcher thread folds results into the Job (under the Job's lock); the
-events flusher thread folds event batches into it.
+a cluster.
+
+Threads: the kernel thread calls the ``Backend`` methods; the pool's dispatcher
+thread folds results into jobs (``Job.apply_segments``) and the EventBuffer's
+flusher thread folds events (``Job.apply_events``), both under the Job's lock.
+``jobs`` is written by the kernel thread (start) and the thread that ends a job
+(its done callback pops it).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from ..runner.events import EventBuffer
 from ..runner.pool import Pool, usable_cpus
 from ..runner.reporter import EventReporter
 from ..runner.versions import versions
-from . import Backend, JobTask
+from .base import Backend, JobTask
 
 
 class LocalBackend(Backend):

@@ -1,0 +1,105 @@
+"""What every backend is: the ``Backend`` interface and the ``JobTask`` it ships."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from ..protocol import Task
+
+if TYPE_CHECKING:
+    from .._serialize import PreparedChunk
+    from ..job import Job
+
+
+@dataclass
+class JobTask:
+    """What a job ships: the pickled function and its pickled chunks of inputs."""
+
+    func: bytes
+    func_hash: str
+    chunks: list[PreparedChunk]
+    star: bool = False
+    timeout: float | None = None
+    retries: int = 0
+    max_lost: int = 3
+    env: dict[str, str] = field(default_factory=dict)
+
+    def task(self, job_id: str, chunk: PreparedChunk, reply_to: str = "", **meta: Any) -> Task:
+        """The task message of one of the chunks (``meta``: python, cloudpickle, client)."""
+        return Task(
+            job_id=job_id,
+            chunk=chunk.number,
+            calls=chunk.calls,
+            reply_to=reply_to,
+            func=self.func,
+            args=chunk.args,
+            func_hash=self.func_hash,
+            star=self.star,
+            timeout=self.timeout,
+            retries=self.retries,
+            max_lost=self.max_lost,
+            env=self.env,
+            **meta,
+        )
+
+
+class Backend(ABC):
+    """Where the calls of a job run: everything an Executor, a Job, the magics and
+    the display ask of a backend. A backend with nothing to do for a method keeps
+    its default.
+
+    Threads: the kernel thread calls every method; ``workers``, ``reachable`` and
+    ``describe`` are also called by the display's pusher thread, so they must not
+    block for long (no broker round trip) and read shared state under a lock.
+    ``cancel`` may also run on a helper thread (the view's Cancel button). A
+    backend folds what its workers report into its jobs (``Job.apply_*``) on its
+    own threads, and never writes anything else of a Job.
+    """
+
+    name = ""
+    runtime = ""  # the worker image / task queue its calls go to ("" if none)
+
+    @abstractmethod
+    def slots(self) -> int:
+        """How many calls can run at once (for automatic chunking); 0 if unknown."""
+
+    @abstractmethod
+    def start_job(self, job: Job, task: JobTask) -> None:
+        """Send the job's chunks on their way (returns without waiting)."""
+
+    @abstractmethod
+    def cancel(self, job: Job) -> None:
+        """Drop the job's queued calls, kill its running ones, and give every call
+        without an outcome the outcome 'cancelled' (``job.mark_cancelled()``)."""
+
+    @abstractmethod
+    def workers(self) -> list[dict[str, Any]]:
+        """Workers as dicts (worker, host, pid, runtime, slots, busy, python,
+        cloudpickle, container, last_seen, state ...), from what is known now."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop: cancel or release the jobs, close connections, stop processes."""
+
+    def refresh(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        """``workers()`` after asking them to announce themselves (up to ``timeout`` s)."""
+        return self.workers()
+
+    def attach(self, job_id: str) -> Job:
+        """Follow a job started elsewhere (another kernel, before a restart)."""
+        raise ConfigError(f"the {self.name} backend cannot re-attach jobs")
+
+    def release(self, job: Job) -> None:
+        """Forget a finished job (its kept results); nothing to do by default."""
+        return None
+
+    def reachable(self) -> bool:
+        """False while the backend cannot reach what runs its calls (it retries meanwhile)."""
+        return True
+
+    def describe(self) -> str:
+        """Where calls run, in a few words (secrets masked)."""
+        return self.name

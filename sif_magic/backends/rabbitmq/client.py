@@ -1,0 +1,340 @@
+"""The RabbitMQ backend: chunks to ``sif_magic.tasks.<runtime>``, results back
+through a durable per-job queue, progress from the monitoring exchange.
+
+Results are consumed without acking while the job object lives: if this
+kernel dies, they return to the job's queue (which outlives its last consumer
+by ``result_ttl``), so ``Executor.attach(job_id)`` finds every finished call
+again (``results.ResultStream``, the one consumer of result queues).
+``Job.close()`` / ``Executor.shutdown()`` delete the queue. Workers are known
+from their heartbeats (``registry.WorkerRegistry``). One that holds another
+signing key is reported at once with the fix, and a job whose runtime has only
+such workers fails before anything is sent. When a worker stops answering (no
+heartbeat for three of its intervals) or says goodbye, the calls it was
+running are shown ``lost`` until the broker hands them to another worker.
+
+Threads: the kernel thread calls the ``Backend`` methods; the transport's I/O
+thread (``Connection``) runs the consumers: ``monitor.Monitor`` (events into
+jobs, heartbeats into the registry) and each job's ``ResultStream``, which fold into
+jobs under their locks and never block; ``_on_broker_state`` too. One
+``sif-publish`` thread per job publishes its chunks; the ``sif-watch`` thread
+marks the calls of workers that went away as lost, once a second. ``jobs`` and ``_streams``
+are written by the kernel thread (dict operations, read by the I/O thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from ... import protocol
+from ..._keys import key_source, notebook_key_fix
+from ...broker import Connection, declare_task_queue
+from ...config import SifConfig
+from ...errors import ConfigError, IncompatibleWorkerError, NoWorkersError
+from ...job import Job
+from ...protocol import Heartbeat
+from ...runner.versions import incompatibility, versions
+from ..base import Backend, JobTask
+from .monitor import Monitor
+from .registry import WorkerRegistry
+from .results import ResultStream, jobinfo
+from .tasks import publish_chunks
+
+log = logging.getLogger("sif_magic.rabbitmq")
+ANNOUNCE_WAIT = 1.0  # seconds a consumer of the task queue has to answer a ping
+FOREIGN_WAIT = 2.0  # seconds a worker with our key has to answer, when one with another did
+
+
+class RabbitBackend(Backend):
+    name = "rabbitmq"
+
+    def __init__(self, config: SifConfig) -> None:
+        self.config = config
+        self.url = config.get_amqp_url()
+        self.key = config.get_key()
+        self.key_id = protocol.key_id(self.key)
+        self.key_source = key_source(config.key, config.key_file)
+        self._pinged = 0.0
+        self.runtime = config.runtime
+        self.session = uuid.uuid4().hex[:8]
+        self.jobs: dict[str, Job] = {}
+        self.registry = WorkerRegistry()
+        self.rejected = 0
+        self._up = True  # written by the I/O thread (on_state), read by views
+        self._streams: dict[str, ResultStream] = {}  # job id -> our consumer of its results
+        self.conn = Connection(
+            self.url,
+            name=f"sif_magic client {self.session}",
+            connect_timeout=config.connect_timeout,
+            ca_file=config.ca_file,
+            setup=lambda ch: declare_task_queue(ch, self.runtime),
+            on_state=self._on_broker_state,
+        ).start()
+        self.monitor = Monitor(
+            self.key,
+            self.jobs,
+            self.registry,
+            follow=config.monitor,
+            runtime=self.runtime,
+            on_foreign=lambda hb, kid: log.warning("%s", self._key_mismatch(hb, kid)),
+        )
+        self.conn.consume(
+            self.monitor.setup, self.monitor.on_message, auto_ack=True, exclusive=True
+        )
+        self.ping()
+        threading.Thread(target=self._watch, name="sif-watch", daemon=True).start()
+
+    def _key_mismatch(self, hb: Heartbeat, theirs: str) -> str:
+        return (
+            f"worker {hb.worker} on host {hb.host} (runtime {hb.runtime!r}) holds another "
+            f"signing key (key id {theirs}) than this kernel (key id {self.key_id}, from "
+            f"{self.key_source}): it cannot run this kernel's calls, and this kernel cannot "
+            f"read its messages. Fix: {notebook_key_fix(self.key_source)}."
+        )
+
+    def _watch(self) -> None:
+        """Once a second: the running calls of a worker that went away are lost."""
+        while not self.conn.closed:
+            time.sleep(1.0)
+            try:
+                for hb in self.registry.newly_gone():
+                    how = "stopped" if hb.state == "bye" else "stopped answering"
+                    note = f"worker {hb.worker} on {hb.host} {how}; waiting to be redelivered"
+                    for job in list(self.jobs.values()):
+                        if not job.done():
+                            job.mark_lost(hb.worker, note)
+            except Exception:  # noqa: BLE001 - a display hint must never stop the watch
+                log.debug("marking lost calls failed", exc_info=True)
+
+    def _on_broker_state(self, up: bool) -> None:
+        self._up = up
+
+    def reachable(self) -> bool:
+        return self._up
+
+    def ping(self) -> None:
+        self._pinged = time.time()
+        body = protocol.Control(op="ping").encode()
+        self.conn.publish(
+            protocol.CONTROL_EXCHANGE, "", body, kind="control", key=self.key, persistent=False
+        )
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.registry.rows()
+
+    def refresh(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Ask every worker to announce itself now; wait up to ``timeout`` for answers."""
+        known = len(self.live_workers(runtime="*"))
+        self.ping()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            time.sleep(0.05)
+            if len(self.live_workers(runtime="*")) > known:
+                time.sleep(0.1)  # the others answer within the same moment
+                break
+        return self.workers()
+
+    def live_workers(self, runtime: str | None = None) -> list[dict[str, Any]]:
+        return self.registry.live(runtime or self.runtime)
+
+    def slots(self) -> int:
+        return sum(int(w.get("slots", 0)) for w in self.live_workers()) or 0
+
+    # -- jobs ------------------------------------------------------------------------
+    def _consumers(self) -> int:
+        queue = protocol.task_queue(self.runtime)
+
+        def op() -> int:
+            ok = self.conn.channel.queue_declare(
+                queue, durable=True, arguments=protocol.task_queue_arguments()
+            )
+            return ok.method.consumer_count
+
+        return self.conn.call(op)
+
+    def _wait_for_workers(self) -> None:
+        """Until a worker that holds this kernel's key announces itself. Fails within
+        FOREIGN_WAIT (nothing sent) if the runtime's only workers hold another key,
+        and after ``no_worker_timeout`` if nobody consumes its queue; consumers that
+        do not announce themselves within ANNOUNCE_WAIT of a ping are sent the job."""
+        deadline = time.time() + self.config.no_worker_timeout
+        self.ping()
+        asked, foreign_since = time.time(), 0.0
+        while not self.live_workers():
+            now = time.time()
+            foreign = self.registry.foreign()
+            if foreign:
+                if not foreign_since:  # give a worker with our key time to answer a ping
+                    foreign_since = now
+                    if now - self._pinged > 0.5:
+                        self.ping()
+                elif now - foreign_since >= FOREIGN_WAIT:
+                    raise ConfigError(
+                        f"no worker of runtime {self.runtime!r} holds this kernel's signing "
+                        "key: "
+                        + " ".join(self._key_mismatch(hb, kid) for hb, kid in foreign[:3])
+                        + " Nothing was sent: run the cell again once the keys match."
+                    )
+            elif self._consumers() > 0:
+                if now - asked >= ANNOUNCE_WAIT:
+                    break
+            elif now >= deadline:
+                raise NoWorkersError(
+                    f"no worker consumes {protocol.task_queue(self.runtime)} (waited "
+                    f"{self.config.no_worker_timeout:g} s). Start one with: sif-magic worker "
+                    f"--amqp-url-file FILE --runtime {self.runtime}  (or sif-magic workers start / "
+                    f"sif-magic slurm submit), then run the cell again."
+                )
+            time.sleep(0.1)
+        self._check_versions()
+
+    def _check_versions(self) -> None:
+        if not self.live_workers():
+            self.ping()
+            time.sleep(0.2)
+        live = self.live_workers()
+        why = [
+            incompatibility(versions(), (str(w.get("python", "")), str(w.get("cloudpickle", ""))))
+            for w in live
+        ]
+        if live and all(why):
+            raise IncompatibleWorkerError(
+                f"every worker of runtime {self.runtime!r} is incompatible with this kernel: "
+                f"worker {live[0]['worker']}: {why[0]}"
+            )
+
+    def start_job(self, job: Job, task: JobTask) -> None:
+        if self.live_workers():
+            self._check_versions()  # workers of this runtime announced themselves lately
+        else:
+            self._wait_for_workers()  # asks the broker, waits, or says how to start one
+        reply_to = protocol.result_queue(job.job_id)
+        self.jobs[job.job_id] = job
+        self._consume_results(job)  # declares the queue (and the monitor binding) first
+        info = jobinfo(job, self.runtime, len(task.chunks))
+        # queued ahead of the tasks; not awaited (a job's first result arrives sooner)
+        self.conn.publish(
+            "", reply_to, info, kind="jobinfo", key=self.key, mandatory=True, wait=False
+        )
+        threading.Thread(
+            target=publish_chunks,
+            args=(self.conn, self.key, self.runtime, self.session, job, task, reply_to),
+            name="sif-publish",
+            daemon=True,
+        ).start()
+
+    def _consume_results(self, job: Job) -> None:
+        stream = ResultStream(job.job_id, self.key, self._refuse, job=job)
+
+        def setup(ch: Any) -> str:
+            # one trip to the I/O thread: the queue, the monitor binding, the consumer
+            ch.queue_declare(
+                stream.queue,
+                durable=True,
+                arguments=protocol.result_queue_arguments(self.config.result_ttl),
+            )
+            if self.config.monitor:
+                self.monitor.bind(ch, job.job_id)
+            return stream.queue
+
+        self._streams[job.job_id] = stream
+        self.conn.consume(setup, stream.on_message, prefetch=0)
+
+    def _refuse(self, delivery: Any, queue: str, e: Exception) -> None:
+        """A message of a result queue that is not a result of its job: dead-letter it."""
+        self.rejected += 1
+        log.warning("dead-lettered a message in %s: %s", queue, e)
+        self.conn.reject(delivery, requeue=False)
+
+    def cancel(self, job: Job) -> None:
+        body = protocol.Control(op="cancel", job_id=job.job_id).encode()
+        # never block on a broker that is down: the cancel goes out when it is back
+        self.conn.publish(
+            protocol.CONTROL_EXCHANGE,
+            "",
+            body,
+            kind="control",
+            key=self.key,
+            persistent=False,
+            wait=False,
+        )
+        # running calls report 'cancelled' as the workers kill them: wait for those
+        # (at most 2 s); calls still queued on the broker are cancelled here and now
+        deadline = time.time() + 2.0
+        while time.time() < deadline and not job.done():
+            if not (job.count("running") or job.count("retrying")):
+                break
+            time.sleep(0.02)
+        job.mark_cancelled()
+
+    def release(self, job: Job) -> None:
+        """Forget a finished job: delete its result queue on the broker."""
+        self.jobs.pop(job.job_id, None)
+        stream = self._streams.pop(job.job_id, None)
+
+        def op() -> None:
+            self.conn.sub_channel.queue_delete(protocol.result_queue(job.job_id))
+
+        try:
+            if stream is not None:
+                self.conn.call(op, timeout=5)
+        except Exception as e:  # noqa: BLE001 - a broker that is down keeps it till result_ttl
+            log.debug("could not delete the result queue of %s: %s", job.job_id, e)
+
+    def attach(self, job_id: str, timeout: float = 10.0) -> Job:
+        """Follow a job started by another client (or by this kernel before a restart).
+
+        Results of finished calls come back from the job's durable result queue,
+        the state and logs of the rest from the monitoring exchange."""
+        reply_to = protocol.result_queue(job_id)
+        if not self.conn.queue_exists(reply_to):
+            raise ConfigError(
+                f"job {job_id} is unknown here: its result queue {reply_to} does not exist "
+                f"(it expired {self.config.result_ttl:g} s after its last client left, or the job "
+                "was closed)"
+            )
+
+        def make_job(info: dict[str, Any]) -> Job:
+            job = Job(
+                job_id,
+                int(info["n"]),
+                name=str(info.get("name", "")),
+                errors=str(info.get("errors", "raise")),
+                runtime=str(info.get("runtime", self.runtime)),
+                backend=self,
+                created=float(info["created"]) if "created" in info else None,
+            )
+            self.jobs[job_id] = job
+            return job
+
+        stream = ResultStream(job_id, self.key, self._refuse, make_job=make_job)
+
+        def bind(ch: Any) -> str:
+            # passive: the queue exists with the arguments its job gave it (another client's
+            # result_ttl, say); declaring it with ours would be refused
+            ch.queue_declare(reply_to, passive=True)
+            return reply_to
+
+        self.conn.call(lambda: self.monitor.bind(self.conn.sub_channel, job_id))
+        self.conn.consume(bind, stream.on_message, prefetch=0, timeout=timeout)
+        if not stream.ready.wait(timeout):
+            raise ConfigError(
+                f"job {job_id}: its results are held by another live client (a kernel still "
+                "running it?); attach once that client has stopped, or wait for it to finish"
+            )
+        self._streams[job_id] = stream
+        return stream.job  # type: ignore[return-value]
+
+    def close(self) -> None:
+        for job in list(self.jobs.values()):
+            if job.done():
+                self.release(job)
+        self.conn.close()
+
+    def describe(self) -> str:
+        from ...errors import mask_url
+
+        return f"rabbitmq {mask_url(self.url)} runtime {self.runtime}"

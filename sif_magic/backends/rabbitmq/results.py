@@ -1,0 +1,87 @@
+"""The one consumer of a job's result queue, for a job started here and for one
+``attach`` follows.
+
+The first message of every result queue is a ``jobinfo`` record (calls, name,
+...): a job followed by ``attach`` is made from it (results that come before it
+wait in ``early``). Results are not acked while the job object lives: if this
+kernel dies, they return to the queue, and the next ``attach`` gets them again.
+
+Threads: ``on_message`` runs on the transport's I/O thread: it folds results into
+the Job (under the Job's lock) and never blocks. The kernel thread waits on
+``ready`` (``attach``). Owner: the ``RabbitBackend`` that consumes the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ... import protocol
+from ...job import Job
+from ...protocol import ProtocolError, ResultBatch
+
+
+class ResultStream:
+    """Results of job ``job_id`` from its queue into ``job`` (or, until the jobinfo
+    record comes, into a list; ``make_job(info)`` then makes the job)."""
+
+    def __init__(
+        self,
+        job_id: str,
+        key: bytes,
+        refuse: Callable[[Any, str, Exception], None],
+        job: Job | None = None,
+        make_job: Callable[[dict[str, Any]], Job] | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.queue = protocol.result_queue(job_id)
+        self.key = key
+        self.refuse = refuse  # (delivery, queue, why): dead-letter a message
+        self.job = job
+        self.make_job = make_job
+        self.early: list[ResultBatch] = []
+        self.ready = threading.Event()
+        if job is not None:
+            self.ready.set()
+
+    def on_message(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
+        try:
+            protocol.verify(self.key, props.type, body, props.headers)
+            if props.type == "jobinfo":
+                if self.job is None and self.make_job is not None:
+                    self._adopt(self.make_job(json.loads(body)))
+                return
+            batch = ResultBatch.decode(body)
+            if batch.job_id != self.job_id:
+                raise ProtocolError(f"results of job {batch.job_id} in the queue of {self.job_id}")
+        except (ProtocolError, ValueError, KeyError, TypeError) as e:
+            self.refuse(delivery, self.queue, e)
+            return
+        if self.job is None:
+            self.early.append(batch)
+        else:
+            self.job.apply_batch(batch)
+
+    def _adopt(self, job: Job) -> None:
+        self.job = job
+        for batch in self.early:
+            job.apply_batch(batch)
+        self.early.clear()
+        self.ready.set()
+
+
+def jobinfo(job: Job, runtime: str, chunks: int) -> bytes:
+    """The record a job's result queue starts with (what ``attach`` makes the job from)."""
+    return json.dumps(
+        {
+            "job": job.job_id,
+            "n": job.n,
+            "name": job.name,
+            "errors": job.errors,
+            "runtime": runtime,
+            "created": job.created,
+            "chunks": chunks,
+        }
+    ).encode()

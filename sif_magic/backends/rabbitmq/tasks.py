@@ -1,0 +1,67 @@
+"""A job's chunks onto its runtime's task queue, as signed ``Task`` messages.
+
+Threads: ``publish_chunks`` runs on the job's own ``sif-publish`` thread; the
+transport's I/O thread commits the transactions it hands over, in order. It
+stops early once the job is cancelled (``Job.cancel_requested``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ... import protocol
+from ...broker import Connection
+from ...job import Job
+from ...runner.versions import versions
+from ..base import JobTask
+
+log = logging.getLogger("sif_magic.rabbitmq")
+
+BATCH = 200  # messages per transaction at most
+
+
+def publish_chunks(
+    conn: Connection,
+    key: bytes,
+    runtime: str,
+    session: str,
+    job: Job,
+    task: JobTask,
+    reply_to: str,
+) -> None:
+    """Publish the job's chunks in transactions of up to BATCH messages / ~4 MB,
+    with a few transactions in flight (the I/O thread commits them in order)."""
+    queue = protocol.task_queue(runtime)
+    pending: list = []
+    batch: list[tuple[str, str, bytes, str]] = []
+    size = 0
+    for c in task.chunks:
+        if job.cancel_requested:
+            break
+        body = task.task(
+            job.job_id,
+            c,
+            reply_to,
+            python=versions()[0],
+            cloudpickle=versions()[1],
+            client=session,
+        ).encode()
+        batch.append(("", queue, body, "task"))
+        size += len(body)
+        if len(batch) >= BATCH or size >= 4 * 1024 * 1024:
+            pending.append(conn.publish_batch(batch, key=key, wait=False))
+            batch, size = [], 0
+            if len(pending) > 4:
+                _settle(job, pending.pop(0))
+    if batch:
+        pending.append(conn.publish_batch(batch, key=key, wait=False))
+    for fut in pending:
+        _settle(job, fut)
+
+
+def _settle(job: Job, fut: Any) -> None:
+    try:
+        fut.result()
+    except Exception as e:  # noqa: BLE001
+        log.error("job %s: chunks could not be published: %s", job.job_id, e)

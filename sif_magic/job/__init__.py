@@ -1,0 +1,316 @@
+"""A run of calls: ``Job``, the handle a user holds, a facade over its parts.
+
+- ``outcomes.Outcomes``: per call its state, attempt, times, host and value;
+- ``logs.LogStore``: what the calls printed;
+- ``monitor.EventFolder``: the monitoring stream, folded into both;
+- ``rebuild``: the exceptions of failed calls, from their error records.
+
+Backends fold what workers report through ``apply_segments`` / ``apply_batch``
+(outcomes) and ``apply_events`` (progress and live logs); displays read. Nothing
+here touches a widget or a connection, and nothing outside writes a part.
+
+Threads: the folding thread (the transport's I/O thread, or the local pool's
+threads) applies results and events; the kernel thread asks (results, futures,
+describe_call ...) and cancels; the display's pusher thread reads. Every write,
+and every read of more than one field, holds ``_lock``. Done callbacks run on
+the thread that gave the last outcome, under that lock: they may set flags or
+wake a thread, never write a widget or block.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..protocol import (
+    DONE,
+    FAILED,
+    STATE_CODES,
+    STATE_NAMES,
+    EventBatch,
+    ResultBatch,
+    ResultSegment,
+)
+from .futures import CallFutures
+from .logs import LogStore
+from .monitor import EventFolder
+from .outcomes import Outcomes, Printed, not_done
+from .rebuild import rebuild_error
+
+HOLD = 2.0  # seconds ``wait()`` gives a view to draw the end of a finished job
+
+
+def _part(part: str, name: str, doc: str) -> Any:
+    """A read-only attribute of the job that is a field of one of its parts."""
+    return property(lambda self: getattr(getattr(self, part), name), doc=doc)
+
+
+class Job:
+    """A run of ``n`` calls of one function.
+
+    ``results()`` returns the values in input order; ``wait()``, ``done()``,
+    ``cancel()`` and ``futures`` behave like concurrent.futures. ``states``
+    holds one state code per call (see ``protocol.STATE_NAMES``).
+    """
+
+    states = _part("_outcomes", "states", "One state code per call (protocol.STATE_NAMES).")
+    attempts = _part("_outcomes", "attempts", "The attempt of each call (1 for the first).")
+    counts = _part("_outcomes", "counts", "Calls per state code.")
+    final = _part("_outcomes", "final", "Calls with an outcome (done, failed, cancelled).")
+    duplicates = _part("_outcomes", "duplicates", "Results that came twice and were dropped.")
+    cancel_requested = _part("_outcomes", "cancel_requested", "True once cancel() was asked.")
+    logs = _part("_logs", "logs", "Call -> its CallLog (calls that printed something).")
+    recent = _part("_logs", "recent", "The last lines of all calls: (call, stream, text).")
+    log_bytes = _part("_logs", "size", "Characters of output kept.")
+    log_dropped = _part("_logs", "dropped", "Characters not kept (the job's log limit).")
+    log_seq = _part("_logs", "seq", "Moves whenever a line is kept (views redraw then).")
+    notes = _part("_events", "notes", "Call -> its last note (why it was retried ...).")
+    event_batches = _part("_events", "batches", "Monitoring batches folded in.")
+
+    def __init__(
+        self,
+        job_id: str,
+        n: int,
+        *,
+        name: str = "",
+        errors: str = "raise",
+        runtime: str = "",
+        backend: Any = None,
+        origins: dict[str, str] | None = None,
+        created: float | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.n = n
+        self.name = name
+        self.errors = errors
+        self.runtime = runtime
+        self.backend = backend
+        # code_key -> real file of the code shipped with the function (see _origins)
+        self.origins = origins or {}
+        self.created = time.time() if created is None else created
+        self.finished_at: float | None = None
+        self._outcomes = Outcomes(n)
+        self._logs = LogStore()
+        self._events = EventFolder(self._outcomes, self._logs)
+        self._version = 0
+        self._lock = threading.RLock()
+        self._done = threading.Event()
+        self._futures: CallFutures | None = None
+        self._callbacks: list[Callable[[Job], None]] = []
+        self._holds: list[threading.Event] = []
+        if n == 0:
+            self._finish()
+
+    @property
+    def version(self) -> int:
+        """Bumped on every change: a view redraws when it moves."""
+        return self._version
+
+    @property
+    def broker_down(self) -> bool:
+        """True while the backend cannot reach its broker (it reconnects meanwhile)."""
+        return self.backend is not None and not self.backend.reachable()
+
+    # -- folding (the backend's thread) ------------------------------------------------
+    def apply_batch(self, batch: ResultBatch) -> None:
+        self.apply_segments(batch.segments)
+
+    def apply_segments(self, segments: list[ResultSegment]) -> None:
+        """Record outcomes; the first outcome of a call wins, later ones are dropped."""
+        with self._lock:
+            applied: list[int] | None = [] if self._futures is not None else None
+            printed: list[Printed] = []
+            fold = self._outcomes.fold
+            for seg in segments:
+                if len(seg):
+                    fold(seg, applied, printed)
+            for i, out, err, dropped in printed:
+                self._logs.settle(i, out, err, dropped)
+            for i in applied or ():
+                self._futures.resolve(i)
+            self._version += 1
+            if self._outcomes.final >= self.n and self.finished_at is None:
+                self._finish()
+
+    def apply_events(self, batch: EventBatch) -> None:
+        """Fold a monitoring batch: progress states, attempts, notes and live logs."""
+        with self._lock:
+            self._events.fold(batch)
+            self._version += 1
+
+    def mark_lost(self, worker: str, note: str) -> int:
+        """Show the calls ``worker`` was running (or retrying) as lost, with ``note``:
+        it died or stopped answering, and they wait to be redelivered. Returns how many."""
+        with self._lock:
+            lost = self._outcomes.mark_lost(worker)
+            for i in lost:
+                self._events.notes[i] = note
+            if lost:
+                self._version += 1
+        return len(lost)
+
+    def mark_cancelled(self) -> None:
+        """Give every call without an outcome the outcome 'cancelled' (client side)."""
+        with self._lock:
+            for i in self._outcomes.cancel_rest():
+                if self._futures is not None:
+                    self._futures.resolve(i)
+            self._version += 1
+            if self.finished_at is None:
+                self._finish()
+
+    def _finish(self) -> None:
+        self.finished_at = time.time()
+        # callbacks first (a view is told to draw the end), then wake the waiters
+        for cb in list(self._callbacks):
+            try:
+                cb(self)
+            except Exception:  # noqa: BLE001 - a display must not break the job
+                pass
+        self._done.set()
+
+    # -- asking (the kernel thread) ----------------------------------------------------
+    def done(self) -> bool:
+        return self.finished_at is not None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every call has an outcome; False if ``timeout`` passed first.
+
+        A view of the job has drawn its end by then (it is given ``HOLD`` s at most)."""
+        if not self._done.wait(timeout):
+            return False
+        for hold in list(self._holds):
+            hold.wait(HOLD if timeout is None else min(HOLD, timeout))
+        return True
+
+    def cancel(self) -> bool:
+        """Drop queued calls and kill running ones on the workers."""
+        if self.done():
+            return False
+        with self._lock:
+            self._outcomes.cancel_requested = True
+        if self.backend is not None:
+            self.backend.cancel(self)
+        return True
+
+    def close(self) -> None:
+        """Forget this job on the broker (its kept results go); cancels it if still running."""
+        if not self.done():
+            self.cancel()
+        if self.backend is not None:
+            self.backend.release(self)
+
+    def add_done_callback(self, fn: Callable[[Job], None]) -> None:
+        """``fn(job)`` once the job is done (now if it is): see the module's thread rule."""
+        with self._lock:
+            if self.finished_at is None:
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def hold_waiters(self, drawn: threading.Event) -> None:
+        """``wait()`` returns only once ``drawn`` is set (at most ``HOLD`` s after the end):
+        code that waited for the job never sees a view still showing it running."""
+        with self._lock:
+            self._holds.append(drawn)
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished_at or time.time()) - self.created
+
+    def count(self, state: str) -> int:
+        return self._outcomes.counts[STATE_CODES[state]]
+
+    def state_counts(self) -> dict[str, int]:
+        with self._lock:
+            counts = self._outcomes.counts
+            return {name: counts[code] for code, name in enumerate(STATE_NAMES)}
+
+    def state(self, i: int) -> str:
+        return STATE_NAMES[self._outcomes.states[i]]
+
+    @property
+    def failed(self) -> list[int]:
+        with self._lock:
+            return self._outcomes.of_state(FAILED)
+
+    def describe_call(self, i: int) -> dict[str, Any]:
+        with self._lock:
+            d = self._outcomes.describe(i)
+            d["note"] = self._events.notes.get(i, "")
+            return d
+
+    def call_logs(self, i: int) -> tuple[list[tuple[int, str]], int]:
+        """(entries, dropped bytes) of call ``i``'s output so far."""
+        with self._lock:
+            return self._logs.entries(i)
+
+    def output(self, i: int) -> str:
+        """Everything call ``i`` printed (stdout and stderr) as one string."""
+        return "".join(text for _, text in self.call_logs(i)[0])
+
+    def error(self, i: int) -> BaseException | None:
+        """The exception of call ``i`` if it failed (a RemoteError, a timeout, ...)."""
+        decoded = self._outcomes.decoded
+        if decoded is not None:
+            value = decoded[i]
+            done = self._outcomes.states[i] == DONE
+            return value if isinstance(value, BaseException) and not done else None
+        with self._lock:
+            o = self._outcomes
+            state, info, raw = o.states[i], o.errors.get(i), o.raw(i)
+            worker, host, _ = o.hosts[o.where[i]]
+        return rebuild_error(i, state, info, raw, worker, host, self.origins)
+
+    def results(self, timeout: float | None = None, *, errors: str | None = None) -> list[Any]:
+        """The values in input order; raises the first failure unless errors='collect'
+        (the job's own setting unless ``errors`` says otherwise)."""
+        if not self.wait(timeout):
+            raise TimeoutError(f"job {self.job_id} not done after {timeout} s")
+        values = self._decode()
+        if (errors or self.errors) == "raise":
+            for i in not_done(self._outcomes.states):
+                raise values[i]
+        return values
+
+    def _decode(self) -> list[Any]:
+        with self._lock:
+            return self._outcomes.decode(self.error)
+
+    # -- futures -----------------------------------------------------------------------
+    @property
+    def futures(self) -> list[concurrent.futures.Future]:
+        """One concurrent.futures.Future per call (made on first use)."""
+        with self._lock:
+            if self._futures is None:
+                self._futures = CallFutures(self._outcomes, self.error)
+            return self._futures.futures
+
+    # -- showing -----------------------------------------------------------------------
+    def summary(self) -> str:
+        return summary(self)
+
+    def __repr__(self) -> str:
+        return f"<{self.summary()}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from ..display import job_mimebundle
+
+        return job_mimebundle(self)
+
+
+def summary(job: Job) -> str:
+    """One line: the job, its size, and calls per state."""
+    c = job.state_counts()
+    parts = [f"{c['done']} done"]
+    for name in ("failed", "cancelled", "running", "retrying", "queued", "lost"):
+        if c[name]:
+            parts.append(f"{c[name]} {name}")
+    status = "finished" if job.done() else "running"
+    return (
+        f"sif_magic job {job.job_id} ({job.n} calls, {status} in {job.elapsed:.1f} s): "
+        + ", ".join(parts)
+    )

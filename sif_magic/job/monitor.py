@@ -1,0 +1,55 @@
+"""Folding the monitoring stream into a job: progress states, attempts, notes, live logs.
+
+Events only show what is going on; outcomes come with results (``Outcomes.fold``).
+A call that has its outcome keeps its terminal state and its complete log; the
+others take the state an event shows (a cancel shows as running until it is an
+outcome).
+
+Threads: ``fold`` runs on the thread that receives the job's events (the
+transport's I/O thread, or the local backend's event flusher) under the owning
+Job's lock; ``notes`` and ``batches`` are read by the kernel and pusher threads.
+Owner: the ``Job`` that made the folder.
+"""
+
+from __future__ import annotations
+
+from ..protocol import CANCELLED, RUNNING, STATE_CODES, STATE_NAMES, TERMINAL, EventBatch
+from .logs import LogStore
+from .outcomes import Outcomes
+
+# per event state: what a call's state becomes (terminal states stay)
+_SHOW = [
+    bytes(c if c in TERMINAL else (RUNNING if s == CANCELLED else s) for c in range(256))
+    for s in range(len(STATE_NAMES))
+]
+
+
+class EventFolder:
+    """Folds ``EventBatch``es into an outcome table and a log store."""
+
+    def __init__(self, outcomes: Outcomes, logs: LogStore) -> None:
+        self.outcomes = outcomes
+        self.logs = logs
+        self.notes: dict[int, str] = {}  # call -> the last note (why it is retried, ...)
+        self.batches = 0  # batches folded in (0 when not following live)
+
+    def fold(self, batch: EventBatch) -> None:
+        self.batches += 1
+        outcomes, last = self.outcomes, self.outcomes.n - 1
+        for name, ranges in batch.states.items():
+            table = _SHOW[STATE_CODES[name]]
+            for a, b in ranges:
+                a, b = max(int(a), 0), min(int(b), last)
+                if a <= b:
+                    outcomes.show(table, a, b)
+        if batch.calls:
+            hid = outcomes.host_id(batch.worker, batch.host, 0)
+            for entry in batch.calls:
+                outcomes.started(int(entry[0]), int(entry[1]), float(entry[2]), hid)
+        for key, note in batch.notes.items():
+            self.notes[int(key)] = note
+        have, n = outcomes.have, outcomes.n
+        for entry in batch.logs:
+            i = int(entry[0])
+            if 0 <= i < n and not have[i]:  # else the result (with the whole output) is here
+                self.logs.add(i, int(entry[1]), str(entry[2]))

@@ -1,0 +1,340 @@
+"""The outcome table of a job: per call its state, attempt, times, where it ran and
+where its value is, folded from result segments (and shown progress from events).
+
+Threads: written by the thread that folds the job's results and events (the
+transport's I/O thread, or the local pool's threads), and by the kernel thread
+when it cancels, always under the owning Job's lock; read under that lock by
+the kernel thread (results, futures) and the display's pusher thread (states
+for the grid). Owner: the ``Job`` that made the table; nothing else writes it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from array import array
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..protocol import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    LOST,
+    QUEUED,
+    RETRYING,
+    RUNNING,
+    SKIP,
+    STATE_NAMES,
+    TERMINAL,
+    ProtocolError,
+    ResultSegment,
+    consecutive,
+)
+
+_ONE = b"\x01"
+# a status byte that is not an outcome is taken for "failed"; attempt 0 for 1
+_STATUS_FIX = bytes(c if c in TERMINAL else FAILED for c in range(256))
+_ATTEMPT_FIX = b"\x01" + bytes(range(1, 256))
+_NOT_DONE = bytes(int(c != DONE) for c in range(256))
+
+# what a call printed, to hand to the log store: (call, stdout, stderr, bytes dropped)
+Printed = tuple[int, bytes, bytes, int]
+
+
+class Block:
+    """The values of one result segment, kept pickled as they came: unpickled (the
+    whole list at once) only when asked for (``results()``, a future), never
+    while folding."""
+
+    __slots__ = ("indices", "values", "status", "own", "first", "_list", "_pos")
+
+    def __init__(self, seg: ResultSegment, contiguous: bool) -> None:
+        self.indices = seg.indices
+        self.values = seg.values
+        self.status = seg.status
+        # a call's own pickle: the exception of a failed call, a value sent alone
+        self.own = {k: e[4] for k, e in seg.extra.items() if e[4]} if seg.extra else {}
+        self.first = seg.indices[0] if contiguous else -1
+        self._list: list[Any] | None = None
+        self._pos: dict[int, int] | None = None
+
+    def position(self, i: int) -> int:
+        if self.first >= 0:
+            return i - self.first
+        if self._pos is None:
+            self._pos = {}
+            for k, j in enumerate(self.indices):
+                self._pos.setdefault(j, k)  # the first of a call wins, as in the job
+        return self._pos[i]
+
+    def decoded(self) -> list[Any]:
+        if self._list is None:
+            values = pickle.loads(self.values) if self.values else None
+            if not isinstance(values, list) or len(values) != len(self.indices):
+                raise ProtocolError("a result segment's values do not match its calls")
+            self._list = values
+        return self._list
+
+    def value(self, k: int) -> Any:
+        own = self.own.get(k)
+        return pickle.loads(own) if own else self.decoded()[k]
+
+    def raw(self, i: int) -> bytes:
+        """Call ``i``'s own pickle (a failed call's exception), b"" if none."""
+        return self.own.get(self.position(i), b"")
+
+
+class Outcomes:
+    """One row per call of a job; the first outcome of a call wins."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.states = bytearray(n)
+        self.attempts = bytearray(b"\x01" * n)
+        self.t_start = array("d", bytes(8 * n))
+        self.t_end = array("d", bytes(8 * n))
+        self.where = array("H", bytes(2 * n))  # index into self.hosts
+        self.hosts: list[tuple[str, str, int]] = [("", "", 0)]
+        self._host_ids: dict[tuple[str, str, int], int] = {}
+        self.have = bytearray(n)  # 1 once a call has its outcome (the first one wins)
+        self._values: list[Block | None] = [None] * n  # where each call's value is
+        self._blocks: list[Block] = []
+        self.errors: dict[int, dict[str, Any]] = {}  # error records of failed calls
+        self.counts = [0] * len(STATE_NAMES)
+        self.counts[QUEUED] = n
+        self.final = 0  # calls with an outcome (done, failed or cancelled)
+        self.duplicates = 0  # results that arrived twice (after a redelivery) and were dropped
+        self.cancel_requested = False  # results of calls cancelled here are dropped
+        self.decoded: list[Any] | None = None  # every call's value or exception, once asked
+
+    def _set_state(self, i: int, state: int) -> None:
+        old = self.states[i]
+        if old != state:
+            self.counts[old] -= 1
+            self.counts[state] += 1
+            self.states[i] = state
+
+    def host_id(self, worker: str, host: str, pid: int) -> int:
+        key = (worker, host, pid)
+        hid = self._host_ids.get(key)
+        if hid is None:
+            hid = len(self.hosts)
+            if hid > 65535:
+                return 0
+            self.hosts.append(key)
+            self._host_ids[key] = hid
+        return hid
+
+    def fold(self, seg: ResultSegment, applied: list[int] | None, printed: list[Printed]) -> None:
+        """Record the outcomes of a segment (``applied`` gets the calls that took one,
+        ``printed`` what they printed).
+
+        The hot path of every run: a segment of consecutive calls none of which has
+        an outcome yet (nearly all of them) is folded with slice operations on the
+        state arrays, nothing per call; other segments call by call."""
+        idx, n = seg.indices, len(seg)
+        a = idx[0]
+        b = a + n
+        contiguous = (
+            SKIP not in seg.status
+            and 0 <= a
+            and b <= self.n
+            and consecutive(idx)
+            and self.have.find(1, a, b) < 0
+            and not (self.cancel_requested and self.states.find(CANCELLED, a, b) >= 0)
+        )
+        hid = self.host_id(seg.worker, seg.host, seg.pid)
+        status = seg.status.translate(_STATUS_FIX)
+        attempts = seg.attempts.translate(_ATTEMPT_FIX)
+        block = Block(seg, contiguous)
+        if contiguous:
+            self._blocks.append(block)
+            states, counts = self.states, self.counts
+            old = states[a:b]
+            for code in range(len(counts)):
+                c = old.count(code)
+                if c:
+                    counts[code] -= c
+            states[a:b] = status
+            for code in TERMINAL:
+                counts[code] += status.count(code)
+            self.attempts[a:b] = attempts
+            self.t_start[a:b] = seg.times[0::2]
+            self.t_end[a:b] = seg.times[1::2]
+            self.where[a:b] = array("H", [hid]) * n
+            self._values[a:b] = [block] * n
+            self.have[a:b] = _ONE * n
+            self.final += n
+            if applied is not None:
+                applied.extend(range(a, b))
+            for k, (error, out, err, dropped, _) in seg.extra.items():
+                if 0 <= k < n:
+                    self._extra(a + k, error, out, err, dropped, printed)
+            return
+        # call by call: duplicates after a redelivery, a split chunk, cancelled calls
+        times, extra = seg.times, seg.extra
+        have, states, n_calls = self.have, self.states, self.n
+        guard, raw_status = self.cancel_requested, seg.status
+        kept = False  # the block is kept only if a call of it was applied
+        for k, i in enumerate(idx):
+            if not 0 <= i < n_calls or raw_status[k] == SKIP:
+                continue
+            if have[i] or (guard and states[i] == CANCELLED):
+                self.duplicates += 1
+                continue
+            have[i] = 1
+            self._set_state(i, status[k])
+            self.attempts[i] = attempts[k]
+            self.t_start[i] = times[2 * k]
+            self.t_end[i] = times[2 * k + 1]
+            self.where[i] = hid
+            self._values[i] = block
+            if not kept:
+                self._blocks.append(block)
+                kept = True
+            self.final += 1
+            if applied is not None:
+                applied.append(i)
+            if k in extra:
+                self._extra(i, *extra[k][:4], printed)
+
+    def _extra(
+        self,
+        i: int,
+        error: dict[str, Any] | None,
+        out: bytes,
+        err: bytes,
+        dropped: int,
+        printed: list[Printed],
+    ) -> None:
+        if error is not None:
+            self.errors[i] = error
+        if out or err:
+            printed.append((i, out, err, dropped))
+
+    # -- what the monitoring stream shows (calls without an outcome only) ----------
+    def show(self, table: bytes, a: int, b: int) -> None:
+        """Calls ``a``..``b`` (inclusive) take the state ``table`` maps theirs to."""
+        states, counts = self.states, self.counts
+        old = states[a : b + 1]
+        new = old.translate(table)
+        if new != old:
+            for code in range(len(counts)):
+                counts[code] += new.count(code) - old.count(code)
+            states[a : b + 1] = new
+
+    def started(self, i: int, attempt: int, t0: float, hid: int) -> None:
+        if 0 <= i < self.n and not self.have[i]:
+            self.attempts[i] = min(255, max(1, attempt))
+            self.t_start[i] = t0
+            self.where[i] = hid
+
+    def mark_lost(self, worker: str) -> list[int]:
+        """Calls ``worker`` was running (or retrying), without an outcome, become
+        'lost' (their worker died; they wait to be redelivered); returns them."""
+        lost = []
+        states, hosts, where, have = self.states, self.hosts, self.where, self.have
+        for state in (RUNNING, RETRYING):
+            i = states.find(state)
+            while i >= 0:
+                if not have[i] and hosts[where[i]][0] == worker:
+                    self._set_state(i, LOST)
+                    lost.append(i)
+                i = states.find(state, i + 1)
+        return lost
+
+    def cancel_rest(self) -> list[int]:
+        """Every call without an outcome gets 'cancelled'; returns those calls."""
+        now = time.time()
+        self.cancel_requested = True
+        out = []
+        for i in range(self.n):
+            if not self.have[i]:
+                self.have[i] = 1
+                self._set_state(i, CANCELLED)
+                self.t_end[i] = now
+                self.final += 1
+                out.append(i)
+        return out
+
+    # -- asking --------------------------------------------------------------------
+    def of_state(self, code: int) -> list[int]:
+        """The calls in state ``code``, in order (found at C speed)."""
+        states, out, i = self.states, [], self.states.find(code)
+        while i >= 0:
+            out.append(i)
+            i = states.find(code, i + 1)
+        return out
+
+    def describe(self, i: int) -> dict[str, Any]:
+        worker, host, pid = self.hosts[self.where[i]]
+        t0, t1 = self.t_start[i], self.t_end[i]
+        return {
+            "index": i,
+            "state": STATE_NAMES[self.states[i]],
+            "attempt": self.attempts[i],
+            "worker": worker,
+            "host": host,
+            "pid": pid,
+            "t_start": t0,
+            "t_end": t1,
+            "duration": (t1 - t0) if t0 and t1 else (time.time() - t0 if t0 else None),
+        }
+
+    def raw(self, i: int) -> bytes:
+        """Call ``i``'s own pickle (a failed call's exception), b"" if it has none."""
+        block = self._values[i]
+        return block.raw(i) if block is not None else b""
+
+    def value(self, i: int) -> Any:
+        block = self._values[i]
+        return block.value(block.position(i)) if block is not None else None
+
+    def values(self) -> list[Any]:
+        """Every done call's value in input order (None for the others)."""
+        states, where, n = self.states, self._values, self.n
+        out: list[Any] = [None] * n
+        for block in self._blocks:
+            values = block.decoded()
+            first, m = block.first, len(block.indices)
+            if (
+                first >= 0
+                and not block.own
+                and block.status.count(DONE) == m
+                and where[first] is block
+                and where[first + m - 1] is block
+            ):
+                out[first : first + m] = values  # consecutive calls, all done, none twice
+                continue
+            for k, i in enumerate(block.indices):
+                if (
+                    0 <= i < n
+                    and where[i] is block
+                    and states[i] == DONE
+                    and block.position(i) == k
+                ):
+                    out[i] = block.value(k)
+        return out
+
+    def decode(self, error_of: Callable[[int], BaseException | None]) -> list[Any]:
+        """Every call's value, or its exception from ``error_of(i)``, in input order;
+        the first time, the pickled values are decoded and then forgotten."""
+        if self.decoded is None:
+            out = self.values()
+            for i in not_done(self.states):
+                out[i] = error_of(i)
+            self._values = [None] * self.n  # the pickled bytes are not needed any more
+            self._blocks = []
+            self.decoded = out
+        return self.decoded
+
+
+def not_done(states: bytearray) -> Iterator[int]:
+    """Indices whose state is not done, in order (found at C speed: a job of a
+    million calls that all succeeded is scanned in a millisecond)."""
+    marks = states.translate(_NOT_DONE)
+    i = marks.find(1)
+    while i >= 0:
+        yield i
+        i = marks.find(1, i + 1)
