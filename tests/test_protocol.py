@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import sys
+import types
+from pathlib import Path
+
 import pytest
 
 from sif_magic import protocol
@@ -151,3 +157,36 @@ def test_malformed_bodies_raise_protocol_error(body: bytes) -> None:
 def test_control_refuses_unknown_ops() -> None:
     with pytest.raises(ProtocolError, match="unknown control op"):
         protocol.Control.decode(b'{"op": "rm -rf"}')
+
+
+def test_the_protocol_package_imports_only_the_standard_library() -> None:
+    """A worker in a slim image, or someone writing a compatible worker, needs nothing
+    else: the package's modules import the standard library and each other only."""
+    package = Path(protocol.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1, f"{path.name} imports {node.module} from outside"
+                continue
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                top = name.split(".")[0]
+                assert top == "__future__" or top in sys.stdlib_module_names, (path.name, name)
+
+
+def test_every_public_name_is_reexported_by_the_package() -> None:
+    modules = ("names", "framing", "signing", "tasks", "results", "events")
+    for mod in modules:
+        m = importlib.import_module(f"sif_magic.protocol.{mod}")
+        public = {
+            n
+            for n, v in vars(m).items()
+            if not n.startswith("_")
+            and not isinstance(v, types.ModuleType)
+            and getattr(v, "__module__", m.__name__) == m.__name__
+        }
+        public -= {"annotations"}
+        assert public <= set(protocol.__all__), (mod, public - set(protocol.__all__))
+    assert all(getattr(protocol, n) is not None for n in protocol.__all__)
