@@ -41,7 +41,6 @@ from typing import Any
 from . import _version, protocol
 from ._events import EventBuffer
 from ._keys import worker_key_fix
-from .broker import Connection, declare_retry_queue, declare_task_queue
 from .errors import IncompatibleWorkerError, WorkerLostError, wire_name
 from .pool import Chunk, Pool, usable_cpus
 from .protocol import (
@@ -56,6 +55,7 @@ from .protocol import (
     ResultSegment,
     Task,
 )
+from .transport import Connection, declare_retry_queue, declare_task_queue
 
 log = logging.getLogger("sif_magic.worker")
 PREFETCH_SECONDS = 0.01  # unstarted work a worker holds per process, beyond a few chunks

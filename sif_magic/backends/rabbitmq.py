@@ -30,11 +30,11 @@ import pika.exceptions as pe
 from .. import protocol
 from .._keys import key_source, notebook_key_fix
 from .._serialize import cloudpickle_version, python_version
-from ..broker import Connection, declare_task_queue
 from ..config import SifConfig
 from ..errors import ConfigError, IncompatibleWorkerError, NoWorkersError
 from ..job import Job
 from ..protocol import ForeignKeyError, Heartbeat, ProtocolError, ResultBatch, Task
+from ..transport import Connection, declare_task_queue
 from . import Backend, JobTask
 
 log = logging.getLogger("sif_magic.rabbitmq")

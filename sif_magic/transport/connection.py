@@ -1,4 +1,4 @@
-"""RabbitMQ through pika: one connection, owned by one I/O thread.
+"""A RabbitMQ connection through pika, owned by one I/O thread.
 
 Other threads never touch the connection: they queue operations with
 ``call()`` / ``publish()`` / ``ack()``, which the I/O thread runs between
@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import collections
 import logging
-import socket
-import ssl
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -35,8 +32,11 @@ from typing import Any
 import pika
 import pika.exceptions as pe
 
-from . import protocol
-from .errors import BrokerError, mask_url
+from .. import protocol
+from ..errors import BrokerError, mask_url
+from .connect import connection_parameters, explain_connect_error
+from .topology import declare_topology
+from .tx import _Publish, _Tx, _unflushed
 
 log = logging.getLogger("sif_magic.broker")
 for _noisy in ("pika", "pika.adapters", "pika.connection", "pika.channel"):
@@ -51,68 +51,6 @@ _LOST = (
     pe.ChannelClosed,
     OSError,
 )
-
-
-def describe_url(url: str) -> str:
-    return mask_url(url)
-
-
-def connection_parameters(
-    url: str, connect_timeout: float, ca_file: str = ""
-) -> pika.URLParameters:
-    if not url.startswith(("amqp://", "amqps://")):
-        raise BrokerError(
-            f"broker URL {mask_url(url)!r} must look like amqp://user:password@host:5672/vhost"
-        )
-    try:
-        params = pika.URLParameters(url)
-    except Exception as e:
-        raise BrokerError(f"cannot parse broker URL {mask_url(url)!r}: {e}") from None
-    params.socket_timeout = connect_timeout
-    params.stack_timeout = connect_timeout * 2
-    params.blocked_connection_timeout = 60
-    params.connection_attempts = 1
-    if params.heartbeat is None:
-        params.heartbeat = 30
-    if url.startswith("amqps://"):
-        ctx = ssl.create_default_context(cafile=ca_file or None)
-        params.ssl_options = pika.SSLOptions(ctx, server_hostname=params.host)
-    return params
-
-
-def explain_connect_error(url: str, e: BaseException) -> BrokerError:
-    """Turn what pika raised while connecting into an error that says what to do."""
-    parsed = urllib.parse.urlparse(url)
-    where = f"{parsed.hostname}:{parsed.port or (5671 if parsed.scheme == 'amqps' else 5672)}"
-    user = urllib.parse.unquote(parsed.username or "guest")
-    vhost = urllib.parse.unquote(parsed.path[1:]) if len(parsed.path) > 1 else "/"
-    text = f"{e} {e!r}"  # pika often says nothing in str(), the cause is in repr()
-    if isinstance(e, pe.ProbableAuthenticationError | pe.AuthenticationError):
-        msg = f"RabbitMQ at {where} refused the login of user {user!r}: check the user name and password in amqp_url"
-    elif isinstance(e, pe.ProbableAccessDeniedError):
-        msg = (
-            f"RabbitMQ at {where} refused access to vhost {vhost!r}: it does not exist or user "
-            f"{user!r} has no permissions there (rabbitmqctl add_vhost / set_permissions)"
-        )
-    elif isinstance(e, socket.gaierror):
-        msg = f"cannot resolve the broker host {parsed.hostname!r}: check the host name in amqp_url"
-    elif isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
-        msg = (
-            f"TLS certificate of the broker at {where} could not be verified ({e}): "
-            "set ca_file (SIF_MAGIC_CA_FILE) to the CA that signed it"
-        )
-    elif isinstance(e, ssl.SSLError):
-        msg = (
-            f"TLS handshake with {where} failed ({e}): is that port a TLS (amqps) listener? "
-            "Use amqp:// for plain ports, amqps:// (usually port 5671) for TLS"
-        )
-    elif "refused" in text.lower() or isinstance(e, ConnectionRefusedError):
-        msg = f"cannot reach RabbitMQ at {where} (connection refused): is the broker running, and is the port right?"
-    elif "timed out" in text.lower() or isinstance(e, socket.timeout | TimeoutError):
-        msg = f"RabbitMQ at {where} did not answer in time: check the host, port and firewall"
-    else:
-        msg = f"cannot connect to RabbitMQ at {where}: {e!r}"
-    return BrokerError(mask_url(msg))
 
 
 def _properties(
@@ -134,27 +72,6 @@ def _properties(
     )
 
 
-def declare_topology(ch: Any) -> None:
-    """The exchanges and the dead-letter queue every side may rely on."""
-    ch.exchange_declare(protocol.MONITOR_EXCHANGE, "topic", durable=True)
-    ch.exchange_declare(protocol.CONTROL_EXCHANGE, "fanout", durable=True)
-    ch.exchange_declare(protocol.DEAD_EXCHANGE, "fanout", durable=True)
-    ch.queue_declare(protocol.DEAD_QUEUE, durable=True)
-    ch.queue_bind(protocol.DEAD_QUEUE, protocol.DEAD_EXCHANGE)
-
-
-def declare_task_queue(ch: Any, runtime: str) -> str:
-    name = protocol.task_queue(runtime)
-    ch.queue_declare(name, durable=True, arguments=protocol.task_queue_arguments())
-    return name
-
-
-def declare_retry_queue(ch: Any, runtime: str) -> str:
-    name = protocol.retry_queue(runtime)
-    ch.queue_declare(name, durable=True, arguments=protocol.task_queue_arguments())
-    return name
-
-
 @dataclass(frozen=True)
 class Delivery:
     generation: int
@@ -162,89 +79,6 @@ class Delivery:
     redelivered: bool
     channel: Any = None  # the consumer's own channel (acks go there)
     tx: _Tx | None = None  # that channel's transaction, if the consumer is transactional
-
-
-_Publish = tuple[str, str, bytes, pika.BasicProperties]  # exchange, routing key, body, properties
-
-
-def _unflushed(ch: Any) -> Any:
-    """The channel under a BlockingChannel, whose publish and ack only queue frames:
-    pika's blocking ones each flush the socket (a send per message). The next
-    synchronous call (a commit) sends what is queued in one go."""
-    return getattr(ch, "_impl", ch)
-
-
-class _Tx:
-    """A channel in tx mode and what waits for its next commit (I/O thread only).
-
-    It also tracks which of its deliveries are not settled yet, so that one
-    ``basic.ack`` with ``multiple`` can settle a run of finished deliveries, and
-    so that a delivery settled twice is settled once (a second ack of a tag
-    would make the broker close the channel)."""
-
-    def __init__(self, channel: Any, generation: int) -> None:
-        self.channel = channel
-        self.generation = generation
-        self.unacked: collections.deque[int] = collections.deque()  # delivered, in tag order
-        self.pending: set[int] = set()  # delivered and not settled (nor staged to be)
-        self.publishes: list[_Publish] = []
-        # publishes that stand or fall with this channel's acks (a split chunk's parts):
-        # dropped, not re-sent, if the channel dies before the commit
-        self.bound: list[_Publish] = []
-        self.acks: list[int] = []
-        self.rejects: list[tuple[int, bool]] = []  # (tag, requeue)
-
-    @property
-    def staged(self) -> bool:
-        return bool(self.publishes or self.bound or self.acks or self.rejects)
-
-    def delivered(self, tag: int) -> None:
-        self.unacked.append(tag)
-        self.pending.add(tag)
-
-    def settle(self, tag: int, ack: bool = True, requeue: bool = False) -> None:
-        if tag not in self.pending:
-            return  # settled already (or not ours)
-        self.pending.discard(tag)
-        if ack:
-            self.acks.append(tag)
-        else:
-            self.rejects.append((tag, requeue))
-
-    def ack_frames(self) -> tuple[int, list[int]]:
-        """The staged acks as (tag to ack with ``multiple``, or 0; tags to ack one by one).
-
-        ``multiple`` covers the longest run of the oldest deliveries that are all
-        settled or settling now; a finished delivery behind one still running is
-        acked alone (``multiple`` would settle the running one too)."""
-        finishing = set(self.acks)
-        self.acks = []
-        multi = 0
-        unacked, pending = self.unacked, self.pending
-        while unacked and unacked[0] not in pending:
-            tag = unacked.popleft()
-            if tag in finishing:
-                finishing.discard(tag)
-                multi = tag
-        if len(unacked) > 2 * len(pending) + 64:  # settled ones pile up behind a slow one
-            self.unacked = collections.deque(t for t in unacked if t in pending)
-        return multi, sorted(finishing)
-
-    def commit(self) -> None:
-        """Publish, reject, ack and commit what is staged: all of it is stored, or none."""
-        ch = _unflushed(self.channel)
-        for exchange, routing_key, body, props in self.publishes + self.bound:
-            ch.basic_publish(exchange, routing_key, body, props, mandatory=True)
-        rejects, self.rejects = self.rejects, []
-        multi, singles = self.ack_frames()
-        for tag, requeue in rejects:  # before a multiple ack, which would settle them
-            ch.basic_reject(tag, requeue=requeue)
-        if multi:
-            ch.basic_ack(multi, multiple=True)
-        for tag in singles:
-            ch.basic_ack(tag)
-        self.channel.tx_commit()  # sends the lot, then waits for the broker once
-        self.publishes, self.bound = [], []
 
 
 @dataclass
