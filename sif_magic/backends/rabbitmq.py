@@ -25,8 +25,6 @@ import time
 import uuid
 from typing import Any
 
-import pika.exceptions as pe
-
 from .. import protocol
 from .._keys import key_source, notebook_key_fix
 from .._serialize import cloudpickle_version, python_version
@@ -500,18 +498,7 @@ class RabbitBackend(Backend):
         the state and logs of the rest from the monitoring exchange."""
         reply_to = protocol.result_queue(job_id)
 
-        def exists() -> bool:
-            ch = self.conn._conn.channel()  # a failed passive declare closes its channel
-            try:
-                ch.queue_declare(reply_to, passive=True)
-                return True
-            except pe.ChannelClosedByBroker:
-                return False
-            finally:
-                if ch.is_open:
-                    ch.close()
-
-        if not self.conn.call(exists):
+        if not self.conn.queue_exists(reply_to):
             raise ConfigError(
                 f"job {job_id} is unknown here: its result queue {reply_to} does not exist "
                 f"(it expired {self.config.result_ttl:g} s after its last client left, or the job "

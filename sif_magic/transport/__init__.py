@@ -1,8 +1,11 @@
-"""RabbitMQ through pika: the only package that imports pika at run time.
+"""RabbitMQ through pika: the connection every side uses, split by concern.
 
-- ``connection``: ``Connection``, one pika connection owned by its own I/O thread
-  (publish, transactional staging, consumers, reconnect);
-- ``tx``: what a transactional channel commits next (``_Tx``);
+- ``connection``: ``Connection``, what sif_magic does with RabbitMQ: publish,
+  transactional staging, consumers, queues;
+- ``iothread``: ``IOThread``, the thread that owns the pika connection, runs every
+  operation on it by one rule, and reconnects;
+- ``consumers``: each consumer on its own channel, ``Delivery``;
+- ``tx``: what a transactional channel commits next (``_Tx``, ``Staging``);
 - ``connect``: broker URL to connection parameters, TLS, ``explain_connect_error``;
 - ``topology``: ``declare_topology`` / ``declare_task_queue`` / ``declare_retry_queue``.
 
@@ -13,7 +16,8 @@ only (plus ``protocol`` and ``errors``): the worker uses this.
 from __future__ import annotations
 
 from .connect import connection_parameters, explain_connect_error
-from .connection import Connection, Delivery
+from .connection import Connection
+from .consumers import Delivery
 from .topology import declare_retry_queue, declare_task_queue, declare_topology
 
 __all__ = [

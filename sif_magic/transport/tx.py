@@ -1,6 +1,14 @@
 """Transactional channel bookkeeping: what waits for a channel's next commit.
 
-Threads: the transport's I/O thread only (it owns every channel and every ``_Tx``).
+A consumer may be *transactional*: its channel is in tx mode, and what a round of
+operations staged on it (publishes, acks, rejects) is committed at the end of the
+round as one AMQP transaction, so a result and the ack of the task it finishes are
+stored together or not at all, in one broker round trip however many calls the
+round carries. ``_Tx`` is one such channel; ``Staging`` is every transaction of a
+connection with work staged, plus what a lost connection leaves to send again.
+
+Threads: the transport's I/O thread only; it owns every channel, every ``_Tx`` and
+the ``Staging``.
 """
 
 from __future__ import annotations
@@ -39,10 +47,6 @@ class _Tx:
         self.bound: list[_Publish] = []
         self.acks: list[int] = []
         self.rejects: list[tuple[int, bool]] = []  # (tag, requeue)
-
-    @property
-    def staged(self) -> bool:
-        return bool(self.publishes or self.bound or self.acks or self.rejects)
 
     def delivered(self, tag: int) -> None:
         self.unacked.append(tag)
@@ -91,3 +95,67 @@ class _Tx:
             ch.basic_ack(tag)
         self.channel.tx_commit()  # sends the lot, then waits for the broker once
         self.publishes, self.bound = [], []
+
+
+class Staging:
+    """What the transactions of one connection commit at the end of this round.
+
+    Owns ``fallback`` (the connection's own tx channel: publishes whose consumer
+    channel is gone go out there, without an ack), ``dirty`` (the transactions with
+    staged work, in staging order) and ``orphans`` (publishes staged on a connection
+    that was lost before its commit: they go out on the next connection; their acks
+    die with the old one, and the broker redelivers those deliveries)."""
+
+    def __init__(self) -> None:
+        self.fallback: _Tx | None = None
+        self.dirty: dict[_Tx, None] = {}
+        self.orphans: list[_Publish] = []
+
+    def opened(self, channel: Any, generation: int) -> None:
+        """A new connection, whose own tx channel is ``channel``: the orphans go there."""
+        self.fallback = _Tx(channel, generation)
+        if self.orphans:
+            self.fallback.publishes, self.orphans = self.orphans, []
+            self.dirty[self.fallback] = None
+
+    def lost(self) -> None:
+        """The connection is gone: acks die with its channels; publishes go out on the next."""
+        for tx in self.dirty:
+            self.orphans.extend(tx.publishes)
+        self.dirty.clear()
+
+    def publish(self, tx: _Tx | None, generation: int, message: _Publish) -> None:
+        """Stage ``message`` in ``tx`` (a delivery's transaction), or, if that channel is
+        gone, on the fallback channel (or, not connected yet, for the next connection)."""
+        if tx is None or tx.generation != generation or not tx.channel.is_open:
+            tx = self.fallback
+        if tx is None:
+            self.orphans.append(message)
+            return
+        tx.publishes.append(message)
+        self.dirty[tx] = None
+
+    def bind(self, tx: _Tx | None, generation: int, message: _Publish) -> None:
+        """Stage ``message`` in ``tx`` bound to its acks: dropped if ``tx`` is gone, or
+        dies before the commit (never sent without them)."""
+        if tx is not None and tx.generation == generation and tx.channel.is_open:
+            tx.bound.append(message)
+            self.dirty[tx] = None
+
+    def settle(self, tx: _Tx, tag: int, ack: bool, requeue: bool) -> None:
+        tx.settle(tag, ack, requeue)
+        self.dirty[tx] = None
+
+    def commit(self) -> None:
+        """Commit every transaction with staged work (one broker round trip each)."""
+        while self.dirty:
+            tx = next(iter(self.dirty))
+            if not tx.channel.is_open and tx is not self.fallback:
+                # its consumer was cancelled: the broker requeued its deliveries
+                if self.fallback is not None and tx.publishes:
+                    self.fallback.publishes.extend(tx.publishes)
+                    self.dirty[self.fallback] = None
+                tx.publishes, tx.bound, tx.acks, tx.rejects = [], [], [], []
+            else:
+                tx.commit()
+            del self.dirty[tx]
