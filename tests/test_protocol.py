@@ -190,3 +190,51 @@ def test_every_public_name_is_reexported_by_the_package() -> None:
         public -= {"annotations"}
         assert public <= set(protocol.__all__), (mod, public - set(protocol.__all__))
     assert all(getattr(protocol, n) is not None for n in protocol.__all__)
+
+
+def test_jobinfo_round_trip_and_defaults_of_a_sparse_one() -> None:
+    info = protocol.JobInfo("j", 12, "fit", "collect", "ml", 5.5, 3)
+    assert protocol.JobInfo.decode(info.encode()) == info
+    sparse = protocol.JobInfo.decode(b'{"job": "j", "n": 4}')
+    assert (sparse.n, sparse.name, sparse.errors, sparse.runtime, sparse.created) == (
+        4,
+        "",
+        "raise",
+        "",
+        0.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        (b'{"n": 4}', "lacks fields"),
+        (b'{"job": "j", "n": "many"}', "malformed jobinfo"),
+        (b"[1, 2]", "not a JSON object"),
+        (b"\xff", "not JSON"),
+    ],
+)
+def test_a_malformed_jobinfo_raises_protocol_error(body: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        protocol.JobInfo.decode(body)
+
+
+def test_what_only_some_calls_have_travels_as_named_fields() -> None:
+    error: protocol.ErrorRecord = {"type": "KeyError", "message": "'k'", "frames": [], "codes": []}
+    rs = [
+        CallResult(0, protocol.DONE, b"", None, b"", b"", 1.0, 2.0),
+        CallResult(1, protocol.FAILED, b"EXC", error, b"o", b"e", 1.0, 2.0, dropped=3),
+    ]
+    (seg,) = protocol.ResultSegment.of(rs)
+    assert list(seg.extra) == [1]  # the quiet call carries nothing
+    assert seg.extra[1] == protocol.CallExtra(error, b"o", b"e", 3, b"EXC")
+    (back,) = ResultBatch.decode(ResultBatch("j", 0, [seg]).encode()).segments
+    extra = back.extra[1]
+    assert (extra.error, extra.stdout, extra.stderr, extra.dropped, extra.blob) == (
+        error,
+        b"o",
+        b"e",
+        3,
+        b"EXC",
+    )
+    assert [r.value for r in back.results()][1] == b"EXC"

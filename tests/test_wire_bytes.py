@@ -131,6 +131,8 @@ def samples() -> dict[str, bytes]:
     for name in list(out):
         headers = P.headers_for(KEY, name, out[name], **{P.HDR_LOST: 2})
         out["sig_" + name] = repr(sorted(headers.items())).encode()
+    # as backends/rabbitmq.py built it by hand before JobInfo (json.dumps, default separators)
+    out["jobinfo"] = P.JobInfo("job1", 100, "f", "raise", "default", 1795250000.25, 7).encode()
     return out
 
 
@@ -156,6 +158,7 @@ DECODERS = {
     "control_cancel": P.Control.decode,
     "control_ping": P.Control.decode,
     "control_shutdown": P.Control.decode,
+    "jobinfo": P.JobInfo.decode,
 }
 
 
@@ -169,8 +172,9 @@ def test_a_decoded_result_batch_holds_what_was_sent() -> None:
     assert back.job_id == "job1" and back.chunk == 3 and back.final
     first, second = back.segments
     assert list(first.indices) == [10, 11, 12] and list(second.indices) == [40]
-    assert first.extra[1][0] == ERROR and first.extra[1][1:] == (b"out\n", b"err\n", 7, b"EXC")
-    assert first.extra[0] == (None, b"hello\n", b"", 0, b"")
+    assert first.extra[1] == P.CallExtra(ERROR, b"out\n", b"err\n", 7, b"EXC")
+    assert first.extra[1].error == ERROR and first.extra[1].dropped == 7
+    assert first.extra[0] == P.CallExtra(None, b"hello\n", b"", 0, b"")
     assert (first.worker, first.host, first.pid, second.pid) == ("w1", "host-a", 4242, 4243)
     failed = P.ResultBatch.decode(EXPECTED["result_callresults"]).results[1]
     assert failed.error == ERROR and failed.stderr == b"err\n" and failed.dropped == 10

@@ -8,6 +8,7 @@ someone writing a compatible worker.
 Messages (AMQP ``type`` property):
 
 - ``task``: a chunk of calls of one job, published to the runtime's task queue.
+- ``jobinfo``: what a job is, the first message of its result queue.
 - ``result``: results of some calls of a chunk, published to the job's result queue.
 - ``events``: a batch of call-state changes and log lines of one job, from one
   worker, published to the monitoring exchange at most every ~100 ms.
@@ -19,8 +20,9 @@ Every body is signed (``signing``). The package's modules, lowest first:
 - ``names``: version, exchanges, queue names, headers, call states (the one source);
 - ``framing``: the byte layout of a binary body, ``ProtocolError``;
 - ``signing``: ``sign`` / ``verify`` / ``headers_for``, key ids, ``ForeignKeyError``;
-- ``tasks``: ``Task``, ``Heartbeat``, ``Control``;
-- ``results``: ``CallResult``, ``ResultSegment``, ``ResultBatch``;
+- ``tasks``: ``Task``, ``JobInfo``, ``Heartbeat``, ``Control``;
+- ``results``: ``CallResult``, ``ResultSegment`` (with ``CallExtra``), ``ResultBatch``,
+  ``ErrorRecord``;
 - ``events``: ``EventBatch`` and its index ranges.
 
 Every public name is re-exported here: ``from sif_magic import protocol; protocol.Task``
@@ -63,9 +65,9 @@ from .names import (
     task_queue,
     task_queue_arguments,
 )
-from .results import CallResult, ResultBatch, ResultSegment, consecutive
+from .results import CallExtra, CallResult, ErrorRecord, ResultBatch, ResultSegment, consecutive
 from .signing import ForeignKeyError, header_str, headers_for, key_id, sign, verify
-from .tasks import Control, Heartbeat, Task
+from .tasks import Control, Heartbeat, JobInfo, Task
 
 __all__ = [
     "CANCELLED",
@@ -89,11 +91,14 @@ __all__ = [
     "STATE_NAMES",
     "TERMINAL",
     "VERSION",
+    "CallExtra",
     "CallResult",
     "Control",
+    "ErrorRecord",
     "EventBatch",
     "ForeignKeyError",
     "Heartbeat",
+    "JobInfo",
     "ProtocolError",
     "ResultBatch",
     "ResultSegment",

@@ -21,8 +21,8 @@ class EventBatch:
 
     ``states`` maps a state name to compressed call-index ranges ``[[a, b], ...]``
     (inclusive) that entered that state. Only the last state of a call within
-    the interval is sent. ``calls`` carries per-call details for calls that
-    started or ended in the interval: ``[index, attempt, t_start, t_end]``.
+    the interval is sent. ``calls`` carries ``[index, attempt, t_start]`` of the
+    calls that started in the interval (outcomes travel in results).
     ``logs`` is ``[[index, stream, text], ...]`` with stream 1 (stdout) or 2
     (stderr), in the order written. ``notes`` holds free text per call, such as
     why a call is retrying (``{"17": "worker lost"}``).

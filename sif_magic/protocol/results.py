@@ -14,10 +14,43 @@ import pickle
 import sys
 from array import array
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, TypedDict
 
 from .framing import ProtocolError, _require, pack, unpack
 from .names import DONE, SKIP
+
+
+class _ErrorFields(TypedDict):
+    type: str
+    message: str
+    frames: list[list[Any]]
+
+
+class ErrorRecord(_ErrorFields, total=False):
+    """A failed call's exception as plain data (a JSON object on the wire), so the
+    client can render it even when the exception's class does not exist there.
+
+    ``type``: the class's wire name (``errors``' table) or ``module.QualName``;
+    ``message``: ``str()`` of the exception; ``frames``: its traceback, user frames
+    only, ``[file, line, function, source]`` each; ``codes`` (absent from errors
+    raised outside a call): the key of each frame's code (docs/protocol.md)."""
+
+    codes: list[str]
+
+
+class CallExtra(NamedTuple):
+    """What only some calls of a ResultSegment have (failed, wrote output, or carry
+    their own pickle): ``blob``, when not empty, is that pickle (the exception of a
+    failed call; a value given one by one)."""
+
+    error: ErrorRecord | None
+    stdout: bytes
+    stderr: bytes
+    dropped: int  # bytes of output dropped from the head (bounded buffers)
+    blob: bytes
+
+
+_NO_EXTRA = CallExtra(None, b"", b"", 0, b"")
 
 
 @dataclass
@@ -26,16 +59,13 @@ class CallResult:
 
     ``value`` is the pickled return value (status done) or the pickled
     exception, if it could be pickled (status failed); ``error`` holds the
-    exception's type, message and traceback frames as plain data, so the client
-    can render it even when the exception class does not exist in the kernel
-    (``{"type", "message", "frames": [[file, line, function, source], ...],
-    "codes": [key of each frame's code, ...]}``, see docs/protocol.md).
+    exception's type, message and traceback frames as plain data (ErrorRecord).
     """
 
     index: int
     status: int  # DONE, FAILED or CANCELLED
     value: bytes = b""
-    error: dict[str, Any] | None = None
+    error: ErrorRecord | None = None
     stdout: bytes = b""
     stderr: bytes = b""
     t_start: float = 0.0
@@ -56,10 +86,9 @@ class ResultSegment:
     indices; ``status`` and ``attempts`` one byte per call (status SKIP: no
     outcome here, the call is being run again); ``times`` ``t_start, t_end``
     per call; ``values`` one pickle of the list of the calls' return values
-    (None where a call has none). ``extra`` holds what only some calls have,
-    by position in the segment: ``(error, stdout, stderr, dropped, blob)`` of
-    calls that failed or wrote output; ``blob``, when not empty, is the call's
-    own pickle (the exception of a failed call; a value given one by one).
+    (None where a call has none). ``extra`` holds what only some calls have, by
+    position in the segment: a CallExtra for each call that failed, wrote output
+    or carries its own pickle.
     """
 
     __slots__ = (
@@ -73,7 +102,7 @@ class ResultSegment:
         attempts: bytes,
         times: array,
         values: bytes,
-        extra: dict[int, tuple[dict[str, Any] | None, bytes, bytes, int, bytes]] | None = None,
+        extra: dict[int, CallExtra] | None = None,
         worker: str = "",
         host: str = "",
         pid: int = 0,
@@ -111,7 +140,7 @@ class ResultSegment:
                 times.append(r.t_start)
                 times.append(r.t_end)
             extra = {
-                k: (r.error, r.stdout, r.stderr, r.dropped, r.value)
+                k: CallExtra(r.error, r.stdout, r.stderr, r.dropped, r.value)
                 for k, r in enumerate(rs)
                 if r.error is not None or r.stdout or r.stderr or r.dropped or r.value
             }
@@ -136,7 +165,8 @@ class ResultSegment:
         decoded = pickle.loads(self.values) if self.values else [None] * len(self)
         out = []
         for k, i in enumerate(self.indices):
-            error, stdout, stderr, dropped, blob = self.extra.get(k, (None, b"", b"", 0, b""))
+            extra = CallExtra._make(self.extra.get(k, _NO_EXTRA))  # a plain 5-tuple too
+            blob = extra.blob
             if not blob and self.status[k] == DONE:
                 blob = pickle.dumps(decoded[k], protocol=5)
             out.append(
@@ -144,16 +174,16 @@ class ResultSegment:
                     index=i,
                     status=self.status[k],
                     value=blob,
-                    error=error,
-                    stdout=stdout,
-                    stderr=stderr,
+                    error=extra.error,
+                    stdout=extra.stdout,
+                    stderr=extra.stderr,
                     t_start=self.times[2 * k],
                     t_end=self.times[2 * k + 1],
                     attempt=self.attempts[k],
                     worker=self.worker,
                     host=self.host,
                     pid=self.pid,
-                    dropped=dropped,
+                    dropped=extra.dropped,
                 )
             )
         return out
@@ -230,7 +260,7 @@ class ResultBatch:
         base = 0
         for seg in segs:
             for k in sorted(seg.extra):
-                error, out, err, dropped, blob = seg.extra[k]
+                error, out, err, dropped, blob = seg.extra[k]  # a CallExtra, or a 5-tuple
                 extra[str(base + k)] = [error, len(out), len(err), dropped, len(blob)]
                 output += (out, err, blob)
             base += len(seg)
@@ -267,7 +297,7 @@ class ResultBatch:
                 raise ProtocolError("result batch: status/attempt columns do not match")
             if sum(int(s[4]) for s in segs) != len(values):
                 raise ProtocolError("result batch lengths do not match its data")
-            extras: dict[int, tuple] = {}
+            extras: dict[int, CallExtra] = {}
             pos = 0
             extra_meta = meta.get("extra") or {}
             for key in sorted(extra_meta, key=int):
@@ -280,7 +310,7 @@ class ResultBatch:
                     pos += size
                 if error is not None and not isinstance(error, dict):
                     raise ProtocolError("result batch: an error is not an object")
-                extras[int(key)] = (error, parts[0], parts[1], int(dropped), parts[2])
+                extras[int(key)] = CallExtra(error, parts[0], parts[1], int(dropped), parts[2])
             if pos != len(output):
                 raise ProtocolError("result batch output lengths do not match its data")
             segments = []

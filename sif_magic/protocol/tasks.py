@@ -1,5 +1,6 @@
-"""Work and control records: Task (a chunk of calls), Heartbeat (a worker's presence),
-Control (cancel / ping / shutdown).
+"""Work and control records: Task (a chunk of calls), JobInfo (what a job is, first
+in its result queue), Heartbeat (a worker's presence), Control (cancel / ping /
+shutdown).
 
 Threads: any. Nothing here holds state; every record is built by one thread and
 handed on, never shared while it changes.
@@ -86,6 +87,56 @@ class Task:
             only=meta.get("only"),
             lost=lost,
         )
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """The first message of every result queue (type ``jobinfo``): what a client
+    needs to follow the job without having started it (``attach``).
+
+    ``n`` calls, the job's ``name``, its ``errors`` policy, the ``runtime`` its
+    tasks went to, when it was ``created`` (epoch seconds) and in how many
+    ``chunks``. JSON with Python's default separators (as version 2 sends it)."""
+
+    job_id: str
+    n: int
+    name: str = ""
+    errors: str = "raise"
+    runtime: str = ""
+    created: float = 0.0
+    chunks: int = 0
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "job": self.job_id,
+                "n": self.n,
+                "name": self.name,
+                "errors": self.errors,
+                "runtime": self.runtime,
+                "created": self.created,
+                "chunks": self.chunks,
+            }
+        ).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> JobInfo:
+        """Fields missing from the body keep their defaults (``runtime`` '': the
+        reader's own; ``created`` 0: unknown)."""
+        d = _json_object(body)
+        _require(d, "job", "n")
+        try:
+            return cls(
+                job_id=str(d["job"]),
+                n=int(d["n"]),
+                name=str(d.get("name", "")),
+                errors=str(d.get("errors", "raise")),
+                runtime=str(d.get("runtime", "")),
+                created=float(d.get("created", 0.0)),
+                chunks=int(d.get("chunks", 0)),
+            )
+        except (TypeError, ValueError) as e:
+            raise ProtocolError(f"malformed jobinfo: {e}") from None
 
 
 @dataclass(frozen=True)
