@@ -11,6 +11,10 @@
 
 pika's exceptions stop here: callers see ``BrokerError``. Standard library and pika
 only (plus ``protocol`` and ``errors``): the worker uses this.
+
+Threads: a ``Connection``'s I/O thread owns the pika connection and everything on it
+(channels, consumers, transactions); other threads only hand it operations (the one
+rule is in ``iothread``). ``connect`` and ``topology`` hold no state.
 """
 
 from __future__ import annotations
