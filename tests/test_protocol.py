@@ -7,6 +7,7 @@ import importlib
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -238,3 +239,32 @@ def test_what_only_some_calls_have_travels_as_named_fields() -> None:
         b"EXC",
     )
     assert [r.value for r in back.results()][1] == b"EXC"
+
+
+def _tampered_result(edit: Any) -> bytes:
+    """A result batch of two calls (one with output) whose meta ``edit`` changes."""
+    rs = [
+        CallResult(0, protocol.DONE, b"", None, b"out", b"err", 1.0, 2.0),
+        CallResult(1, protocol.DONE, b"", None, b"", b"", 1.0, 2.0),
+    ]
+    meta, parts = protocol.unpack(ResultBatch("j", 0, rs).encode(), 6)
+    edit(meta)
+    return protocol.pack(meta, *(bytes(p) for p in parts))
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda m: m["extra"]["0"].__setitem__(1, 4), "output lengths do not match"),
+        (lambda m: m["extra"]["0"].__setitem__(1, 2), "output lengths do not match"),
+        (lambda m: m["extra"]["0"].__setitem__(2, -1), "output lengths do not match"),
+        (lambda m: m["extra"]["0"].__setitem__(0, "boom"), "an error is not an object"),
+        (lambda m: m["extra"]["0"].__setitem__(1, "x"), "malformed result batch"),
+        (lambda m: m["segs"][0].__setitem__(4, 1), "lengths do not match its data"),
+        (lambda m: m["segs"][0].__setitem__(0, 3), "has 16 bytes for 3 calls"),
+    ],
+)
+def test_a_result_batch_whose_meta_lies_about_its_parts_is_refused(edit: Any, match: str) -> None:
+    assert len(ResultBatch.decode(_tampered_result(lambda m: None)).results) == 2
+    with pytest.raises(ProtocolError, match=match):
+        ResultBatch.decode(_tampered_result(edit))

@@ -298,20 +298,30 @@ class ResultBatch:
             if sum(int(s[4]) for s in segs) != len(values):
                 raise ProtocolError("result batch lengths do not match its data")
             extras: dict[int, CallExtra] = {}
-            pos = 0
+            pos, end = 0, len(output)
             extra_meta = meta.get("extra") or {}
             for key in sorted(extra_meta, key=int):
                 error, nout, nerr, dropped, nblob = extra_meta[key]
-                parts = []
-                for size in (int(nout), int(nerr), int(nblob)):
-                    if size < 0 or pos + size > len(output):
-                        raise ProtocolError("result batch output lengths do not match its data")
-                    parts.append(bytes(output[pos : pos + size]))
-                    pos += size
+                a = pos + int(nout)  # stdout is output[pos:a], stderr [a:b], blob [b:c]
+                b = a + int(nerr)
+                c = b + int(nblob)
+                if not pos <= a <= b <= c <= end:
+                    raise ProtocolError("result batch output lengths do not match its data")
                 if error is not None and not isinstance(error, dict):
                     raise ProtocolError("result batch: an error is not an object")
-                extras[int(key)] = CallExtra(error, parts[0], parts[1], int(dropped), parts[2])
-            if pos != len(output):
+                # tuple.__new__: a CallExtra at half the cost of CallExtra(...) (hot path)
+                extras[int(key)] = tuple.__new__(
+                    CallExtra,
+                    (
+                        error,
+                        bytes(output[pos:a]),
+                        bytes(output[a:b]),
+                        int(dropped),
+                        bytes(output[b:c]),
+                    ),
+                )
+                pos = c
+            if pos != end:
                 raise ProtocolError("result batch output lengths do not match its data")
             segments = []
             k0 = vpos = 0
