@@ -199,6 +199,21 @@ def test_an_operation_that_fails_hands_its_error_to_the_caller(conn: Connection)
     assert conn.call(lambda: "still running") == "still running"
 
 
+def test_a_posted_operation_keeps_its_place_and_logs_its_error(
+    conn: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    order: list[str] = []
+    conn.call(lambda: order.append("called"), wait=False)
+    conn.post(lambda: order.append("posted"))
+    conn.post(lambda: 1 / 0)
+    conn.call(lambda: conn.post(lambda: order.append("posted inline")) or order.append("after"))
+    assert order == ["called", "posted", "posted inline", "after"]
+    assert any(
+        "operation on the broker connection failed" in r.message and r.exc_info
+        for r in caplog.records
+    )
+
+
 def test_after_close_an_operation_is_refused_with_broker_error(broker_url: str) -> None:
     c = Connection(broker_url).start()
     c.close()

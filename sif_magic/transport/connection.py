@@ -211,10 +211,10 @@ class Connection(IOThread):
     def ack(self, delivery: Delivery) -> None:
         """Ack ``delivery`` (of a transactional consumer: in the transaction of this
         round, after what was staged before it)."""
-        self.call(lambda: self._settle(delivery, True, False), wait=False)
+        self.post(lambda: self._settle(delivery, True, False))
 
     def reject(self, delivery: Delivery, requeue: bool = False) -> None:
-        self.call(lambda: self._settle(delivery, False, requeue), wait=False)
+        self.post(lambda: self._settle(delivery, False, requeue))
 
     def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
         ch = delivery.channel

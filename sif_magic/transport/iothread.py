@@ -10,7 +10,8 @@ operation:
     it is queued behind the operations queued before it, the I/O thread is woken
     (``add_callback_threadsafe``), and runs it before it next waits for the
     network. ``wait`` only decides what the caller gets back: the result, once it
-    is there, or a Future.
+    is there, or a Future; ``post()`` is the same without either (for acks: no
+    Future to make, its errors are logged).
 
 A queued operation that meets a lost connection stays queued and runs again after
 the reconnect; an inline one raises to its caller on the I/O thread, and the
@@ -22,7 +23,7 @@ and connects again, forever until ``close()``; the subclass sets up the new
 connection in ``_open()``. pika's exceptions while connecting stop here: callers
 see BrokerError.
 
-Threads and ownership: ``call()`` and ``close()`` from any thread. The I/O thread
+Threads and ownership: ``call()``, ``post()`` and ``close()`` from any thread. The I/O thread
 alone touches the pika connection (``_conn``) and pops ``_ops``; any thread appends
 to ``_ops`` (a deque: appends are atomic). ``generation`` (how many connections
 there have been), ``connected`` and ``closed`` are written by the I/O thread (and
@@ -83,7 +84,8 @@ class IOThread:
         self.connected = False
         self.closed = False
         self._conn: pika.BlockingConnection | None = None
-        self._ops: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
+        # (operation, its Future or None if posted)
+        self._ops: collections.deque[tuple[Callable[[], Any], Future | None]] = collections.deque()
         self._thread: threading.Thread | None = None
         self._woken = False  # a wake-up is on its way to the I/O thread
 
@@ -162,6 +164,21 @@ class IOThread:
         self._wake()
         return fut.result(timeout) if wait else fut
 
+    def post(self, fn: Callable[[], Any]) -> None:
+        """``call(fn, wait=False)`` for an operation whose outcome nobody waits for: the
+        same rule, no Future; an error (other than a lost connection) is logged."""
+        if threading.current_thread() is self._thread:
+            try:
+                fn()
+            except LOST_ERRORS:
+                raise  # the connection's loop reconnects
+            except Exception:  # noqa: BLE001
+                log.exception("an operation on the broker connection failed")
+            return
+        if not self.closed:
+            self._ops.append((fn, None))
+            self._wake()
+
     def _wake(self) -> None:
         conn = self._conn
         if conn is None or self._woken or threading.current_thread() is self._thread:
@@ -204,7 +221,7 @@ class IOThread:
         self._drop()
         while self._ops:
             _, fut = self._ops.popleft()
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.set_exception(BrokerError("the broker connection was closed"))
 
     def _notify(self, up: bool) -> None:
@@ -228,7 +245,7 @@ class IOThread:
     def _run_ops(self) -> None:
         while self._ops:
             fn, fut = self._ops[0]
-            if fut.done():  # cancelled by the caller
+            if fut is not None and fut.done():  # cancelled by the caller
                 self._ops.popleft()
                 continue
             try:
@@ -237,8 +254,12 @@ class IOThread:
                 raise  # stays queued: retried after the reconnect
             except BaseException as e:  # noqa: BLE001
                 self._ops.popleft()
-                fut.set_exception(e)
+                if fut is None:
+                    log.error("an operation on the broker connection failed", exc_info=e)
+                else:
+                    fut.set_exception(e)
                 continue
             self._ops.popleft()
-            fut.set_result(result)
+            if fut is not None:
+                fut.set_result(result)
         self._end_round()
