@@ -23,9 +23,9 @@ and connects again, forever until ``close()``; the subclass sets up the new
 connection in ``_open()``. pika's exceptions while connecting stop here: callers
 see BrokerError.
 
-Threads and ownership: ``call()``, ``post()`` and ``close()`` from any thread. The I/O thread
-alone touches the pika connection (``_conn``) and pops ``_ops``; any thread appends
-to ``_ops`` (a deque: appends are atomic). ``generation`` (how many connections
+Threads and ownership: ``call()``, ``post()`` and ``close()`` from any thread. The
+I/O thread alone touches the pika connection (``_conn``) and pops ``_ops``; any
+thread appends to ``_ops`` (a deque: appends are atomic). ``generation`` (how many connections
 there have been), ``connected`` and ``closed`` are written by the I/O thread (and
 ``close()``), read by anyone.
 """
