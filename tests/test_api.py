@@ -27,7 +27,7 @@ def test_all_matches_what_is_exported() -> None:
         "display",
         "backends",
         "runner",
-        "broker",
+        "transport",
         "worker",
         "cli",
         "widgets",

@@ -1,4 +1,4 @@
-"""Transactional consumers (broker.py): a result and the ack of its task commit together.
+"""Transactional consumers (transport): a result and the ack of its task commit together.
 
 The bookkeeping of ``_Tx`` (which acks may use ``multiple``) needs no broker; the
 rest runs against the machine's RabbitMQ."""
@@ -12,7 +12,8 @@ from typing import Any
 import pika
 import pytest
 
-from sif_magic.broker import Connection, Delivery, _Tx
+from sif_magic.transport import Connection, Delivery
+from sif_magic.transport.tx import _Tx
 
 
 class _FakeChannel:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from sif_magic import protocol
@@ -151,3 +158,113 @@ def test_malformed_bodies_raise_protocol_error(body: bytes) -> None:
 def test_control_refuses_unknown_ops() -> None:
     with pytest.raises(ProtocolError, match="unknown control op"):
         protocol.Control.decode(b'{"op": "rm -rf"}')
+
+
+def test_the_protocol_package_imports_only_the_standard_library() -> None:
+    """A worker in a slim image, or someone writing a compatible worker, needs nothing
+    else: the package's modules import the standard library and each other only."""
+    package = Path(protocol.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1, f"{path.name} imports {node.module} from outside"
+                continue
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                top = name.split(".")[0]
+                assert top == "__future__" or top in sys.stdlib_module_names, (path.name, name)
+
+
+def test_every_public_name_is_reexported_by_the_package() -> None:
+    modules = ("names", "framing", "signing", "tasks", "results", "events")
+    for mod in modules:
+        m = importlib.import_module(f"sif_magic.protocol.{mod}")
+        public = {
+            n
+            for n, v in vars(m).items()
+            if not n.startswith("_")
+            and not isinstance(v, types.ModuleType)
+            and getattr(v, "__module__", m.__name__) == m.__name__
+        }
+        public -= {"annotations"}
+        assert public <= set(protocol.__all__), (mod, public - set(protocol.__all__))
+    assert all(getattr(protocol, n) is not None for n in protocol.__all__)
+
+
+def test_jobinfo_round_trip_and_defaults_of_a_sparse_one() -> None:
+    info = protocol.JobInfo("j", 12, "fit", "collect", "ml", 5.5, 3)
+    assert protocol.JobInfo.decode(info.encode()) == info
+    sparse = protocol.JobInfo.decode(b'{"job": "j", "n": 4}')
+    assert (sparse.n, sparse.name, sparse.errors, sparse.runtime, sparse.created) == (
+        4,
+        "",
+        "raise",
+        "",
+        0.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        (b'{"n": 4}', "lacks fields"),
+        (b'{"job": "j", "n": "many"}', "malformed jobinfo"),
+        (b"[1, 2]", "not a JSON object"),
+        (b"\xff", "not JSON"),
+    ],
+)
+def test_a_malformed_jobinfo_raises_protocol_error(body: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        protocol.JobInfo.decode(body)
+
+
+def test_what_only_some_calls_have_travels_as_named_fields() -> None:
+    error: protocol.ErrorRecord = {"type": "KeyError", "message": "'k'", "frames": [], "codes": []}
+    rs = [
+        CallResult(0, protocol.DONE, b"", None, b"", b"", 1.0, 2.0),
+        CallResult(1, protocol.FAILED, b"EXC", error, b"o", b"e", 1.0, 2.0, dropped=3),
+    ]
+    (seg,) = protocol.ResultSegment.of(rs)
+    assert list(seg.extra) == [1]  # the quiet call carries nothing
+    assert seg.extra[1] == protocol.CallExtra(error, b"o", b"e", 3, b"EXC")
+    (back,) = ResultBatch.decode(ResultBatch("j", 0, [seg]).encode()).segments
+    extra = back.extra[1]
+    assert (extra.error, extra.stdout, extra.stderr, extra.dropped, extra.blob) == (
+        error,
+        b"o",
+        b"e",
+        3,
+        b"EXC",
+    )
+    assert [r.value for r in back.results()][1] == b"EXC"
+
+
+def _tampered_result(edit: Any) -> bytes:
+    """A result batch of two calls (one with output) whose meta ``edit`` changes."""
+    rs = [
+        CallResult(0, protocol.DONE, b"", None, b"out", b"err", 1.0, 2.0),
+        CallResult(1, protocol.DONE, b"", None, b"", b"", 1.0, 2.0),
+    ]
+    meta, parts = protocol.unpack(ResultBatch("j", 0, rs).encode(), 6)
+    edit(meta)
+    return protocol.pack(meta, *(bytes(p) for p in parts))
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda m: m["extra"]["0"].__setitem__(1, 4), "output lengths do not match"),
+        (lambda m: m["extra"]["0"].__setitem__(1, 2), "output lengths do not match"),
+        (lambda m: m["extra"]["0"].__setitem__(2, -1), "output lengths do not match"),
+        (lambda m: m["extra"]["0"].__setitem__(0, "boom"), "an error is not an object"),
+        (lambda m: m["extra"]["0"].__setitem__(1, "x"), "malformed result batch"),
+        (lambda m: m["segs"][0].__setitem__(4, 1), "lengths do not match its data"),
+        (lambda m: m["segs"][0].__setitem__(0, 3), "has 16 bytes for 3 calls"),
+    ],
+)
+def test_a_result_batch_whose_meta_lies_about_its_parts_is_refused(edit: Any, match: str) -> None:
+    assert len(ResultBatch.decode(_tampered_result(lambda m: None)).results) == 2
+    with pytest.raises(ProtocolError, match=match):
+        ResultBatch.decode(_tampered_result(edit))

@@ -25,9 +25,9 @@ def main(args: argparse.Namespace) -> int:
     import pika
 
     from .. import protocol
-    from ..broker import connection_parameters, explain_connect_error
     from ..config import snapshot
     from ..errors import SifMagicError
+    from ..transport import connection_parameters, explain_connect_error
 
     try:
         cfg = snapshot(amqp_url=args.amqp_url)

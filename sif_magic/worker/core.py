@@ -31,7 +31,6 @@ import uuid
 from typing import Any
 
 from .. import _version, protocol
-from ..broker import Connection, declare_retry_queue, declare_task_queue
 from ..errors import IncompatibleWorkerError, wire_name
 from ..protocol import ForeignKeyError, Heartbeat, ProtocolError, Task
 from ..runner.chunk import Chunk
@@ -39,6 +38,7 @@ from ..runner.events import EventBuffer
 from ..runner.pool import Pool, usable_cpus
 from ..runner.reporter import EventReporter
 from ..runner.versions import incompatibility, versions
+from ..transport import Connection, declare_retry_queue, declare_task_queue
 from . import foreign
 from .foreign import ForeignTasks
 from .outbox import Outbox

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from .._keys import worker_key_fix
-from ..broker import Connection
+from ..transport import Connection
 
 log = logging.getLogger("sif_magic.worker")
 HOLD = 5.0  # seconds a task signed with another key is held before it goes back

@@ -23,11 +23,11 @@ import time
 from typing import Any
 
 from .. import protocol
-from ..broker import Connection
 from ..protocol import FAILED, CallResult, ResultSegment, Task
 from ..runner.chunk import Chunk
 from ..runner.events import EventBuffer
 from ..runner.scheduler import Prefetch
+from ..transport import Connection
 
 log = logging.getLogger("sif_magic.worker")
 

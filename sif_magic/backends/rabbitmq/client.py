@@ -31,12 +31,12 @@ from typing import Any
 
 from ... import protocol
 from ..._keys import key_source, notebook_key_fix
-from ...broker import Connection, declare_task_queue
 from ...config import SifConfig
 from ...errors import ConfigError, IncompatibleWorkerError, NoWorkersError
 from ...job import Job
 from ...protocol import Heartbeat
 from ...runner.versions import incompatibility, versions
+from ...transport import Connection, declare_task_queue
 from ..base import Backend, JobTask
 from .monitor import Monitor
 from .registry import WorkerRegistry

@@ -11,9 +11,9 @@ import logging
 from typing import Any
 
 from ... import protocol
-from ...broker import Connection
 from ...job import Job
 from ...runner.versions import versions
+from ...transport import Connection
 from ..base import JobTask
 
 log = logging.getLogger("sif_magic.rabbitmq")

@@ -1,0 +1,89 @@
+"""Monitoring: EventBatch (what one worker saw of one job in one flush interval) and
+the compressed index ranges it carries.
+
+Threads: any. Nothing here holds state; every record is built by one thread and
+handed on, never shared while it changes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .framing import ProtocolError, _json_object, _require
+from .names import STATE_CODES
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """What one worker saw of one job during one flush interval.
+
+    ``states`` maps a state name to compressed call-index ranges ``[[a, b], ...]``
+    (inclusive) that entered that state. Only the last state of a call within
+    the interval is sent. ``calls`` carries ``[index, attempt, t_start]`` of the
+    calls that started in the interval (outcomes travel in results).
+    ``logs`` is ``[[index, stream, text], ...]`` with stream 1 (stdout) or 2
+    (stderr), in the order written. ``notes`` holds free text per call, such as
+    why a call is retrying (``{"17": "worker lost"}``).
+    """
+
+    job_id: str
+    worker: str
+    host: str
+    t: float
+    states: dict[str, list[list[int]]] = field(default_factory=dict)
+    calls: list[list[Any]] = field(default_factory=list)
+    logs: list[list[Any]] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "job": self.job_id,
+                "worker": self.worker,
+                "host": self.host,
+                "t": self.t,
+                "states": self.states,
+                "calls": self.calls,
+                "logs": self.logs,
+                "notes": self.notes,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> EventBatch:
+        d = _json_object(body)
+        _require(d, "job", "worker", "t")
+        states = d.get("states") or {}
+        if not isinstance(states, dict) or any(k not in STATE_CODES for k in states):
+            raise ProtocolError("events carry an unknown state")
+        return cls(
+            job_id=str(d["job"]),
+            worker=str(d["worker"]),
+            host=str(d.get("host", "")),
+            t=float(d["t"]),
+            states=states,
+            calls=list(d.get("calls") or []),
+            logs=list(d.get("logs") or []),
+            notes=dict(d.get("notes") or {}),
+        )
+
+
+def compress_ranges(indices: list[int]) -> list[list[int]]:
+    """[1, 2, 3, 7, 9, 10] -> [[1, 3], [7, 7], [9, 10]]."""
+    out: list[list[int]] = []
+    for i in sorted(indices):
+        if out and i == out[-1][1] + 1:
+            out[-1][1] = i
+        elif not out or i > out[-1][1]:
+            out.append([i, i])
+    return out
+
+
+def expand_ranges(ranges: list[list[int]]) -> range | list[int]:
+    if len(ranges) == 1:
+        a, b = ranges[0]
+        return range(int(a), int(b) + 1)
+    return [i for a, b in ranges for i in range(int(a), int(b) + 1)]

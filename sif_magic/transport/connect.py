@@ -1,0 +1,78 @@
+"""From a broker URL to pika's connection parameters, and from what pika raised while
+connecting to an error that says what to do (wrong password, vhost, host, port, TLS).
+
+Threads: any; nothing here holds state.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import urllib.parse
+
+import pika
+import pika.exceptions as pe
+
+from ..errors import BrokerError, mask_url
+
+
+def describe_url(url: str) -> str:
+    return mask_url(url)
+
+
+def connection_parameters(
+    url: str, connect_timeout: float, ca_file: str = ""
+) -> pika.URLParameters:
+    if not url.startswith(("amqp://", "amqps://")):
+        raise BrokerError(
+            f"broker URL {mask_url(url)!r} must look like amqp://user:password@host:5672/vhost"
+        )
+    try:
+        params = pika.URLParameters(url)
+    except Exception as e:
+        raise BrokerError(f"cannot parse broker URL {mask_url(url)!r}: {e}") from None
+    params.socket_timeout = connect_timeout
+    params.stack_timeout = connect_timeout * 2
+    params.blocked_connection_timeout = 60
+    params.connection_attempts = 1
+    if params.heartbeat is None:
+        params.heartbeat = 30
+    if url.startswith("amqps://"):
+        ctx = ssl.create_default_context(cafile=ca_file or None)
+        params.ssl_options = pika.SSLOptions(ctx, server_hostname=params.host)
+    return params
+
+
+def explain_connect_error(url: str, e: BaseException) -> BrokerError:
+    """Turn what pika raised while connecting into an error that says what to do."""
+    parsed = urllib.parse.urlparse(url)
+    where = f"{parsed.hostname}:{parsed.port or (5671 if parsed.scheme == 'amqps' else 5672)}"
+    user = urllib.parse.unquote(parsed.username or "guest")
+    vhost = urllib.parse.unquote(parsed.path[1:]) if len(parsed.path) > 1 else "/"
+    text = f"{e} {e!r}"  # pika often says nothing in str(), the cause is in repr()
+    if isinstance(e, pe.ProbableAuthenticationError | pe.AuthenticationError):
+        msg = f"RabbitMQ at {where} refused the login of user {user!r}: check the user name and password in amqp_url"
+    elif isinstance(e, pe.ProbableAccessDeniedError):
+        msg = (
+            f"RabbitMQ at {where} refused access to vhost {vhost!r}: it does not exist or user "
+            f"{user!r} has no permissions there (rabbitmqctl add_vhost / set_permissions)"
+        )
+    elif isinstance(e, socket.gaierror):
+        msg = f"cannot resolve the broker host {parsed.hostname!r}: check the host name in amqp_url"
+    elif isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        msg = (
+            f"TLS certificate of the broker at {where} could not be verified ({e}): "
+            "set ca_file (SIF_MAGIC_CA_FILE) to the CA that signed it"
+        )
+    elif isinstance(e, ssl.SSLError):
+        msg = (
+            f"TLS handshake with {where} failed ({e}): is that port a TLS (amqps) listener? "
+            "Use amqp:// for plain ports, amqps:// (usually port 5671) for TLS"
+        )
+    elif "refused" in text.lower() or isinstance(e, ConnectionRefusedError):
+        msg = f"cannot reach RabbitMQ at {where} (connection refused): is the broker running, and is the port right?"
+    elif "timed out" in text.lower() or isinstance(e, socket.timeout | TimeoutError):
+        msg = f"RabbitMQ at {where} did not answer in time: check the host, port and firewall"
+    else:
+        msg = f"cannot connect to RabbitMQ at {where}: {e!r}"
+    return BrokerError(mask_url(msg))

@@ -1,0 +1,118 @@
+"""Consumers of one connection: each on its own channel, started again on every new one.
+
+A broker error on one consumer's channel closes only that channel. A consumer's
+prefetch is channel-wide (RabbitMQ's "global" QoS: the consumer is alone on its
+channel), so it can be changed while consuming. What a consumer hands its callback
+is a ``Delivery``: the tag, the connection generation it came on (a delivery of an
+older connection is never acked: the broker redelivers it) and, for a transactional
+consumer, its channel's ``_Tx``.
+
+Threads: the transport's I/O thread only; it owns ``Consumers`` and every channel.
+Callbacks run there too, and must not block on other threads' work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pika.exceptions as pe
+
+from ..errors import BrokerError
+from .iothread import LOST_ERRORS
+from .tx import _Tx
+
+log = logging.getLogger("sif_magic.broker")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    generation: int
+    tag: int
+    redelivered: bool
+    channel: Any = None  # the consumer's own channel (acks go there)
+    tx: _Tx | None = None  # that channel's transaction, if the consumer is transactional
+
+
+@dataclass
+class _Consumer:
+    setup: Callable[[Any], str]  # declares/binds on the channel, returns the queue name
+    on_message: Callable[[Any, Delivery, Any, bytes], None]
+    prefetch: int
+    auto_ack: bool
+    exclusive: bool = False
+    transactional: bool = False
+    tag: str = ""
+    channel: Any = None  # each consumer has its own: a broker error on one closes only that
+    queue: str = ""
+
+
+class Consumers:
+    """The consumers of one connection (``on_return``: the callback of a channel in tx
+    mode for a message the broker could not route)."""
+
+    def __init__(self, on_return: Callable[[Any, Any, Any, bytes], None]) -> None:
+        self.on_return = on_return
+        self.consumers: list[_Consumer] = []
+
+    def add(self, c: _Consumer, conn: Any, generation: int) -> str:
+        """Start ``c`` on ``conn`` and keep it (started again on the next connections)."""
+        try:
+            queue = self.start(c, conn, generation)
+        except pe.ChannelClosedByBroker as e:  # refused (queue missing, other arguments)
+            raise BrokerError(f"the broker refused to consume: {e.reply_text}") from None
+        self.consumers.append(c)
+        return queue
+
+    def restart(self, conn: Any, generation: int) -> None:
+        """Start every consumer again on the new connection ``conn``."""
+        for c in list(self.consumers):
+            try:
+                self.start(c, conn, generation)
+            except pe.ChannelClosedByBroker as e:  # its queue is gone or changed: drop it alone
+                log.error("stopped consuming: the broker refused it after a reconnect (%s)", e)
+                self.consumers.remove(c)
+
+    def set_prefetch(self, queue: str, prefetch: int) -> None:
+        for c in self.consumers:
+            if c.queue == queue and c.prefetch != prefetch:
+                c.prefetch = prefetch
+                if c.channel is not None and c.channel.is_open:
+                    c.channel.basic_qos(prefetch_count=prefetch, global_qos=True)
+
+    def cancel(self, tag: str) -> None:
+        for c in [c for c in self.consumers if c.tag == tag]:
+            self.consumers.remove(c)
+            try:
+                c.channel.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def start(self, c: _Consumer, conn: Any, generation: int) -> str:
+        ch = c.channel = conn.channel()
+        queue = c.queue = c.setup(ch)
+        # one consumer per channel: a channel-wide limit (RabbitMQ's "global") is the
+        # consumer's, and unlike a per-consumer one it can be changed while consuming
+        ch.basic_qos(prefetch_count=c.prefetch, global_qos=True)
+        tx = None
+        if c.transactional:
+            ch.tx_select()
+            ch.add_on_return_callback(self.on_return)
+            tx = _Tx(ch, generation)
+
+        def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
+            tag = method.delivery_tag
+            if tx is not None:
+                tx.delivered(tag)
+            delivery = Delivery(generation, tag, method.redelivered, ch, tx)
+            try:
+                c.on_message(props, delivery, method, body)
+            except LOST_ERRORS:
+                raise
+            except Exception:  # a bug of ours must not stop the connection's thread
+                log.exception("error handling a message from %s", queue)
+
+        c.tag = ch.basic_consume(queue, on_message, auto_ack=c.auto_ack, exclusive=c.exclusive)
+        return queue
