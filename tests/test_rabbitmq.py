@@ -254,6 +254,7 @@ def test_incompatible_worker_versions(broker_url: str, runtime: str, key_file, w
 
     # and the client refuses to dispatch when every live worker is incompatible
     from sif_magic.backends.rabbitmq import RabbitBackend
+    from sif_magic.backends.rabbitmq.readiness import check_versions
 
     ex = Executor(backend="rabbitmq", amqp_url=broker_url, runtime=runtime)
     try:
@@ -265,7 +266,7 @@ def test_incompatible_worker_versions(broker_url: str, runtime: str, key_file, w
         for w in list(backend.registry.heartbeats.values()):
             backend.registry.record(protocol.Heartbeat(**{**w.__dict__, "python": "2.7"}))
         with pytest.raises(IncompatibleWorkerError, match="Python 2.7"):
-            backend._check_versions()
+            check_versions(backend)
     finally:
         ex.shutdown()
 

@@ -142,14 +142,12 @@ class Job:
             self._version += 1
 
     def mark_lost(self, worker: str, note: str) -> int:
-        """Show the calls ``worker`` was running (or retrying) as lost, with ``note``:
-        it died or stopped answering, and they wait to be redelivered. Returns how many."""
+        """Show the calls ``worker`` was running (or retrying) as lost, with ``note``
+        (it died or stopped answering; they wait to be redelivered); how many."""
         with self._lock:
             lost = self._outcomes.mark_lost(worker)
-            for i in lost:
-                self._events.notes[i] = note
-            if lost:
-                self._version += 1
+            self._events.notes.update(dict.fromkeys(lost, note))
+            self._version += bool(lost)
         return len(lost)
 
     def mark_cancelled(self) -> None:

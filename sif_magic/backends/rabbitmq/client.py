@@ -30,22 +30,19 @@ import uuid
 from typing import Any
 
 from ... import protocol
-from ..._keys import key_source, notebook_key_fix
+from ..._keys import key_source
 from ...config import SifConfig
-from ...errors import ConfigError, IncompatibleWorkerError, NoWorkersError
+from ...errors import ConfigError
 from ...job import Job
-from ...protocol import Heartbeat
-from ...runner.versions import incompatibility, versions
 from ...transport import Connection, declare_task_queue
 from ..base import Backend, JobTask
 from .monitor import Monitor
+from .readiness import check_versions, key_mismatch, wait_for_workers
 from .registry import WorkerRegistry
 from .results import ResultStream, jobinfo
 from .tasks import publish_chunks
 
 log = logging.getLogger("sif_magic.rabbitmq")
-ANNOUNCE_WAIT = 1.0  # seconds a consumer of the task queue has to answer a ping
-FOREIGN_WAIT = 2.0  # seconds a worker with our key has to answer, when one with another did
 
 
 class RabbitBackend(Backend):
@@ -79,21 +76,13 @@ class RabbitBackend(Backend):
             self.registry,
             follow=config.monitor,
             runtime=self.runtime,
-            on_foreign=lambda hb, kid: log.warning("%s", self._key_mismatch(hb, kid)),
+            on_foreign=lambda hb, kid: log.warning("%s", key_mismatch(self, hb, kid)),
         )
         self.conn.consume(
             self.monitor.setup, self.monitor.on_message, auto_ack=True, exclusive=True
         )
         self.ping()
         threading.Thread(target=self._watch, name="sif-watch", daemon=True).start()
-
-    def _key_mismatch(self, hb: Heartbeat, theirs: str) -> str:
-        return (
-            f"worker {hb.worker} on host {hb.host} (runtime {hb.runtime!r}) holds another "
-            f"signing key (key id {theirs}) than this kernel (key id {self.key_id}, from "
-            f"{self.key_source}): it cannot run this kernel's calls, and this kernel cannot "
-            f"read its messages. Fix: {notebook_key_fix(self.key_source)}."
-        )
 
     def _watch(self) -> None:
         """Once a second: the running calls of a worker that went away are lost."""
@@ -144,73 +133,11 @@ class RabbitBackend(Backend):
         return sum(int(w.get("slots", 0)) for w in self.live_workers()) or 0
 
     # -- jobs ------------------------------------------------------------------------
-    def _consumers(self) -> int:
-        queue = protocol.task_queue(self.runtime)
-
-        def op() -> int:
-            ok = self.conn.channel.queue_declare(
-                queue, durable=True, arguments=protocol.task_queue_arguments()
-            )
-            return ok.method.consumer_count
-
-        return self.conn.call(op)
-
-    def _wait_for_workers(self) -> None:
-        """Until a worker that holds this kernel's key announces itself. Fails within
-        FOREIGN_WAIT (nothing sent) if the runtime's only workers hold another key,
-        and after ``no_worker_timeout`` if nobody consumes its queue; consumers that
-        do not announce themselves within ANNOUNCE_WAIT of a ping are sent the job."""
-        deadline = time.time() + self.config.no_worker_timeout
-        self.ping()
-        asked, foreign_since = time.time(), 0.0
-        while not self.live_workers():
-            now = time.time()
-            foreign = self.registry.foreign()
-            if foreign:
-                if not foreign_since:  # give a worker with our key time to answer a ping
-                    foreign_since = now
-                    if now - self._pinged > 0.5:
-                        self.ping()
-                elif now - foreign_since >= FOREIGN_WAIT:
-                    raise ConfigError(
-                        f"no worker of runtime {self.runtime!r} holds this kernel's signing "
-                        "key: "
-                        + " ".join(self._key_mismatch(hb, kid) for hb, kid in foreign[:3])
-                        + " Nothing was sent: run the cell again once the keys match."
-                    )
-            elif self._consumers() > 0:
-                if now - asked >= ANNOUNCE_WAIT:
-                    break
-            elif now >= deadline:
-                raise NoWorkersError(
-                    f"no worker consumes {protocol.task_queue(self.runtime)} (waited "
-                    f"{self.config.no_worker_timeout:g} s). Start one with: sif-magic worker "
-                    f"--amqp-url-file FILE --runtime {self.runtime}  (or sif-magic workers start / "
-                    f"sif-magic slurm submit), then run the cell again."
-                )
-            time.sleep(0.1)
-        self._check_versions()
-
-    def _check_versions(self) -> None:
-        if not self.live_workers():
-            self.ping()
-            time.sleep(0.2)
-        live = self.live_workers()
-        why = [
-            incompatibility(versions(), (str(w.get("python", "")), str(w.get("cloudpickle", ""))))
-            for w in live
-        ]
-        if live and all(why):
-            raise IncompatibleWorkerError(
-                f"every worker of runtime {self.runtime!r} is incompatible with this kernel: "
-                f"worker {live[0]['worker']}: {why[0]}"
-            )
-
     def start_job(self, job: Job, task: JobTask) -> None:
         if self.live_workers():
-            self._check_versions()  # workers of this runtime announced themselves lately
+            check_versions(self)  # workers of this runtime announced themselves lately
         else:
-            self._wait_for_workers()  # asks the broker, waits, or says how to start one
+            wait_for_workers(self)  # asks the broker, waits, or says how to start one
         reply_to = protocol.result_queue(job.job_id)
         self.jobs[job.job_id] = job
         self._consume_results(job)  # declares the queue (and the monitor binding) first
