@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import sys
 import tempfile
 import uuid
@@ -28,6 +29,9 @@ os.environ["SIF_MAGIC_HOME"] = _HOME
 os.environ.setdefault("SIF_MAGIC_WIDGETS", "1")
 for _var in ("SIF_MAGIC_AMQP_URL", "SIF_MAGIC_BACKEND", "SIF_MAGIC_RUNTIME", "SIF_MAGIC_KEY"):
     os.environ.pop(_var, None)
+# Ctrl-C raises KeyboardInterrupt even when a shell started the run in the background
+# (`cmd &` in a script starts it with SIGINT ignored): the interrupt tests rely on it
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # printed at the start of each run, so a log tells which releases were tested
 KEY_PACKAGES = (
