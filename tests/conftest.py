@@ -7,6 +7,9 @@ the README's test command starts or installs the broker first.
 from __future__ import annotations
 
 import os
+import platform
+import signal
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -26,6 +29,47 @@ os.environ["SIF_MAGIC_HOME"] = _HOME
 os.environ.setdefault("SIF_MAGIC_WIDGETS", "1")
 for _var in ("SIF_MAGIC_AMQP_URL", "SIF_MAGIC_BACKEND", "SIF_MAGIC_RUNTIME", "SIF_MAGIC_KEY"):
     os.environ.pop(_var, None)
+# Ctrl-C raises KeyboardInterrupt even when a shell started the run in the background
+# (`cmd &` in a script starts it with SIGINT ignored): the interrupt tests rely on it
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# printed at the start of each run, so a log tells which releases were tested
+KEY_PACKAGES = (
+    "ipython",
+    "ipywidgets",
+    "traitlets",
+    "pika",
+    "cloudpickle",
+    "ipykernel",
+    "jupyter_client",
+    "nbclient",
+    "nbformat",
+    "pytest",
+    "jupyterlab",
+)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in KEY_PACKAGES:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            pass
+    return [f"sif_magic on Python {platform.python_version()} ({sys.prefix}): " + ", ".join(found)]
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """SIF_MAGIC_TEST_ONLY=test_a.py,test_b.py: collect only those files of tests/ (how
+    scripts/test runs the core of the suite again in .venv-oldest, which has no browser)."""
+    only = os.environ.get("SIF_MAGIC_TEST_ONLY")
+    if not only or collection_path == ROOT / "tests":
+        return None
+    if collection_path.is_dir() or collection_path.name.startswith("test_"):
+        return collection_path.name not in only.split(",") or None
+    return None
 
 
 def _broker_answers(url: str) -> str:

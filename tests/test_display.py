@@ -22,13 +22,15 @@ CELL = (
 )
 
 
-IPYKERNEL6 = ROOT / ".venv-ipykernel6" / "bin" / "python"
+# the oldest-dependency env scripts/test builds: ipykernel 6.29, Python 3.10
+IPYKERNEL6 = ROOT / ".venv-oldest" / "bin" / "python"
 
 
 @pytest.fixture(params=["ipykernel7", "ipykernel6"], scope="module")
 def kernel(request, tmp_path_factory) -> str:
-    """The kernel to run in: the test env's (ipykernel 7.x), or the ipykernel 6.29 env
-    that scripts/test builds; output must land in its cell on both."""
+    """The kernel to run in: the test env's (ipykernel 7.x), or the one of .venv-oldest
+    (ipykernel 6.29 with the oldest ipython and ipywidgets), which scripts/test builds;
+    output must land in its cell on both."""
     if request.param == "ipykernel7":
         return "python3"
     if not IPYKERNEL6.exists():
@@ -49,7 +51,7 @@ def kernel(request, tmp_path_factory) -> str:
         json.dumps(
             {
                 "argv": [str(IPYKERNEL6), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                "display_name": "ipykernel 6.29",
+                "display_name": "ipykernel 6.29 (.venv-oldest)",
                 "language": "python",
             }
         )
