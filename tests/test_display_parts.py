@@ -214,3 +214,42 @@ def test_an_interrupted_run_is_finished_on_request(comms) -> None:
     view.ask_finish()  # finish_job after a KeyboardInterrupt: the job may still run
     assert view.finished.wait(10) and not job.done()
     assert isinstance(view, JobView) and view.bar.value == 0
+
+
+# -- without the JupyterLab extension ------------------------------------------------------
+
+
+def test_the_front_end_is_missing_only_where_this_environment_shows_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    import jupyter_core.paths
+
+    from sif_magic.widgets import _frontend
+
+    monkeypatch.delenv("SIF_MAGIC_FRONTEND", raising=False)
+    monkeypatch.setattr(jupyter_core.paths, "jupyter_path", lambda *p: [str(tmp_path)])
+    assert _frontend.frontend_missing()  # jupyterlab here, no labextensions/sif-magic
+    (tmp_path / "sif-magic").mkdir()
+    (tmp_path / "sif-magic" / "package.json").write_text("{}")
+    assert not _frontend.frontend_missing()
+    monkeypatch.setenv("SIF_MAGIC_FRONTEND", "0")
+    assert _frontend.frontend_missing()
+    monkeypatch.setenv("SIF_MAGIC_FRONTEND", "1")
+    (tmp_path / "sif-magic" / "package.json").unlink()
+    assert not _frontend.frontend_missing()
+
+
+def test_a_view_without_the_front_end_has_no_custom_widgets_and_says_how_to_get_them(
+    comms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIF_MAGIC_FRONTEND", "0")
+    job = finished_job()
+    view = JobView(job, lambda: None)
+    assert view.grid is None and view.logview is None
+    names = {type(c).__name__ for c in view.box.children}
+    assert "CallGrid" not in names and "LogView" not in names
+    texts = [c.value for c in view.box.children if isinstance(getattr(c, "value", None), str)]
+    hint = [t for t in texts if "JupyterLab extension" in t]
+    assert hint and "scripts/build-wheel" in hint[0] and "%sif_logs" in hint[0]
+    monkeypatch.setenv("SIF_MAGIC_FRONTEND", "1")
+    assert JobView(finished_job("g"), lambda: None).grid is not None

@@ -1,8 +1,9 @@
 """JobView: the widgets of one job: counts, bar, Cancel, call grid, log viewer, workers.
 
 The grid and the log viewer are the custom widgets of ``sif_magic.widgets``
-(front-end in the JupyterLab extension); without them the view still has the
-stock bar and counts.
+(front-end in the JupyterLab extension); where that extension is known to be
+missing (``widgets._frontend.frontend_missing``) the view has the stock bar,
+counts and workers, and a line that says how to get the rest.
 
 Threads: a view is made, and draws its first state, on the kernel thread
 (``display.show_job`` / ``job_mimebundle``), which then hands it to the pusher;
@@ -57,16 +58,21 @@ class JobView:
         self.workers = w.HTML()
         parts: list[Any] = [w.HBox([self.counts, self.cancel_button]), self.bar]
         self.grid = self.logview = None
-        try:
-            from ..widgets import CallGrid, LogView
+        from ..widgets._frontend import MISSING_HINT, frontend_missing
 
-            self.grid = CallGrid(job.n, describe=self._describe)
-            self.grid.on_select(self._select)
-            self.logview = LogView(mode="all")  # live lines of every call until one is clicked
-            self.logview.on_mode_change(self._mode_changed)
-            parts += [self.grid, self.logview]
-        except Exception:  # noqa: BLE001 - no custom widgets: bar and counts still work
-            pass
+        if frontend_missing():  # the front-end could only show the custom widgets as errors
+            parts.append(w.HTML(f"<small>{MISSING_HINT}</small>"))
+        else:
+            try:
+                from ..widgets import CallGrid, LogView
+
+                self.grid = CallGrid(job.n, describe=self._describe)
+                self.grid.on_select(self._select)
+                self.logview = LogView(mode="all")  # every call's live lines until one is clicked
+                self.logview.on_mode_change(self._mode_changed)
+                parts += [self.grid, self.logview]
+            except Exception:  # noqa: BLE001 - no custom widgets: bar and counts still work
+                pass
         parts.append(self.workers)
         self.box = w.VBox(parts)
         self.box.add_class("sif-magic-job")
