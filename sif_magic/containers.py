@@ -61,6 +61,48 @@ SECRETS_INTO_ENV = [
 ]
 
 
+# Lines of a node's script (bash, ``set -euo pipefail``) that copy $SIF_MAGIC_IMAGE to
+# node-local storage and set $image to the copy. Other users of the node must not be
+# able to swap it between the copy and the run: the copy goes to a fresh folder of
+# mode 700 (mktemp -d, never a name known in advance), under a folder whose every
+# ancestor belongs to this user or root and is writable by nobody else unless sticky
+# (like /tmp); the copy's sha256 must be that of the bytes read from the image.
+STAGE_IMAGE = [
+    "umask 077",
+    'base="${SLURM_TMPDIR:-$SIF_MAGIC_STAGE_DIR}"',
+    '[ -d "$base" ] || mkdir -p -m 700 "$base"',
+    'base="$(cd -P "$base" && pwd)"',
+    'd="$base"',
+    "while :; do",
+    '    read -r owner mode <<<"$(stat -c "%u %a" "$d")"',
+    '    if [ "$owner" != "$(id -u)" ] && [ "$owner" != 0 ]; then',
+    '        echo "sif-magic: not staging the image in $base on $(hostname): $d belongs to'
+    ' $(stat -c %U "$d") (uid $owner), not to you, who could swap the image. Use'
+    ' --stage-dir with a folder of yours (default /tmp)" >&2',
+    "        exit 2",
+    "    fi",
+    "    if (( 8#$mode & 8#022 )) && ! (( 8#$mode & 8#1000 )); then",
+    '        echo "sif-magic: not staging the image in $base on $(hostname): others can write to'
+    " $d (mode $mode, not sticky) and could swap the image. chmod go-w (or +t) it, or use"
+    ' --stage-dir with a folder of yours (default /tmp)" >&2',
+    "        exit 2",
+    "    fi",
+    '    [ "$d" = / ] && break',
+    '    d="$(dirname "$d")"',
+    "done",
+    'stage="$(mktemp -d "$base/sif_magic-$(id -un)-$SLURM_JOB_ID.XXXXXXXX")"',
+    "trap 'rm -rf \"$stage\"' EXIT",
+    'image="$stage/$(basename "$SIF_MAGIC_IMAGE")"',
+    'want="$(tee "$image" < "$SIF_MAGIC_IMAGE" | sha256sum)" || {',
+    '    echo "sif-magic: could not copy $SIF_MAGIC_IMAGE to $image on $(hostname)" >&2; exit 2; }',
+    'if [ "$(sha256sum < "$image")" != "$want" ]; then',
+    '    echo "sif-magic: the copy $image on $(hostname) differs from $SIF_MAGIC_IMAGE:'
+    ' not running it" >&2',
+    "    exit 2",
+    "fi",
+]
+
+
 @dataclass(frozen=True)
 class WorkerRun:
     """One worker on this machine, as its runtime's command lines need it."""
@@ -228,12 +270,7 @@ class Singularity(Container):
             f'tool="$({find} || true)"',
             f'[ -n "$tool" ] || {{ echo "sif-magic: no {" or ".join(self.executables)} on '
             "$(hostname): add --setup 'module load apptainer'\" >&2; exit 2; }",
-            'if [ -n "${SLURM_TMPDIR:-}" ]; then stage="$SLURM_TMPDIR/sif_magic"',
-            'else stage="$SIF_MAGIC_STAGE_DIR/sif_magic-$(id -un)-$SLURM_JOB_ID"; fi',
-            'mkdir -p "$stage"',
-            "trap 'rm -rf \"$stage\"' EXIT",
-            'image="$stage/$(basename "$SIF_MAGIC_IMAGE")"',
-            'cp "$SIF_MAGIC_IMAGE" "$image"',
+            *STAGE_IMAGE,
             'export SIF_MAGIC_CONTAINER="$(basename "$tool") run $image"',
             "# Secrets enter the container through the environment: no path to bind.",
             *SECRETS_INTO_ENV,
