@@ -24,6 +24,7 @@ the kernel's through ``%sif_workers``).
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 from collections.abc import Mapping, Sequence
@@ -31,20 +32,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .validate import check_bind, check_image, check_name
 
 
 def check_binds(binds: Sequence[str]) -> list[str]:
-    """``SRC[:DST[:OPTS]]`` entries, checked for the obvious mistakes."""
-    for b in binds:
-        if not b or b.startswith(":") or b.count(":") > 2:
-            raise ConfigError(f"--bind {b!r}: use SRC, SRC:DST or SRC:DST:ro")
-    return list(binds)
+    """``SRC[:DST[:OPTS]]`` entries, each part a path of ``validate``'s rule."""
+    return [check_bind(b) for b in binds]
+
+
+_EXPANSION = re.compile(r'"\$[A-Za-z_][A-Za-z0-9_]*"')
 
 
 def shell_words(argv: Sequence[str]) -> str:
-    """``argv`` as one line of a bash script: a word that starts with ``"$`` is a
-    quoted expansion (``"$tool"``, ``"$image"``) and stays as it is; the rest are quoted."""
-    return " ".join(w if w.startswith('"$') else shlex.quote(w) for w in argv)
+    """``argv`` as one line of a bash script: a word that is a quoted expansion of one
+    variable (``"$tool"``, ``"$image"``) stays as it is; the rest are quoted."""
+    return " ".join(w if _EXPANSION.fullmatch(w) else shlex.quote(w) for w in argv)
 
 
 # Lines of a node's script (bash): the secrets enter the container through the
@@ -116,6 +118,10 @@ class WorkerRun:
     env_file: str = ""  # the worker's settings (mode 600), when ``uses_env_file``
     python: str = ""  # for ``none``
 
+    def __post_init__(self) -> None:
+        if self.name:
+            check_name(self.name, "instance name")
+
 
 class Container:
     """How one container runtime is called. A ``tool`` argument is the path of its
@@ -154,6 +160,7 @@ class Container:
         """ConfigError when ``image`` cannot be run (``here``: it must be on this machine)."""
         if not image:
             raise ConfigError("--image NAME.sif is needed, or --container none to run without one")
+        check_image(image)
         if here and not Path(image).is_file():
             raise ConfigError(f"--image {image}: no such file (build it: sif-magic runtime build)")
 

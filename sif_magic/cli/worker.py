@@ -29,11 +29,25 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import signal
+
+    from ..errors import ConfigError
+    from ..validate import check_name
 
     # stopped (scancel, workers stop) while still importing: leave quietly, exit 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     warn_url_in_argv("sif-magic worker", args.amqp_url)
+    try:  # both name queues, routing keys and rows of the workers table
+        for what, value in (
+            ("runtime name", args.runtime or os.environ.get("SIF_MAGIC_RUNTIME", "")),
+            ("worker id", args.worker_id or os.environ.get("SIF_MAGIC_WORKER_ID", "")),
+        ):
+            if value:
+                check_name(value, what)
+    except ConfigError as e:
+        print(f"sif-magic worker: error: {e}", file=sys.stderr)
+        return 2
     from ..worker import main
 
     return main(args)

@@ -26,6 +26,7 @@ from typing import Any
 from .. import containers
 from .._keys import default_key_file, load_key, read_secret_file
 from ..errors import ConfigError
+from ..validate import check_name, check_path
 from ._state import StateFile, alive, home, start_time, terminate, write_secret
 
 STATE = "workers.json"
@@ -139,6 +140,10 @@ def start_workers(
     runtime = (
         runtime or os.environ.get("SIF_MAGIC_RUNTIME") or (Path(image).name if image else "default")
     )
+    check_name(runtime, "runtime name")
+    if not runner.uses_env_file:
+        check_path(python, "--python")
+    containers.check_binds(binds)
     broker = broker_env(amqp_url, amqp_url_file)
     key_path = Path(key_file).expanduser().resolve() if key_file else default_key_file()
     # SIF_MAGIC_KEY, else the key file (created now, so notebook and workers share it).

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -28,11 +27,11 @@ from .. import containers
 from .._keys import default_key_file, load_key, read_secret_file
 from .._version import __version__
 from ..errors import ConfigError
+from ..validate import check, check_all, check_name, check_path
 from ._state import StateFile, home, write_secret
 from .local import default_url_file
 
 STATE = "slurm.json"
-_SAFE = re.compile(r"[^\s'\"`$\\;]*")
 
 
 @dataclass
@@ -63,26 +62,20 @@ class SlurmSpec:
     output: str = ""  # default: ~/.sif_magic/slurm/%x-%j.out
 
     def check(self) -> None:
+        """ConfigError for a value the script could not hold safely (``validate``'s rules)."""
         if self.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
         containers.get(self.container).check_image(self.image, here=False)
-        for name in (
-            "runtime",
-            "time",
-            "partition",
-            "account",
-            "qos",
-            "mem",
-            "gres",
-            "job_name",
-            "output",
-            "stage_dir",
-            "sbatch_options",
-        ):
-            values = getattr(self, name)
-            for value in values if isinstance(values, list) else [values]:
-                if not _SAFE.fullmatch(str(value)):
-                    raise ConfigError(f"{name} {value!r}: spaces, quotes, '$' or ';' not allowed")
+        check_name(self.runtime, "runtime name")
+        if self.job_name:
+            check_name(self.job_name, "--job-name")
+        for opt in ("time", "partition", "account", "qos", "mem", "gres"):
+            if getattr(self, opt):
+                check("sbatch", getattr(self, opt), f"--{opt}")
+        check_all("sbatch", self.sbatch_options, "--sbatch-option")
+        for opt in ("stage_dir", "output", "python", "amqp_url_file", "key_file"):
+            if getattr(self, opt):
+                check_path(getattr(self, opt), f"--{opt.replace('_', '-')}")
         containers.check_binds(self.binds)
 
 
