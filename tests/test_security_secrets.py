@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ from test_cli import sif
 from test_security_staging import as_nobody
 
 from sif_magic.errors import ConfigError, mask_url
+
+pytest_plugins = ("slurm_cluster",)  # the fixture `slurm`
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -149,3 +153,177 @@ def test_worker_warns_too(key_file) -> None:
     r = sif("worker", "--amqp-url", "amqp://guest:nope@127.0.0.1:5672/%2F")
     assert r.returncode == 1
     assert "sif-magic worker: warning: the password of --amqp-url" in r.stderr
+
+
+# -- secret copies go when their worker or job ends ---------------------------------
+#
+# Two kinds of copy: the env file (600) of a container worker here, and the copy of
+# the broker URL that `slurm submit` (or `%sif_workers slurm`) writes next to the
+# sbatch script when it is handed the URL itself. Each path that ends a worker or a
+# job must remove its copy.
+
+
+def stand_in_worker(path: Path, *, stays: bool) -> Path:
+    """The worker's Python on a simulated node: reads the URL from the file it was
+    given (``--container none``), then exits at once, or stays until SIGTERM."""
+    path.write_text(
+        "#!/bin/sh\n"
+        'cat "$SIF_MAGIC_AMQP_URL_FILE" > "$REC.url"\n'  # as the worker reads it
+        + ("exec sleep 600\n" if stays else "exit 0\n")
+    )
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def fake_slurm(tmp_path: Path, sif_home: Path, monkeypatch) -> Path:
+    """sbatch (records the script, answers job 4242), scancel and squeue (answer with
+    $SQUEUE_STATE), srun (runs its command here): the jobs are run by the test."""
+    bin_dir = tmp_path / "slurm-bin"
+    bin_dir.mkdir()
+    scripts = {
+        "sbatch": f'#!/bin/sh\nfor a in "$@"; do s="$a"; done\necho "$s" > {tmp_path}/sbatch.script\n'
+        "echo 4242\n",
+        "scancel": f'#!/bin/sh\necho "$@" >> {tmp_path}/scancel.log\n',
+        "squeue": '#!/bin/sh\n[ -z "$SQUEUE_STATE" ] || '
+        'echo "4242|$SQUEUE_STATE|None|1|node1|0:05|sif-magic-rt"\n',
+        "srun": '#!/bin/bash\nwhile [ "${1#--}" != "$1" ]; do shift; done\nexec "$@"\n',
+    }
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.delenv("SQUEUE_STATE", raising=False)
+    return tmp_path
+
+
+def submit_with_url(tmp_path: Path, *, stays: bool) -> tuple[Path, Path]:
+    """``submit`` handed the URL itself (as ``%sif_workers slurm`` does): (the job's
+    sbatch script, its copy of the URL)."""
+    from sif_magic.launch import slurm as sl
+
+    python = stand_in_worker(tmp_path / "python", stays=stays)
+    job = sl.submit(sl.SlurmSpec(runtime="rt", container="none", python=str(python)), amqp_url=URL)
+    copy = Path(job.directory) / "amqp_url"
+    assert copy.read_text().strip() == URL and (copy.stat().st_mode & 0o777) == 0o600
+    assert Path(job.script).read_text().count(str(copy)) == 1  # the script names the copy
+    return Path(job.script), copy
+
+
+def run_sbatch_script(tmp_path: Path, script: Path) -> subprocess.Popen:
+    env = dict(os.environ, SLURM_JOB_ID="4242", SLURM_JOB_NUM_NODES="1", REC=str(tmp_path / "rec"))
+    return subprocess.Popen(["bash", str(script)], env=env, start_new_session=True)
+
+
+def test_the_job_removes_its_url_copy_when_it_ends(fake_slurm: Path) -> None:
+    script, copy = submit_with_url(fake_slurm, stays=False)
+    assert run_sbatch_script(fake_slurm, script).wait(timeout=60) == 0
+    assert (fake_slurm / "rec.url").read_text().strip() == URL  # the worker had it
+    assert not copy.exists()
+
+
+def test_the_job_removes_its_url_copy_when_scancel_stops_it(fake_slurm: Path) -> None:
+
+    script, copy = submit_with_url(fake_slurm, stays=True)
+    job = run_sbatch_script(fake_slurm, script)
+    deadline = time.monotonic() + 30
+    while not (fake_slurm / "rec.url").exists():  # the worker has started
+        assert job.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGTERM)  # what scancel does: SIGTERM to every process
+    assert job.wait(timeout=30) == 143
+    assert not copy.exists()
+
+
+def test_slurm_cancel_removes_the_url_copy(fake_slurm: Path) -> None:
+    from test_slurm import cli
+
+    _, copy = submit_with_url(fake_slurm, stays=True)
+    assert cli("slurm", "cancel", "4242") == 0
+    assert (fake_slurm / "scancel.log").read_text().split() == ["4242"]
+    assert not copy.exists()
+
+
+@pytest.mark.parametrize("state", ["COMPLETED", "FAILED", "TIMEOUT", ""])
+def test_a_finished_job_loses_its_url_copy_at_the_next_status(
+    fake_slurm: Path, monkeypatch, state: str
+) -> None:
+    """A job killed before its script could remove the copy (SIGKILL, a lost node)."""
+    from sif_magic.launch import slurm as sl
+
+    _, copy = submit_with_url(fake_slurm, stays=True)
+    monkeypatch.setenv("SQUEUE_STATE", "RUNNING")
+    assert [s.state for s in sl.status()] == ["RUNNING"] and copy.exists()
+    monkeypatch.setenv("SQUEUE_STATE", state)  # "": squeue forgot it
+    assert [s.state for s in sl.status(["4242"])] == [state or "GONE"]
+    assert not copy.exists()
+
+
+def test_a_worker_env_file_goes_when_it_stops_or_dies(tmp_path, sif_home, monkeypatch, url_file):
+
+    from test_launch import singularity_workers
+
+    from sif_magic import launch
+
+    _, _, recs = singularity_workers(tmp_path, monkeypatch, url_file, instances=2)
+    try:
+        for r in recs:
+            assert URL in Path(r.env_file).read_text()
+        stopped, dies = recs
+        assert launch.stop_workers([stopped.id], timeout=5) == [(stopped.id, "terminated")]
+        assert not Path(stopped.env_file).exists()  # `workers stop`
+        os.kill(dies.pid, signal.SIGKILL)  # a worker that ends by itself
+        deadline = time.monotonic() + 10
+        while dies.is_alive():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert Path(dies.env_file).exists()
+        assert launch.list_workers()[0][1] == "exited"  # `workers list` (and the table)
+        assert not Path(dies.env_file).exists()
+    finally:
+        launch.stop_workers(timeout=2)
+    assert list((sif_home / "run").iterdir()) == []
+
+
+@pytest.mark.slurm
+def test_on_a_real_slurm_each_end_of_a_job_removes_its_url_copy(slurm, sif_home, monkeypatch):
+    """Real sbatch/scancel/squeue, real workers (--container none) on the real broker."""
+    from queues import consumers, delete_task_queues
+    from test_slurm import _need_broker, job_processes, wait_until
+
+    from sif_magic.launch import slurm as sl
+
+    _need_broker()
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the jobs import this checkout
+    runtime = f"secrets-{os.urandom(3).hex()}"
+    queue = f"sif_magic.tasks.{runtime}"
+
+    def job_with_a_copy() -> tuple[str, Path]:
+        spec = sl.SlurmSpec(runtime=runtime, container="none", cpus_per_task=1, processes=1)
+        job = sl.submit(spec, amqp_url=URL)
+        copy = Path(job.directory) / "amqp_url"
+        assert copy.exists()
+        wait_until(lambda: consumers(queue) == 1, 60, "the worker to join (it read the URL)")
+        return job.job_id, copy
+
+    try:
+        job, copy = job_with_a_copy()  # SLURM's own scancel: the script's trap removes it
+        slurm.run("scancel", job)
+        wait_until(lambda: not copy.exists(), 30, "the job's trap to remove the copy")
+        wait_until(lambda: not slurm.jobs(), 30, "squeue to empty")
+
+        job, copy = job_with_a_copy()  # `sif-magic slurm cancel`
+        sl.cancel([job])
+        assert not copy.exists()
+        wait_until(lambda: not slurm.jobs(), 30, "squeue to empty")
+
+        job, copy = job_with_a_copy()  # the batch shell SIGKILLed: no trap runs
+        (shell,) = [p for p, (cmd, _) in job_processes({job}).items() if "slurm_script" in cmd]
+        os.kill(shell, signal.SIGKILL)
+        wait_until(lambda: not slurm.jobs(), 30, "the killed job to end")
+        assert copy.exists()
+        assert sl.status([job])[0].state in sl.ENDED  # the next status removes it
+        assert not copy.exists()
+    finally:
+        slurm.run("scancel", "--user", str(os.getuid()), check=False)
+        delete_task_queues(runtime)

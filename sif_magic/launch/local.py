@@ -222,13 +222,22 @@ def start_workers(
 
 
 def list_workers() -> list[tuple[WorkerRecord, str]]:
-    """Every recorded worker with its state: running, exited or ``on HOST``."""
+    """Every recorded worker with its state: running, exited or ``on HOST``. The env file
+    (the secrets) of a worker that exited by itself goes now; its record stays, to see."""
     out = []
     for d in _records().read():
         rec = WorkerRecord.from_dict(d)
         state = ("running" if rec.is_alive() else "exited") if rec.is_here() else f"on {rec.host}"
+        if state == "exited":
+            _remove_env_file(rec)
         out.append((rec, state))
     return out
+
+
+def _remove_env_file(rec: WorkerRecord) -> None:
+    if rec.env_file:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(rec.env_file)
 
 
 def stop_workers(ids: Sequence[str] | None = None, timeout: float = 10.0) -> list[tuple[str, str]]:
@@ -261,9 +270,7 @@ def stop_workers(ids: Sequence[str] | None = None, timeout: float = 10.0) -> lis
             res = subprocess.run(stop, capture_output=True, text=True, check=False)
             if res.returncode != 0 and runner.gone_text not in res.stderr.lower():
                 outcome += f"; instance stop failed: {res.stderr.strip()}"
-        if rec.env_file:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(rec.env_file)
+        _remove_env_file(rec)
         results.append((rec.id, outcome))
     done = {i for i, o in results if not o.startswith("not stopped")}
     with _records().update() as records:
