@@ -17,6 +17,9 @@ name; ``auto`` takes whichever is on PATH); ``none`` runs ``python -m sif_magic
 worker`` as a plain process. The broker URL never appears in an argv: it travels
 in an env file of mode 600, or in the environment.
 
+Names, paths and binds are checked with ``sif_magic.validate`` before they get
+here or as they arrive (``check_image``, ``check_binds``, ``WorkerRun``).
+
 Standard library only. Nothing here holds state or starts a thread: the
 functions build lists and strings for whichever thread calls them (the CLI's, or
 the kernel's through ``%sif_workers``).
@@ -70,10 +73,9 @@ SECRETS_INTO_ENV = [
 # ancestor belongs to this user or root and is writable by nobody else unless sticky
 # (like /tmp); the copy's sha256 must be that of the bytes read from the image.
 STAGE_IMAGE = [
-    "umask 077",
     'base="${SLURM_TMPDIR:-$SIF_MAGIC_STAGE_DIR}"',
     '[ -d "$base" ] || mkdir -p -m 700 "$base"',
-    'base="$(cd -P "$base" && pwd)"',
+    'base="$(CDPATH="" cd -P -- "$base" && pwd -P)"',
     'd="$base"',
     "while :; do",
     '    read -r owner mode <<<"$(stat -c "%u %a" "$d")"',
@@ -215,7 +217,8 @@ class Container:
 class Singularity(Container):
     """Singularity and Apptainer. Here: an instance per worker (``instance start``),
     whose worker runs as ``run --env-file FILE instance://NAME``. On a SLURM node:
-    the image is copied to node-local storage and run in the foreground with
+    the image is copied to a private folder of node-local storage (``STAGE_IMAGE``),
+    checked, and run in the foreground with
     ``run`` (no instance: its daemon would escape the job step, and ``scancel``
     could leave it behind on sites that track processes by parent)."""
 

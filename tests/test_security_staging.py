@@ -80,6 +80,7 @@ def node(tmp_path: Path, sif_home: Path) -> dict:
         "#!/bin/bash\n"
         'for a in "$@"; do image="$a"; done\n'
         '/usr/bin/sha256sum "$image" | cut -d" " -f1 >> "$REC.hashes"\n'
+        'umask > "$REC.umask"\n'
         'exec sh "$image"  # "runs the image", with the environment the job gave it\n'
     )
     for tool in ("cp", "tee", "sha256sum"):  # a slow node-local disk
@@ -187,6 +188,9 @@ def test_another_user_cannot_swap_the_staged_image(node: dict, shared: Path) -> 
     assert res.returncode == 0, res.stderr
     assert ran == [ours], "the job ran an image that is not ours"
     assert Path(f"{node['rec']}.ran").read_text() == "ours\n"
+    umask = os.umask(0o022)
+    os.umask(umask)  # the worker's files are made as the user's own umask says
+    assert Path(f"{node['rec']}.umask").read_text().strip() == f"{umask:04o}"
     # nothing the job wrote, and no secret, where nobody can read it
     assert not list(shared.glob("loot.*"))
     assert readable_by_nobody(shared, node["password"], node["key"]) == []
