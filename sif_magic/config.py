@@ -20,6 +20,7 @@ from traitlets.config import Configurable
 from ._keys import load_key, read_secret_file
 from .backends import names as backend_names
 from .errors import ConfigError, mask_url
+from .validate import check_name
 
 ENV_PREFIX = "SIF_MAGIC_"
 
@@ -114,10 +115,7 @@ class SifConfig(Configurable):
 
     @validate("runtime")
     def _check_runtime(self, proposal: Any) -> str:
-        value = proposal["value"]
-        if not value or not all(c.isalnum() or c in "-_." for c in value):
-            raise ConfigError(f"runtime name {value!r}: use letters, digits, '-', '_' and '.'")
-        return value
+        return check_name(proposal["value"], "runtime name")  # the rule of every name
 
     @validate("amqp_url")
     def _check_url(self, proposal: Any) -> str:

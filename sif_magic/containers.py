@@ -17,6 +17,9 @@ name; ``auto`` takes whichever is on PATH); ``none`` runs ``python -m sif_magic
 worker`` as a plain process. The broker URL never appears in an argv: it travels
 in an env file of mode 600, or in the environment.
 
+Names, paths and binds are checked with ``sif_magic.validate`` before they get
+here or as they arrive (``check_image``, ``check_binds``, ``WorkerRun``).
+
 Standard library only. Nothing here holds state or starts a thread: the
 functions build lists and strings for whichever thread calls them (the CLI's, or
 the kernel's through ``%sif_workers``).
@@ -24,6 +27,7 @@ the kernel's through ``%sif_workers``).
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 from collections.abc import Mapping, Sequence
@@ -31,20 +35,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .validate import check_bind, check_image, check_name
 
 
 def check_binds(binds: Sequence[str]) -> list[str]:
-    """``SRC[:DST[:OPTS]]`` entries, checked for the obvious mistakes."""
-    for b in binds:
-        if not b or b.startswith(":") or b.count(":") > 2:
-            raise ConfigError(f"--bind {b!r}: use SRC, SRC:DST or SRC:DST:ro")
-    return list(binds)
+    """``SRC[:DST[:OPTS]]`` entries, each part a path of ``validate``'s rule."""
+    return [check_bind(b) for b in binds]
+
+
+_EXPANSION = re.compile(r'"\$[A-Za-z_][A-Za-z0-9_]*"')
 
 
 def shell_words(argv: Sequence[str]) -> str:
-    """``argv`` as one line of a bash script: a word that starts with ``"$`` is a
-    quoted expansion (``"$tool"``, ``"$image"``) and stays as it is; the rest are quoted."""
-    return " ".join(w if w.startswith('"$') else shlex.quote(w) for w in argv)
+    """``argv`` as one line of a bash script: a word that is a quoted expansion of one
+    variable (``"$tool"``, ``"$image"``) stays as it is; the rest are quoted."""
+    return " ".join(w if _EXPANSION.fullmatch(w) else shlex.quote(w) for w in argv)
 
 
 # Lines of a node's script (bash): the secrets enter the container through the
@@ -61,6 +66,47 @@ SECRETS_INTO_ENV = [
 ]
 
 
+# Lines of a node's script (bash, ``set -euo pipefail``) that copy $SIF_MAGIC_IMAGE to
+# node-local storage and set $image to the copy. Other users of the node must not be
+# able to swap it between the copy and the run: the copy goes to a fresh folder of
+# mode 700 (mktemp -d, never a name known in advance), under a folder whose every
+# ancestor belongs to this user or root and is writable by nobody else unless sticky
+# (like /tmp); the copy's sha256 must be that of the bytes read from the image.
+STAGE_IMAGE = [
+    'base="${SLURM_TMPDIR:-$SIF_MAGIC_STAGE_DIR}"',
+    '[ -d "$base" ] || mkdir -p -m 700 "$base"',
+    'base="$(CDPATH="" cd -P -- "$base" && pwd -P)"',
+    'd="$base"',
+    "while :; do",
+    '    read -r owner mode <<<"$(stat -c "%u %a" "$d")"',
+    '    if [ "$owner" != "$(id -u)" ] && [ "$owner" != 0 ]; then',
+    '        echo "sif-magic: not staging the image in $base on $(hostname): $d belongs to'
+    ' $(stat -c %U "$d") (uid $owner), not to you, who could swap the image. Use'
+    ' --stage-dir with a folder of yours (default /tmp)" >&2',
+    "        exit 2",
+    "    fi",
+    "    if (( 8#$mode & 8#022 )) && ! (( 8#$mode & 8#1000 )); then",
+    '        echo "sif-magic: not staging the image in $base on $(hostname): others can write to'
+    " $d (mode $mode, not sticky) and could swap the image. chmod go-w (or +t) it, or use"
+    ' --stage-dir with a folder of yours (default /tmp)" >&2',
+    "        exit 2",
+    "    fi",
+    '    [ "$d" = / ] && break',
+    '    d="$(dirname "$d")"',
+    "done",
+    'stage="$(mktemp -d "$base/sif_magic-$(id -un)-$SLURM_JOB_ID.XXXXXXXX")"',
+    "trap 'rm -rf \"$stage\"' EXIT",
+    'image="$stage/$(basename "$SIF_MAGIC_IMAGE")"',
+    'want="$(tee "$image" < "$SIF_MAGIC_IMAGE" | sha256sum)" || {',
+    '    echo "sif-magic: could not copy $SIF_MAGIC_IMAGE to $image on $(hostname)" >&2; exit 2; }',
+    'if [ "$(sha256sum < "$image")" != "$want" ]; then',
+    '    echo "sif-magic: the copy $image on $(hostname) differs from $SIF_MAGIC_IMAGE:'
+    ' not running it" >&2',
+    "    exit 2",
+    "fi",
+]
+
+
 @dataclass(frozen=True)
 class WorkerRun:
     """One worker on this machine, as its runtime's command lines need it."""
@@ -73,6 +119,10 @@ class WorkerRun:
     fakeroot: bool = False
     env_file: str = ""  # the worker's settings (mode 600), when ``uses_env_file``
     python: str = ""  # for ``none``
+
+    def __post_init__(self) -> None:
+        if self.name:
+            check_name(self.name, "instance name")
 
 
 class Container:
@@ -112,6 +162,7 @@ class Container:
         """ConfigError when ``image`` cannot be run (``here``: it must be on this machine)."""
         if not image:
             raise ConfigError("--image NAME.sif is needed, or --container none to run without one")
+        check_image(image)
         if here and not Path(image).is_file():
             raise ConfigError(f"--image {image}: no such file (build it: sif-magic runtime build)")
 
@@ -166,7 +217,8 @@ class Container:
 class Singularity(Container):
     """Singularity and Apptainer. Here: an instance per worker (``instance start``),
     whose worker runs as ``run --env-file FILE instance://NAME``. On a SLURM node:
-    the image is copied to node-local storage and run in the foreground with
+    the image is copied to a private folder of node-local storage (``STAGE_IMAGE``),
+    checked, and run in the foreground with
     ``run`` (no instance: its daemon would escape the job step, and ``scancel``
     could leave it behind on sites that track processes by parent)."""
 
@@ -228,12 +280,7 @@ class Singularity(Container):
             f'tool="$({find} || true)"',
             f'[ -n "$tool" ] || {{ echo "sif-magic: no {" or ".join(self.executables)} on '
             "$(hostname): add --setup 'module load apptainer'\" >&2; exit 2; }",
-            'if [ -n "${SLURM_TMPDIR:-}" ]; then stage="$SLURM_TMPDIR/sif_magic"',
-            'else stage="$SIF_MAGIC_STAGE_DIR/sif_magic-$(id -un)-$SLURM_JOB_ID"; fi',
-            'mkdir -p "$stage"',
-            "trap 'rm -rf \"$stage\"' EXIT",
-            'image="$stage/$(basename "$SIF_MAGIC_IMAGE")"',
-            'cp "$SIF_MAGIC_IMAGE" "$image"',
+            *STAGE_IMAGE,
             'export SIF_MAGIC_CONTAINER="$(basename "$tool") run $image"',
             "# Secrets enter the container through the environment: no path to bind.",
             *SECRETS_INTO_ENV,

@@ -25,11 +25,16 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)([^@\s]*)(@)")
+# scheme://user: then the password, up to the LAST '@' before whitespace: a password may
+# hold '@', ':' or '/' (unencoded); masking too much beats showing part of one.
+_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/\s]*:)([^\s]*)(@)")
 
 
 def mask_url(text: str) -> str:
-    """Replace the password of every URL (amqp, amqps or a mistyped scheme) with ``***``."""
+    """Replace the password of every URL (amqp, amqps or a mistyped scheme) with ``***``.
+
+    The password runs to the last ``@`` of its word, so one that holds ``@``, ``:`` or
+    ``/`` is hidden whole."""
     return _URL_PASSWORD.sub(r"\1***\3", text)
 
 

@@ -34,6 +34,7 @@ def test_all_matches_what_is_exported() -> None:
         "images",
         "containers",
         "launch",
+        "validate",
     }
     assert public - modules - set(sif_magic.__all__) == set()
 

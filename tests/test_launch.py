@@ -190,22 +190,36 @@ def test_env_file_round_trips_through_sh(tmp_path: Path) -> None:
 # -- containers (recorder) -------------------------------------------------------
 
 
-def test_start_list_stop_singularity_instances(tmp_path, monkeypatch, home, url_file) -> None:
-    log = tmp_path / "singularity.log"
-    exe = fake_singularity(tmp_path / "bin", log)
+def singularity_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url_file: Path, **options
+) -> tuple[Path, Path, list[launch.WorkerRecord]]:
+    """``start_workers`` of ml.sif behind the fake singularity (its log:
+    tmp_path/singularity.log): (the fake's path, the image, the records)."""
+    exe = fake_singularity(tmp_path / "bin", tmp_path / "singularity.log")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
     image = tmp_path / "ml.sif"
     image.write_bytes(b"SIF stand-in")
     recs = launch.start_workers(
         image=str(image),
+        container="singularity",
+        amqp_url_file=str(url_file),
+        startup_check=0.3,
+        **options,
+    )
+    return exe, image, recs
+
+
+def test_start_list_stop_singularity_instances(tmp_path, monkeypatch, home, url_file) -> None:
+    log = tmp_path / "singularity.log"
+    exe, image, recs = singularity_workers(
+        tmp_path,
+        monkeypatch,
+        url_file,
         instances=2,
         processes=3,
-        container="singularity",
         binds=["/data:/mnt"],
         nv=True,
         fakeroot=True,
-        amqp_url_file=str(url_file),
-        startup_check=0.3,
     )
     assert len(recs) == 2 and all(alive(r.pid) for r in recs)
     deadline = time.monotonic() + 10

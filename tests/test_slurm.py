@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import stat
 import subprocess
@@ -92,8 +93,9 @@ def test_script_for_a_site(home: Path) -> None:
     ]
     assert "module load apptainer/1.2" in script
     assert "export SIF_MAGIC_AMQP_URL_FILE=/home/u/.sif_magic/amqp_url" in script
-    assert 'stage="$SLURM_TMPDIR/sif_magic"' in script  # node-local staging
-    assert 'cp "$SIF_MAGIC_IMAGE" "$image"' in script
+    assert 'base="${SLURM_TMPDIR:-$SIF_MAGIC_STAGE_DIR}"' in script  # node-local staging
+    assert 'stage="$(mktemp -d "$base/sif_magic-$(id -un)-$SLURM_JOB_ID.XXXXXXXX")"' in script
+    assert 'want="$(tee "$image" < "$SIF_MAGIC_IMAGE" | sha256sum)"' in script
     assert '"$tool" run --bind /scratch --bind /data:/data:ro --nv "$image"' in script
     assert "--ntasks-per-node=1" in script.split("srun", 1)[1]
     res = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
@@ -160,8 +162,10 @@ def test_script_stages_the_image_and_passes_secrets_by_environment(tmp_path, hom
     # no SLURM_TMPDIR: stage_dir; a URL in the submitting environment must not win
     res = _run_script_without_slurm(tmp_path, script, {"SIF_MAGIC_AMQP_URL": "amqp://x:y@z/"})
     assert res.returncode == 0, res.stderr
-    staged = f"{stage}/sif_magic-{_user()}-77/ml.sif"
-    assert Path(f"{tmp_path}/rec.argv").read_text().split() == ["run", staged]
+    argv = Path(f"{tmp_path}/rec.argv").read_text().split()
+    staged = argv[-1]  # in a fresh folder of mode 700 (tests/test_security_staging.py)
+    assert re.fullmatch(rf"{stage}/sif_magic-{_user()}-77\.\w{{8}}/ml\.sif", staged)
+    assert argv == ["run", staged]
     assert Path(f"{tmp_path}/rec.staged").exists()
     env = dict(ln.split("=", 1) for ln in Path(f"{tmp_path}/rec.env").read_text().splitlines())
     assert env == {
@@ -178,10 +182,8 @@ def test_script_stages_the_image_and_passes_secrets_by_environment(tmp_path, hom
     assert "guest" not in script
 
     res = _run_script_without_slurm(tmp_path, script, {"SLURM_TMPDIR": str(tmp_path / "jobtmp")})
-    assert (
-        Path(f"{tmp_path}/rec.argv").read_text().split()[-1]
-        == f"{tmp_path}/jobtmp/sif_magic/ml.sif"
-    )
+    staged = Path(f"{tmp_path}/rec.argv").read_text().split()[-1]
+    assert re.fullmatch(rf"{tmp_path}/jobtmp/sif_magic-{_user()}-77\.\w{{8}}/ml\.sif", staged)
 
     url_file.chmod(0o644)
     res = _run_script_without_slurm(tmp_path, script, {})
@@ -504,8 +506,10 @@ def test_container_route_through_sbatch_with_a_recorder(
             )
         )
         wait_until(lambda: consumers(queue) == 1, 60, "the worker behind the recorder to join")
-        staged = f"{slurm.tmp_base}/job_{job.job_id}/sif_magic/ml.sif"
         argv = Path(f"{rec}.{job.job_id}.argv").read_text().split()
+        staged = argv[-1]
+        folder = rf"{slurm.tmp_base}/job_{job.job_id}/sif_magic-\w+-{job.job_id}\.\w{{8}}"
+        assert re.fullmatch(rf"{folder}/ml\.sif", staged), staged
         assert argv == ["run", "--bind", "/tmp:/scratch", staged]
         assert Path(f"{rec}.{job.job_id}.staged").read_text().strip() == "same"
         env = dict(

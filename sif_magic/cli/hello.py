@@ -6,11 +6,13 @@ import argparse
 import time
 from typing import Any
 
+from ._common import add_url_args, warn_url_in_argv
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("hello", help="run a small map and show where it ran (a smoke test)")
     p.add_argument("--backend", choices=["local", "rabbitmq"], default=None)
-    p.add_argument("--amqp-url", default=None)
+    add_url_args(p)
     p.add_argument("--runtime", default=None)
     p.add_argument("-n", type=int, default=8, help="number of calls")
     p.set_defaults(func=main)
@@ -31,9 +33,13 @@ def main(args: argparse.Namespace) -> int:
     from ..errors import SifMagicError
     from ..executor import Executor
 
+    warn_url_in_argv("sif-magic hello", args.amqp_url)
+    broker = {"amqp_url": args.amqp_url}
+    if args.amqp_url_file:  # the file, whatever SIF_MAGIC_AMQP_URL says
+        broker = {"amqp_url": args.amqp_url or "", "amqp_url_file": args.amqp_url_file}
     t0 = time.time()
     try:
-        with Executor(backend=args.backend, amqp_url=args.amqp_url, runtime=args.runtime) as ex:
+        with Executor(backend=args.backend, runtime=args.runtime, **broker) as ex:
             print(f"sif_magic hello: {args.n} calls on {ex.backend.describe()}")
             job = ex.map_job(where, range(args.n))
             results = job.results()

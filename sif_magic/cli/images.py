@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import containers
 from .. import images as img
+from ..validate import check_name, check_path
 from ._common import guard
 
 
@@ -63,6 +64,9 @@ def register(subparsers: Any) -> None:
 
 
 def _spec_from(args: argparse.Namespace) -> img.ImageSpec:
+    check_name(args.name, "image name")
+    if args.output and args.output != "-":
+        check_path(args.output, "--output")
     return img.ImageSpec(
         runtime=args.runtime or f"{args.name}.sif",
         python=args.python,
@@ -103,8 +107,8 @@ def _runtime_def(args: argparse.Namespace) -> int:
 
 
 def _runtime_build(args: argparse.Namespace) -> int:
-    image = args.image
-    definition = args.definition or str(Path(image).with_suffix(".def"))
+    image = check_path(args.image, "image")  # also in the commands printed to copy
+    definition = check_path(args.definition or str(Path(image).with_suffix(".def")), "definition")
     if not Path(definition).exists():
         if args.definition:
             print(f"sif-magic: error: {definition}: no such file", file=sys.stderr)

@@ -11,12 +11,14 @@ import sys
 import time
 from typing import Any
 
+from ._common import add_url_args, warn_url_in_argv
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("logs", help="print call logs and states from the monitoring exchange")
     p.add_argument("job", nargs="?", default="", help="job id (default: every job)")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing as events arrive")
-    p.add_argument("--amqp-url", default=None)
+    add_url_args(p)
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
     p.set_defaults(func=main)
 
@@ -29,8 +31,12 @@ def main(args: argparse.Namespace) -> int:
     from ..errors import SifMagicError
     from ..transport import connection_parameters, explain_connect_error
 
+    warn_url_in_argv("sif-magic logs", args.amqp_url)
+    broker = {"amqp_url": args.amqp_url}
+    if args.amqp_url_file:  # the file, whatever SIF_MAGIC_AMQP_URL says
+        broker = {"amqp_url": args.amqp_url or "", "amqp_url_file": args.amqp_url_file}
     try:
-        cfg = snapshot(amqp_url=args.amqp_url)
+        cfg = snapshot(**broker)
         url = cfg.get_amqp_url()
         key = cfg.get_key()
         try:

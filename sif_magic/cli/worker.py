@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from ._common import add_url_args, warn_url_in_argv
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -15,10 +17,7 @@ def register(sub: Any) -> None:
         "come from the environment: SIF_MAGIC_AMQP_URL(_FILE), SIF_MAGIC_RUNTIME, "
         "SIF_MAGIC_PROCESSES, SIF_MAGIC_KEY_FILE (or SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID.",
     )
-    p.add_argument(
-        "--amqp-url", default="", help="broker URL (prefer --amqp-url-file: argv is visible in ps)"
-    )
-    p.add_argument("--amqp-url-file", default="", help="file (mode 600) holding the broker URL")
+    add_url_args(p, default="")
     p.add_argument("--runtime", default="", help="runtime name: consumes sif_magic.tasks.RUNTIME")
     p.add_argument("--processes", type=int, default=0, help="call processes (default: usable CPUs)")
     p.add_argument("--key-file", default="", help="signing key file (default ~/.sif_magic/key)")
@@ -30,10 +29,25 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import signal
+
+    from ..errors import ConfigError
+    from ..validate import check_name
 
     # stopped (scancel, workers stop) while still importing: leave quietly, exit 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    warn_url_in_argv("sif-magic worker", args.amqp_url)
+    try:  # both name queues, routing keys and rows of the workers table
+        for what, value in (
+            ("runtime name", args.runtime or os.environ.get("SIF_MAGIC_RUNTIME", "")),
+            ("worker id", args.worker_id or os.environ.get("SIF_MAGIC_WORKER_ID", "")),
+        ):
+            if value:
+                check_name(value, what)
+    except ConfigError as e:
+        print(f"sif-magic worker: error: {e}", file=sys.stderr)
+        return 2
     from ..worker import main
 
     return main(args)

@@ -19,6 +19,7 @@ from pathlib import Path
 from .._version import __version__
 from ..errors import ConfigError
 from ..protocol import VERSION as PROTOCOL_VERSION
+from ..validate import check_all, check_image, check_name, check_path, check_spec
 
 LABEL_PREFIX = "org.sif-magic."
 VENV = "/opt/sif_magic/venv"
@@ -57,10 +58,29 @@ class ImageSpec:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"3\.\d+", self.python):
             raise ConfigError(f"--python {self.python!r}: give a minor version such as 3.11")
+        # every value below is written into %post, %files, labels or the runscript
+        check_name(self.runtime, "runtime name")
+        if self.base:
+            check_image(self.base, "--base")
+        check_all(
+            "spec",
+            self.packages,
+            "--packages entry",
+            "Environment markers and pip options go in a file: --requirements FILE",
+        )
+        check_all("spec", self.apt, "--apt entry")
+        check_all("path", self.mounts, "--mount")
+        if self.requirements:
+            check_path(self.requirements, "--requirements")
+        if self.sif_magic:
+            check_spec(self.sif_magic, "--sif-magic", "Give a wheel, a source folder or a pip spec")
         if not self.base:
             self.base = f"docker://python:{self.python}-slim"
         if not self.sif_magic:
             self.sif_magic = installed_source() or f"sif_magic=={__version__}"
+            check_spec(
+                self.sif_magic, "sif_magic's source", "Pass --sif-magic with a wheel or spec"
+            )
         if self.requirements and not Path(self.requirements).is_file():
             raise ConfigError(f"--requirements {self.requirements}: no such file")
         for m in self.mounts:
@@ -129,7 +149,7 @@ def installed_source() -> str:
 
 def entry_script(runtime: str) -> str:
     """The shell script that starts the worker from environment variables."""
-    q = shlex.quote(runtime)
+    q = shlex.quote(check_name(runtime, "runtime name"))
     return f"""#!/bin/sh
 # Start a sif_magic worker. Settings come from the environment:
 #   SIF_MAGIC_AMQP_URL_FILE (a file of mode 600) or SIF_MAGIC_AMQP_URL; AMQP_URL /
@@ -147,7 +167,8 @@ if [ -z "${{SIF_MAGIC_AMQP_URL:-}}${{SIF_MAGIC_AMQP_URL_FILE:-}}" ]; then
         exit 2
     fi
 fi
-export SIF_MAGIC_RUNTIME="${{SIF_MAGIC_RUNTIME:-{q}}}"
+if [ -z "${{SIF_MAGIC_RUNTIME:-}}" ]; then SIF_MAGIC_RUNTIME={q}; fi
+export SIF_MAGIC_RUNTIME
 if [ -z "${{SIF_MAGIC_PROCESSES:-}}" ] && [ -n "${{SLURM_CPUS_PER_TASK:-}}" ]; then
     export SIF_MAGIC_PROCESSES="$SLURM_CPUS_PER_TASK"
 fi

@@ -26,6 +26,7 @@ from typing import Any
 from .. import containers
 from .._keys import default_key_file, load_key, read_secret_file
 from ..errors import ConfigError
+from ..validate import check_name, check_path
 from ._state import StateFile, alive, home, start_time, terminate, write_secret
 
 STATE = "workers.json"
@@ -139,6 +140,10 @@ def start_workers(
     runtime = (
         runtime or os.environ.get("SIF_MAGIC_RUNTIME") or (Path(image).name if image else "default")
     )
+    check_name(runtime, "runtime name")
+    if not runner.uses_env_file:
+        check_path(python, "--python")
+    containers.check_binds(binds)
     broker = broker_env(amqp_url, amqp_url_file)
     key_path = Path(key_file).expanduser().resolve() if key_file else default_key_file()
     # SIF_MAGIC_KEY, else the key file (created now, so notebook and workers share it).
@@ -217,13 +222,22 @@ def start_workers(
 
 
 def list_workers() -> list[tuple[WorkerRecord, str]]:
-    """Every recorded worker with its state: running, exited or ``on HOST``."""
+    """Every recorded worker with its state: running, exited or ``on HOST``. The env file
+    (the secrets) of a worker that exited by itself goes now; its record stays, to see."""
     out = []
     for d in _records().read():
         rec = WorkerRecord.from_dict(d)
         state = ("running" if rec.is_alive() else "exited") if rec.is_here() else f"on {rec.host}"
+        if state == "exited":
+            _remove_env_file(rec)
         out.append((rec, state))
     return out
+
+
+def _remove_env_file(rec: WorkerRecord) -> None:
+    if rec.env_file:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(rec.env_file)
 
 
 def stop_workers(ids: Sequence[str] | None = None, timeout: float = 10.0) -> list[tuple[str, str]]:
@@ -256,9 +270,7 @@ def stop_workers(ids: Sequence[str] | None = None, timeout: float = 10.0) -> lis
             res = subprocess.run(stop, capture_output=True, text=True, check=False)
             if res.returncode != 0 and runner.gone_text not in res.stderr.lower():
                 outcome += f"; instance stop failed: {res.stderr.strip()}"
-        if rec.env_file:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(rec.env_file)
+        _remove_env_file(rec)
         results.append((rec.id, outcome))
     done = {i for i, o in results if not o.startswith("not stopped")}
     with _records().update() as records:

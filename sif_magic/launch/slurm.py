@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import shlex
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,11 +27,11 @@ from .. import containers
 from .._keys import default_key_file, load_key, read_secret_file
 from .._version import __version__
 from ..errors import ConfigError
+from ..validate import check, check_all, check_name, check_path
 from ._state import StateFile, home, write_secret
 from .local import default_url_file
 
 STATE = "slurm.json"
-_SAFE = re.compile(r"[^\s'\"`$\\;]*")
 
 
 @dataclass
@@ -57,32 +56,27 @@ class SlurmSpec:
     setup: list[str] = field(default_factory=list)  # e.g. "module load apptainer"
     sbatch_options: list[str] = field(default_factory=list)  # e.g. "--constraint=avx2"
     amqp_url_file: str = ""  # mode 600, on a filesystem the nodes see; "": environment
+    url_file_is_copy: bool = False  # amqp_url_file is this job's own copy: removed at its end
     key_file: str = ""
     python: str = sys.executable  # for container "none"
     job_name: str = ""
     output: str = ""  # default: ~/.sif_magic/slurm/%x-%j.out
 
     def check(self) -> None:
+        """ConfigError for a value the script could not hold safely (``validate``'s rules)."""
         if self.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
         containers.get(self.container).check_image(self.image, here=False)
-        for name in (
-            "runtime",
-            "time",
-            "partition",
-            "account",
-            "qos",
-            "mem",
-            "gres",
-            "job_name",
-            "output",
-            "stage_dir",
-            "sbatch_options",
-        ):
-            values = getattr(self, name)
-            for value in values if isinstance(values, list) else [values]:
-                if not _SAFE.fullmatch(str(value)):
-                    raise ConfigError(f"{name} {value!r}: spaces, quotes, '$' or ';' not allowed")
+        check_name(self.runtime, "runtime name")
+        if self.job_name:
+            check_name(self.job_name, "--job-name")
+        for opt in ("time", "partition", "account", "qos", "mem", "gres"):
+            if getattr(self, opt):
+                check("sbatch", getattr(self, opt), f"--{opt}")
+        check_all("sbatch", self.sbatch_options, "--sbatch-option")
+        for opt in ("stage_dir", "output", "python", "amqp_url_file", "key_file"):
+            if getattr(self, opt):
+                check_path(getattr(self, opt), f"--{opt.replace('_', '-')}")
         containers.check_binds(self.binds)
 
 
@@ -155,6 +149,16 @@ def render_script(spec: SlurmSpec) -> str:
         "    exit 2",
         "fi",
         "",
+    ]
+    if spec.url_file_is_copy:
+        lines += [
+            "# This job's own copy of the broker URL goes when the job ends (each node has read",
+            "# it as its worker started); on SIGTERM (scancel), once srun has ended.",
+            "trap 'rm -f \"$SIF_MAGIC_AMQP_URL_FILE\"' EXIT",
+            "trap 'exit 143' TERM",
+            "",
+        ]
+    lines += [
         "sif_magic_node() {",
         "    # Runs once on each node (srun --ntasks-per-node=1).",
         "    set -euo pipefail",
@@ -230,7 +234,7 @@ def submit(spec: SlurmSpec, *, amqp_url: str = "") -> Submitted:
     secret = ""
     if amqp_url:
         secret = str(write_secret(directory / "amqp_url", amqp_url))
-        spec.amqp_url_file = secret
+        spec.amqp_url_file, spec.url_file_is_copy = secret, True
     if not spec.output:
         spec.output = str(directory / "slurm-%j.out")
     path = directory / "job.sbatch"
@@ -279,6 +283,8 @@ class JobStatus:
 
 
 _FORMAT = "%i|%T|%r|%D|%N|%M|%j"
+#: states of a job that has ended (GONE: squeue no longer knows it)
+ENDED = ("GONE", "FAILED", "CANCELLED", "COMPLETED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
 
 def _squeue(ids: Sequence[str]) -> dict[str, JobStatus]:
@@ -308,18 +314,31 @@ def _squeue(ids: Sequence[str]) -> dict[str, JobStatus]:
 
 
 def status(job_ids: Sequence[str] | None = None) -> list[JobStatus]:
-    """The state of ``job_ids`` (default: the jobs ``submit`` recorded)."""
-    recorded = [r["job_id"] for r in StateFile(STATE).read()]
+    """The state of ``job_ids`` (default: the jobs ``submit`` recorded). A recorded job
+    that has ended loses its copy of the broker URL; one squeue forgot, its record."""
+    records = StateFile(STATE).read()
+    recorded = [r["job_id"] for r in records]
     ids = list(job_ids) if job_ids else recorded
     if not ids:
         return []
     known = _squeue(ids)
     result = [known.get(i, JobStatus(i, "GONE")) for i in ids]
     gone = {s.job_id for s in result if s.state == "GONE"}
-    if gone & set(recorded):
+    ended = {s.job_id for s in result if s.state in ENDED}
+    if gone & set(recorded) or any(r.get("secret") and r["job_id"] in ended for r in records):
         with StateFile(STATE).update() as records:
+            _remove_secrets(records, ended)
             records[:] = [r for r in records if r["job_id"] not in gone]
     return result
+
+
+def _remove_secrets(records: list[dict], job_ids: Collection[str]) -> None:
+    """Remove the broker URL copies of the recorded ``job_ids`` (the records are updated)."""
+    for r in records:
+        if r["job_id"] in job_ids and r.get("secret"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(r["secret"])
+            r["secret"] = ""
 
 
 def wait_for(
@@ -329,15 +348,7 @@ def wait_for(
     deadline = time.monotonic() + timeout
     while True:
         st = status([job_id])[0]
-        if st.state in states or st.state in (
-            "GONE",
-            "FAILED",
-            "CANCELLED",
-            "COMPLETED",
-            "TIMEOUT",
-            "NODE_FAIL",
-            "OUT_OF_MEMORY",
-        ):
+        if st.state in states or st.state in ENDED:
             return st
         if time.monotonic() > deadline:
             raise ConfigError(f"job {job_id} still {st.describe()} after {timeout:g} s")
@@ -352,11 +363,7 @@ def cancel(job_ids: Sequence[str]) -> list[str]:
     if res.returncode != 0:
         raise ConfigError(f"scancel failed: {res.stderr.strip()}")
     with StateFile(STATE).update() as records:
-        for r in records:
-            if r["job_id"] in job_ids and r.get("secret"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(r["secret"])
-                r["secret"] = ""
+        _remove_secrets(records, job_ids)
     return list(job_ids)
 
 
