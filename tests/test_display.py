@@ -158,13 +158,12 @@ def test_sif_magic_logs_follows_a_job_from_a_shell(workers, broker_url: str, run
             "--follow",
             "--seconds",
             "15",
-            "--amqp-url",
-            broker_url,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        # the URL in the environment, not in argv (where every local user could read it)
+        env=dict(os.environ, PYTHONPATH=str(ROOT), SIF_MAGIC_AMQP_URL=broker_url),
     )
     assert "following every job" in follower.stderr.readline()  # subscribed from here on
     ex = Executor(backend="rabbitmq", amqp_url=broker_url, runtime=runtime)

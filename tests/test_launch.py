@@ -459,13 +459,6 @@ def test_a_reused_pid_is_not_signalled(tmp_path, home, url_file) -> None:
 # -- the real worker --------------------------------------------------------------
 
 
-def _worker_exists() -> bool:
-    return (ROOT / "sif_magic" / "worker.py").exists()
-
-
-@pytest.mark.skipif(
-    not _worker_exists(), reason="the lead's worker (sif_magic/worker.py) is not there yet"
-)
 def test_real_worker_without_container_joins_and_leaves(tmp_path, home, url_file, monkeypatch):
     from rabbit import shared_broker_url
 
