@@ -15,7 +15,8 @@ tasks, shutdown); the transport's I/O thread runs every consumer callback
 (``_on_task``, ``_on_control``, ``_on_broker_state``); the pool's dispatcher
 thread reports through the ``EventReporter`` into the outbox and the events
 buffer; the events flusher thread publishes event batches. The worker's own
-fields are written in ``__init__`` only; each part guards its own state.
+fields are written in ``__init__``, except ``rejected`` and ``_foreign_answer``,
+which only the I/O thread writes; each part guards its own state.
 
 Standard library, pika and cloudpickle only (no IPython, no traitlets).
 """
@@ -91,7 +92,7 @@ class Worker:
         self.outbox = Outbox(
             self.conn, key, self.events, self.queue, self.processes, self.worker_id, self.host
         )
-        self.foreign = ForeignTasks(self.conn, self.key_id, key_source or "its key")
+        self.foreign = ForeignTasks(self.conn, self.key_id, self.key_source)
         reporter = EventReporter(
             self.events,
             self.outbox.publish_results,
