@@ -22,6 +22,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from sif import add_squashfs_partition
 
 from sif_magic import containers, images
 from sif_magic.cli import register
@@ -406,24 +407,7 @@ def _assemble_sif(tmp_path: Path, labels: dict[str, str], definition: str) -> Pa
         check=True,
         capture_output=True,
     )
-    subprocess.run(
-        [
-            "siftool",
-            "add",
-            str(image),
-            str(tmp_path / "fs.sqfs"),
-            "--datatype",
-            "4",
-            "--parttype",
-            "2",
-            "--partfs",
-            "1",
-            "--partarch",
-            "2",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    add_squashfs_partition(image, tmp_path / "fs.sqfs")
     return image
 
 

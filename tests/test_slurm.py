@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from queues import consumers, delete_queue
+from sif import add_squashfs_partition
 
 from sif_magic.cli import register
 from sif_magic.errors import ConfigError
@@ -656,20 +657,7 @@ def debian_sif(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _sh("rm", "-rf", str(root))
     image = work / "deb.sif"
     _sh("siftool", "new", str(image))
-    _sh(
-        "siftool",
-        "add",
-        str(image),
-        str(work / "fs.sqfs"),
-        "--datatype",
-        "4",
-        "--parttype",
-        "2",
-        "--partfs",
-        "1",
-        "--partarch",
-        "2",
-    )
+    add_squashfs_partition(image, work / "fs.sqfs")
     (work / "fs.sqfs").unlink()
     return image
 
