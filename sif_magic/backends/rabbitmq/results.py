@@ -20,7 +20,7 @@ from typing import Any
 
 from ... import protocol
 from ...job import Job
-from ...protocol import ProtocolError, ResultBatch
+from ...protocol import JobInfo, ProtocolError, ResultBatch
 
 
 class ResultStream:
@@ -74,14 +74,4 @@ class ResultStream:
 
 def jobinfo(job: Job, runtime: str, chunks: int) -> bytes:
     """The record a job's result queue starts with (what ``attach`` makes the job from)."""
-    return json.dumps(
-        {
-            "job": job.job_id,
-            "n": job.n,
-            "name": job.name,
-            "errors": job.errors,
-            "runtime": runtime,
-            "created": job.created,
-            "chunks": chunks,
-        }
-    ).encode()
+    return JobInfo(job.job_id, job.n, job.name, job.errors, runtime, job.created, chunks).encode()
