@@ -49,6 +49,10 @@ class ConfigError(SifMagicError):
     pass
 
 
+class ResourcesError(ConfigError):
+    """A call asks for more GPUs or CPUs than any worker has."""
+
+
 class BrokerError(SifMagicError):
     pass
 

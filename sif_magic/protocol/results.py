@@ -75,6 +75,7 @@ class CallResult:
     host: str = ""
     pid: int = 0
     dropped: int = 0  # bytes of output dropped from the head (bounded buffers)
+    devices: str = ""  # the GPUs its process held ("0,1"), "" without any
 
 
 class ResultSegment:
@@ -88,11 +89,12 @@ class ResultSegment:
     per call; ``values`` one pickle of the list of the calls' return values
     (None where a call has none). ``extra`` holds what only some calls have, by
     position in the segment: a CallExtra for each call that failed, wrote output
-    or carries its own pickle.
+    or carries its own pickle. ``devices``: the GPUs the process held ("0,1"; "" none).
     """
 
     __slots__ = (
         "indices", "status", "attempts", "times", "values", "extra", "worker", "host", "pid",
+        "devices",
     )  # fmt: skip
 
     def __init__(
@@ -106,6 +108,7 @@ class ResultSegment:
         worker: str = "",
         host: str = "",
         pid: int = 0,
+        devices: str = "",
     ) -> None:
         self.indices = indices  # array('q')
         self.status = status
@@ -116,6 +119,7 @@ class ResultSegment:
         self.worker = worker
         self.host = host
         self.pid = pid
+        self.devices = devices
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -130,11 +134,11 @@ class ResultSegment:
         """Segments (one per worker process) of per-call results: for the rare paths
         (failures decided by the pool, cancels, tests) that build results one by one.
         Each call's ``value`` (its own pickle) travels as its ``blob``."""
-        groups: dict[tuple[str, str, int], list[CallResult]] = {}
+        groups: dict[tuple[str, str, int, str], list[CallResult]] = {}
         for r in results:
-            groups.setdefault((r.worker, r.host, r.pid), []).append(r)
+            groups.setdefault((r.worker, r.host, r.pid, r.devices), []).append(r)
         out = []
-        for (worker, host, pid), rs in groups.items():
+        for (worker, host, pid, devices), rs in groups.items():
             times = array("d")
             for r in rs:
                 times.append(r.t_start)
@@ -155,6 +159,7 @@ class ResultSegment:
                     worker,
                     host,
                     pid,
+                    devices,
                 )
             )
         return out
@@ -184,6 +189,7 @@ class ResultSegment:
                     host=self.host,
                     pid=self.pid,
                     dropped=extra.dropped,
+                    devices=self.devices,
                 )
             )
         return out
@@ -222,7 +228,7 @@ class ResultBatch:
     """Results of one job from one worker: segments, columns concatenated.
 
     Body: meta ``{"job", "chunk", "final", "segs": [[n, worker, host, pid,
-    values_len], ...], "extra": {"<position>": [error | null, stdout_len,
+    values_len(, devices)], ...], "extra": {"<position>": [error | null, stdout_len,
     stderr_len, dropped, blob_len]}}``, then the parts ``index`` (int64),
     ``status`` (u8), ``attempt`` (u8), ``times`` (float64 pairs), all little
     endian, one entry per call of all segments in order; ``values`` (each
@@ -268,7 +274,18 @@ class ResultBatch:
             "job": self.job_id,
             "chunk": self.chunk,
             "final": self.final,
-            "segs": [[len(s), s.worker, s.host, s.pid, len(s.values)] for s in segs],
+            # a segment's devices only when it has some: the bytes of a run without GPUs
+            "segs": [
+                [
+                    len(s),
+                    s.worker,
+                    s.host,
+                    s.pid,
+                    len(s.values),
+                    *([s.devices] if s.devices else []),
+                ]
+                for s in segs
+            ],
             "extra": extra,
         }
         if len(segs) == 1:
@@ -325,7 +342,7 @@ class ResultBatch:
                 raise ProtocolError("result batch output lengths do not match its data")
             segments = []
             k0 = vpos = 0
-            for seg_n, worker, host, pid, nvalues in segs:
+            for seg_n, worker, host, pid, nvalues, *devices in segs:
                 seg_n, nvalues = int(seg_n), int(nvalues)
                 if seg_n < 0 or nvalues < 0:
                     raise ProtocolError("result batch: a negative segment")
@@ -341,6 +358,7 @@ class ResultBatch:
                         str(worker),
                         str(host),
                         int(pid),
+                        str(devices[0]) if devices else "",
                     )
                 )
                 k0, vpos = k1, vpos + nvalues

@@ -40,6 +40,8 @@ class Task:
     client: str = ""  # session id of the client, for logs
     only: list[int] | None = None  # positions of ``calls`` to run (after a split); None: all
     lost: int = 0  # from the HDR_LOST header, not the body
+    # what each call needs, e.g. {"gpus": 2, "cpus": 8} (runner/resources.py); None: nothing
+    resources: dict[str, int] | None = None
 
     def encode(self) -> bytes:
         meta = {
@@ -59,6 +61,8 @@ class Task:
         }
         if self.only is not None:
             meta["only"] = self.only
+        if self.resources:  # absent when none: a task without it has the bytes of before
+            meta["resources"] = self.resources
         return pack(meta, self.func, self.args)
 
     @classmethod
@@ -68,6 +72,12 @@ class Task:
         calls = meta["calls"]
         if not isinstance(calls, list) or not all(isinstance(c, int) for c in calls):
             raise ProtocolError("task 'calls' must be a list of integers")
+        resources = meta.get("resources")
+        if resources is not None and not (
+            isinstance(resources, dict)
+            and all(isinstance(k, str) and type(v) is int for k, v in resources.items())
+        ):
+            raise ProtocolError("task 'resources' must map names to integers")
         return cls(
             job_id=str(meta["job"]),
             chunk=int(meta["chunk"]),
@@ -86,6 +96,7 @@ class Task:
             client=str(meta.get("client", "")),
             only=meta.get("only"),
             lost=lost,
+            resources=resources or None,
         )
 
 
@@ -158,9 +169,18 @@ class Heartbeat:
     slurm_job: str = ""
     interval: float = 2.0
     state: str = "up"  # up | bye
+    # what the worker has (runner/resources.py), sent only when set: GPU ids, the CPUs
+    # it hands to calls that ask for some, and each call process's devices ("0,1")
+    gpus: list[str] = field(default_factory=list)
+    cpus: int = 0
+    slot_devices: list[str] = field(default_factory=list)
 
     def encode(self) -> bytes:
-        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+        d = dict(self.__dict__)
+        for name in _OPTIONAL_HEARTBEAT:
+            if not d[name]:  # absent when unset: the bytes of a worker without resources
+                del d[name]
+        return json.dumps(d, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, body: bytes) -> Heartbeat:
@@ -171,6 +191,9 @@ class Heartbeat:
             return cls(**{k: v for k, v in d.items() if k in known})
         except TypeError as e:
             raise ProtocolError(f"malformed heartbeat: {e}") from None
+
+
+_OPTIONAL_HEARTBEAT = ("gpus", "cpus", "slot_devices")
 
 
 # -- control -----------------------------------------------------------------
