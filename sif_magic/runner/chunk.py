@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import Task
+from .resources import Need, need_of
 
 
 @dataclass(eq=False)
@@ -40,6 +41,7 @@ class Chunk:
     attempt_base: int = 1  # first attempt number (a redelivered chunk starts higher)
     only: list[int] | range | None = None  # positions to run (a split chunk); None: all
     remaining: int = -1  # calls without a final result yet
+    need: Need | None = None  # what each call asks for (resources.py); None: nothing
 
     def __post_init__(self) -> None:
         if self.only is None:
@@ -65,6 +67,7 @@ class Chunk:
             tag=tag,
             attempt_base=1 + task.lost,
             only=list(task.only) if task.only is not None else None,
+            need=need_of(task.resources),
         )
 
 

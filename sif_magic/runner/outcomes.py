@@ -50,9 +50,11 @@ class Outcomes:
         times: array,
         special: dict[int, list],
         tail: Tail | None,
+        devices: str = "",
     ) -> tuple[list[Piece], bool]:
         """Report the next ``n`` calls of ``piece`` (see ``slotio.py``). ``tail``: the
-        slot's live tail, whose call's output was partly sent already. Returns the
+        slot's live tail, whose call's output was partly sent already; ``devices``:
+        the GPUs the slot holds. Returns the
         pieces to run again (retries) and whether the tail's call is among these."""
         c = piece.chunk
         k0 = piece.done
@@ -87,7 +89,7 @@ class Outcomes:
             attempt_bytes = bytes(min(255, a) for a in attempts)
         seg = ResultSegment(
             indices, bytes(status), attempt_bytes, times, values, extra,
-            self.worker, self.host, pid,
+            self.worker, self.host, pid, devices,
         )  # fmt: skip
         if len(retries) < n:
             self._final(c, seg, n - len(retries) - failed, failed)
@@ -126,7 +128,7 @@ class Outcomes:
         if should_retry(attempt, c.attempt_base, c.retries):
             return again, self.retry(c, pos, attempt, why["message"])
         out, err = s.last_output()
-        self.failed(c, [pos], [attempt], why, start, out, err, s.pid)
+        self.failed(c, [pos], [attempt], why, start, out, err, s.pid, s.devices)
         return again, None
 
     def retry(self, c: Chunk, pos: int, attempt: int, note: str) -> Piece:
@@ -153,6 +155,7 @@ class Outcomes:
         out: bytes = b"",
         err: bytes = b"",
         pid: int = 0,
+        devices: str = "",
     ) -> None:
         """Calls that failed without a record of their own (their slot died or was
         killed, or stopped before reporting them)."""
@@ -160,7 +163,7 @@ class Outcomes:
         results = [
             CallResult(index=c.calls[p], status=FAILED, error=error, stdout=out, stderr=err,
                        t_start=start or now, t_end=now, attempt=a, worker=self.worker,
-                       host=self.host, pid=pid)
+                       host=self.host, pid=pid, devices=devices)
             for p, a in zip(positions, attempts)
         ]  # fmt: skip
         self._report(c, results)

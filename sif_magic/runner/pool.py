@@ -7,12 +7,15 @@ reads what the slot reports, enforces per-call time limits, notices a slot
 that died under a call, retries failed calls, tails the slots' output files
 for live logs, and cancels. It never unpickles user data: the function and
 inputs stay bytes here, only slots load them. What happens is told to a
-``Reporter`` (``reporter.py``).
+``Reporter`` (``reporter.py``). With GPUs (``devices``) or calls that ask for
+GPUs and CPUs, a slot is a process with devices of its own, and the pool
+re-shapes its slots as the queue needs: ``placement.py`` says how.
 
 Threads, and who owns what (one writer, as in dramatiq's worker):
 
 - the dispatcher thread (``sif-pool``) is the only writer of the pool's state:
-  the queue of pieces, the slots and what each runs, the outcomes (counters,
+  the queue of pieces, the slots and what each runs and holds (``placement``),
+  the outcomes (counters,
   chunks' ``remaining``, pieces' ``done``: ``outcomes.py``) and the call times.
   It watches every slot's response pipe (``dispatcher.py``): it reads and
   unpickles what slots send (``SlotProc.receive``), runs what callers posted,
@@ -22,7 +25,7 @@ Threads, and who owns what (one writer, as in dramatiq's worker):
   Reporter.
 - callers (the worker's I/O thread, the kernel, tests) call ``submit``,
   ``cancel``, ``drop_queued``, which post to the dispatcher; they read
-  ``busy``, ``pids``, ``done_calls``, ``failed_calls``, ``seconds_per_call``:
+  ``busy``, ``pids``, ``slot_devices``, ``done_calls``, ``failed_calls``, ``seconds_per_call``:
   values the dispatcher replaces whole. ``cancels`` has its own lock.
 
 Why no reader thread per slot that forwards to the dispatcher: that costs a
@@ -46,7 +49,9 @@ from .cancels import CancelSet
 from .chunk import Chunk, Piece
 from .dispatcher import Dispatcher
 from .outcomes import LOST_ERROR, Outcomes, error
+from .placement import RESHAPE, Placement
 from .reporter import Reporter
+from .resources import Need, unsatisfiable
 from .scheduler import CallTimes, send_ahead
 from .slotproc import SlotProc, Tail
 
@@ -77,10 +82,15 @@ class Pool:
         cwd: str | None = None,
         worker: str = "",
         host: str = "",
+        devices: list[str] | None = None,
+        cpus: int = 0,
     ) -> None:
+        """``devices``: the GPU ids its slots hand out (one each by default);
+        ``cpus``: the CPUs calls that ask for some share (0: ``usable_cpus()``)."""
         if processes < 1:
             raise ValueError("a pool needs at least one process")
         self.processes = processes
+        self.placement = Placement(processes, devices or [], cpus or usable_cpus())
         self.reporter = reporter
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="sif_magic-slots-")
@@ -97,8 +107,8 @@ class Pool:
 
     # -- any thread -------------------------------------------------------------
     def start(self, wait: bool = True) -> Pool:
-        for _ in range(self.processes):
-            self._spawn()
+        for need in self.placement.initial():
+            self._spawn(need)
         self._loop.start()
         if wait:
             for s in self.slots:
@@ -126,6 +136,15 @@ class Pool:
     @property
     def pids(self) -> list[int]:
         return [s.pid for s in self.slots]
+
+    @property
+    def slot_devices(self) -> list[str]:
+        """Each slot's devices ("0,1"; "" none), as the workers table shows them."""
+        return [s.devices for s in self.slots if s.killed_for != RESHAPE]
+
+    def can_run(self, need: Need | None) -> bool:
+        """Whether a call asking for ``need`` could ever run here (any thread)."""
+        return need is None or self.placement.possible(need)
 
     @property
     def done_calls(self) -> int:
@@ -171,8 +190,9 @@ class Pool:
         for msg in msgs:
             self._loop.safely(self._on_message, s, msg)
 
-    def _spawn(self) -> None:
-        s = SlotProc(self._spawned, self.workdir, self.cwd)
+    def _spawn(self, need: Need) -> None:
+        held, devices, env = self.placement.take(need)
+        s = SlotProc(self._spawned, self.workdir, self.cwd, need, held, devices, env)
         self._spawned += 1
         self.slots = (*self.slots, s)
         self._loop.watch(s.resp_r, self._receive, s)
@@ -181,6 +201,13 @@ class Pool:
         positions = chunk.only if chunk.only is not None else range(len(chunk.calls))
         if chunk.job_id in self.cancels:
             self.outcomes.cancelled(chunk, positions)
+            return
+        if not self.can_run(chunk.need):  # it would wait for ever: say why at once
+            why = unsatisfiable(self.placement.need(chunk), "this pool", [self._row()])
+            self.outcomes.failed(
+                chunk, positions, [chunk.attempt_base] * len(positions),
+                error("sif_magic.errors.ResourcesError", why),
+            )  # fmt: skip
             return
         piece = Piece(chunk, positions, [chunk.attempt_base] * len(positions))
         if front:
@@ -213,13 +240,15 @@ class Pool:
         for s in self.slots:
             s.kill("shutdown")
 
+    def _row(self) -> dict:
+        p = self.placement
+        return {"worker": self.outcomes.worker or "local", "gpus": p.devices, "cpus": p.cpus}
+
     def _dispatch(self) -> None:
         queue = self.queue
-        for s in self.slots:
-            if not queue:
-                return
-            if s.piece is None and s.up and not s.killed_for:
-                s.send(queue.popleft(), ahead=False)
+        if not queue:
+            return
+        self.placement.place(queue, lambda: self.slots, self._spawn)
         # quick pieces of the job a slot runs go ahead of time: the slot starts
         # them without waiting for this process to read its results
         for s in self.slots:
@@ -263,7 +292,9 @@ class Pool:
             self._dispatch()
 
     def _records(self, s: SlotProc, piece: Piece, msg: tuple, tail: Tail | None) -> bool:
-        retries, tail_over = self.outcomes.records(piece, s.pid, *msg[2:], tail=tail)
+        retries, tail_over = self.outcomes.records(
+            piece, s.pid, *msg[2:], tail=tail, devices=s.devices
+        )
         if retries:
             self.queue.extend(retries)
             self._dispatch()
@@ -271,8 +302,10 @@ class Pool:
 
     def _on_exit(self, s: SlotProc) -> None:
         self.slots = tuple(x for x in self.slots if x is not s)
+        self.placement.release(s)
         if not self.closed:
-            self._spawn()
+            if s.killed_for != RESHAPE:  # retired to make room: its resources went back
+                self._spawn(s.need)
             ahead = s.next
             if ahead is not None:  # never started: run it again (or cancel it)
                 if s.killed_for == "cancel" or ahead.chunk.job_id in self.cancels:

@@ -22,6 +22,7 @@ import threading
 from . import slotio
 from .chunk import Piece
 from .reporter import Reporter
+from .resources import Need
 
 log = logging.getLogger("sif_magic.pool")
 ANNOUNCE_AFTER = 0.02  # a call running this long is shown as running
@@ -64,8 +65,23 @@ class Tail:
 
 
 class SlotProc:
-    def __init__(self, n: int, workdir: str, cwd: str) -> None:
+    def __init__(
+        self,
+        n: int,
+        workdir: str,
+        cwd: str,
+        need: Need = Need(),
+        held: tuple[int, ...] = (),
+        devices: str = "",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``need``: its shape (the GPUs and CPUs it holds); ``held``: the positions of
+        its devices in the pool's list, ``devices`` their ids ("0,1"); ``env``: the
+        variables it starts with (``resources.slot_environ``)."""
         self.n = n
+        self.need = need
+        self.held = held
+        self.devices = devices
         self.paths = (os.path.join(workdir, f"slot{n}.out"), os.path.join(workdir, f"slot{n}.err"))
         state_path = os.path.join(workdir, f"slot{n}.state")
         self.state = slotio.SharedState(state_path, create=True)
@@ -77,6 +93,7 @@ class SlotProc:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # own process group: signals to the kernel skip it
             cwd=cwd,
+            env={**os.environ, **env} if env else None,  # set before it imports anything
         )
         os.close(req_r)
         os.close(resp_w)
