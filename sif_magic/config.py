@@ -50,7 +50,16 @@ class SifConfig(Configurable):
     runtime = Unicode(config=True, help="Runtime (worker image) name: selects the task queue.")
     key = Unicode(config=True, help="HMAC signing key (prefer key_file).")
     key_file = Unicode(config=True, help="File holding the HMAC key; created 600 on first use.")
-    processes = CInt(0, config=True, help="Worker processes of the local backend (0: CPUs).")
+    processes = CInt(
+        0, config=True, help="Worker processes of the local backend (0: its GPUs, else CPUs)."
+    )
+    gpus = Unicode(
+        config=True,
+        help="GPUs of the local backend's call processes: auto, 0,1,... or '' (none).",
+    )
+    cpus = CInt(
+        0, config=True, help="CPUs the local backend hands to calls that ask for some (0: all)."
+    )
     chunksize = CInt(0, config=True, help="Calls per message (0: automatic).")
     timeout = CFloat(0.0, config=True, help="Per-call time limit in seconds (0: none).")
     retries = CInt(0, config=True, help="Re-runs of a call that raised.")

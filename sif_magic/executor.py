@@ -22,12 +22,20 @@ from .backends import Backend, JobTask, make_backend
 from .config import SifConfig, snapshot
 from .errors import ConfigError
 from .job import Job
+from .runner.resources import request
 from .runner.scheduler import auto_chunksize
 
 
 def _apply(fn: Callable, args_kwargs: tuple) -> Any:
     args, kwargs = args_kwargs
     return fn(*args, **kwargs)
+
+
+def _checked(resources: dict[str, int] | None) -> dict[str, int] | None:
+    try:
+        return request(resources)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def new_job_id() -> str:
@@ -45,12 +53,23 @@ class Executor(concurrent.futures.Executor):
 
         ex = Executor(backend="rabbitmq", amqp_url="amqp://u:pw@broker/vh", runtime="ml")
 
+        with Executor(resources={"gpus": 1}) as ex:  # every call: a GPU of its own
+            fut = ex.submit(train, config)
+
     Options left out come from the configuration (``%sif_config``,
-    ``ipython_config.py``, environment variables).
+    ``ipython_config.py``, environment variables). ``resources``: what each call
+    of this executor's jobs asks for unless a job says otherwise (``map_job``).
     """
 
-    def __init__(self, backend: str | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        backend: str | None = None,
+        *,
+        resources: dict[str, int] | None = None,
+        **options: Any,
+    ) -> None:
         self.config: SifConfig = snapshot(backend=backend, **options)
+        self.resources = _checked(resources)
         self._backend: Backend | None = None
         self._shutdown = False
         self.jobs: dict[str, Job] = {}
@@ -76,8 +95,15 @@ class Executor(concurrent.futures.Executor):
         star: bool = False,
         errors: str | None = None,
         name: str | None = None,
+        resources: dict[str, int] | None = None,
     ) -> Job:
-        """Start ``fn(item)`` (or ``fn(*item)`` with ``star``) for every item; return the Job."""
+        """Start ``fn(item)`` (or ``fn(*item)`` with ``star``) for every item; return the Job.
+
+        ``resources``: what each call needs, ``{"gpus": 2, "cpus": 8}``: it runs in a
+        process that holds that many GPUs of its own (``CUDA_VISIBLE_DEVICES``) and
+        has its thread variables (``OMP_NUM_THREADS``, ...) set to that many CPUs; a
+        worker runs as many at once as its GPUs and CPUs allow. A request no worker
+        can meet raises ResourcesError at once. Default: the executor's."""
         if not callable(fn):
             raise TypeError(f"map_job needs a function, got {type(fn).__name__}")
         errors = errors or self.config.errors
@@ -101,6 +127,7 @@ class Executor(concurrent.futures.Executor):
             retries=int(cfg.retries if retries is None else retries),
             max_lost=cfg.max_lost,
             env={str(k): str(v) for k, v in (env or {}).items()},
+            resources=self.resources if resources is None else _checked(resources),
         )
         job = Job(
             new_job_id(),

@@ -60,6 +60,18 @@ def _map_options(f: Any) -> Any:
                 help="Environment variable for the calls (repeatable).",
             ),
             argument("--star", action="store_true", help="Call f(*item) instead of f(item)."),
+            argument(
+                "--gpus-per-call",
+                type=int,
+                metavar="N",
+                help="GPUs of its own each call gets (CUDA_VISIBLE_DEVICES).",
+            ),
+            argument(
+                "--cpus-per-call",
+                type=int,
+                metavar="N",
+                help="CPUs each call gets (OMP_NUM_THREADS and the like).",
+            ),
         ]
     ):
         f = arg(f)
@@ -80,6 +92,8 @@ class SifMagics(Magics):
             runtime or cfg.runtime,
             cfg.amqp_url,
             cfg.processes,
+            cfg.gpus,
+            cfg.cpus,
             cfg.key_file,
         )
         ex = self._executors.get(key)
@@ -118,6 +132,11 @@ class SifMagics(Magics):
             items = list(items)
         except TypeError:
             raise UsageError(f"the inputs are not iterable ({type(items).__name__})") from None
+        resources = {}
+        if args.gpus_per_call is not None:
+            resources["gpus"] = args.gpus_per_call
+        if args.cpus_per_call is not None:
+            resources["cpus"] = args.cpus_per_call
         try:
             ex = self.executor(args.backend, args.runtime)
             job = ex.map_job(
@@ -130,6 +149,7 @@ class SifMagics(Magics):
                 star=args.star,
                 errors=args.errors,
                 name=name,
+                resources=resources or None,
             )
         except ConfigError as e:
             raise UsageError(str(e)) from None

@@ -39,7 +39,9 @@ class WorkerProcs:
         ca_file: str | Path | None = None,
         url: str | None = None,
         heartbeat: float = 0.5,
+        args: tuple[str, ...] = (),
     ) -> list[subprocess.Popen]:
+        """``args``: more options of ``sif-magic worker`` (``--gpus 0,1``, say)."""
         url_file = self.log_dir / f"amqp_url-{len(self.procs)}"
         url_file.write_text(url or self.url)
         url_file.chmod(0o600)
@@ -54,6 +56,7 @@ class WorkerProcs:
                 cmd += ["--key-file", str(self.key_file)]
             if ca_file:
                 cmd += ["--ca-file", str(ca_file)]
+            cmd += args
             with open(self.log_dir / f"worker-{runtime}-{len(self.procs)}.log", "wb") as log:
                 proc = subprocess.Popen(
                     cmd,

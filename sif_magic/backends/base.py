@@ -26,6 +26,7 @@ class JobTask:
     retries: int = 0
     max_lost: int = 3
     env: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, int] | None = None  # what each call asks for (runner/resources.py)
 
     def task(self, job_id: str, chunk: PreparedChunk, reply_to: str = "", **meta: Any) -> Task:
         """The task message of one of the chunks (``meta``: python, cloudpickle, client)."""
@@ -42,6 +43,7 @@ class JobTask:
             retries=self.retries,
             max_lost=self.max_lost,
             env=self.env,
+            resources=self.resources,
             **meta,
         )
 

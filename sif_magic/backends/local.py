@@ -3,7 +3,9 @@
 Calls run in the same slot processes as on a RabbitMQ worker (``runner/``), and
 what they report goes through the same EventReporter and EventBuffer into the
 same Job, so states, captured output, timeouts and crashes look the same as on
-a cluster.
+a cluster. ``gpus`` (a setting: auto, 0,1,... or none) pins each call process
+to its own GPUs, as ``sif-magic worker --gpus`` does; a job whose calls ask for
+more GPUs or CPUs than this machine's pool has fails at once (ResourcesError).
 
 Threads: the kernel thread calls the ``Backend`` methods; the pool's dispatcher
 thread folds results into jobs (``Job.apply_segments``) and the EventBuffer's
@@ -22,12 +24,14 @@ from typing import Any
 
 from .. import _version
 from ..config import SifConfig
+from ..errors import ConfigError, ResourcesError
 from ..job import Job
 from ..protocol import EventBatch, ResultSegment
 from ..runner.chunk import Chunk
 from ..runner.events import EventBuffer
 from ..runner.pool import Pool, usable_cpus
 from ..runner.reporter import EventReporter
+from ..runner.resources import can_run, detect_gpus, need_of, unsatisfiable
 from ..runner.versions import versions
 from .base import Backend, JobTask
 
@@ -37,7 +41,12 @@ class LocalBackend(Backend):
 
     def __init__(self, config: SifConfig) -> None:
         self.config = config
-        self.processes = config.processes or usable_cpus()
+        try:
+            self.gpus, _ = detect_gpus(config.gpus)
+        except ValueError as e:
+            raise ConfigError(f"gpus={config.gpus!r}: {e}") from None
+        self.cpus = config.cpus or usable_cpus()
+        self.processes = config.processes or len(self.gpus) or usable_cpus()
         self.jobs: dict[str, Job] = {}
         self.worker_id = f"local-{os.getpid()}"
         self.host = socket.gethostname()
@@ -62,7 +71,12 @@ class LocalBackend(Backend):
             if self._pool is None:
                 reporter = EventReporter(self.events, self._on_results)
                 self._pool = Pool(
-                    self.processes, reporter, worker=self.worker_id, host=self.host
+                    self.processes,
+                    reporter,
+                    worker=self.worker_id,
+                    host=self.host,
+                    devices=self.gpus,
+                    cpus=self.cpus,
                 ).start()
                 self.events.start()
             return self._pool
@@ -71,6 +85,13 @@ class LocalBackend(Backend):
         return self.processes
 
     def start_job(self, job: Job, task: JobTask) -> None:
+        need = need_of(task.resources)
+        if need is not None and not can_run(need, len(self.gpus), self.cpus):
+            row = {"worker": self.worker_id, "gpus": self.gpus, "cpus": self.cpus}
+            raise ResourcesError(
+                unsatisfiable(need, "the local backend", [row])
+                + " Here: %sif_config gpus=auto (or 0,1,...) cpus=N."
+            )
         pool = self.pool
         self.jobs[job.job_id] = job
         job.add_done_callback(lambda j: self.jobs.pop(j.job_id, None))
@@ -101,6 +122,9 @@ class LocalBackend(Backend):
                 "container": "none (local backend)",
                 "done": self._pool.done_calls,
                 "failed": self._pool.failed_calls,
+                "gpus": self.gpus,
+                "cpus": self.cpus,
+                "slot_devices": self._pool.slot_devices if self.gpus else [],
             }
         ]
 
@@ -114,4 +138,5 @@ class LocalBackend(Backend):
             self._pool = None
 
     def describe(self) -> str:
-        return f"local ({self.processes} processes)"
+        gpus = f", GPUs {','.join(self.gpus)}" if self.gpus else ""
+        return f"local ({self.processes} processes{gpus})"

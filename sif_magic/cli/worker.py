@@ -15,11 +15,30 @@ def register(sub: Any) -> None:
         help="run a worker (what runs inside the container)",
         description="Consume a runtime's task queue and run its calls. Every option can also "
         "come from the environment: SIF_MAGIC_AMQP_URL(_FILE), SIF_MAGIC_RUNTIME, "
-        "SIF_MAGIC_PROCESSES, SIF_MAGIC_KEY_FILE (or SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID.",
+        "SIF_MAGIC_PROCESSES, SIF_MAGIC_GPUS, SIF_MAGIC_CPUS, SIF_MAGIC_KEY_FILE (or "
+        "SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID.",
     )
     add_url_args(p, default="")
     p.add_argument("--runtime", default="", help="runtime name: consumes sif_magic.tasks.RUNTIME")
-    p.add_argument("--processes", type=int, default=0, help="call processes (default: usable CPUs)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="call processes (default: the number of GPUs with --gpus, else usable CPUs)",
+    )
+    p.add_argument(
+        "--gpus",
+        default="",
+        metavar="auto|0,1,2,3|none",
+        help="GPUs to pin call processes to, one each unless calls ask for more (auto: "
+        "CUDA_VISIBLE_DEVICES, SLURM_STEP_GPUS/SLURM_JOB_GPUS, or nvidia-smi -L)",
+    )
+    p.add_argument(
+        "--cpus",
+        type=int,
+        default=0,
+        help="CPUs handed to calls that ask for some (default: usable CPUs)",
+    )
     p.add_argument("--key-file", default="", help="signing key file (default ~/.sif_magic/key)")
     p.add_argument("--worker-id", default="", help="name shown in the workers table")
     p.add_argument("--ca-file", default="", help="CA certificate to verify an amqps:// broker")

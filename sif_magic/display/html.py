@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from ..protocol import STATE_NAMES
+from .text import slot_gpus
 
 COLOURS = {
     "queued": "#9e9e9e",
@@ -27,6 +28,7 @@ WORKER_COLUMNS = (
     "runtime",
     "slots",
     "busy",
+    "GPUs",
     "python",
     "cloudpickle",
     "container",
@@ -111,6 +113,7 @@ def workers_html(rows: list[dict[str, Any]], now: float | None = None) -> str:
             r.get("runtime", ""),
             r.get("slots", ""),
             r.get("busy", ""),
+            slot_gpus(r),
             r.get("python", ""),
             r.get("cloudpickle", ""),
             r.get("container", "") + (f" (SLURM {r['slurm_job']})" if r.get("slurm_job") else ""),

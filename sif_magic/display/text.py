@@ -30,13 +30,15 @@ def text_progress(job: Any, stream: TextIO, interval: float = 1.0) -> None:
 
 
 def describe_text(d: dict[str, Any]) -> str:
-    """A call as ``Job.describe_call`` gives it: index, state, attempt, host,
-    duration, and its note on a second line."""
+    """A call as ``Job.describe_call`` gives it: index, state, attempt, host, the
+    GPUs it ran on, duration, and its note on a second line."""
     text = f"call {d['index']} · {d['state']}"
     if d["attempt"] > 1:
         text += f" · attempt {d['attempt']}"
     if d["host"]:
         text += f" · {d['host']}"
+    if d.get("devices"):
+        text += f" · GPU {d['devices']}"
     if d["duration"] is not None:
         text += f" · {d['duration']:.2f} s"
     if d["note"]:
@@ -55,8 +57,18 @@ def error_text(err: BaseException, named: bool = True) -> str:
 def worker_line(w: dict[str, Any]) -> str:
     """One row of the workers table as ``%sif_workers`` prints it."""
     slurm = f"  SLURM job {w['slurm_job']}" if w.get("slurm_job") else ""
+    gpus = f"  GPUs {slot_gpus(w)}" if w.get("gpus") else ""
     return (
         f"{w.get('host', '?'):<20} pid {w.get('pid', '?')!s:<8} runtime {w.get('runtime', '?'):<12} "
         f"slots {w.get('busy', 0)}/{w.get('slots', '?')}  python {w.get('python', '?')}  "
-        f"cloudpickle {w.get('cloudpickle', '?')}  {w.get('state', '')}{slurm}"
+        f"cloudpickle {w.get('cloudpickle', '?')}  {w.get('state', '')}{gpus}{slurm}"
     )
+
+
+def slot_gpus(w: dict[str, Any]) -> str:
+    """A worker's GPUs as its slots hold them: '0 | 1 | 2,3' ('-': a slot without one);
+    its device list before any slot said."""
+    slots = w.get("slot_devices") or []
+    if slots:
+        return " | ".join(d or "-" for d in slots)
+    return ",".join(w.get("gpus") or [])

@@ -97,6 +97,7 @@ class Outcomes:
         self.where = array("H", bytes(2 * n))  # index into self.hosts
         self.hosts: list[tuple[str, str, int]] = [("", "", 0)]
         self._host_ids: dict[tuple[str, str, int], int] = {}
+        self.devices: dict[int, str] = {}  # host id -> the GPUs that process held ("0,1")
         self.have = bytearray(n)  # 1 once a call has its outcome (the first one wins)
         self._values: list[Block | None] = [None] * n  # where each call's value is
         self._blocks: list[Block] = []
@@ -145,6 +146,8 @@ class Outcomes:
             and not (self.cancel_requested and self.states.find(CANCELLED, a, b) >= 0)
         )
         hid = self.host_id(seg.worker, seg.host, seg.pid)
+        if seg.devices:
+            self.devices[hid] = seg.devices
         status = seg.status.translate(_STATUS_FIX)
         attempts = seg.attempts.translate(_ATTEMPT_FIX)
         block = Block(seg, contiguous)
@@ -268,9 +271,11 @@ class Outcomes:
         return out
 
     def describe(self, i: int) -> dict[str, Any]:
-        worker, host, pid = self.hosts[self.where[i]]
+        hid = self.where[i]
+        worker, host, pid = self.hosts[hid]
         t0, t1 = self.t_start[i], self.t_end[i]
         return {
+            "devices": self.devices.get(hid, ""),
             "index": i,
             "state": STATE_NAMES[self.states[i]],
             "attempt": self.attempts[i],

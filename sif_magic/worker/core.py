@@ -5,7 +5,9 @@ that follows how long chunks take) and from its retry queue, runs them in a
 pool of warm slot processes (``runner``), and hands what they report to the
 ``Outbox``, which publishes results and acks chunks in AMQP transactions on
 the channel each chunk came from. A redelivered chunk goes to
-``redelivery``; a task signed with another key to ``ForeignTasks``. A body
+``redelivery``; a task signed with another key to ``ForeignTasks``, and so
+does a task asking for more GPUs or CPUs than this worker has (it is held a
+while and handed back to the queue for a worker that has them). A body
 that is not ours, unsigned, badly signed or malformed is rejected to the
 dead-letter queue without being unpickled. Events and heartbeats go to the
 monitoring exchange; cancel / ping / shutdown arrive on the control exchange.
@@ -38,6 +40,7 @@ from ..runner.chunk import Chunk
 from ..runner.events import EventBuffer
 from ..runner.pool import Pool, usable_cpus
 from ..runner.reporter import EventReporter
+from ..runner.resources import need_of
 from ..runner.versions import incompatibility, versions
 from ..transport import Connection, declare_retry_queue, declare_task_queue
 from . import foreign
@@ -61,12 +64,19 @@ class Worker:
         ca_file: str = "",
         container: str = "",
         key_source: str = "",
+        gpus: list[str] | None = None,
+        cpus: int = 0,
     ) -> None:
+        """``gpus``: the device ids its call processes hold (one each, unless calls ask
+        for more); ``processes`` then defaults to their number. ``cpus``: the CPUs it
+        hands to calls that ask for some (default: usable CPUs)."""
         if not key:
             raise ValueError("a worker needs the signing key")
         self.url = url
         self.runtime = runtime
-        self.processes = processes or usable_cpus()
+        self.gpus = list(gpus or [])
+        self.cpus = cpus or usable_cpus()
+        self.processes = processes or len(self.gpus) or usable_cpus()
         self.key = key
         self.key_id = protocol.key_id(key)
         self.key_source = key_source or "its key"
@@ -98,7 +108,14 @@ class Worker:
             self.outbox.publish_results,
             lambda c: self.outbox.ack_after_results(c.tag[0], c),
         )
-        self.pool = Pool(self.processes, reporter, worker=self.worker_id, host=self.host)
+        self.pool = Pool(
+            self.processes,
+            reporter,
+            worker=self.worker_id,
+            host=self.host,
+            devices=self.gpus,
+            cpus=self.cpus,
+        )
         self.outbox.pool = self.pool
 
     # -- running ---------------------------------------------------------------
@@ -123,10 +140,13 @@ class Worker:
             transactional=True,
         )
         log.info(
-            "worker %s consuming %s with %d processes (python %s, cloudpickle %s)",
+            "worker %s consuming %s with %d processes, %s GPU(s), %d CPUs for calls "
+            "(python %s, cloudpickle %s)",
             self.worker_id,
             self.queue,
             self.processes,
+            ",".join(self.gpus) or "no",
+            self.cpus,
             *versions(),
         )
         self.send_heartbeat()
@@ -233,6 +253,18 @@ class Worker:
         if task.job_id in self.pool.cancels:
             self.conn.ack(delivery)
             return
+        need = need_of(task.resources)
+        if not self.pool.can_run(need):  # another worker may have them: hand it back
+            queue = protocol.retry_queue(self.runtime) if retry else self.queue
+            self.foreign.hold_for_others(
+                f"each call asks for {need.text()}, and this worker has "  # type: ignore[union-attr]
+                f"{len(self.gpus)} GPU(s) and {self.cpus} CPUs",
+                delivery,
+                queue,
+                body,
+                props,
+            )
+            return
         positions = list(task.only) if task.only is not None else list(range(len(task.calls)))
         if delivery.redelivered:
             redelivered(self, task, delivery, positions)
@@ -279,6 +311,9 @@ class Worker:
             slurm_job=self.slurm_job,
             interval=self.heartbeat_interval,
             state=state,
+            gpus=self.gpus,
+            cpus=self.cpus,
+            slot_devices=self.pool.slot_devices if self.gpus else [],
         )
 
     def send_heartbeat(self, state: str = "up", wait: bool = False) -> Any:

@@ -8,7 +8,8 @@ notebook's key, holds the task ``HOLD`` seconds (a worker holding its key may
 take the next ones meanwhile; holding it stops it coming straight back here)
 and hands it back to its queue, unread, with its sender's signature, acking
 the original in the same transaction (a requeue would mark it redelivered,
-which the next worker would count as a worker death).
+which the next worker would count as a worker death). A task that asks for
+more GPUs or CPUs than this worker has goes the same way (``hold_for_others``).
 
 Threads: ``hold`` and ``log`` run in the I/O thread (consumer callbacks);
 ``hand_back`` in the worker's main thread (and at shutdown); the held list is
@@ -47,6 +48,21 @@ class ForeignTasks:
         self.log(theirs, f"Tasks on {queue}")
         with self._lock:
             self._held.append((time.time() + HOLD, delivery, queue, body, props))
+
+    def hold_for_others(self, why: str, delivery: Any, queue: str, body: bytes, props: Any) -> None:
+        """Keep a task this worker cannot run (``why``) until it goes back to ``queue``."""
+        now = time.time()
+        if now - self._logged.get(("resources", why), -LOG_EVERY) >= LOG_EVERY:
+            self._logged[("resources", why)] = now
+            log.warning(
+                "a task on %s: %s; it goes back to the queue after %g s here, for a worker "
+                "that has them",
+                queue,
+                why,
+                HOLD,
+            )
+        with self._lock:
+            self._held.append((now + HOLD, delivery, queue, body, props))
 
     def hand_back(self, everything: bool = False) -> Any:
         """Republish held tasks of another key as they came (their sender's signature)

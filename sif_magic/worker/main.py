@@ -16,6 +16,7 @@ from typing import Any
 from .. import protocol
 from .._keys import create_key_file, default_key_file, key_source, load_key, read_secret_file
 from ..errors import SifMagicError
+from ..runner.resources import detect_gpus
 from .core import Worker
 
 log = logging.getLogger("sif_magic.worker")
@@ -56,6 +57,19 @@ def main(args: Any) -> int:
                 protocol.key_id(key),
             )
         log.info("signing key: %s (key id %s)", source, protocol.key_id(key))
+        spec = args.gpus or env("SIF_MAGIC_GPUS", "")
+        try:
+            gpus, found_in = detect_gpus(spec)
+        except ValueError as e:
+            print(f"sif-magic worker: {e}", file=sys.stderr)
+            return 2
+        if spec:
+            log.info("GPUs %s (from %s)", ",".join(gpus) or "none", found_in)
+            if not gpus and spec == "auto":
+                log.warning(
+                    "--gpus auto found no GPU (no CUDA_VISIBLE_DEVICES, SLURM_STEP_GPUS, "
+                    "SLURM_JOB_GPUS or nvidia-smi): calls asking for GPUs go to other workers"
+                )
         worker = Worker(
             url,
             runtime=args.runtime or env("SIF_MAGIC_RUNTIME", "default"),
@@ -65,6 +79,8 @@ def main(args: Any) -> int:
             heartbeat=args.heartbeat,
             ca_file=args.ca_file or env("SIF_MAGIC_CA_FILE", ""),
             key_source=source,
+            gpus=gpus,
+            cpus=int(args.cpus or env("SIF_MAGIC_CPUS", "0") or 0),
         )
         signal.signal(signal.SIGTERM, worker.stop)
         signal.signal(signal.SIGINT, worker.stop)

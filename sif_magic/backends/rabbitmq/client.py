@@ -34,10 +34,11 @@ from ..._keys import key_source
 from ...config import SifConfig
 from ...errors import ConfigError
 from ...job import Job
+from ...runner.resources import need_of
 from ...transport import Connection, declare_task_queue
 from ..base import Backend, JobTask
 from .monitor import Monitor
-from .readiness import check_versions, key_mismatch, wait_for_workers
+from .readiness import check_resources, check_versions, key_mismatch, wait_for_workers
 from .registry import WorkerRegistry
 from .results import ResultStream, jobinfo
 from .tasks import publish_chunks
@@ -138,6 +139,9 @@ class RabbitBackend(Backend):
             check_versions(self)  # workers of this runtime announced themselves lately
         else:
             wait_for_workers(self)  # asks the broker, waits, or says how to start one
+        need = need_of(task.resources)
+        if need is not None:
+            check_resources(self, need)  # no live worker has what the calls ask for: fail now
         reply_to = protocol.result_queue(job.job_id)
         self.jobs[job.job_id] = job
         self._consume_results(job)  # declares the queue (and the monitor binding) first

@@ -3,7 +3,9 @@ run a compatible Python and cloudpickle, and consume its task queue.
 
 ``wait_for_workers`` asks the broker and waits (or says how to start a worker,
 or that the only workers hold another key); ``check_versions`` refuses a runtime
-whose every worker is incompatible. Threads: the kernel thread (``start_job``);
+whose every worker is incompatible; ``check_resources`` a job whose calls ask for
+more GPUs or CPUs than any live worker has (workers say what they have in their
+heartbeats). Threads: the kernel thread (``start_job``);
 they read the backend's registry (under its lock) and ask the broker through
 ``Connection.call``.
 """
@@ -15,8 +17,9 @@ from typing import TYPE_CHECKING
 
 from ... import protocol
 from ..._keys import notebook_key_fix
-from ...errors import ConfigError, IncompatibleWorkerError, NoWorkersError
+from ...errors import ConfigError, IncompatibleWorkerError, NoWorkersError, ResourcesError
 from ...protocol import Heartbeat
+from ...runner.resources import Need, can_run, unsatisfiable
 from ...runner.versions import incompatibility, versions
 
 if TYPE_CHECKING:
@@ -101,3 +104,24 @@ def check_versions(b: RabbitBackend) -> None:
             f"every worker of runtime {b.runtime!r} is incompatible with this kernel: "
             f"worker {live[0]['worker']}: {why[0]}"
         )
+
+
+def _able(need: Need, w: dict) -> bool:
+    cpus = int(w.get("cpus") or 0)  # 0: a worker that does not say (older): not counted
+    return can_run(need, len(w.get("gpus") or []), cpus or need.cpus)
+
+
+def check_resources(b: RabbitBackend, need: Need) -> None:
+    """ResourcesError, before anything is sent, if no live worker of the runtime
+    could run a call asking for ``need`` (after giving the others a ping to answer)."""
+    live = b.live_workers()
+    if not live or any(_able(need, w) for w in live):
+        return  # nobody announced yet (a consumer that did not answer): cannot tell
+    b.ping()
+    deadline = time.time() + ANNOUNCE_WAIT
+    while time.time() < deadline:
+        time.sleep(0.1)
+        live = b.live_workers()
+        if any(_able(need, w) for w in live):
+            return
+    raise ResourcesError(unsatisfiable(need, f"runtime {b.runtime!r}", live) + " Nothing was sent.")
