@@ -69,7 +69,10 @@ def _alive(pid: int) -> bool:
 class SlurmCluster:
     """munged + slurmctld + slurmd for one node named after this host, all in ``dir``."""
 
-    def __init__(self, directory: str | Path | None = None) -> None:
+    def __init__(self, directory: str | Path | None = None, gpus: int = 0) -> None:
+        """``gpus``: fake GPUs of the node (``Gres=gpu:N``; gres.conf names links to
+        /dev/null under ``dir/dev``: SLURM hands them out and sets the GPU variables,
+        but nothing behind them is a GPU)."""
         missing = missing_tools()
         if missing:
             raise SlurmError(f"not installed: {', '.join(missing)}; run `{INSTALL}`")
@@ -78,6 +81,7 @@ class SlurmCluster:
         self.dir.chmod(0o755)  # jobs of other users run the TaskProlog and use tmp/
         self.host = socket.gethostname().split(".")[0]
         self.cpus = os.cpu_count() or 1
+        self.gpus = gpus
         self.conf = self.dir / "slurm.conf"
         self.tmp_base = self.dir / "tmp"  # where the Prolog makes job_<id> (SLURM_TMPDIR)
         self.munge_socket = self.dir / "munge" / "munge.socket"
@@ -248,9 +252,20 @@ class SlurmCluster:
             f"Prolog={d / 'prolog.sh'}",
             f"TaskProlog={d / 'taskprolog.sh'}",
             f"Epilog={d / 'epilog.sh'}",
-            f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} State=UNKNOWN",
+            f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} State=UNKNOWN"
+            + (f" Gres=gpu:{self.gpus}" if self.gpus else ""),
             f"PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP",
         ]
+        if self.gpus:
+            (d / "dev").mkdir(exist_ok=True)
+            files = []
+            for k in range(self.gpus):
+                dev = d / "dev" / f"nvidia{k}"  # SLURM wants a character device
+                if not dev.is_symlink():
+                    dev.symlink_to("/dev/null")
+                files.append(f"Name=gpu File={d / 'dev' / f'nvidia{k}'}")
+            (d / "gres.conf").write_text("\n".join(files) + "\n")
+            lines.insert(0, "GresTypes=gpu")
         self.conf.write_text("\n".join(lines) + "\n")
 
     def _start_munge(self) -> None:

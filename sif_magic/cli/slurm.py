@@ -26,7 +26,20 @@ def add_slurm_submit_arguments(p: argparse.ArgumentParser) -> None:
     for opt in ("time", "partition", "account", "qos", "mem", "gres", "job-name"):
         p.add_argument(f"--{opt}", default="")
     p.add_argument("--bind", action="append", default=[], metavar="SRC[:DST]")
-    p.add_argument("--nv", action="store_true")
+    p.add_argument("--nv", action="store_true", help="NVIDIA GPUs in the container")
+    p.add_argument(
+        "--gpus-per-node",
+        default="",
+        metavar="[TYPE:]N",
+        help="GPUs per node; implies --nv, and each worker pins a call process per GPU",
+    )
+    p.add_argument(
+        "--gpu-request",
+        default=os.environ.get("SIF_MAGIC_SLURM_GPU_REQUEST", "gres"),
+        choices=["gres", "gpus-per-node"],
+        help="how the site asks for GPUs: --gres=gpu:N (default) or --gpus-per-node=N "
+        "(env SIF_MAGIC_SLURM_GPU_REQUEST)",
+    )
     p.add_argument(
         "--stage-dir",
         default=os.environ.get("SIF_MAGIC_STAGE_DIR", "/tmp"),
@@ -101,6 +114,8 @@ def slurm_spec_from_args(args: argparse.Namespace) -> Any:
         gres=args.gres,
         binds=args.bind,
         nv=args.nv,
+        gpus_per_node=args.gpus_per_node,
+        gpu_request=args.gpu_request,
         stage_dir=args.stage_dir,
         setup=args.setup,
         sbatch_options=args.sbatch_option,

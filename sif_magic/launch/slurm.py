@@ -1,6 +1,10 @@
 """Workers on a SLURM cluster: an sbatch script, and submit / status / cancel.
 
-The script starts one worker per node through ``srun``; what each node runs to
+The script starts one worker per node through ``srun``; with ``gpus_per_node``
+it asks SLURM for that many GPUs per node (``--gres=gpu:N`` or
+``--gpus-per-node=N``: ``gpu_request``, as the site expects), runs the container
+with ``--nv`` and starts each worker with ``--gpus auto`` (the step's
+``CUDA_VISIBLE_DEVICES`` / ``SLURM_STEP_GPUS``). What each node runs to
 start it (with a container: stage the image to node-local storage, then run it
 in the foreground) comes from ``sif_magic.containers``. The broker URL never
 appears in the script: it is read at run time from a file of mode 600, or from
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -32,6 +37,7 @@ from ._state import StateFile, home, write_secret
 from .local import default_url_file
 
 STATE = "slurm.json"
+GPU_REQUESTS = ("gres", "gpus-per-node")
 
 
 @dataclass
@@ -50,6 +56,8 @@ class SlurmSpec:
     qos: str = ""
     mem: str = ""
     gres: str = ""
+    gpus_per_node: str = ""  # "[type:]N", e.g. "4" or "a100:4"; "": no GPUs
+    gpu_request: str = "gres"  # how the site wants GPUs asked for: gres | gpus-per-node
     binds: list[str] = field(default_factory=list)
     nv: bool = False
     stage_dir: str = "/tmp"  # node-local, used when the site sets no $SLURM_TMPDIR
@@ -73,6 +81,22 @@ class SlurmSpec:
         for opt in ("time", "partition", "account", "qos", "mem", "gres"):
             if getattr(self, opt):
                 check("sbatch", getattr(self, opt), f"--{opt}")
+        if self.gpus_per_node:
+            if not re.fullmatch(r"([A-Za-z0-9_.-]+:)?[1-9][0-9]*", self.gpus_per_node):
+                raise ConfigError(
+                    f"--gpus-per-node {self.gpus_per_node!r}: give a count (4) or type:count "
+                    "(a100:4)"
+                )
+            if self.gpu_request not in GPU_REQUESTS:
+                raise ConfigError(
+                    f"--gpu-request {self.gpu_request!r}: use {' or '.join(GPU_REQUESTS)} "
+                    "(as your site asks for GPUs)"
+                )
+            if self.gres and self.gpu_request == "gres":
+                raise ConfigError(
+                    "--gpus-per-node asks for --gres=gpu:N already: drop --gres, or put the "
+                    "other resources in --sbatch-option"
+                )
         check_all("sbatch", self.sbatch_options, "--sbatch-option")
         for opt in ("stage_dir", "output", "python", "amqp_url_file", "key_file"):
             if getattr(self, opt):
@@ -102,6 +126,11 @@ def render_script(spec: SlurmSpec) -> str:
     ):
         if value:
             opts.append(f"--{opt}={value}")
+    if spec.gpus_per_node:
+        gpus = spec.gpus_per_node
+        opts.append(
+            f"--gres=gpu:{gpus}" if spec.gpu_request == "gres" else f"--gpus-per-node={gpus}"
+        )
     opts.append(f"--output={output}")
     from_env = not spec.amqp_url_file
     if from_env:
@@ -129,8 +158,16 @@ def render_script(spec: SlurmSpec) -> str:
         lines.append("unset SIF_MAGIC_KEY")
     if spec.processes:
         lines.append(f"export SIF_MAGIC_PROCESSES={spec.processes}")
+    elif spec.gpus_per_node:
+        lines.append("export SIF_MAGIC_PROCESSES=0  # each node: a call process per GPU")
     else:
         lines.append("unset SIF_MAGIC_PROCESSES  # each node: the CPUs SLURM gave the task")
+    if spec.gpus_per_node:
+        lines += [
+            "# each call process holds GPUs of its own, from the step's CUDA_VISIBLE_DEVICES,",
+            "# SLURM_STEP_GPUS or nvidia-smi; calls asking for CPUs share the task's CPUs",
+            "export SIF_MAGIC_GPUS=auto",
+        ]
     lines += runner.script_exports(spec.image, spec.stage_dir, spec.python)
     lines += [
         "",
@@ -166,7 +203,10 @@ def render_script(spec: SlurmSpec) -> str:
         "    trap 'exit 143' TERM  # let the worker finish its SIGTERM first, then clean up",
         '    export SIF_MAGIC_PROCESSES="${SIF_MAGIC_PROCESSES:-${SLURM_CPUS_PER_TASK:-1}}"',
     ]
-    lines += ["    " + line if line else "" for line in runner.node_lines(spec.binds, spec.nv)]
+    lines += [
+        "    " + line if line else ""
+        for line in runner.node_lines(spec.binds, spec.nv or bool(spec.gpus_per_node))
+    ]
     lines += [
         "}",
         "export -f sif_magic_node",
