@@ -105,3 +105,16 @@ def test_thread_variables_reach_every_library_the_call_imports(tmp_path: Path) -
         assert "OMP_NUM_THREADS" in got  # what torch.get_num_threads() follows
         plain = ex.map_job(all_vars, [0]).results(timeout=60)[0]
         assert plain == {v: os.environ.get(v) for v in THREAD_VARS}  # no request: untouched
+
+
+def test_sifmap_takes_gpus_and_cpus_per_call(ip) -> None:
+    from IPython.core.error import UsageError
+
+    ip.run_line_magic("sif_config", "gpus=0,1,2,3 cpus=8 processes=0")
+    ip.user_ns["xs"] = list(range(4))
+    cell = "def f(x):\n    import os\n    return os.environ['CUDA_VISIBLE_DEVICES'], os.environ['OMP_NUM_THREADS']\n"
+    ip.run_cell_magic("sifmap", "xs -o ys --gpus-per-call 2 --cpus-per-call 4", cell)
+    assert {y[0] for y in ip.user_ns["ys"]} <= {"0,1", "2,3"}
+    assert {y[1] for y in ip.user_ns["ys"]} == {"4"}
+    with pytest.raises(UsageError, match=r"asks for 6 GPU\(s\)"):  # at once, no traceback
+        ip.run_cell_magic("sifmap", "xs --gpus-per-call 6", cell)
