@@ -359,26 +359,23 @@ def test_workers_join_through_sbatch_run_a_map_and_leave(
         out = capsys.readouterr().out
         assert sum("running on" in ln for ln in out.splitlines()) == 2
 
-        if (ROOT / "sif_magic" / "backends" / "rabbitmq.py").exists():
-            from sif_magic import Executor
+        from sif_magic import Executor
 
-            def where(x: int) -> tuple[int, str]:  # nested: pickled by value
-                import os
+        def where(x: int) -> tuple[int, str]:  # nested: pickled by value
+            import os
 
-                return x * x, os.environ.get("SLURM_JOB_ID", "")
+            return x * x, os.environ.get("SLURM_JOB_ID", "")
 
-            ex = Executor(
-                backend="rabbitmq", amqp_url=URL, runtime=runtime, key_file=str(home / "key")
-            )
-            try:
-                job = ex.map_job(where, range(20), chunksize=1)
-                results = job.results(timeout=60)
-            finally:
-                ex.shutdown()
-            assert [r[0] for r in results] == [x * x for x in range(20)]
-            assert {r[1] for r in results} <= ids  # every call ran inside a SLURM job
-            ys = _sifmap_in_ipython(runtime, home / "key")
-            assert [y[0] for y in ys] == list(range(1, 11)) and {y[1] for y in ys} <= ids
+        ex = Executor(backend="rabbitmq", amqp_url=URL, runtime=runtime, key_file=str(home / "key"))
+        try:
+            job = ex.map_job(where, range(20), chunksize=1)
+            results = job.results(timeout=60)
+        finally:
+            ex.shutdown()
+        assert [r[0] for r in results] == [x * x for x in range(20)]
+        assert {r[1] for r in results} <= ids  # every call ran inside a SLURM job
+        ys = _sifmap_in_ipython(runtime, home / "key")
+        assert [y[0] for y in ys] == list(range(1, 11)) and {y[1] for y in ys} <= ids
 
         all_pids = list(job_processes(ids))
         assert sl.cancel(sorted(ids)) == sorted(ids)
