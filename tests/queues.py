@@ -1,6 +1,8 @@
-"""Queue clean-up for tests (imported by name: two conftest.py files exist)."""
+"""Queue clean-up and dead letters for tests (imported by name: two conftest.py files exist)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -59,3 +61,26 @@ def consumers(queue: str, url: str = BROKER_URL, *, declare: bool = False) -> in
             return None
     finally:
         conn.close()
+
+
+def take_dead_letters(url: str, from_queue: str) -> list[tuple[Any, bytes]]:
+    """Take (ack) the dead letters that came from ``from_queue``; leave the others."""
+    import pika
+
+    from sif_magic import protocol
+
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    out = []
+    try:
+        ch = conn.channel()
+        while True:
+            method, props, body = ch.basic_get(protocol.DEAD_QUEUE, auto_ack=False)
+            if method is None:
+                break
+            deaths = (props.headers or {}).get("x-death") or [{}]
+            if deaths[0].get("queue") == from_queue:
+                ch.basic_ack(method.delivery_tag)
+                out.append((props, body))
+    finally:
+        conn.close()  # the others go back to the dead-letter queue, unacked
+    return out

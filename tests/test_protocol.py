@@ -178,7 +178,7 @@ def test_the_protocol_package_imports_only_the_standard_library() -> None:
 
 
 def test_every_public_name_is_reexported_by_the_package() -> None:
-    modules = ("names", "framing", "signing", "tasks", "results", "events")
+    modules = ("names", "framing", "signing", "replay", "tasks", "results", "events")
     for mod in modules:
         m = importlib.import_module(f"sif_magic.protocol.{mod}")
         public = {

@@ -210,12 +210,14 @@ def test_incompatible_worker_versions(broker_url: str, runtime: str, key_file, w
     import cloudpickle
 
     from sif_magic._keys import load_key
+    from sif_magic.transport import declare_job_exchange
 
     workers.start(runtime, processes=1)
     key = load_key(key_file=str(key_file))
     conn = pika.BlockingConnection(pika.URLParameters(broker_url))
     ch = conn.channel()
     reply = ch.queue_declare("", exclusive=True).method.queue
+    declare_job_exchange(ch, "jx", reply)  # as a client does: job jx may run calls
     body = protocol.Task(
         "jx",
         0,

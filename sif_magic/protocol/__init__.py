@@ -15,11 +15,13 @@ Messages (AMQP ``type`` property):
 - ``heartbeat`` / ``bye``: a worker's presence and description.
 - ``control``: cancel / ping / shutdown, fanned out to every worker.
 
-Every body is signed (``signing``). The package's modules, lowest first:
+Every message is signed, with its headers, an id and a time (``signing``). The package's modules, lowest first:
 
 - ``names``: version, exchanges, queue names, headers, call states (the one source);
 - ``framing``: the byte layout of a binary body, ``ProtocolError``;
-- ``signing``: ``sign`` / ``verify`` / ``headers_for``, key ids, ``ForeignKeyError``;
+- ``signing``: ``sign`` / ``verify`` / ``headers_for`` (ids and times minted there),
+  ``Signed``, key ids, ``ForeignKeyError``, ``VersionError``;
+- ``replay``: how old a message may be (``fresh``, ``CLOCK_SKEW``), ids seen (``SeenIds``);
 - ``tasks``: ``Task``, ``JobInfo``, ``Heartbeat``, ``Control``;
 - ``results``: ``CallResult``, ``ResultSegment`` (with ``CallExtra``), ``ResultBatch``,
   ``ErrorRecord``;
@@ -43,15 +45,18 @@ from .names import (
     DEAD_QUEUE,
     DONE,
     FAILED,
+    HDR_ID,
     HDR_KEY_ID,
     HDR_LOST,
     HDR_SIG,
+    HDR_TIME,
     HDR_VERSION,
     LOST,
     MONITOR_EXCHANGE,
     QUEUED,
     RETRYING,
     RUNNING,
+    SIGNED_HEADERS,
     SKIP,
     STATE_CODES,
     STATE_NAMES,
@@ -59,26 +64,52 @@ from .names import (
     VERSION,
     events_key,
     heartbeat_key,
+    job_exchange,
     result_queue,
     result_queue_arguments,
     retry_queue,
     task_queue,
     task_queue_arguments,
 )
+from .replay import (
+    CLOCK_FIX,
+    CLOCK_SKEW,
+    CONTROL_MAX_AGE,
+    ReplayedMessage,
+    SeenIds,
+    StaleMessage,
+    deaths,
+    fresh,
+    seen_key,
+)
 from .results import CallExtra, CallResult, ErrorRecord, ResultBatch, ResultSegment, consecutive
-from .signing import ForeignKeyError, header_str, headers_for, key_id, sign, verify
+from .signing import (
+    ForeignKeyError,
+    Signed,
+    VersionError,
+    header_str,
+    headers_for,
+    key_id,
+    sign,
+    verify,
+)
 from .tasks import Control, Heartbeat, JobInfo, Task
 
 __all__ = [
     "CANCELLED",
+    "CLOCK_FIX",
+    "CLOCK_SKEW",
+    "CONTROL_MAX_AGE",
     "CONTROL_EXCHANGE",
     "DEAD_EXCHANGE",
     "DEAD_QUEUE",
     "DONE",
     "FAILED",
+    "HDR_ID",
     "HDR_KEY_ID",
     "HDR_LOST",
     "HDR_SIG",
+    "HDR_TIME",
     "HDR_VERSION",
     "LOST",
     "MAGIC",
@@ -86,6 +117,7 @@ __all__ = [
     "QUEUED",
     "RETRYING",
     "RUNNING",
+    "SIGNED_HEADERS",
     "SKIP",
     "STATE_CODES",
     "STATE_NAMES",
@@ -100,21 +132,30 @@ __all__ = [
     "Heartbeat",
     "JobInfo",
     "ProtocolError",
+    "ReplayedMessage",
     "ResultBatch",
     "ResultSegment",
+    "SeenIds",
+    "Signed",
+    "StaleMessage",
     "Task",
+    "VersionError",
     "compress_ranges",
     "consecutive",
+    "deaths",
     "events_key",
     "expand_ranges",
+    "fresh",
     "header_str",
     "headers_for",
     "heartbeat_key",
+    "job_exchange",
     "key_id",
     "pack",
     "result_queue",
     "result_queue_arguments",
     "retry_queue",
+    "seen_key",
     "sign",
     "task_queue",
     "task_queue_arguments",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-VERSION = 2
+VERSION = 3  # 3: the MAC covers the headers, a message id and a timestamp (replay)
 
 # -- exchanges, queues, headers ----------------------------------------------------
 
@@ -23,8 +23,12 @@ DEAD_QUEUE = "sif_magic.dead"
 
 HDR_SIG = "sif-sig"
 HDR_VERSION = "sif-v"
-HDR_KEY_ID = "sif-kid"  # key_id() of the key that signed the message (not covered by the MAC)
+HDR_KEY_ID = "sif-kid"  # key_id() of the key that signed the message
+HDR_ID = "sif-id"  # a message id: 32 hex digits, fresh for every message signed
+HDR_TIME = "sif-t"  # when it was signed: integer milliseconds since the epoch
 HDR_LOST = "sif-lost"  # how many times the calls of this message lost their worker
+# what the MAC covers besides the type and the body, in this order (signing.py)
+SIGNED_HEADERS = (HDR_VERSION, HDR_KEY_ID, HDR_ID, HDR_TIME, HDR_LOST)
 
 # States of a call; the byte values are what job state arrays hold. ``retrying``: the
 # call failed and runs again (--retries); ``lost``: its worker died (or stopped
@@ -50,6 +54,14 @@ def retry_queue(runtime: str) -> str:
 def result_queue(job_id: str) -> str:
     """The durable per-job queue results are published to (kept for re-attach)."""
     return f"sif_magic.results.{job_id}"
+
+
+def job_exchange(job_id: str) -> str:
+    """An exchange that exists while job ``job_id`` may still run calls: its client
+    declares it (durable, auto-delete) bound to the result queue, and deletes it when
+    the job is done or cancelled; it also goes with the result queue (auto-delete).
+    Nothing is published to it: workers run no task of a job whose exchange is gone."""
+    return f"sif_magic.job.{job_id}"
 
 
 def task_queue_arguments() -> dict[str, Any]:

@@ -1,11 +1,16 @@
-"""Signing: every body carries an HMAC-SHA256 of its type and bytes, and the key's id.
+"""Signing: every message carries an HMAC-SHA256 of its type, the headers a receiver
+acts on, a fresh message id, the time it was signed, and its body.
 
-The MAC covers ``b"sif1\\0" + type + b"\\0" + body`` with the shared key; the hex digest
-travels in the ``sif-sig`` header. A body whose signature is missing or wrong is never
-decoded further. The unsigned ``sif-kid`` header names the key (``key_id``: a hash that
-reveals nothing of it), so a receiver tells a message signed with another key (a worker
-and a notebook holding different key files: ``ForeignKeyError``) from a forged or
-corrupted one.
+The MAC (hex, in the ``sif-sig`` header) covers ``b"sif3\\0"``, the compact JSON
+array ``[type, sif-v, sif-kid, sif-id, sif-t, sif-lost]`` (``sif-lost`` null when
+absent), ``b"\\0"`` and the body. ``headers_for`` mints the id and the time, so every
+message signed, a re-publish included, is a new message; ``verify`` hands them back
+(``Signed``) for the receiver's replay checks (``replay``). A message whose signature
+is missing or wrong is never decoded further. ``sif-kid`` names the key (``key_id``:
+a hash that reveals nothing of it), so a receiver tells a message signed with
+another key (a worker and a notebook holding different key files:
+``ForeignKeyError``) from a forged or corrupted one; a message of another protocol
+version is refused with what to upgrade (``VersionError``).
 
 Threads: any (``key_id``'s cache is thread-safe); nothing else here holds state.
 """
@@ -15,10 +20,30 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-from typing import Any
+import json
+import re
+import secrets
+import time
+from typing import Any, NamedTuple
 
 from .framing import ProtocolError
-from .names import HDR_KEY_ID, HDR_SIG, HDR_VERSION, VERSION
+from .names import (
+    HDR_ID,
+    HDR_KEY_ID,
+    HDR_LOST,
+    HDR_SIG,
+    HDR_TIME,
+    HDR_VERSION,
+    SIGNED_HEADERS,
+    VERSION,
+)
+
+_HEX = re.compile(r"[0-9a-f]+")
+_UPGRADE = (
+    "upgrade sif_magic on the older side so both speak the same version: in the notebook's "
+    "environment (pip install -U sif_magic, then restart the kernel), or rebuild the "
+    "worker's image with the notebook's sif_magic (sif-magic runtime def / build)"
+)
 
 
 class ForeignKeyError(ProtocolError):
@@ -33,6 +58,29 @@ class ForeignKeyError(ProtocolError):
         self.kind = kind
         self.theirs = theirs
         self.ours = ours
+
+
+class VersionError(ProtocolError):
+    """A message of another protocol version (``theirs``): sent by an older or newer
+    sif_magic, which must be upgraded (the message says how)."""
+
+    def __init__(self, kind: str, theirs: Any) -> None:
+        super().__init__(
+            f"{kind!r} message of protocol version {theirs!r}; this side speaks {VERSION}: "
+            + _UPGRADE
+        )
+        self.kind = kind
+        self.theirs = theirs
+
+
+class Signed(NamedTuple):
+    """What ``verify`` vouches for besides the body: the message's id, when it was
+    signed (epoch seconds, the sender's clock) and its ``sif-lost`` count."""
+
+    kind: str
+    msg_id: str
+    t: float
+    lost: int
 
 
 @functools.lru_cache(maxsize=16)
@@ -50,14 +98,45 @@ def header_str(headers: dict | None, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def sign(key: bytes, kind: str, body: bytes) -> str:
-    mac = hmac.new(key, b"sif1\0" + kind.encode() + b"\0", hashlib.sha256)
+def sign(key: bytes, kind: str, body: bytes, headers: dict[str, Any]) -> str:
+    """The hex MAC of ``kind``, the signed ``headers`` and ``body`` (module docstring)."""
+    signed = [kind] + [headers.get(h) for h in SIGNED_HEADERS]
+    mac = hmac.new(key, b"sif3\0", hashlib.sha256)
+    mac.update(json.dumps(signed, separators=(",", ":")).encode())
+    mac.update(b"\0")
     mac.update(body)
     return mac.hexdigest()
 
 
-def verify(key: bytes, kind: str | None, body: bytes, headers: dict | None) -> None:
-    """Raise ProtocolError unless ``body`` carries a valid signature for ``kind``."""
+def _new_id() -> str:
+    return secrets.token_hex(16)
+
+
+def headers_for(
+    key: bytes,
+    kind: str,
+    body: bytes,
+    *,
+    msg_id: str | None = None,
+    t_ms: int | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Signed headers of a new message: a fresh id and the time now (``msg_id`` and
+    ``t_ms`` pin them, for tests), ``extra`` headers (``sif-lost``) covered too."""
+    headers: dict[str, Any] = {
+        HDR_VERSION: VERSION,
+        HDR_KEY_ID: key_id(key),
+        HDR_ID: msg_id or _new_id(),
+        HDR_TIME: int(time.time() * 1000) if t_ms is None else t_ms,
+    }
+    headers.update(extra)
+    headers[HDR_SIG] = sign(key, kind, body, headers)
+    return headers
+
+
+def verify(key: bytes, kind: str | None, body: bytes, headers: dict | None) -> Signed:
+    """Raise ProtocolError unless ``body`` carries a valid signature for ``kind`` and
+    well-formed signed headers; return what they vouch for."""
     if not key:
         raise ProtocolError("no signing key configured: refusing to read any message")
     if not kind:
@@ -67,18 +146,27 @@ def verify(key: bytes, kind: str | None, body: bytes, headers: dict | None) -> N
     if not sig:
         raise ProtocolError(f"unsigned {kind!r} message (no {HDR_SIG} header)")
     version = headers.get(HDR_VERSION)
-    if version != VERSION:
-        raise ProtocolError(
-            f"{kind!r} message of protocol version {version!r}; this side speaks {VERSION}"
-        )
-    if not hmac.compare_digest(sig, sign(key, kind, body)):
-        theirs, ours = header_str(headers, HDR_KEY_ID), key_id(key)
+    if version != VERSION or isinstance(version, bool):
+        raise VersionError(kind, version)
+    if len(sig) != 64 or not _HEX.fullmatch(sig):
+        raise ProtocolError(f"malformed {HDR_SIG} header on {kind!r} message (forged or corrupted)")
+    signed = {h: headers.get(h) for h in (HDR_ID, HDR_TIME, HDR_LOST)}
+    signed[HDR_ID] = header_str(headers, HDR_ID)
+    signed[HDR_KEY_ID] = header_str(headers, HDR_KEY_ID)
+    signed[HDR_VERSION] = VERSION
+    t, lost = signed[HDR_TIME], signed[HDR_LOST]
+    if not _integer(t) or not (lost is None or _integer(lost)):
+        raise ProtocolError(f"malformed {HDR_TIME} or {HDR_LOST} header on {kind!r} message")
+    if not hmac.compare_digest(sig, sign(key, kind, body, signed)):
+        theirs, ours = signed[HDR_KEY_ID], key_id(key)
         if theirs and theirs != ours:
             raise ForeignKeyError(kind, theirs, ours)
         raise ProtocolError(f"bad signature on {kind!r} message (forged or corrupted)")
+    msg_id = signed[HDR_ID]
+    if len(msg_id) != 32 or not _HEX.fullmatch(msg_id) or (lost or 0) < 0:
+        raise ProtocolError(f"malformed {HDR_ID} or {HDR_LOST} header on {kind!r} message")
+    return Signed(kind, msg_id, t / 1000.0, lost or 0)
 
 
-def headers_for(key: bytes, kind: str, body: bytes, **extra: Any) -> dict[str, Any]:
-    headers = {HDR_VERSION: VERSION, HDR_SIG: sign(key, kind, body), HDR_KEY_ID: key_id(key)}
-    headers.update(extra)
-    return headers
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

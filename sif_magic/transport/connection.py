@@ -10,7 +10,9 @@ the end of the round as one AMQP transaction. When the connection drops, the I/O
 thread reconnects, declares the topology again, re-creates the consumers, and
 sends again the staged publishes that had not been committed; deliveries of the old
 connection are never acked (the broker redelivers them). pika's exceptions stop
-here: callers see BrokerError.
+here: callers see BrokerError. Every message published here is signed when it is
+made (``_properties``), with a fresh message id and time, re-publishes of a
+worker included; only ``stage_forward`` sends a message on as it came.
 
 Threads and ownership: any thread calls the public methods (``stage_publish`` and
 ``stage_forward`` only on the I/O thread: from a consumer callback or an
@@ -22,7 +24,6 @@ there. Standard library and pika only: the worker uses this.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,13 +48,15 @@ def _properties(
     persistent: bool,
     expiration: str | None,
 ) -> pika.BasicProperties:
-    """Signed properties of a message of ours."""
+    """Signed properties of a new message of ours: every call mints a fresh message id
+    and the time now, both covered by the signature (``protocol.headers_for``)."""
+    signed = protocol.headers_for(key, kind, body, **(headers or {}))
     return pika.BasicProperties(
         type=kind,
-        headers=protocol.headers_for(key, kind, body, **(headers or {})),
+        headers=signed,
         delivery_mode=2 if persistent else 1,
         app_id="sif_magic",
-        timestamp=int(time.time()),
+        timestamp=signed[protocol.HDR_TIME] // 1000,
         expiration=expiration,
     )
 
@@ -132,12 +135,16 @@ class Connection(IOThread):
 
         ``confirm=False`` (best-effort messages: events, heartbeats) publishes on a
         channel without confirms, so the I/O thread never waits for the broker's
-        answer; such a message is lost if the connection drops at that moment."""
-        props = _properties(kind, key, body, headers, persistent, expiration)
+        answer; such a message is lost if the connection drops at that moment. It is
+        signed when it first goes out (a control message queued while the broker is
+        down is not stale when it arrives), and keeps its id if sent again."""
+        signed: list[pika.BasicProperties] = []
 
         def op() -> None:
+            if not signed:
+                signed.append(_properties(kind, key, body, headers, persistent, expiration))
             ch = self._pub if confirm else self._fast
-            ch.basic_publish(exchange, routing_key, body, props, mandatory=mandatory)
+            ch.basic_publish(exchange, routing_key, body, signed[0], mandatory=mandatory)
 
         return self.call(op, wait=wait)
 
@@ -259,11 +266,17 @@ class Connection(IOThread):
     def queue_exists(self, name: str, timeout: float | None = None) -> bool:
         """Whether queue ``name`` exists: a passive declare, on a channel opened for it
         (a failed one makes the broker close its channel)."""
+        return self._exists(lambda ch: ch.queue_declare(name, passive=True), timeout)
 
+    def exchange_exists(self, name: str, timeout: float | None = None) -> bool:
+        """Whether exchange ``name`` exists (as ``queue_exists``)."""
+        return self._exists(lambda ch: ch.exchange_declare(name, passive=True), timeout)
+
+    def _exists(self, declare: Callable[[Any], Any], timeout: float | None) -> bool:
         def op() -> bool:
             ch = self._conn.channel()  # type: ignore[union-attr]
             try:
-                ch.queue_declare(name, passive=True)
+                declare(ch)
                 return True
             except pe.ChannelClosedByBroker:
                 return False

@@ -30,3 +30,11 @@ def declare_retry_queue(ch: Any, runtime: str) -> str:
     name = protocol.retry_queue(runtime)
     ch.queue_declare(name, durable=True, arguments=protocol.task_queue_arguments())
     return name
+
+
+def declare_job_exchange(ch: Any, job_id: str, result_queue: str) -> None:
+    """The exchange that says job ``job_id`` may still run calls (``protocol.job_exchange``),
+    bound to its result queue: auto-delete, so it goes when that queue goes."""
+    name = protocol.job_exchange(job_id)
+    ch.exchange_declare(name, "fanout", durable=True, auto_delete=True)
+    ch.queue_bind(result_queue, name)

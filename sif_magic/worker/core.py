@@ -9,7 +9,9 @@ the channel each chunk came from. A redelivered chunk goes to
 does a task asking for more GPUs or CPUs than this worker has (it is held a
 while and handed back to the queue for a worker that has them). A body
 that is not ours, unsigned, badly signed or malformed is rejected to the
-dead-letter queue without being unpickled. Events and heartbeats go to the
+dead-letter queue without being unpickled. Replays are dropped unrun: copies
+of tasks taken here before and tasks of jobs that have ended (``gate``),
+control messages that are stale or seen before (``protocol.replay``). Events and heartbeats go to the
 monitoring exchange; cancel / ping / shutdown arrive on the control exchange.
 
 Threads: the main thread runs ``run`` (heartbeats, handing back foreign
@@ -18,7 +20,8 @@ tasks, shutdown); the transport's I/O thread runs every consumer callback
 thread reports through the ``EventReporter`` into the outbox and the events
 buffer; the events flusher thread publishes event batches. The worker's own
 fields are written in ``__init__``, except ``rejected`` and ``_foreign_answer``,
-which only the I/O thread writes; each part guards its own state.
+which only the I/O thread writes (it alone uses ``seen_controls`` and ``gate``);
+each part guards its own state.
 
 Standard library, pika and cloudpickle only (no IPython, no traitlets).
 """
@@ -45,6 +48,7 @@ from ..runner.versions import incompatibility, versions
 from ..transport import Connection, declare_retry_queue, declare_task_queue
 from . import foreign
 from .foreign import ForeignTasks
+from .gate import TaskGate
 from .outbox import Outbox
 from .redelivery import redelivered
 
@@ -90,6 +94,7 @@ class Worker:
         self.queue = protocol.task_queue(runtime)
         self.stopping = threading.Event()
         self.rejected = 0
+        self.seen_controls = protocol.SeenIds()
         self.conn = Connection(
             url,
             name=f"sif_magic worker {self.worker_id}",
@@ -103,6 +108,7 @@ class Worker:
             self.conn, key, self.events, self.queue, self.processes, self.worker_id, self.host
         )
         self.foreign = ForeignTasks(self.conn, self.key_id, self.key_source)
+        self.gate = TaskGate(self.conn)
         reporter = EventReporter(
             self.events,
             self.outbox.publish_results,
@@ -202,8 +208,10 @@ class Worker:
 
     def _on_control(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
         try:
-            protocol.verify(self.key, props.type, body, props.headers)
+            signed = protocol.verify(self.key, props.type, body, props.headers)
             ctl = protocol.Control.decode(body)
+            protocol.fresh(signed, protocol.CONTROL_MAX_AGE)  # stale: an old copy
+            self.seen_controls.check(signed, signed.msg_id)  # seen: a copy
         except ForeignKeyError as e:
             # a notebook with another key looks for workers: say so here, and let it know
             # at once (its ping is not answered otherwise) that this worker holds another key
@@ -231,11 +239,10 @@ class Worker:
     ) -> None:
         headers = props.headers or {}
         try:
-            protocol.verify(self.key, props.type, body, headers)
+            signed = protocol.verify(self.key, props.type, body, headers)
             if props.type != "task":
                 raise ProtocolError(f"a {props.type!r} message in the task queue")
-            lost = int(headers.get(protocol.HDR_LOST, 0) or 0)
-            task = Task.decode(body, lost=lost)
+            task = Task.decode(body, lost=signed.lost)
         except ForeignKeyError as e:
             queue = protocol.retry_queue(self.runtime) if retry else self.queue
             self.foreign.hold(e.theirs, delivery, queue, body, props)
@@ -250,8 +257,8 @@ class Worker:
             )
             self.conn.reject(delivery, requeue=False)
             return
-        if task.job_id in self.pool.cancels:
-            self.conn.ack(delivery)
+        if not self.gate.admit(task, signed, delivery.redelivered, headers, self.pool.cancels):
+            self.conn.ack(delivery)  # a copy, or a task of a cancelled or ended job
             return
         need = need_of(task.resources)
         if not self.pool.can_run(need):  # another worker may have them: hand it back

@@ -21,6 +21,7 @@ from typing import Any
 import pika
 import pika.exceptions
 from procs import descendants  # noqa: F401 (the fault tests import it from here)
+from queues import take_dead_letters  # noqa: F401 (the fault tests import it from here)
 from workers import ROOT, WorkerProcs  # noqa: F401 (ROOT: the fault tests import it from here)
 
 # -- /proc -------------------------------------------------------------------------
@@ -212,27 +213,6 @@ def publish_raw(
         )
     finally:
         conn.close()
-
-
-def take_dead_letters(url: str, from_queue: str) -> list[tuple[Any, bytes]]:
-    """Take (ack) the dead letters that came from ``from_queue``; leave the others."""
-    from sif_magic import protocol
-
-    conn = pika.BlockingConnection(pika_params(url))
-    out = []
-    try:
-        ch = conn.channel()
-        while True:
-            method, props, body = ch.basic_get(protocol.DEAD_QUEUE, auto_ack=False)
-            if method is None:
-                break
-            deaths = (props.headers or {}).get("x-death") or [{}]
-            if deaths[0].get("queue") == from_queue:
-                ch.basic_ack(method.delivery_tag)
-                out.append((props, body))
-    finally:
-        conn.close()  # the others go back to the dead-letter queue, unacked
-    return out
 
 
 def runtime_queues(runtime: str) -> list[str]:

@@ -5,7 +5,10 @@ Results are consumed without acking while the job object lives: if this
 kernel dies, they return to the job's queue (which outlives its last consumer
 by ``result_ttl``), so ``Executor.attach(job_id)`` finds every finished call
 again (``results.ResultStream``, the one consumer of result queues).
-``Job.close()`` / ``Executor.shutdown()`` delete the queue. Workers are known
+``Job.close()`` / ``Executor.shutdown()`` delete the queue. While a job may
+still run calls its exchange ``sif_magic.job.<id>`` exists (bound to the result
+queue); it is deleted when the job is done or cancelled, and workers run no task
+of a job without it (a replayed copy). Workers are known
 from their heartbeats (``registry.WorkerRegistry``). One that holds another
 signing key is reported at once with the fix, and a job whose runtime has only
 such workers fails before anything is sent. When a worker stops answering (no
@@ -161,18 +164,26 @@ class RabbitBackend(Backend):
         stream = ResultStream(job.job_id, self.key, self._refuse, job=job)
 
         def setup(ch: Any) -> str:
-            # one trip to the I/O thread: the queue, the monitor binding, the consumer
-            ch.queue_declare(
-                stream.queue,
-                durable=True,
-                arguments=protocol.result_queue_arguments(self.config.result_ttl),
-            )
+            # one trip to the I/O thread: the queue, the job's exchange, the monitor
+            # binding, the consumer
+            stream.declare(ch, self.config.result_ttl)
             if self.config.monitor:
                 self.monitor.bind(ch, job.job_id)
             return stream.queue
 
         self._streams[job.job_id] = stream
         self.conn.consume(setup, stream.on_message, prefetch=0)
+        job.add_done_callback(self._ended)
+
+    def _ended(self, job: Job) -> None:
+        """A job is done or cancelled: delete its exchange, so that no worker runs a
+        task of it again (a copy published again, a chunk left in a queue). On the
+        thread that settled the job; a failure is retried by the next reconnect."""
+
+        def op() -> None:
+            self.conn.sub_channel.exchange_delete(protocol.job_exchange(job.job_id))
+
+        self.conn.post(op)
 
     def _refuse(self, delivery: Any, queue: str, e: Exception) -> None:
         """A message of a result queue that is not a result of its job: dead-letter it."""
@@ -257,6 +268,7 @@ class RabbitBackend(Backend):
                 "running it?); attach once that client has stopped, or wait for it to finish"
             )
         self._streams[job_id] = stream
+        stream.job.add_done_callback(self._ended)  # type: ignore[union-attr]
         return stream.job  # type: ignore[return-value]
 
     def close(self) -> None:

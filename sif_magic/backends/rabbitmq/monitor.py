@@ -15,12 +15,13 @@ lock; nothing blocks. ``queue`` is read by the kernel thread to bind a new job
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from ... import protocol
 from ...job import Job
-from ...protocol import ForeignKeyError, Heartbeat, ProtocolError
+from ...protocol import CLOCK_SKEW, ForeignKeyError, Heartbeat, ProtocolError, VersionError
 from .registry import WorkerRegistry
 
 log = logging.getLogger("sif_magic.rabbitmq")
@@ -47,6 +48,8 @@ class Monitor:
         self.queue = ""
         self.rejected = 0
         self.foreign = 0  # monitoring messages signed with another key, so far
+        self._late: set[str] = set()  # workers whose heartbeat came signed long ago
+        self._told: set[str] = set()  # workers told to upgrade ("-": any other sender)
 
     def setup(self, ch: Any) -> str:
         q = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
@@ -70,11 +73,14 @@ class Monitor:
                 if job is not None:
                     job.apply_events(batch)
             elif props.type == "heartbeat":
-                self.registry.record(Heartbeat.decode(body))
+                self._heartbeat(Heartbeat.decode(body))
         except ForeignKeyError as e:
             self.foreign += 1
             if props.type == "heartbeat":
                 self._foreign_heartbeat(body, e.theirs)
+        except VersionError as e:
+            self.rejected += 1
+            self._old_version(props.type, body, e)
         except ProtocolError as e:
             self.rejected += 1
             if self.rejected in (1, 10, 100, 1000) or self.rejected % 10000 == 0:
@@ -84,6 +90,38 @@ class Monitor:
                     self.rejected,
                     e,
                 )
+
+    def _heartbeat(self, hb: Heartbeat) -> None:
+        """Record ``hb``; say once per worker when one arrives signed long ago."""
+        age = time.time() - hb.t
+        if self.registry.record(hb) and age > CLOCK_SKEW and hb.worker not in self._late:
+            self._late.add(hb.worker)
+            log.warning(
+                "a heartbeat of worker %s on %s was signed %.0f s ago: a replayed copy, or "
+                "the clocks of this machine and %s differ by more than %g s (%s), or this "
+                "kernel reads messages late; that worker is shown up only within %g s of "
+                "the time its heartbeats carry",
+                hb.worker,
+                hb.host,
+                age,
+                hb.host,
+                CLOCK_SKEW,
+                protocol.CLOCK_FIX,
+                CLOCK_SKEW,
+            )
+
+    def _old_version(self, kind: str, body: bytes, e: VersionError) -> None:
+        """A message of another protocol version: once per worker of this runtime (or
+        once for the rest), what it is and what to upgrade."""
+        try:
+            hb = Heartbeat.decode(body) if kind == "heartbeat" else None
+        except ProtocolError:
+            hb = None
+        who = f"worker {hb.worker} on {hb.host}" if hb and hb.runtime == self.runtime else ""
+        if (who or "-") in self._told:
+            return
+        self._told.add(who or "-")
+        log.warning("%s", f"{who} speaks another protocol: {e}" if who else f"ignored: {e}")
 
     def _foreign_heartbeat(self, body: bytes, theirs: str) -> None:
         """A heartbeat signed with another key. Its body is read (JSON, never run) only

@@ -1,6 +1,8 @@
 """The workers a RabbitMQ client has heard of, from their heartbeats.
 
-Workers that sign with this kernel's key are recorded by their heartbeat; a
+Workers that sign with this kernel's key are recorded by their heartbeat, as
+seen when it was signed (its ``t``, within ``protocol.CLOCK_SKEW``), not when it
+came: a copy of an old heartbeat published again keeps no dead worker up; a
 worker of this runtime whose heartbeat names another key (its ``sif-kid``
 header) is recorded apart, as "another key", so the client can say at once
 that it cannot use it and why. A worker is "lost" after three of its
@@ -18,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from ...protocol import Heartbeat
+from ...protocol import CLOCK_SKEW, Heartbeat
 
 
 def overdue(hb: Heartbeat, last_seen: float, now: float) -> bool:
@@ -37,10 +39,17 @@ class WorkerRegistry:
         self._foreign: dict[str, tuple[Heartbeat, str]] = {}
         self._gone: set[str] = set()  # workers whose running calls were marked lost
 
-    def record(self, hb: Heartbeat) -> None:
+    def record(self, hb: Heartbeat) -> bool:
+        """A verified heartbeat, trusted until its own signed time ``t`` plus the clock
+        skew allowed, never past (a replayed old one shows no dead worker up); one older
+        than its worker's last is ignored (a copy). Whether it was taken."""
         with self._lock:
+            last = self.heartbeats.get(hb.worker)
+            if last is not None and hb.t < last.t:
+                return False
             self.heartbeats[hb.worker] = hb
-            self._seen[hb.worker] = time.time()
+            self._seen[hb.worker] = min(time.time(), hb.t + CLOCK_SKEW)
+            return True
 
     def record_foreign(self, hb: Heartbeat, key_id: str) -> bool:
         """A heartbeat signed with key ``key_id``, not ours; True the first time."""

@@ -3,8 +3,10 @@
 
 The first message of every result queue is a ``jobinfo`` record (calls, name,
 ...): a job followed by ``attach`` is made from it (results that come before it
-wait in ``early``). Results are not acked while the job object lives: if this
-kernel dies, they return to the queue, and the next ``attach`` gets them again.
+wait in ``early``). A job started here has an exchange while it may run calls
+(``declare``; the client deletes it when the job ends). Results are not acked
+while the job object lives: if this kernel dies, they return to the queue, and
+the next ``attach`` gets them again.
 
 Threads: ``on_message`` runs on the transport's I/O thread: it folds results into
 the Job (under the Job's lock) and never blocks. The kernel thread waits on
@@ -21,6 +23,7 @@ from typing import Any
 from ... import protocol
 from ...job import Job
 from ...protocol import JobInfo, ProtocolError, ResultBatch
+from ...transport import declare_job_exchange
 
 
 class ResultStream:
@@ -46,12 +49,28 @@ class ResultStream:
         if job is not None:
             self.ready.set()
 
+    def declare(self, ch: Any, result_ttl: float) -> None:
+        """On the I/O thread: the job's result queue and, while the job may still run
+        calls, its exchange (``protocol.job_exchange``); again after every reconnect,
+        when a job that ended meanwhile loses its exchange (its end may not have
+        reached the broker)."""
+        ch.queue_declare(
+            self.queue, durable=True, arguments=protocol.result_queue_arguments(result_ttl)
+        )
+        if self.job is not None and self.job.done():
+            ch.exchange_delete(protocol.job_exchange(self.job_id))
+        else:
+            declare_job_exchange(ch, self.job_id, self.queue)
+
     def on_message(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
         try:
             protocol.verify(self.key, props.type, body, props.headers)
             if props.type == "jobinfo":
+                info = json.loads(body)
+                if not isinstance(info, dict) or info.get("job") != self.job_id:
+                    raise ProtocolError(f"another job's jobinfo record in {self.queue}")
                 if self.job is None and self.make_job is not None:
-                    self._adopt(self.make_job(json.loads(body)))
+                    self._adopt(self.make_job(info))
                 return
             batch = ResultBatch.decode(body)
             if batch.job_id != self.job_id:
