@@ -61,11 +61,13 @@ class Worker:
         ca_file: str = "",
         container: str = "",
         key_source: str = "",
+        queue_type: str = "classic",
     ) -> None:
         if not key:
             raise ValueError("a worker needs the signing key")
         self.url = url
         self.runtime = runtime
+        self.queue_type = queue_type  # of its task queues: classic, or quorum (a cluster)
         self.processes = processes or usable_cpus()
         self.key = key
         self.key_id = protocol.key_id(key)
@@ -84,7 +86,8 @@ class Worker:
             url,
             name=f"sif_magic worker {self.worker_id}",
             ca_file=ca_file,
-            setup=lambda ch: declare_task_queue(ch, runtime),
+            queue_type=queue_type,
+            setup=lambda ch: declare_task_queue(ch, runtime, queue_type),
             on_state=self._on_broker_state,
             on_return=Outbox.returned,
         )
@@ -108,14 +111,14 @@ class Worker:
         self.events.start()
         self.conn.consume(self._setup_control, self._on_control, auto_ack=True, exclusive=True)
         self.conn.consume(
-            lambda ch: declare_task_queue(ch, self.runtime),
+            lambda ch: declare_task_queue(ch, self.runtime, self.queue_type),
             self._on_task,
             prefetch=self.outbox.prefetch.current,  # follows how quick chunks are (outbox)
             transactional=True,
         )
         # one suspect call at a time, run before anything else (see protocol.retry_queue)
         self.conn.consume(
-            lambda ch: declare_retry_queue(ch, self.runtime),
+            lambda ch: declare_retry_queue(ch, self.runtime, self.queue_type),
             lambda props, delivery, method, body: self._on_task(
                 props, delivery, method, body, retry=True
             ),

@@ -34,7 +34,7 @@ from ..._keys import key_source
 from ...config import SifConfig
 from ...errors import ConfigError
 from ...job import Job
-from ...transport import Connection, declare_task_queue
+from ...transport import Connection, declare_queue, declare_task_queue
 from ..base import Backend, JobTask
 from .monitor import Monitor
 from .readiness import check_versions, key_mismatch, wait_for_workers
@@ -67,7 +67,8 @@ class RabbitBackend(Backend):
             name=f"sif_magic client {self.session}",
             connect_timeout=config.connect_timeout,
             ca_file=config.ca_file,
-            setup=lambda ch: declare_task_queue(ch, self.runtime),
+            queue_type=config.queue_type,
+            setup=lambda ch: declare_task_queue(ch, self.runtime, config.queue_type),
             on_state=self._on_broker_state,
         ).start()
         self.monitor = Monitor(
@@ -158,10 +159,10 @@ class RabbitBackend(Backend):
 
         def setup(ch: Any) -> str:
             # one trip to the I/O thread: the queue, the monitor binding, the consumer
-            ch.queue_declare(
+            declare_queue(
+                ch,
                 stream.queue,
-                durable=True,
-                arguments=protocol.result_queue_arguments(self.config.result_ttl),
+                protocol.result_queue_arguments(self.config.result_ttl, self.config.queue_type),
             )
             if self.config.monitor:
                 self.monitor.bind(ch, job.job_id)
