@@ -69,6 +69,7 @@ def _parse(
     args.runtime = args.runtime or cfg.runtime
     args.amqp_url_file = args.amqp_url_file or cfg.amqp_url_file
     args.key_file = args.key_file or cfg.key_file
+    args.queue_type = args.queue_type or cfg.queue_type
     return args, "" if args.amqp_url_file else cfg.amqp_url
 
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from traitlets import Bool, CFloat, CInt, Enum, Unicode, default, validate
+from traitlets import Bool, CFloat, CInt, Enum, List, Unicode, Union, default, validate
 from traitlets.config import Configurable
 
 from ._keys import load_key, read_secret_file
+from ._urls import check_urls
 from .backends import names as backend_names
 from .errors import ConfigError, mask_url
+from .protocol.names import QUEUE_TYPES
 from .validate import check_name
 
 ENV_PREFIX = "SIF_MAGIC_"
@@ -37,12 +39,22 @@ class SifConfig(Configurable):
         config=True,
         help="Where calls run: 'local' (worker processes here, no broker) or 'rabbitmq'.",
     )
-    amqp_url = Unicode(
+    amqp_url = Union(
+        [Unicode(), List(Unicode())],
         config=True,
-        help="RabbitMQ URL, amqp://user:password@host:5672/vhost (amqps:// for TLS).",
+        help="RabbitMQ URL, amqp://user:password@host:5672/vhost (amqps:// for TLS); for a "
+        "cluster, the URLs of its nodes, comma-separated or as a list: clients and workers "
+        "move to the next node when theirs is lost.",
     )
     amqp_url_file = Unicode(
         config=True, help="File (mode 600) holding the RabbitMQ URL, instead of amqp_url."
+    )
+    queue_type = Enum(
+        list(QUEUE_TYPES),
+        config=True,
+        help="Type of the durable queues: 'classic' (one node holds each) or 'quorum' "
+        "(replicated on the nodes of a RabbitMQ cluster: survives losing a node). The same "
+        "on every notebook and worker of a vhost.",
     )
     ca_file = Unicode(
         config=True, help="CA certificate that signed an amqps:// broker's certificate."
@@ -98,6 +110,10 @@ class SifConfig(Configurable):
     def _amqp_url_file(self) -> str:
         return _env("amqp_url_file", "")
 
+    @default("queue_type")
+    def _queue_type(self) -> str:
+        return _env("queue_type", "classic")
+
     @default("ca_file")
     def _ca_file(self) -> str:
         return _env("ca_file", "")
@@ -128,19 +144,14 @@ class SifConfig(Configurable):
 
     @validate("amqp_url")
     def _check_url(self, proposal: Any) -> str:
-        value = proposal["value"].strip()
-        if value and not value.startswith(("amqp://", "amqps://")):
-            raise ConfigError(
-                f"amqp_url {mask_url(value)!r} must start with amqp:// or amqps://, "
-                "e.g. amqp://user:password@broker:5672/vhost"
-            )
-        return value
+        # one URL, or a cluster's (a list, or comma-separated): kept as one string
+        return check_urls(proposal["value"], "amqp_url")
 
     def get_amqp_url(self) -> str:
         if self.amqp_url:
             return self.amqp_url
         if self.amqp_url_file:
-            return read_secret_file(self.amqp_url_file, "broker URL")
+            return check_urls(read_secret_file(self.amqp_url_file, "broker URL"), "amqp_url_file")
         raise ConfigError(
             "backend 'rabbitmq' needs a broker URL: %sif_config amqp_url=amqp://user:pw@host/vhost "
             "or set SIF_MAGIC_AMQP_URL (or SIF_MAGIC_AMQP_URL_FILE)"

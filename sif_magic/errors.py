@@ -25,9 +25,12 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-# scheme://user: then the password, up to the LAST '@' before whitespace: a password may
-# hold '@', ':' or '/' (unencoded); masking too much beats showing part of one.
-_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/\s]*:)([^\s]*)(@)")
+# scheme://user: then the password, up to the LAST '@' before whitespace or the next URL
+# of a comma-separated list: a password may hold '@', ':' or '/' (unencoded); masking
+# too much beats showing part of one.
+_URL_PASSWORD = re.compile(
+    r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/\s]*:)((?:(?!,[a-zA-Z][a-zA-Z0-9+.-]*://)\S)*)(@)"
+)
 
 
 def mask_url(text: str) -> str:

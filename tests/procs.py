@@ -1,4 +1,5 @@
-"""Process checks for tests (imported by name: two conftest.py files exist)."""
+"""Process checks for tests, and waiting for a condition (imported by name: two
+conftest.py files exist)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,19 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+
+def wait_until(cond: Any, timeout: float, what: str, poll: float = 0.2) -> Any:
+    """``cond()``'s first true value, polled every ``poll`` s; AssertionError naming
+    ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(poll)
 
 
 def process_gone(pid: int, timeout: float = 5.0) -> bool:

@@ -35,9 +35,12 @@ def delete_queue(queue: str, url: str = BROKER_URL) -> None:
     delete_task_queues(queue.removeprefix("sif_magic.tasks."), url)
 
 
-def consumers(queue: str, url: str = BROKER_URL, *, declare: bool = False) -> int | None:
+def consumers(
+    queue: str, url: str = BROKER_URL, *, declare: bool = False, queue_type: str = "classic"
+) -> int | None:
     """Consumers of ``queue``: None while it does not exist, unless ``declare`` (then it
-    is declared as a task queue first, so it counts 0 before any worker joined)."""
+    is declared as a task queue of ``queue_type`` first, so it counts 0 before any
+    worker joined)."""
     import logging
 
     import pika
@@ -54,7 +57,7 @@ def consumers(queue: str, url: str = BROKER_URL, *, declare: bool = False) -> in
         ch = conn.channel()
         try:
             if declare:
-                args = protocol.task_queue_arguments()
+                args = protocol.task_queue_arguments(queue_type)
                 return ch.queue_declare(queue, durable=True, arguments=args).method.consumer_count
             return ch.queue_declare(queue, passive=True).method.consumer_count
         except pika.exceptions.ChannelClosedByBroker:

@@ -37,6 +37,7 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import quote
 
 import pika
@@ -53,6 +54,7 @@ __all__ = [
     "generate_tls_files",
     "pika_parameters",
     "shared_broker_url",
+    "write_cookie",
 ]
 
 log = logging.getLogger(__name__)
@@ -174,7 +176,29 @@ def _openssl(*args: object) -> None:
         raise RabbitNodeError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
 
 
-class RabbitNode:
+class _Started:
+    """``with``: ``start()`` on entry (``close()`` if that fails), ``close()`` on exit."""
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class RabbitNode(_Started):
     """A private RabbitMQ node on free 127.0.0.1 ports, in its own temporary directory.
 
     Not started by the constructor: call ``start()`` or use it as a context manager.
@@ -182,7 +206,16 @@ class RabbitNode:
     garbage-collected) stops the node, kills it if it will not stop, and deletes the dir.
     """
 
-    def __init__(self, *, tls: bool = False, extra_config: str = "", keep_dir: bool = False):
+    def __init__(
+        self,
+        *,
+        tls: bool = False,
+        extra_config: str = "",
+        keep_dir: bool = False,
+        home: Path | None = None,
+    ):
+        """``home``: a HOME shared with other nodes (its ``.erlang.cookie`` written by the
+        caller, mode 400), so that they can form a cluster (``join``); else a private one."""
         _sweep_orphans_once()
         self.dir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
         (self.dir / "owner").write_text(str(os.getpid()))
@@ -193,11 +226,13 @@ class RabbitNode:
         self.tls: TlsFiles | None = generate_tls_files(self.dir / "tls") if tls else None
         self.keep_dir = keep_dir
         self.pid: int | None = None
-        self._home = self.dir / "home"
-        self._home.mkdir()
-        cookie = self._home / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(16).upper())
-        cookie.chmod(0o400)  # Erlang refuses a cookie others can read
+        if home is None:
+            self._home = self.dir / "home"
+            self._home.mkdir()
+            write_cookie(self._home)
+        else:  # the link tells a later sweep which HOME this node's beam was started with
+            self._home = Path(home).resolve()
+            (self.dir / "home").symlink_to(self._home)
         self.pid_file = self.dir / "node.pid"
         self.log_file = self.dir / "log" / f"{self.name}.log"
         (self.dir / "enabled_plugins").write_text("[].\n")
@@ -328,18 +363,6 @@ class RabbitNode:
             else:
                 shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> RabbitNode:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     # -- administration --------------------------------------------------------------
 
     def ctl(self, *args: str, timeout: float = 60.0) -> str:
@@ -353,6 +376,18 @@ class RabbitNode:
                 + "\n".join(out[:20])
             )
         return proc.stdout
+
+    def join(self, other: RabbitNode, timeout: float = 60.0) -> None:
+        """Make this running node a member of ``other``'s cluster (both share a HOME):
+        ``stop_app``, ``join_cluster``, ``start_app``, then wait until AMQP answers."""
+        self.ctl("stop_app", timeout=timeout)
+        self.ctl("join_cluster", other.name, timeout=timeout)
+        self.ctl("start_app", timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            if time.monotonic() > deadline:
+                raise RabbitNodeError(f"node {self.name} did not answer after joining a cluster")
+            time.sleep(0.1)
 
     def add_user(self, name: str, password: str) -> None:
         self.ctl("add_user", name, password)  # visible in ps: test passwords only
@@ -450,6 +485,13 @@ class RabbitNode:
         return f"; last lines of {self.log_file}:\n" + "\n".join(tail)
 
 
+def write_cookie(home: Path) -> None:
+    """A fresh Erlang cookie in ``home`` (mode 400: Erlang refuses one others can read)."""
+    cookie = home / ".erlang.cookie"
+    cookie.write_text(secrets.token_hex(16).upper())
+    cookie.chmod(0o400)
+
+
 # -- processes, by pid only ----------------------------------------------------------
 
 
@@ -501,6 +543,7 @@ def _cleanup(pid_file: Path, home: Path, directory: Path, owner: int) -> None:
     """Last resort (garbage collection, interpreter exit): kill the node, drop its dir."""
     if os.getpid() != owner:  # a forked child exiting: the node is not its to stop
         return
+    home = home.resolve()  # a cluster node's is a link to the HOME its nodes share
     pid = _read_pid(pid_file, home)
     if pid is not None:
         family = _descendants(pid)

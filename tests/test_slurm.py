@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from procs import wait_until
 from queues import consumers, delete_queue
 from sif import add_squashfs_partition
 
@@ -293,17 +294,6 @@ def job_processes(job_ids: set[str]) -> dict[int, tuple[str, dict[str, str]]]:
         if env.get("SLURM_JOB_ID") in job_ids:
             found[int(entry.name)] = (cmd, env)
     return found
-
-
-def wait_until(cond, timeout: float, what: str, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
 
 
 def _alive(pid: int) -> bool:

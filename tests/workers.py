@@ -21,10 +21,17 @@ class WorkerProcs:
     new_session = False  # its own process group (a test may kill a worker's group)
 
     def __init__(
-        self, url: str, key_file: Path | None, log_dir: Path, *, admin_url: str | None = None
+        self,
+        url: str,
+        key_file: Path | None,
+        log_dir: Path,
+        *,
+        admin_url: str | None = None,
+        queue_type: str = "",
     ) -> None:
         self.url = url
         self.admin_url = admin_url or url  # plain amqp URL to count consumers with
+        self.queue_type = queue_type  # --queue-type of the workers ("": their default)
         self.key_file = key_file  # None: the worker's default (SIF_MAGIC_HOME/key)
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
@@ -57,6 +64,8 @@ class WorkerProcs:
             if ca_file:
                 cmd += ["--ca-file", str(ca_file)]
             cmd += args
+            if self.queue_type:
+                cmd += ["--queue-type", self.queue_type]
             with open(self.log_dir / f"worker-{runtime}-{len(self.procs)}.log", "wb") as log:
                 proc = subprocess.Popen(
                     cmd,
@@ -79,7 +88,8 @@ class WorkerProcs:
 
         deadline = time.time() + timeout
         queue = protocol.task_queue(runtime)
-        while consumers(queue, self.admin_url, declare=True) < sum(
+        queue_type = self.queue_type or "classic"
+        while consumers(queue, self.admin_url, declare=True, queue_type=queue_type) < sum(
             1 for p in procs if p.poll() is None
         ):
             if time.time() > deadline or any(p.poll() is not None for p in procs):

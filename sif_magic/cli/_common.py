@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from ..errors import SifMagicError, mask_url
+from ..protocol.names import QUEUE_TYPES
 
 
 def guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -31,10 +32,24 @@ def add_broker_args(p: argparse.ArgumentParser) -> None:
         "--amqp-url-file",
         default="",
         metavar="FILE",
-        help="file (mode 600) holding the broker URL (default: "
-        "$SIF_MAGIC_AMQP_URL_FILE, $SIF_MAGIC_AMQP_URL, ~/.sif_magic/amqp_url)",
+        help="file (mode 600) holding the broker URL, or the URLs of a cluster's nodes "
+        "(comma-separated) (default: $SIF_MAGIC_AMQP_URL_FILE, $SIF_MAGIC_AMQP_URL, "
+        "~/.sif_magic/amqp_url)",
     )
     p.add_argument("--key-file", default="", metavar="FILE", help="HMAC key file (mode 600)")
+    add_queue_type_arg(p)
+
+
+def add_queue_type_arg(p: argparse.ArgumentParser) -> None:
+    """``--queue-type``: classic or quorum ("": ``$SIF_MAGIC_QUEUE_TYPE``, else classic)."""
+    p.add_argument(
+        "--queue-type",
+        default="",
+        choices=["", *QUEUE_TYPES],
+        help="type of the task queues: classic (default) or quorum (replicated on the nodes "
+        "of a RabbitMQ cluster); the same on every notebook and worker of a vhost; default "
+        "$SIF_MAGIC_QUEUE_TYPE",
+    )
 
 
 ARGV_URL_HELP = (

@@ -27,9 +27,10 @@ def main(args: argparse.Namespace) -> int:
     import pika
 
     from .. import protocol
+    from .._urls import split_urls
     from ..config import snapshot
     from ..errors import SifMagicError
-    from ..transport import connection_parameters, explain_connect_error
+    from ..transport import dial, explain_connect_error, parameters_list
 
     warn_url_in_argv("sif-magic logs", args.amqp_url)
     broker = {"amqp_url": args.amqp_url}
@@ -39,10 +40,11 @@ def main(args: argparse.Namespace) -> int:
         cfg = snapshot(**broker)
         url = cfg.get_amqp_url()
         key = cfg.get_key()
-        try:
-            conn = pika.BlockingConnection(
-                connection_parameters(url, cfg.connect_timeout, cfg.ca_file)
-            )
+        try:  # the first broker that answers (one, or the nodes of a cluster)
+            params = parameters_list(url, cfg.connect_timeout, cfg.ca_file)
+            conn, _ = dial(params, split_urls(url))
+        except SifMagicError:
+            raise
         except Exception as e:  # noqa: BLE001
             raise explain_connect_error(url, e) from None
     except SifMagicError as e:

@@ -121,6 +121,7 @@ def slurm_spec_from_args(args: argparse.Namespace) -> Any:
         sbatch_options=args.sbatch_option,
         amqp_url_file=args.amqp_url_file,
         key_file=args.key_file,
+        queue_type=args.queue_type or os.environ.get("SIF_MAGIC_QUEUE_TYPE", ""),
         python=args.python,
         job_name=args.job_name,
     )

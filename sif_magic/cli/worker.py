@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from ._common import add_url_args, warn_url_in_argv
+from ..protocol.names import QUEUE_TYPES
+from ._common import add_queue_type_arg, add_url_args, warn_url_in_argv
 
 
 def register(sub: Any) -> None:
@@ -16,7 +17,9 @@ def register(sub: Any) -> None:
         description="Consume a runtime's task queue and run its calls. Every option can also "
         "come from the environment: SIF_MAGIC_AMQP_URL(_FILE), SIF_MAGIC_RUNTIME, "
         "SIF_MAGIC_PROCESSES, SIF_MAGIC_GPUS, SIF_MAGIC_CPUS, SIF_MAGIC_KEY_FILE (or "
-        "SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID.",
+        "SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID, SIF_MAGIC_QUEUE_TYPE. The broker URL may list "
+        "several brokers (the nodes of a cluster), separated by commas: the worker moves to "
+        "the next when its node is lost.",
     )
     add_url_args(p, default="")
     p.add_argument("--runtime", default="", help="runtime name: consumes sif_magic.tasks.RUNTIME")
@@ -43,6 +46,7 @@ def register(sub: Any) -> None:
     p.add_argument("--worker-id", default="", help="name shown in the workers table")
     p.add_argument("--ca-file", default="", help="CA certificate to verify an amqps:// broker")
     p.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
+    add_queue_type_arg(p)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run)
 
@@ -64,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
         ):
             if value:
                 check_name(value, what)
+        queue_type = args.queue_type or os.environ.get("SIF_MAGIC_QUEUE_TYPE", "") or "classic"
+        if queue_type not in QUEUE_TYPES:
+            raise ConfigError(
+                f"SIF_MAGIC_QUEUE_TYPE={queue_type!r}: use one of {', '.join(QUEUE_TYPES)}"
+            )
+        args.queue_type = queue_type
     except ConfigError as e:
         print(f"sif-magic worker: error: {e}", file=sys.stderr)
         return 2

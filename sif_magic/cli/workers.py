@@ -49,6 +49,7 @@ def start_from_args(args: argparse.Namespace, amqp_url: str = "") -> list:
         amqp_url_file=args.amqp_url_file,
         key_file=args.key_file,
         python=args.python,
+        queue_type=args.queue_type,
     )
 
 

@@ -25,7 +25,9 @@ from typing import Any
 
 from .. import containers
 from .._keys import default_key_file, load_key, read_secret_file
+from .._urls import check_urls
 from ..errors import ConfigError
+from ..protocol.names import QUEUE_TYPES
 from ..validate import check_name, check_path
 from ._state import StateFile, alive, home, start_time, terminate, write_secret
 
@@ -38,6 +40,7 @@ _WORKER_VARS = {
     "SIF_MAGIC_PROCESSES",
     "SIF_MAGIC_WORKER_ID",
     "SIF_MAGIC_CONTAINER",
+    "SIF_MAGIC_QUEUE_TYPE",
     "AMQP_URL",
 }
 
@@ -98,8 +101,7 @@ def broker_env(amqp_url: str = "", amqp_url_file: str = "") -> dict[str, str]:
 
 
 def _check_url(url: str) -> None:
-    if not url.strip().startswith(("amqp://", "amqps://")):
-        raise ConfigError("the broker URL must start with amqp:// or amqps://")
+    check_urls(url, "the broker URL")  # one, or the nodes of a cluster (comma-separated)
 
 
 def _records() -> StateFile:
@@ -128,6 +130,7 @@ def start_workers(
     key_file: str = "",
     python: str = sys.executable,
     startup_check: float = 1.0,
+    queue_type: str = "",
 ) -> list[WorkerRecord]:
     """Start ``instances`` workers here and record them; returns their records.
 
@@ -145,6 +148,9 @@ def start_workers(
         check_path(python, "--python")
     containers.check_binds(binds)
     broker = broker_env(amqp_url, amqp_url_file)
+    queue_type = queue_type or os.environ.get("SIF_MAGIC_QUEUE_TYPE", "")
+    if queue_type and queue_type not in QUEUE_TYPES:
+        raise ConfigError(f"queue type {queue_type!r}: use one of {', '.join(QUEUE_TYPES)}")
     key_path = Path(key_file).expanduser().resolve() if key_file else default_key_file()
     # SIF_MAGIC_KEY, else the key file (created now, so notebook and workers share it).
     key = load_key(key_file=key_file).decode()
@@ -157,6 +163,8 @@ def start_workers(
         token = secrets.token_hex(3)
         wid = f"{host.split('.')[0]}-{token}"
         env = {"SIF_MAGIC_RUNTIME": runtime, "SIF_MAGIC_WORKER_ID": wid}
+        if queue_type:
+            env["SIF_MAGIC_QUEUE_TYPE"] = queue_type
         if processes:
             env["SIF_MAGIC_PROCESSES"] = str(processes)
         log = str(logs / f"{wid}.log")

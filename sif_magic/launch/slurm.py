@@ -30,8 +30,10 @@ from pathlib import Path
 
 from .. import containers
 from .._keys import default_key_file, load_key, read_secret_file
+from .._urls import check_urls
 from .._version import __version__
 from ..errors import ConfigError
+from ..protocol.names import QUEUE_TYPES
 from ..validate import check, check_all, check_name, check_path
 from ._state import StateFile, home, write_secret
 from .local import default_url_file
@@ -66,6 +68,7 @@ class SlurmSpec:
     amqp_url_file: str = ""  # mode 600, on a filesystem the nodes see; "": environment
     url_file_is_copy: bool = False  # amqp_url_file is this job's own copy: removed at its end
     key_file: str = ""
+    queue_type: str = ""  # of the task queues (classic, quorum); "": the worker's default
     python: str = sys.executable  # for container "none"
     job_name: str = ""
     output: str = ""  # default: ~/.sif_magic/slurm/%x-%j.out
@@ -76,6 +79,8 @@ class SlurmSpec:
             raise ConfigError("--nodes must be at least 1")
         containers.get(self.container).check_image(self.image, here=False)
         check_name(self.runtime, "runtime name")
+        if self.queue_type and self.queue_type not in QUEUE_TYPES:
+            raise ConfigError(f"--queue-type {self.queue_type!r}: one of {', '.join(QUEUE_TYPES)}")
         if self.job_name:
             check_name(self.job_name, "--job-name")
         for opt in ("time", "partition", "account", "qos", "mem", "gres"):
@@ -153,6 +158,8 @@ def render_script(spec: SlurmSpec) -> str:
     if spec.amqp_url_file:
         lines.append(f"export SIF_MAGIC_AMQP_URL_FILE={_q(spec.amqp_url_file)}")
         lines.append("unset SIF_MAGIC_AMQP_URL AMQP_URL  # the file above is the one to use")
+    if spec.queue_type:
+        lines.append(f"export SIF_MAGIC_QUEUE_TYPE={_q(spec.queue_type)}")
     if spec.key_file:
         lines.append(f"export SIF_MAGIC_KEY_FILE={_q(spec.key_file)}")
         lines.append("unset SIF_MAGIC_KEY")
@@ -250,12 +257,12 @@ def submit(spec: SlurmSpec, *, amqp_url: str = "") -> Submitted:
     spec.check()
     sbatch = _tool("sbatch")
     if amqp_url:
-        if not amqp_url.startswith(("amqp://", "amqps://")):
-            raise ConfigError("the broker URL must start with amqp:// or amqps://")
+        amqp_url = check_urls(amqp_url, "the broker URL")  # one, or a cluster's nodes
     elif spec.amqp_url_file or os.environ.get("SIF_MAGIC_AMQP_URL_FILE"):
         path = spec.amqp_url_file or os.environ["SIF_MAGIC_AMQP_URL_FILE"]
         spec.amqp_url_file = str(Path(path).expanduser().resolve())
-        read_secret_file(spec.amqp_url_file, "broker URL")  # exists, mode 600, not empty
+        # exists, mode 600, not empty; one URL or a cluster's
+        check_urls(read_secret_file(spec.amqp_url_file, "broker URL"), spec.amqp_url_file)
     elif not os.environ.get("SIF_MAGIC_AMQP_URL"):
         if not default_url_file().exists():
             raise ConfigError(

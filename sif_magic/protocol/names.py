@@ -64,13 +64,48 @@ def job_exchange(job_id: str) -> str:
     return f"sif_magic.job.{job_id}"
 
 
-def task_queue_arguments() -> dict[str, Any]:
-    return {"x-dead-letter-exchange": DEAD_EXCHANGE}
+# -- queue arguments: the only place they are built, keyed by the queue type -------
+#
+# "classic": one node holds each queue (the default; what a single broker runs).
+# "quorum": each queue is replicated on the nodes of a RabbitMQ cluster (Raft), and
+# survives losing a minority of them. Quorum queues must be durable, are never
+# exclusive or auto-deleted, and take no x-max-priority; server-named per-connection
+# queues (monitor, control, logs) stay classic: they die with their connection anyway.
+# Classic declarations carry no x-queue-type, as before there was a choice, so queues
+# that exist keep matching.
+
+QUEUE_TYPES = ("classic", "quorum")
 
 
-def result_queue_arguments(ttl_seconds: float) -> dict[str, Any]:
+def _typed(queue_type: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError(f"queue_type {queue_type!r}: use one of {', '.join(QUEUE_TYPES)}")
+    if queue_type != "classic":
+        arguments["x-queue-type"] = queue_type
+    return arguments
+
+
+def queue_type_of(arguments: dict[str, Any] | None) -> str:
+    """The queue type that declaration ``arguments`` ask for."""
+    return str((arguments or {}).get("x-queue-type", "classic"))
+
+
+def task_queue_arguments(queue_type: str = "classic") -> dict[str, Any]:
+    """Task and retry queues: a refused task goes to the dead-letter exchange."""
+    return _typed(queue_type, {"x-dead-letter-exchange": DEAD_EXCHANGE})
+
+
+def result_queue_arguments(ttl_seconds: float, queue_type: str = "classic") -> dict[str, Any]:
     # The queue (and the results in it) disappears after ``ttl_seconds`` unused.
-    return {"x-expires": int(ttl_seconds * 1000), "x-dead-letter-exchange": DEAD_EXCHANGE}
+    return _typed(
+        queue_type,
+        {"x-expires": int(ttl_seconds * 1000), "x-dead-letter-exchange": DEAD_EXCHANGE},
+    )
+
+
+def dead_queue_arguments(queue_type: str = "classic") -> dict[str, Any]:
+    """The dead-letter queue (where refused messages wait to be looked at)."""
+    return _typed(queue_type, {})
 
 
 def events_key(job_id: str) -> str:

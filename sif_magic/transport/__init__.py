@@ -6,8 +6,10 @@
   operation on it by one rule, and reconnects;
 - ``consumers``: each consumer on its own channel, ``Delivery``;
 - ``tx``: what a transactional channel commits next (``_Tx``, ``Staging``);
-- ``connect``: broker URL to connection parameters, TLS, ``explain_connect_error``;
+- ``connect``: broker URL (or URLs: the nodes of a cluster) to connection parameters,
+  TLS, ``explain_connect_error``;
 - ``topology``: ``declare_topology`` / ``declare_task_queue`` / ``declare_retry_queue`` /
+  ``declare_queue`` (every durable queue, with the arguments of its queue type) /
   ``declare_job_exchange``.
 
 pika's exceptions stop here: callers see ``BrokerError``. Standard library and pika
@@ -20,11 +22,12 @@ rule is in ``iothread``). ``connect`` and ``topology`` hold no state.
 
 from __future__ import annotations
 
-from .connect import connection_parameters, explain_connect_error
+from .connect import connection_parameters, dial, explain_connect_error, parameters_list
 from .connection import Connection
 from .consumers import Delivery
 from .topology import (
     declare_job_exchange,
+    declare_queue,
     declare_retry_queue,
     declare_task_queue,
     declare_topology,
@@ -35,8 +38,11 @@ __all__ = [
     "Delivery",
     "connection_parameters",
     "declare_job_exchange",
+    "declare_queue",
+    "dial",
     "declare_retry_queue",
     "declare_task_queue",
     "declare_topology",
     "explain_connect_error",
+    "parameters_list",
 ]

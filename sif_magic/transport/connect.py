@@ -1,6 +1,10 @@
 """From a broker URL to pika's connection parameters, and from what pika raised while
 connecting to an error that says what to do (wrong password, vhost, host, port, TLS).
 
+A URL setting may name several brokers (the nodes of a cluster, see ``sif_magic._urls``):
+``parameters_list`` gives one set of parameters per node, and ``NoNodeAnswered`` is
+what connecting raises when none of them would take the connection.
+
 Threads: any; nothing here holds state.
 """
 
@@ -13,11 +17,30 @@ import urllib.parse
 import pika
 import pika.exceptions as pe
 
+from .._urls import split_urls
 from ..errors import BrokerError, mask_url
+
+
+class NoNodeAnswered(pe.AMQPConnectionError):
+    """No broker of a URL list took the connection: ``errors`` holds (url, what it raised)."""
+
+    def __init__(self, errors: list[tuple[str, BaseException]]) -> None:
+        super().__init__(f"no broker of {len(errors)} answered")
+        self.errors = errors
 
 
 def describe_url(url: str) -> str:
     return mask_url(url)
+
+
+def parameters_list(
+    url: str, connect_timeout: float, ca_file: str = ""
+) -> list[pika.URLParameters]:
+    """``connection_parameters`` of every URL in ``url`` (one, or a list: see ``_urls``)."""
+    urls = split_urls(url)
+    if not urls:
+        raise BrokerError("no broker URL: amqp_url is empty")
+    return [connection_parameters(u, connect_timeout, ca_file) for u in urls]
 
 
 def connection_parameters(
@@ -43,8 +66,33 @@ def connection_parameters(
     return params
 
 
+def dial(
+    params: list[pika.URLParameters], urls: list[str], first: int = 0
+) -> tuple[pika.BlockingConnection, int]:
+    """A connection to the first broker that answers, trying them from ``first`` on;
+    with it, which one (its index). One broker: raises what pika raised; several:
+    ``NoNodeAnswered`` with each one's error."""
+    errors: list[tuple[str, BaseException]] = []
+    for i in range(len(params)):
+        at = (first + i) % len(params)
+        try:
+            return pika.BlockingConnection(params[at]), at
+        except Exception as e:  # noqa: BLE001 - the next broker may answer
+            errors.append((urls[at], e))
+    if len(errors) == 1:
+        raise errors[0][1]
+    raise NoNodeAnswered(errors)
+
+
 def explain_connect_error(url: str, e: BaseException) -> BrokerError:
     """Turn what pika raised while connecting into an error that says what to do."""
+    if isinstance(e, NoNodeAnswered):
+        if len(e.errors) == 1:
+            return explain_connect_error(*e.errors[0])
+        reasons = "; ".join(
+            f"{i}. {explain_connect_error(u, err)}" for i, (u, err) in enumerate(e.errors, 1)
+        )
+        return BrokerError(f"none of the {len(e.errors)} brokers in amqp_url answered: {reasons}")
     parsed = urllib.parse.urlparse(url)
     where = f"{parsed.hostname}:{parsed.port or (5671 if parsed.scheme == 'amqps' else 5672)}"
     user = urllib.parse.unquote(parsed.username or "guest")

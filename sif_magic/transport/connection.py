@@ -19,6 +19,10 @@ Threads and ownership: any thread calls the public methods (``stage_publish`` an
 operation). The I/O thread alone touches the channels (``_pub``, ``_fast``,
 ``_sub``, ``_tx``), the ``Staging`` and the ``Consumers``; ``returned`` is written
 there. Standard library and pika only: the worker uses this.
+
+``queue_type`` (classic or quorum, ``protocol.names``) is the type of the durable
+queues this side declares; with quorum queues, consumers' prefetch is per consumer
+(RabbitMQ has no channel-wide one for them: see ``consumers``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import pika
 import pika.exceptions as pe
 
 from .. import protocol
-from .connect import connection_parameters
+from .connect import parameters_list
 from .consumers import Consumers, Delivery, _Consumer
 from .iothread import IOThread
 from .topology import declare_topology
@@ -75,13 +79,18 @@ class Connection(IOThread):
         name: str = "sif_magic",
         connect_timeout: float = 5.0,
         ca_file: str = "",
+        queue_type: str = "classic",
         setup: Callable[[Any], None] | None = None,
         on_state: Callable[[bool], None] | None = None,
         on_return: Callable[[str, str], None] | None = None,
     ) -> None:
-        params = connection_parameters(url, connect_timeout, ca_file)
-        params.client_properties = {"connection_name": name}
+        if queue_type not in protocol.QUEUE_TYPES:
+            raise ValueError(f"queue_type {queue_type!r}: one of {protocol.QUEUE_TYPES}")
+        params = parameters_list(url, connect_timeout, ca_file)
+        for p in params:
+            p.client_properties = {"connection_name": name}
         super().__init__(url, params, name, on_state)
+        self.queue_type = queue_type
         self.setup = setup
         self.on_return = on_return
         self.returned = 0  # messages the broker could not route (mandatory, transactional)
@@ -90,7 +99,8 @@ class Connection(IOThread):
         self._sub: Any = None  # for admin operations of callers (delete, bind)
         self._tx: Any = None  # tx mode: publish_batch, and staged publishes without an ack
         self._staging = Staging()
-        self._consumers = Consumers(self._on_return)
+        # quorum queues refuse a channel-wide prefetch (and close the connection)
+        self._consumers = Consumers(self._on_return, channel_qos=queue_type == "classic")
 
     # -- the I/O thread's hooks ----------------------------------------------------------
     def _open(self, conn: pika.BlockingConnection, generation: int) -> None:
@@ -101,7 +111,7 @@ class Connection(IOThread):
         tx = conn.channel()
         tx.tx_select()
         tx.add_on_return_callback(self._on_return)
-        declare_topology(pub)
+        declare_topology(pub, self.queue_type)
         if self.setup is not None:
             self.setup(pub)
         self._pub, self._fast, self._sub, self._tx = pub, fast, sub, tx
@@ -257,7 +267,7 @@ class Connection(IOThread):
 
     def set_prefetch(self, queue: str, prefetch: int) -> None:
         """Let the consumers of ``queue`` hold ``prefetch`` unacked messages from now on
-        (and after reconnects)."""
+        (and after reconnects; with quorum queues: from the next reconnect on)."""
         self.call(lambda: self._consumers.set_prefetch(queue, prefetch), wait=False)
 
     def cancel_consumer(self, tag: str) -> None:

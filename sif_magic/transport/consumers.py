@@ -2,7 +2,12 @@
 
 A broker error on one consumer's channel closes only that channel. A consumer's
 prefetch is channel-wide (RabbitMQ's "global" QoS: the consumer is alone on its
-channel), so it can be changed while consuming. What a consumer hands its callback
+channel), so it can be changed while consuming. Quorum queues refuse a channel-wide
+prefetch (RabbitMQ 3.10 closes the whole connection: NOT_IMPLEMENTED): with
+``channel_qos=False`` the prefetch is the consumer's own, and a new value takes effect
+when the consumer starts again (after a reconnect). Changing it at once would mean
+cancelling the consumer, and pika hands back what was on its way with
+``requeue=True``: redelivered, those chunks would count as lost by a dead worker. What a consumer hands its callback
 is a ``Delivery``: the tag, the connection generation it came on (a delivery of an
 older connection is never acked: the broker redelivers it) and, for a transactional
 consumer, its channel's ``_Tx``.
@@ -53,8 +58,11 @@ class Consumers:
     """The consumers of one connection (``on_return``: the callback of a channel in tx
     mode for a message the broker could not route)."""
 
-    def __init__(self, on_return: Callable[[Any, Any, Any, bytes], None]) -> None:
+    def __init__(
+        self, on_return: Callable[[Any, Any, Any, bytes], None], channel_qos: bool = True
+    ) -> None:
         self.on_return = on_return
+        self.channel_qos = channel_qos  # prefetch per channel (classic), else per consumer
         self.consumers: list[_Consumer] = []
 
     def add(self, c: _Consumer, conn: Any, generation: int) -> str:
@@ -79,7 +87,7 @@ class Consumers:
         for c in self.consumers:
             if c.queue == queue and c.prefetch != prefetch:
                 c.prefetch = prefetch
-                if c.channel is not None and c.channel.is_open:
+                if self.channel_qos and c.channel is not None and c.channel.is_open:
                     c.channel.basic_qos(prefetch_count=prefetch, global_qos=True)
 
     def cancel(self, tag: str) -> None:
@@ -95,7 +103,7 @@ class Consumers:
         queue = c.queue = c.setup(ch)
         # one consumer per channel: a channel-wide limit (RabbitMQ's "global") is the
         # consumer's, and unlike a per-consumer one it can be changed while consuming
-        ch.basic_qos(prefetch_count=c.prefetch, global_qos=True)
+        ch.basic_qos(prefetch_count=c.prefetch, global_qos=self.channel_qos)
         tx = None
         if c.transactional:
             ch.tx_select()

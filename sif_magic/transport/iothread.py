@@ -21,13 +21,15 @@ connection's loop reconnects. After each round of queued operations the subclass
 When the connection drops, the thread drops it (``_lost()``), waits with backoff
 and connects again, forever until ``close()``; the subclass sets up the new
 connection in ``_open()``. pika's exceptions while connecting stop here: callers
-see BrokerError.
+see BrokerError. Given several brokers (the nodes of a cluster), it connects to the
+first that answers, and after losing one it tries the next node first (the lost
+one comes last: it is likely the one that died).
 
 Threads and ownership: ``call()``, ``post()`` and ``close()`` from any thread. The
 I/O thread alone touches the pika connection (``_conn``) and pops ``_ops``; any
 thread appends to ``_ops`` (a deque: appends are atomic). ``generation`` (how many connections
-there have been), ``connected`` and ``closed`` are written by the I/O thread (and
-``close()``), read by anyone.
+there have been), ``connected``, ``closed`` and ``node`` (which of the brokers the
+connection is on) are written by the I/O thread (and ``close()``), read by anyone.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ from typing import Any, TypeVar
 import pika
 import pika.exceptions as pe
 
+from .._urls import split_urls
 from ..errors import BrokerError, mask_url
-from .connect import explain_connect_error
+from .connect import dial, explain_connect_error
 
 log = logging.getLogger("sif_magic.broker")
 for _noisy in ("pika", "pika.adapters", "pika.connection", "pika.channel"):
@@ -72,12 +75,17 @@ class IOThread:
     def __init__(
         self,
         url: str,
-        params: pika.URLParameters,
+        params: pika.URLParameters | list[pika.URLParameters],
         name: str,
         on_state: Callable[[bool], None] | None = None,
     ) -> None:
-        self.url = url
-        self.params = params
+        self.url = url  # one broker URL, or several (the nodes of a cluster)
+        self.params = params if isinstance(params, list) else [params]
+        self.urls = split_urls(url)
+        if len(self.urls) != len(self.params):
+            raise ValueError("one set of connection parameters per broker URL")
+        self.node = 0  # the broker (index in ``urls``) the connection is, or was last, on
+        self._first = 0  # the broker to try first on the next connect
         self.name = name
         self.on_state = on_state  # called on the I/O thread: False when lost, True when back
         self.generation = 0
@@ -113,8 +121,13 @@ class IOThread:
         self._thread.start()
         return self
 
+    @property
+    def node_url(self) -> str:
+        """The URL of the broker the connection is (or was last) on."""
+        return self.urls[self.node]
+
     def _connect(self) -> None:
-        conn = pika.BlockingConnection(self.params)
+        conn, self.node = dial(self.params, self.urls, self._first)
         try:
             self._open(conn, self.generation + 1)
         except BaseException:
@@ -197,7 +210,7 @@ class IOThread:
                 if self._conn is None:
                     self._connect()
                     backoff = 0.5
-                    log.warning("reconnected to %s", mask_url(self.url))
+                    log.warning("reconnected to %s", mask_url(self.node_url))
                     self._notify(True)
                 self._woken = False
                 self._run_ops()
@@ -211,10 +224,19 @@ class IOThread:
                     break
                 if self.connected:
                     log.warning(
-                        "lost the broker connection (%s); reconnecting until it is back",
+                        "lost the broker connection to %s (%s); reconnecting until %s",
+                        mask_url(self.node_url),
                         type(e).__name__,
+                        "a broker answers" if len(self.urls) > 1 else "it is back",
                     )
                     self._notify(False)
+                self._drop()
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except BrokerError as e:  # the broker refused our setup (e.g. a queue's type)
+                if self.closed:
+                    break
+                log.error("%s; trying again in %.0f s", e, backoff)
                 self._drop()
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -232,6 +254,8 @@ class IOThread:
                 pass
 
     def _drop(self) -> None:
+        if self.connected:  # after losing a broker, try the next one first
+            self._first = (self.node + 1) % len(self.params)
         self.connected = False
         self._lost()
         conn, self._conn = self._conn, None

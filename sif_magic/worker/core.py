@@ -70,6 +70,7 @@ class Worker:
         key_source: str = "",
         gpus: list[str] | None = None,
         cpus: int = 0,
+        queue_type: str = "classic",
     ) -> None:
         """``gpus``: the device ids its call processes hold (one each, unless calls ask
         for more); ``processes`` then defaults to their number. ``cpus``: the CPUs it
@@ -81,6 +82,7 @@ class Worker:
         self.gpus = list(gpus or [])
         self.cpus = cpus or usable_cpus()
         self.processes = processes or len(self.gpus) or usable_cpus()
+        self.queue_type = queue_type  # of its task queues: classic, or quorum (a cluster)
         self.key = key
         self.key_id = protocol.key_id(key)
         self.key_source = key_source or "its key"
@@ -99,7 +101,8 @@ class Worker:
             url,
             name=f"sif_magic worker {self.worker_id}",
             ca_file=ca_file,
-            setup=lambda ch: declare_task_queue(ch, runtime),
+            queue_type=queue_type,
+            setup=lambda ch: declare_task_queue(ch, runtime, queue_type),
             on_state=self._on_broker_state,
             on_return=Outbox.returned,
         )
@@ -131,14 +134,14 @@ class Worker:
         self.events.start()
         self.conn.consume(self._setup_control, self._on_control, auto_ack=True, exclusive=True)
         self.conn.consume(
-            lambda ch: declare_task_queue(ch, self.runtime),
+            lambda ch: declare_task_queue(ch, self.runtime, self.queue_type),
             self._on_task,
             prefetch=self.outbox.prefetch.current,  # follows how quick chunks are (outbox)
             transactional=True,
         )
         # one suspect call at a time, run before anything else (see protocol.retry_queue)
         self.conn.consume(
-            lambda ch: declare_retry_queue(ch, self.runtime),
+            lambda ch: declare_retry_queue(ch, self.runtime, self.queue_type),
             lambda props, delivery, method, body: self._on_task(
                 props, delivery, method, body, retry=True
             ),

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import protocol
 from .._keys import create_key_file, default_key_file, key_source, load_key, read_secret_file
+from .._urls import check_urls
 from ..errors import SifMagicError
 from ..runner.resources import detect_gpus
 from .core import Worker
@@ -35,6 +36,7 @@ def main(args: Any) -> int:
         url_file = args.amqp_url_file or env("SIF_MAGIC_AMQP_URL_FILE", "")
         if not url and url_file:
             url = read_secret_file(url_file, "broker URL")
+        url = check_urls(url, "broker URL")  # one, or the nodes of a cluster
         if not url:
             print(
                 "sif-magic worker: no broker URL: pass --amqp-url-file FILE (mode 600) or set "
@@ -81,6 +83,7 @@ def main(args: Any) -> int:
             key_source=source,
             gpus=gpus,
             cpus=int(args.cpus or env("SIF_MAGIC_CPUS", "0") or 0),
+            queue_type=getattr(args, "queue_type", "") or env("SIF_MAGIC_QUEUE_TYPE", "classic"),
         )
         signal.signal(signal.SIGTERM, worker.stop)
         signal.signal(signal.SIGINT, worker.stop)

@@ -71,7 +71,8 @@ class RabbitBackend(Backend):
             name=f"sif_magic client {self.session}",
             connect_timeout=config.connect_timeout,
             ca_file=config.ca_file,
-            setup=lambda ch: declare_task_queue(ch, self.runtime),
+            queue_type=config.queue_type,
+            setup=lambda ch: declare_task_queue(ch, self.runtime, config.queue_type),
             on_state=self._on_broker_state,
         ).start()
         self.monitor = Monitor(
@@ -166,7 +167,7 @@ class RabbitBackend(Backend):
         def setup(ch: Any) -> str:
             # one trip to the I/O thread: the queue, the job's exchange, the monitor
             # binding, the consumer
-            stream.declare(ch, self.config.result_ttl)
+            stream.declare(ch, self.config.result_ttl, self.config.queue_type)
             if self.config.monitor:
                 self.monitor.bind(ch, job.job_id)
             return stream.queue

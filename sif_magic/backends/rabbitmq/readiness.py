@@ -21,6 +21,7 @@ from ...errors import ConfigError, IncompatibleWorkerError, NoWorkersError, Reso
 from ...protocol import Heartbeat
 from ...runner.resources import Need, can_run, unsatisfiable
 from ...runner.versions import incompatibility, versions
+from ...transport import declare_queue
 
 if TYPE_CHECKING:
     from .client import RabbitBackend
@@ -44,10 +45,8 @@ def consumers(b: RabbitBackend) -> int:
     queue = protocol.task_queue(b.runtime)
 
     def op() -> int:
-        ok = b.conn.channel.queue_declare(
-            queue, durable=True, arguments=protocol.task_queue_arguments()
-        )
-        return ok.method.consumer_count
+        args = protocol.task_queue_arguments(b.config.queue_type)
+        return declare_queue(b.conn.channel, queue, args).method.consumer_count
 
     return b.conn.call(op)
 

@@ -23,7 +23,7 @@ from typing import Any
 from ... import protocol
 from ...job import Job
 from ...protocol import JobInfo, ProtocolError, ResultBatch
-from ...transport import declare_job_exchange
+from ...transport import declare_job_exchange, declare_queue
 
 
 class ResultStream:
@@ -49,14 +49,12 @@ class ResultStream:
         if job is not None:
             self.ready.set()
 
-    def declare(self, ch: Any, result_ttl: float) -> None:
+    def declare(self, ch: Any, result_ttl: float, queue_type: str = "classic") -> None:
         """On the I/O thread: the job's result queue and, while the job may still run
         calls, its exchange (``protocol.job_exchange``); again after every reconnect,
         when a job that ended meanwhile loses its exchange (its end may not have
         reached the broker)."""
-        ch.queue_declare(
-            self.queue, durable=True, arguments=protocol.result_queue_arguments(result_ttl)
-        )
+        declare_queue(ch, self.queue, protocol.result_queue_arguments(result_ttl, queue_type))
         if self.job is not None and self.job.done():
             ch.exchange_delete(protocol.job_exchange(self.job_id))
         else:
