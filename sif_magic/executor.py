@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import _serialize
 from ._origins import code_origins
+from ._ship import Shipment, plan
 from .backends import Backend, JobTask, make_backend
 from .config import SifConfig, snapshot
 from .errors import ConfigError
@@ -28,6 +30,28 @@ from .runner.scheduler import auto_chunksize
 def _apply(fn: Callable, args_kwargs: tuple) -> Any:
     args, kwargs = args_kwargs
     return fn(*args, **kwargs)
+
+
+def _pack(
+    fn: Callable, items: Any, size: int, cfg: SifConfig
+) -> tuple[bytes, list[_serialize.PreparedChunk], Shipment]:
+    """The function blob (with the user's modules it needs), the chunks of inputs and
+    what was shipped. Modules only the inputs need (their classes) join after the
+    chunks are made; the chunks are made again if the blob grew past their room."""
+    limit = int(cfg.max_message_mb * _serialize.MB)
+    used: set[str] = set()
+    func, _ = _serialize.dumps_function(fn, used)
+    shipment = plan(used, cfg.ship, cfg.ship_max_mb)
+    blob = shipment.wrap(func)
+    for_inputs = set(used)
+    chunks = _serialize.make_chunks(items, size, limit, len(blob), for_inputs)
+    if for_inputs - used:
+        shipment = plan(for_inputs, cfg.ship, cfg.ship_max_mb)
+        grown = shipment.wrap(func)
+        if len(grown) > len(blob):
+            chunks = _serialize.make_chunks(items, size, limit, len(grown))
+        blob = grown
+    return blob, chunks, shipment
 
 
 def new_job_id() -> str:
@@ -85,12 +109,10 @@ class Executor(concurrent.futures.Executor):
             raise ConfigError("errors must be 'raise' or 'collect'")
         items = items if isinstance(items, list | tuple | range) else list(items)
         cfg = self.config
-        func, func_hash = _serialize.dumps_function(fn)
         backend = self.backend
         size = chunksize or cfg.chunksize or auto_chunksize(len(items), backend.slots())
-        chunks = _serialize.make_chunks(
-            items, max(1, int(size)), int(cfg.max_message_mb * _serialize.MB), len(func)
-        )
+        func, chunks, shipment = _pack(fn, items, max(1, int(size)), cfg)
+        func_hash = hashlib.sha256(func).hexdigest()
         t = cfg.timeout if timeout is None else timeout
         task = JobTask(
             func=func,
@@ -110,6 +132,7 @@ class Executor(concurrent.futures.Executor):
             runtime=cfg.runtime,
             backend=backend,
             origins=code_origins(fn),
+            shipment=shipment,
         )
         backend.start_job(job, task)
         self.jobs[job.job_id] = job  # only a job that started (shutdown waits for these)

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .._hints import JobAdvice, missing_module
+from ..errors import RemoteError
 from ..protocol import (
     DONE,
     FAILED,
@@ -81,6 +83,7 @@ class Job:
         backend: Any = None,
         origins: dict[str, str] | None = None,
         created: float | None = None,
+        shipment: Any = None,
     ) -> None:
         self.job_id = job_id
         self.n = n
@@ -90,6 +93,10 @@ class Job:
         self.backend = backend
         # code_key -> real file of the code shipped with the function (see _origins)
         self.origins = origins or {}
+        # the user's modules that travel with the function (``_ship.Shipment``; None: unknown)
+        self.shipment = shipment
+        excluded = shipment.excluded if shipment is not None else frozenset()
+        self._advice = JobAdvice(backend, runtime, excluded)
         self.created = time.time() if created is None else created
         self.finished_at: float | None = None
         self._outcomes = Outcomes(n)
@@ -261,7 +268,19 @@ class Job:
             o = self._outcomes
             state, info, raw = o.states[i], o.errors.get(i), o.raw(i)
             worker, host, _ = o.hosts[o.where[i]]
-        return rebuild_error(i, state, info, raw, worker, host, self.origins)
+        err = rebuild_error(i, state, info, raw, worker, host, self.origins)
+        if isinstance(err, RemoteError) and err.ename == "ModuleNotFoundError" and info:
+            with self._lock:
+                self._advice.fold(self._outcomes.errors)
+            err.hint = self._advice.message(missing_module(info) or "?")
+        return err
+
+    def hints(self) -> list[str]:
+        """One message per module the workers could not import: which, whether this
+        kernel has it, where the calls ran, the command that adds it (``_hints``)."""
+        with self._lock:
+            self._advice.fold(self._outcomes.errors)
+        return self._advice.messages()
 
     def results(self, timeout: float | None = None, *, errors: str | None = None) -> list[Any]:
         """The values in input order; raises the first failure unless errors='collect'
