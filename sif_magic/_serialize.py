@@ -23,6 +23,7 @@ from typing import Any
 import cloudpickle
 
 from .errors import SerializationError
+from .runner import spill
 
 MB = 1024 * 1024
 _NAMED = (types.FunctionType, types.BuiltinFunctionType)
@@ -134,9 +135,11 @@ def make_chunks(
     max_bytes: int,
     func_size: int,
     modules: set[str] | None = None,
+    spill_dir: str = "",
 ) -> list[PreparedChunk]:
     """Split ``items`` into pickled chunks of ``chunksize`` calls and at most ``max_bytes``
-    (the modules they refer to are added to ``modules``)."""
+    (the modules they refer to are added to ``modules``); one input over that goes to
+    a file of ``spill_dir`` and its chunk carries a reference (``runner.spill``)."""
     chunks: list[PreparedChunk] = []
     limit = max_bytes - func_size - 64 * 1024
     if limit <= 0:
@@ -151,6 +154,13 @@ def make_chunks(
         a, b = stack.pop()
         blob = dumps_items(items[a:b], a, modules)
         if len(blob) > limit:
+            if b - a == 1 and spill_dir:
+                try:
+                    ref = spill.write(spill_dir, "input", blob)
+                except spill.SpillError as e:
+                    raise SerializationError(f"input #{a}: {e}") from None
+                chunks.append(PreparedChunk(len(chunks), [a], ref))
+                continue
             if b - a == 1:
                 raise SerializationError(
                     f"input #{a} is {len(blob) / MB:.1f} MB once pickled, over the "

@@ -61,6 +61,11 @@ class SifConfig(Configurable):
         help="'raise' the first failure after the run, or 'collect' exceptions in the results.",
     )
     max_message_mb = CFloat(64.0, config=True, help="Largest message (pickled chunk) in MB.")
+    spill_dir = Unicode(
+        config=True,
+        help="Where an input or a result over max_message_mb goes instead (a directory "
+        "the notebook and the workers both see; default ~/.sif_magic/spill).",
+    )
     ship = Unicode(
         config=True,
         help="The user's modules that travel with the function, beyond those found: "
@@ -101,6 +106,10 @@ class SifConfig(Configurable):
     @default("ca_file")
     def _ca_file(self) -> str:
         return _env("ca_file", "")
+
+    @default("spill_dir")
+    def _spill_dir(self) -> str:
+        return _env("spill_dir", "")
 
     @default("ship")
     def _ship(self) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,7 @@ from ..protocol import (
     ResultBatch,
     ResultSegment,
 )
+from ..runner import spill
 from .futures import CallFutures
 from .logs import LogStore
 from .monitor import EventFolder
@@ -84,6 +86,7 @@ class Job:
         origins: dict[str, str] | None = None,
         created: float | None = None,
         shipment: Any = None,
+        spill_dir: str = "",
     ) -> None:
         self.job_id = job_id
         self.n = n
@@ -97,6 +100,11 @@ class Job:
         self.shipment = shipment
         excluded = shipment.excluded if shipment is not None else frozenset()
         self._advice = JobAdvice(backend, runtime, excluded)
+        # inputs and results over the message limit (``runner.spill``): gone once the
+        # results are read, or with the Job (its inputs once the job is over)
+        self.spill_dir = spill_dir
+        if spill_dir:
+            weakref.finalize(self, spill.remove, spill_dir)
         self.created = time.time() if created is None else created
         self.finished_at: float | None = None
         self._outcomes = Outcomes(n)
@@ -169,6 +177,7 @@ class Job:
 
     def _finish(self) -> None:
         self.finished_at = time.time()
+        spill.remove(self.spill_dir, "input")
         # callbacks first (a view is told to draw the end), then wake the waiters
         for cb in list(self._callbacks):
             try:
@@ -207,6 +216,7 @@ class Job:
             self.cancel()
         if self.backend is not None:
             self.backend.release(self)
+        spill.remove(self.spill_dir)
 
     def add_done_callback(self, fn: Callable[[Job], None]) -> None:
         """``fn(job)`` once the job is done (now if it is): see the module's thread rule."""
@@ -295,7 +305,9 @@ class Job:
 
     def _decode(self) -> list[Any]:
         with self._lock:
-            return self._outcomes.decode(self.error)
+            values = self._outcomes.decode(self.error)
+        spill.remove(self.spill_dir)  # read: the spilled results are not needed any more
+        return values
 
     # -- futures -----------------------------------------------------------------------
     @property

@@ -60,9 +60,11 @@ def _siblings(*names: str) -> list[types.ModuleType]:
 
 
 if __package__:  # imported (by tests) as sif_magic.runner.slot
-    from . import records, shipped, slotio, tracebacks  # noqa: E402
+    from . import records, shipped, slotio, spill, tracebacks  # noqa: E402
 else:  # run by path
-    records, shipped, slotio, tracebacks = _siblings("records", "shipped", "slotio", "tracebacks")
+    records, shipped, slotio, spill, tracebacks = _siblings(
+        "records", "shipped", "slotio", "spill", "tracebacks"
+    )
 
 
 _WROTE = [0]  # set by writes through sys.stdout / sys.stderr (and their .buffer)
@@ -168,7 +170,7 @@ class Slot:
     def run(
         self, run_id, func_hash, func_bytes, args_bytes, positions, indices, attempts, star, env
     ) -> None:  # noqa: ANN001
-        self.records.start(run_id, indices)
+        self.records.start(run_id, indices, env.get(spill.ENV_DIR), env.get(spill.ENV_OVER))
         saved_env = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
@@ -176,12 +178,14 @@ class Slot:
                 func = self._function(func_hash, func_bytes)
                 import cloudpickle  # noqa: F401
 
-                items = pickle.loads(args_bytes)
+                items = pickle.loads(spill.load(args_bytes))
             except BaseException as e:  # cannot even load the chunk: every call fails
                 err = tracebacks.describe_exception(e)
                 err["message"] = (
                     f"could not unpickle the function or its inputs here: {err['message']}"
                 )
+                if isinstance(e, spill.SpillError):  # arrives as ours, saying what to set
+                    err["type"] = "sif_magic.errors.SerializationError"
                 self.records.all_failed(err, len(indices))
                 return
             if type(positions) is tuple:
@@ -308,7 +312,7 @@ def split_main() -> None:
     func_bytes, args_bytes, positions = pickle.loads(sys.stdin.buffer.read())
     modules = shipped.ShippedModules()
     modules.activate(modules.take(func_bytes)[0])
-    items = pickle.loads(args_bytes)
+    items = pickle.loads(spill.load(args_bytes))
     out = [cloudpickle.dumps([items[p]], protocol=5) for p in positions]
     sys.stdout.buffer.write(pickle.dumps(out, protocol=5))
 
