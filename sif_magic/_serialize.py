@@ -2,12 +2,20 @@
 
 Every failure becomes a SerializationError that names the culprit (which
 global or closure variable of the function, which input) and what to do.
+
+Given a set, the pickling notes in it the name of every module the pickle
+refers to: the modules of the functions and classes it refers to by name (the
+inputs' classes too), the modules themselves, and what ``import`` statements in
+code pickled by value import. ``_ship`` picks the user's own among them.
 """
 
 from __future__ import annotations
 
+import dis
 import hashlib
+import io
 import pickle
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,14 +23,58 @@ from typing import Any
 import cloudpickle
 
 from .errors import SerializationError
+from .runner import spill
 
 MB = 1024 * 1024
+_NAMED = (types.FunctionType, types.BuiltinFunctionType)
 
 
-def dumps_function(fn: Callable) -> tuple[bytes, str]:
-    """(pickled function, its sha256) or a SerializationError naming the culprit."""
+def code_imports(code: types.CodeType) -> list[str]:
+    """The modules the ``import`` statements of ``code`` (not of the code nested in
+    it) name, absolute imports only."""
+    found, ins = [], list(dis.get_instructions(code))
+    for k, i in enumerate(ins):
+        if i.opname == "IMPORT_NAME" and i.argval:
+            level = ins[k - 2].argval if k >= 2 and ins[k - 2].opname == "LOAD_CONST" else 0
+            if not level:
+                found.append(i.argval)
+    return found
+
+
+class _Noting(cloudpickle.Pickler):
+    """cloudpickle's pickler, noting the modules the pickle refers to in ``modules``."""
+
+    def __init__(self, file: io.BytesIO, modules: set[str]) -> None:
+        super().__init__(file, protocol=5)
+        self.modules = modules
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = super().reducer_override(obj)
+        kind = type(obj)
+        if kind is types.CodeType:
+            self.modules.update(code_imports(obj))
+        elif reduced is NotImplemented and (kind in _NAMED or isinstance(obj, type)):
+            module = getattr(obj, "__module__", None)  # pickled by reference: imported there
+            if type(module) is str:
+                self.modules.add(module)
+        elif isinstance(obj, types.ModuleType):
+            self.modules.add(obj.__name__)
+        return reduced
+
+
+def _dumps(obj: Any, modules: set[str] | None) -> bytes:
+    if modules is None:
+        return cloudpickle.dumps(obj, protocol=5)
+    with io.BytesIO() as f:
+        _Noting(f, modules).dump(obj)
+        return f.getvalue()
+
+
+def dumps_function(fn: Callable, modules: set[str] | None = None) -> tuple[bytes, str]:
+    """(pickled function, its sha256) or a SerializationError naming the culprit;
+    the modules it refers to are added to ``modules``."""
     try:
-        data = cloudpickle.dumps(fn, protocol=5)
+        data = _dumps(fn, modules)
     except Exception as e:
         raise SerializationError(_function_culprit(fn, e)) from None
     return data, hashlib.sha256(data).hexdigest()
@@ -54,9 +106,9 @@ def _function_culprit(fn: Callable, error: Exception) -> str:
     return f"function {name!r} cannot be pickled to send it to workers: {error}"
 
 
-def dumps_items(items: Sequence[Any], first: int) -> bytes:
+def dumps_items(items: Sequence[Any], first: int, modules: set[str] | None = None) -> bytes:
     try:
-        return cloudpickle.dumps(list(items), protocol=5)
+        return _dumps(list(items), modules)
     except Exception:
         pass
     for k, item in enumerate(items):
@@ -78,9 +130,16 @@ class PreparedChunk:
 
 
 def make_chunks(
-    items: Sequence[Any], chunksize: int, max_bytes: int, func_size: int
+    items: Sequence[Any],
+    chunksize: int,
+    max_bytes: int,
+    func_size: int,
+    modules: set[str] | None = None,
+    spill_dir: str = "",
 ) -> list[PreparedChunk]:
-    """Split ``items`` into pickled chunks of ``chunksize`` calls and at most ``max_bytes``."""
+    """Split ``items`` into pickled chunks of ``chunksize`` calls and at most ``max_bytes``
+    (the modules they refer to are added to ``modules``); one input over that goes to
+    a file of ``spill_dir`` and its chunk carries a reference (``runner.spill``)."""
     chunks: list[PreparedChunk] = []
     limit = max_bytes - func_size - 64 * 1024
     if limit <= 0:
@@ -93,8 +152,15 @@ def make_chunks(
     stack.reverse()
     while stack:
         a, b = stack.pop()
-        blob = dumps_items(items[a:b], a)
+        blob = dumps_items(items[a:b], a, modules)
         if len(blob) > limit:
+            if b - a == 1 and spill_dir:
+                try:
+                    ref = spill.write(spill_dir, "input", blob)
+                except spill.SpillError as e:
+                    raise SerializationError(f"input #{a}: {e}") from None
+                chunks.append(PreparedChunk(len(chunks), [a], ref))
+                continue
             if b - a == 1:
                 raise SerializationError(
                     f"input #{a} is {len(blob) / MB:.1f} MB once pickled, over the "

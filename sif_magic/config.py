@@ -82,6 +82,20 @@ class SifConfig(Configurable):
         help="'raise' the first failure after the run, or 'collect' exceptions in the results.",
     )
     max_message_mb = CFloat(64.0, config=True, help="Largest message (pickled chunk) in MB.")
+    spill_dir = Unicode(
+        config=True,
+        help="Where an input or a result over max_message_mb goes instead (a directory "
+        "the notebook and the workers both see; default ~/.sif_magic/spill).",
+    )
+    ship = Unicode(
+        config=True,
+        help="The user's modules that travel with the function, beyond those found: "
+        "'+name' ships one, '-name' never ships it, 'none' ships only the '+' ones "
+        "(e.g. ship=+plugins,-bigpkg).",
+    )
+    ship_max_mb = CFloat(
+        10.0, config=True, help="Largest total source of the modules shipped with a function."
+    )
     connect_timeout = CFloat(5.0, config=True, help="Seconds to wait for the broker.")
     no_worker_timeout = CFloat(
         10.0, config=True, help="Seconds without any consumer on the task queue before failing."
@@ -118,6 +132,14 @@ class SifConfig(Configurable):
     def _ca_file(self) -> str:
         return _env("ca_file", "")
 
+    @default("spill_dir")
+    def _spill_dir(self) -> str:
+        return _env("spill_dir", "")
+
+    @default("ship")
+    def _ship(self) -> str:
+        return _env("ship", "")
+
     @default("runtime")
     def _runtime(self) -> str:
         return _env("runtime", "default")
@@ -141,6 +163,13 @@ class SifConfig(Configurable):
     @validate("runtime")
     def _check_runtime(self, proposal: Any) -> str:
         return check_name(proposal["value"], "runtime name")  # the rule of every name
+
+    @validate("ship")
+    def _check_ship(self, proposal: Any) -> str:
+        from ._ship import parse_ship
+
+        parse_ship(proposal["value"])  # a ConfigError that shows the form
+        return proposal["value"]
 
     @validate("amqp_url")
     def _check_url(self, proposal: Any) -> str:

@@ -121,6 +121,7 @@ class RemoteError(SifMagicError):
         self.host = host
         self.worker = worker
         self.exception = exception
+        self.hint = ""  # what to do about it (a module the workers lack: ``_hints``)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
@@ -144,8 +145,9 @@ class RemoteError(SifMagicError):
         return where
 
     def __str__(self) -> str:
+        hint = f"\n{self.hint}" if self.hint else ""
         return mask_url(
-            f"{self.ename}: {self.evalue}\n[{self._where()}]\n{self.remote_traceback()}"
+            f"{self.ename}: {self.evalue}\n[{self._where()}]\n{self.remote_traceback()}{hint}"
         )
 
     def _render_traceback_(self) -> list[str]:
@@ -157,6 +159,8 @@ class RemoteError(SifMagicError):
             if line:
                 out.append(f"    {line.strip()}")
         out.append(f"{red}{bold}{self.ename}{reset}: {self.evalue}")
+        if self.hint:
+            out.append(f"{bold}{self.hint}{reset}")
         return [mask_url(x) for x in out]
 
 

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import hashlib
+import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import _serialize
 from ._origins import code_origins
+from ._ship import Shipment, plan
 from .backends import Backend, JobTask, make_backend
 from .config import SifConfig, snapshot
 from .errors import ConfigError
 from .job import Job
 from .runner.resources import request
+from .runner import spill
 from .runner.scheduler import auto_chunksize
 
 
@@ -36,6 +40,42 @@ def _checked(resources: dict[str, int] | None) -> dict[str, int] | None:
         return request(resources)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+def _pack(
+    fn: Callable, items: Any, size: int, cfg: SifConfig, limit: int, spill_dir: str
+) -> tuple[bytes, list[_serialize.PreparedChunk], Shipment]:
+    """The function blob (with the user's modules it needs), the chunks of inputs
+    (one over ``limit`` spills to ``spill_dir``) and what was shipped. Modules only
+    the inputs need (their classes) join after the chunks are made; the chunks are
+    made again if the blob grew past their room."""
+    used: set[str] = set()
+    func, _ = _serialize.dumps_function(fn, used)
+    shipment = plan(used, cfg.ship, cfg.ship_max_mb)
+    blob = shipment.wrap(func)
+    for_inputs = set(used)
+    chunks = _serialize.make_chunks(items, size, limit, len(blob), for_inputs, spill_dir)
+    if for_inputs - used:
+        shipment = plan(for_inputs, cfg.ship, cfg.ship_max_mb)
+        grown = shipment.wrap(func)
+        if len(grown) > len(blob):
+            spill.remove(spill_dir)
+            chunks = _serialize.make_chunks(items, size, limit, len(grown), None, spill_dir)
+        blob = grown
+    return blob, chunks, shipment
+
+
+def _spilling(
+    backend: Backend, cfg: SifConfig, job_id: str, env: dict[str, str]
+) -> tuple[int, str]:
+    """(message limit, the job's spill directory) for a job on ``backend``; its calls'
+    ``env`` tells the workers where and past what size results spill."""
+    if not backend.bounded:
+        return 2**62, ""
+    limit = int(cfg.max_message_mb * _serialize.MB)
+    root = os.path.abspath(os.path.expanduser(cfg.spill_dir or spill.default_dir()))
+    spill.sweep(root, cfg.result_ttl)  # the directories of jobs long gone
+    spill_dir = os.path.join(root, job_id)
+    env.update({spill.ENV_DIR: spill_dir, spill.ENV_OVER: str(limit - 2**20)})
+    return limit, spill_dir
 
 
 def new_job_id() -> str:
@@ -111,12 +151,18 @@ class Executor(concurrent.futures.Executor):
             raise ConfigError("errors must be 'raise' or 'collect'")
         items = items if isinstance(items, list | tuple | range) else list(items)
         cfg = self.config
-        func, func_hash = _serialize.dumps_function(fn)
         backend = self.backend
         size = chunksize or cfg.chunksize or auto_chunksize(len(items), backend.slots())
-        chunks = _serialize.make_chunks(
-            items, max(1, int(size)), int(cfg.max_message_mb * _serialize.MB), len(func)
-        )
+        need = self.resources if resources is None else _checked(resources)
+        job_id = new_job_id()
+        env = {str(k): str(v) for k, v in (env or {}).items()}
+        limit, spill_dir = _spilling(backend, cfg, job_id, env)
+        try:
+            func, chunks, shipment = _pack(fn, items, max(1, int(size)), cfg, limit, spill_dir)
+        except BaseException:
+            spill.remove(spill_dir)
+            raise
+        func_hash = hashlib.sha256(func).hexdigest()
         t = cfg.timeout if timeout is None else timeout
         task = JobTask(
             func=func,
@@ -126,17 +172,19 @@ class Executor(concurrent.futures.Executor):
             timeout=float(t) if t else None,
             retries=int(cfg.retries if retries is None else retries),
             max_lost=cfg.max_lost,
-            env={str(k): str(v) for k, v in (env or {}).items()},
-            resources=self.resources if resources is None else _checked(resources),
+            env=env,
+            resources=need,
         )
         job = Job(
-            new_job_id(),
+            job_id,
             len(items),
             name=name or getattr(fn, "__name__", "call"),
             errors=errors,
             runtime=cfg.runtime,
             backend=backend,
             origins=code_origins(fn),
+            shipment=shipment,
+            spill_dir=spill_dir,
         )
         backend.start_job(job, task)
         self.jobs[job.job_id] = job  # only a job that started (shutdown waits for these)

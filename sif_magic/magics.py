@@ -176,6 +176,9 @@ class SifMagics(Magics):
             raise
         display.finish_job(job, shown)
         failed = job.failed
+        if failed and job.errors != "raise" and not display.in_kernel():
+            for hint in job.hints():  # a kernel's view shows them; the raised error has them
+                print(hint, file=sys.stderr)
         if job.errors == "raise" and failed:
             if args.out:  # what succeeded stays reachable, failures in place
                 self.shell.user_ns[args.out] = job.results(errors="collect")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from queues import delete_task_queues
+from userfolder import NAMES, write_folder
 from workers import WorkerProcs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,3 +171,28 @@ def ip() -> Iterator:
         for ex in magics._executors.values():
             ex.shutdown(wait=False, cancel_futures=True)
         magics._executors.clear()
+
+
+@pytest.fixture(params=["local", "rabbitmq"])
+def map_shell(request: pytest.FixtureRequest, ip):  # noqa: ANN001, ANN201
+    """The IPython shell, its %%sifmap on the local backend or on two real workers."""
+    if request.param == "rabbitmq":
+        broker_url = request.getfixturevalue("broker_url")
+        runtime = request.getfixturevalue("runtime")
+        request.getfixturevalue("workers").start(runtime, processes=2)
+        from sif_magic import config
+
+        config.get_config().set_from_strings(
+            {"backend": "rabbitmq", "amqp_url": broker_url, "runtime": runtime}
+        )
+    return ip
+
+
+@pytest.fixture
+def user_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A notebook's folder of modules (``userfolder``) on this process's sys.path."""
+    folder = write_folder(tmp_path / "nbfolder")
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    for name in NAMES:
+        sys.modules.pop(name, None)

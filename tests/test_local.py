@@ -234,11 +234,13 @@ def test_unpicklable_input_is_named_by_position(ex: Executor) -> None:
         ex.map_job(str, [1, 2, threading.Lock()])
 
 
-def test_payload_over_the_limit_is_refused_with_advice() -> None:
-    ex = Executor(backend="local", processes=1, max_message_mb=1)
+def test_inputs_and_results_over_the_message_limit_need_no_spilling_here(tmp_path) -> None:
+    """The local backend's pipes carry any size: max_message_mb bounds broker messages."""
+    ex = Executor(backend="local", processes=1, max_message_mb=1, spill_dir=str(tmp_path))
     try:
-        with pytest.raises(SerializationError, match=r"input #1 is .* over the 1 MB message limit"):
-            ex.map_job(len, [b"x", b"y" * (3 * 1024 * 1024)])
+        job = ex.map_job(lambda b: b * 2, [b"x", b"y" * (3 * 1024 * 1024)])
+        assert [len(v) for v in job.results()] == [2, 6 * 1024 * 1024]
+        assert job.spill_dir == "" and list(tmp_path.iterdir()) == []
     finally:
         ex.shutdown()
 

@@ -17,7 +17,7 @@ import types
 import cloudpickle
 import pytest
 
-from sif_magic import RemoteError, config
+from sif_magic import RemoteError
 from sif_magic._origins import code_origins
 from sif_magic.runner.tracebacks import code_key
 
@@ -57,17 +57,10 @@ def work(x):
 """
 
 
-@pytest.fixture(params=["local", "rabbitmq"])
-def shell(request: pytest.FixtureRequest, ip):  # noqa: ANN201
+@pytest.fixture
+def shell(map_shell):  # noqa: ANN001, ANN201
     """The IPython shell, its %%sifmap on the local backend or on two real workers."""
-    if request.param == "rabbitmq":
-        broker_url = request.getfixturevalue("broker_url")
-        runtime = request.getfixturevalue("runtime")
-        request.getfixturevalue("workers").start(runtime, processes=2)
-        config.get_config().set_from_strings(
-            {"backend": "rabbitmq", "amqp_url": broker_url, "runtime": runtime}
-        )
-    return ip
+    return map_shell
 
 
 def test_every_shipped_frame_names_its_cell_and_line(shell) -> None:

@@ -63,6 +63,8 @@ class Backend(ABC):
 
     name = ""
     runtime = ""  # the worker image / task queue its calls go to ("" if none)
+    # messages are bounded (max_message_mb): bigger inputs and results spill to spill_dir
+    bounded = True
 
     @abstractmethod
     def slots(self) -> int:

@@ -38,6 +38,7 @@ from .base import Backend, JobTask
 
 class LocalBackend(Backend):
     name = "local"
+    bounded = False  # pipes: inputs and results of any size, nothing spills
 
     def __init__(self, config: SifConfig) -> None:
         self.config = config

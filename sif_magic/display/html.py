@@ -75,8 +75,25 @@ def summary_html(job: Any) -> str:
         f"{job.n:,} calls {status} in {job.elapsed:.1f} s"
         f'<div style="background:#eee;height:8px;width:100%;max-width:40em;margin:3px 0">'
         f'<div style="background:{colour};height:8px;width:{pct:.1f}%"></div></div>'
-        f"{badges_html(counts)} <span style='color:#777'>{html.escape(rate_text(job))}</span></div>"
+        f"{badges_html(counts)} <span style='color:#777'>{html.escape(rate_text(job))}</span>"
+        f"{notes_html(job)}</div>"
     )
+
+
+def notes_html(job: Any) -> str:
+    """What travelled with the function, and the job's advice (a module its workers
+    lack), under the counts; "" when there is neither."""
+    lines = []
+    shipment = getattr(job, "shipment", None)
+    if shipment is not None and shipment.parts:
+        lines.append(f"shipped with the function: {html.escape(shipment.describe())}")
+    if shipment is not None:
+        lines += [f"not shipped: {html.escape(note)}" for note in shipment.notes]
+    hints = job.hints() if hasattr(job, "hints") else []
+    lines += [f"<b style='color:{COLOURS['failed']}'>&#9888; {html.escape(h)}</b>" for h in hints]
+    if not lines:
+        return ""
+    return "<div style='color:#555;font-size:90%'>" + "<br>".join(lines) + "</div>"
 
 
 def snapshot(job: Any) -> dict[str, str]:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .html import counts_html, workers_details
+from .html import counts_html, notes_html, workers_details
 from .text import describe_text, error_text
 
 
@@ -56,7 +56,8 @@ class JobView:
         self.cancel_button.layout.width = "8em"
         self.cancel_button.on_click(self._cancel)
         self.workers = w.HTML()
-        parts: list[Any] = [w.HBox([self.counts, self.cancel_button]), self.bar]
+        self.notes = w.HTML()  # what was shipped; advice about the failures
+        parts: list[Any] = [w.HBox([self.counts, self.cancel_button]), self.bar, self.notes]
         self.grid = self.logview = None
         from ..widgets._frontend import MISSING_HINT, frontend_missing
 
@@ -138,6 +139,9 @@ class JobView:
                 self.cancel_button.disabled = True
                 self.cancel_button.description = "Cancelling"
             self.counts.value = counts_html(job, counts, rows, drawn[1])
+            notes = notes_html(job)
+            if notes != self.notes.value:
+                self.notes.value = notes
             if rows is not None:
                 self.workers.value = workers_details(rows)
             # the grid (the biggest message) at most 5 times a second, always at the end

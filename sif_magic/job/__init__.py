@@ -22,9 +22,12 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
+from .._hints import JobAdvice, missing_module
+from ..errors import RemoteError
 from ..protocol import (
     DONE,
     FAILED,
@@ -34,6 +37,7 @@ from ..protocol import (
     ResultBatch,
     ResultSegment,
 )
+from ..runner import spill
 from .futures import CallFutures
 from .logs import LogStore
 from .monitor import EventFolder
@@ -81,6 +85,8 @@ class Job:
         backend: Any = None,
         origins: dict[str, str] | None = None,
         created: float | None = None,
+        shipment: Any = None,
+        spill_dir: str = "",
     ) -> None:
         self.job_id = job_id
         self.n = n
@@ -90,6 +96,15 @@ class Job:
         self.backend = backend
         # code_key -> real file of the code shipped with the function (see _origins)
         self.origins = origins or {}
+        # the user's modules that travel with the function (``_ship.Shipment``; None: unknown)
+        self.shipment = shipment
+        excluded = shipment.excluded if shipment is not None else frozenset()
+        self._advice = JobAdvice(backend, runtime, excluded)
+        # inputs and results over the message limit (``runner.spill``): gone once the
+        # results are read, or with the Job (its inputs once the job is over)
+        self.spill_dir = spill_dir
+        if spill_dir:
+            weakref.finalize(self, spill.remove, spill_dir)
         self.created = time.time() if created is None else created
         self.finished_at: float | None = None
         self._outcomes = Outcomes(n)
@@ -162,6 +177,7 @@ class Job:
 
     def _finish(self) -> None:
         self.finished_at = time.time()
+        spill.remove(self.spill_dir, "input")
         # callbacks first (a view is told to draw the end), then wake the waiters
         for cb in list(self._callbacks):
             try:
@@ -200,6 +216,7 @@ class Job:
             self.cancel()
         if self.backend is not None:
             self.backend.release(self)
+        spill.remove(self.spill_dir)
 
     def add_done_callback(self, fn: Callable[[Job], None]) -> None:
         """``fn(job)`` once the job is done (now if it is): see the module's thread rule."""
@@ -261,7 +278,19 @@ class Job:
             o = self._outcomes
             state, info, raw = o.states[i], o.errors.get(i), o.raw(i)
             worker, host, _ = o.hosts[o.where[i]]
-        return rebuild_error(i, state, info, raw, worker, host, self.origins)
+        err = rebuild_error(i, state, info, raw, worker, host, self.origins)
+        if isinstance(err, RemoteError) and err.ename == "ModuleNotFoundError" and info:
+            with self._lock:
+                self._advice.fold(self._outcomes.errors)
+            err.hint = self._advice.message(missing_module(info) or "?")
+        return err
+
+    def hints(self) -> list[str]:
+        """One message per module the workers could not import: which, whether this
+        kernel has it, where the calls ran, the command that adds it (``_hints``)."""
+        with self._lock:
+            self._advice.fold(self._outcomes.errors)
+        return self._advice.messages()
 
     def results(self, timeout: float | None = None, *, errors: str | None = None) -> list[Any]:
         """The values in input order; raises the first failure unless errors='collect'
@@ -276,7 +305,9 @@ class Job:
 
     def _decode(self) -> list[Any]:
         with self._lock:
-            return self._outcomes.decode(self.error)
+            values = self._outcomes.decode(self.error)
+        spill.remove(self.spill_dir)  # read: the spilled results are not needed any more
+        return values
 
     # -- futures -----------------------------------------------------------------------
     @property

@@ -31,6 +31,7 @@ from ..protocol import (
     ResultSegment,
     consecutive,
 )
+from ..runner import spill
 
 _ONE = b"\x01"
 # a status byte that is not an outcome is taken for "failed"; attempt 0 for 1
@@ -70,7 +71,7 @@ class Block:
 
     def decoded(self) -> list[Any]:
         if self._list is None:
-            values = pickle.loads(self.values) if self.values else None
+            values = pickle.loads(spill.load(self.values)) if self.values else None
             if not isinstance(values, list) or len(values) != len(self.indices):
                 raise ProtocolError("a result segment's values do not match its calls")
             self._list = values

@@ -21,6 +21,8 @@ import time
 from array import array
 
 from .slotio import DONE, FAILED, MAX_CALL_OUTPUT, write_msg
+from .spill import SpillError
+from .spill import write as spill_write
 from .tracebacks import describe_exception
 
 TRUNCATE_AT = 16 << 20  # the output files are emptied between calls past this size
@@ -51,12 +53,17 @@ class Records:
         self.specials_sent = 0
         self.last_flush = 0.0
         self.run_id = 0
+        self.spill: tuple[str, int] | None = None  # (directory, over how many bytes)
 
-    def start(self, run_id: int, indices: list[int]) -> None:
+    def start(
+        self, run_id: int, indices: list[int], spill_dir: str | None = None, over: str | None = None
+    ) -> None:
+        """A new run; its results pickled past ``over`` bytes go to ``spill_dir``."""
         with self.lock:
             self.run_id = run_id
             self.indices = indices
             self.sent = 0
+            self.spill = (spill_dir, int(over)) if spill_dir and over else None
 
     def send(self, msg: object) -> None:
         with self.lock:
@@ -81,6 +88,8 @@ class Records:
                             entries[k] = r.value
                     self.specials_sent += len(special)
                 values = self._pickle_values(entries, special)
+                if self.spill is not None and len(values) > self.spill[1]:
+                    values = self._spill(values, special, n)
                 self.sent += n
                 kind = "finished" if final else "results"
                 write_msg(self.resp_fd, (kind, self.run_id, values, n, times, special))
@@ -117,6 +126,18 @@ class Records:
                 }
                 values[k] = None
         return cloudpickle.dumps(values, protocol=5)
+
+    def _spill(self, values: bytes, special: dict[int, list], n: int) -> bytes:
+        """Results too big for a message: a file of the job's spill directory, and a
+        reference in their place; where it cannot be written, the calls fail saying so."""
+        try:
+            return spill_write(self.spill[0], "result", values)  # type: ignore[index]
+        except SpillError as e:
+            error = {"type": "sif_magic.errors.SerializationError", "message": str(e), "frames": []}
+            for k in range(n):
+                entry = special.setdefault(k, [DONE, None, b"", b"", 0, b""])
+                entry[0], entry[1] = FAILED, error
+            return pickle.dumps([None] * n, protocol=5)
 
     def all_failed(self, error: dict, n: int) -> None:
         """``n`` calls failed with ``error`` without running (their chunk did not load)."""

@@ -14,7 +14,9 @@ Run by path, never imported by the parent: this folder does not go on
 ``sys.path`` (its modules would shadow the user's); the modules the slot needs
 (``slotio``, ``records``, ``tracebacks``) are loaded as a private package.
 They and this file import only each other, the standard library and
-cloudpickle: this runs inside the worker image.
+cloudpickle: this runs inside the worker image. The user's modules that travel
+with a function (``shipped``) are imported through a finder of this process,
+the bundle of the function that runs being the one served.
 
 Threads: the main thread runs calls and appends their records; a watchdog
 thread sends records that wait while a long call runs, and kills the slot's
@@ -58,9 +60,11 @@ def _siblings(*names: str) -> list[types.ModuleType]:
 
 
 if __package__:  # imported (by tests) as sif_magic.runner.slot
-    from . import records, slotio, tracebacks  # noqa: E402
+    from . import records, shipped, slotio, spill, tracebacks  # noqa: E402
 else:  # run by path
-    records, slotio, tracebacks = _siblings("records", "slotio", "tracebacks")
+    records, shipped, slotio, spill, tracebacks = _siblings(
+        "records", "shipped", "slotio", "spill", "tracebacks"
+    )
 
 
 _WROTE = [0]  # set by writes through sys.stdout / sys.stderr (and their .buffer)
@@ -115,7 +119,8 @@ class Slot:
         self.calls_seen: dict[str, int] = {}  # per function hash
         self.untracked: set[str] = set()  # functions seen writing past sys.stdout/stderr
         self.leftover: tuple[int, int] | None = None  # output offsets no call took yet
-        self.funcs: dict[str, object] = {}
+        self.funcs: dict[str, tuple[object, str]] = {}  # hash -> (function, its bundle)
+        self.shipped = shipped.ShippedModules()
         threading.Thread(target=self._watchdog, daemon=True).start()
 
     def _watchdog(self) -> None:
@@ -140,20 +145,24 @@ class Slot:
                 self.run(*msg[1:])
 
     def _function(self, func_hash: str, func_bytes: bytes | None) -> object:
-        """The function of ``func_hash``: the parent sends its bytes only the first
-        time (it mirrors this cache, MAX_FUNCS), so a failure to load is kept too."""
-        func = self.funcs.get(func_hash) if func_hash else None
+        """The function of ``func_hash``, its bundle of modules serving imports: the
+        parent sends its bytes only the first time (it mirrors this cache,
+        MAX_FUNCS), so a failure to load is kept too."""
+        func, bundle = self.funcs.get(func_hash, (None, "")) if func_hash else (None, "")
         if func is None:
             import cloudpickle  # noqa: F401  (needed to unpickle by-value functions)
 
             try:
-                func = pickle.loads(func_bytes)  # type: ignore[arg-type]
+                bundle, data = self.shipped.take(func_bytes)  # type: ignore[arg-type]
+                self.shipped.activate(bundle)
+                func = pickle.loads(data)
             except BaseException as e:  # noqa: BLE001 - raised again for every run of it
                 func = _Unloadable(e)
             if func_hash:
                 if len(self.funcs) > slotio.MAX_FUNCS:
                     self.funcs.clear()
-                self.funcs[func_hash] = func
+                self.funcs[func_hash] = (func, bundle)
+        self.shipped.activate(bundle)
         if type(func) is _Unloadable:
             raise func.error
         return func
@@ -161,7 +170,7 @@ class Slot:
     def run(
         self, run_id, func_hash, func_bytes, args_bytes, positions, indices, attempts, star, env
     ) -> None:  # noqa: ANN001
-        self.records.start(run_id, indices)
+        self.records.start(run_id, indices, env.get(spill.ENV_DIR), env.get(spill.ENV_OVER))
         saved_env = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
@@ -169,12 +178,14 @@ class Slot:
                 func = self._function(func_hash, func_bytes)
                 import cloudpickle  # noqa: F401
 
-                items = pickle.loads(args_bytes)
+                items = pickle.loads(spill.load(args_bytes))
             except BaseException as e:  # cannot even load the chunk: every call fails
                 err = tracebacks.describe_exception(e)
                 err["message"] = (
                     f"could not unpickle the function or its inputs here: {err['message']}"
                 )
+                if isinstance(e, spill.SpillError):  # arrives as ours, saying what to set
+                    err["type"] = "sif_magic.errors.SerializationError"
                 self.records.all_failed(err, len(indices))
                 return
             if type(positions) is tuple:
@@ -290,14 +301,18 @@ class Slot:
 
 
 def split_main() -> None:
-    """``slot.py split``: stdin (args_bytes, positions) -> stdout [pickled [item], ...].
+    """``slot.py split``: stdin (func_bytes, args_bytes, positions) -> stdout
+    [pickled [item], ...].
 
     Re-packs a chunk's inputs into one pickle per call, for a worker that splits a
-    redelivered chunk: user data is unpickled here, never in the worker itself."""
+    redelivered chunk: user data is unpickled here, never in the worker itself
+    (with the modules shipped with the function: the inputs may be their objects)."""
     import cloudpickle
 
-    args_bytes, positions = pickle.loads(sys.stdin.buffer.read())
-    items = pickle.loads(args_bytes)
+    func_bytes, args_bytes, positions = pickle.loads(sys.stdin.buffer.read())
+    modules = shipped.ShippedModules()
+    modules.activate(modules.take(func_bytes)[0])
+    items = pickle.loads(spill.load(args_bytes))
     out = [cloudpickle.dumps([items[p]], protocol=5) for p in positions]
     sys.stdout.buffer.write(pickle.dumps(out, protocol=5))
 

@@ -64,7 +64,7 @@ def _repack(task: Task, positions: list[int], cwd: str) -> list[bytes]:
     """Each position's input pickled alone (in a helper process: it unpickles them)."""
     proc = subprocess.run(
         [sys.executable, SLOT_SCRIPT, "split"],
-        input=pickle.dumps((task.args, positions), protocol=5),
+        input=pickle.dumps((task.func, task.args, positions), protocol=5),
         capture_output=True,
         timeout=600,
         cwd=cwd,

@@ -275,8 +275,12 @@ def test_unpicklable_or_oversized_input_on_rabbitmq_fails_before_sending(
         ex.map_job(holds_a_lock, range(3))
     with pytest.raises(SerializationError, match="input #2"):
         ex.map_job(abs, [1, 2, threading.Lock()])
-    with pytest.raises(SerializationError, match=r"input #1 is .* over the 1 MB message limit"):
-        ex.map_job(len, [b"", os.urandom(2 * 1024 * 1024)])
+    # an input over the limit spills (tests/test_spill.py); where it cannot, nothing is sent
+    unwritable = make_ex(
+        amqp_url=broker_url, runtime=runtime, max_message_mb=1, spill_dir="/proc/sif-no-dir"
+    )
+    with pytest.raises(SerializationError, match=r"input #1: cannot write 2.0 MB .*spill_dir"):
+        unwritable.map_job(len, [b"", os.urandom(2 * 1024 * 1024)])
     assert in_flight.results(timeout=60) == list(range(20))
-    assert set(ex.jobs) == {in_flight.job_id}  # the refused ones never started
+    assert set(ex.jobs) == {in_flight.job_id} and not unwritable.jobs  # the refused never started
     assert tasks_left(broker_url, runtime) == 0

@@ -1,0 +1,120 @@
+"""Inputs and results too big for a message, through a directory both sides see.
+
+A pickled input chunk (one input, once chunks are split down to one) or a slot's
+pickled results over the message limit are written to a file under the job's
+spill directory (``<spill_dir>/<job id>/``, mode 700, files 600; ``spill_dir``
+defaults to ``~/.sif_magic/spill``, on the shared home of a cluster) and travel
+as a *reference* in their place: ``MAGIC`` then JSON ``{"path", "size",
+"sha256"}``. The reference is inside the signed message; the reader checks the
+file's size and sha256 against it, so a file changed on disk is refused.
+
+The client writes inputs (``_serialize.make_chunks``), a call process writes
+results when its run's environment names a directory and a limit (``ENV_DIR``,
+``ENV_OVER``: the client sets them for backends whose messages are bounded);
+``load`` reads either kind back. The client removes a job's directory once its
+results are read (or the Job is gone), its inputs once the job is over, and
+directories older than the result queues' lifetime (``sweep``).
+
+Standard library only (the slot loads it by path). Threads: any; a file is
+written by one thread and read after the message that names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+
+MAGIC = b"SIFSPILL1"
+ENV_DIR = "SIF_MAGIC_SPILL_DIR"  # the job's spill directory, for results (set per run)
+ENV_OVER = "SIF_MAGIC_SPILL_OVER"  # results pickled bigger than this many bytes spill
+
+
+class SpillError(OSError):
+    """A spilled input or result cannot be written or read here."""
+
+
+def default_dir() -> str:
+    home = os.environ.get("SIF_MAGIC_HOME") or os.path.join(os.path.expanduser("~"), ".sif_magic")
+    return os.path.join(home, "spill")
+
+
+def is_reference(blob: bytes | memoryview) -> bool:
+    return bytes(blob[: len(MAGIC)]) == MAGIC
+
+
+def write(directory: str, prefix: str, data: bytes | memoryview) -> bytes:
+    """Write ``data`` to a new file of ``directory`` (made mode 700); its reference."""
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        path = os.path.join(directory, f"{prefix}-{uuid.uuid4().hex[:12]}")
+        fd = os.open(path + ".part", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.rename(path + ".part", path)
+    except OSError as e:
+        raise SpillError(
+            f"cannot write {len(data) / 2**20:.1f} MB to the spill directory {directory} on "
+            f"{socket.gethostname()} ({e.strerror or e}): set spill_dir to a directory that "
+            "the notebook and the workers can both write (%sif_config spill_dir=/shared/dir)"
+        ) from None
+    meta = {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return MAGIC + json.dumps(meta).encode()
+
+
+def load(blob: bytes) -> bytes:
+    """``blob`` itself, or the bytes of the file it refers to (checked)."""
+    if not is_reference(blob):
+        return blob
+    meta = json.loads(bytes(blob[len(MAGIC) :]))
+    path = str(meta["path"])
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise SpillError(
+            f"{path} (spilled: over the message limit) cannot be read on "
+            f"{socket.gethostname()} ({e.strerror or e}): set spill_dir to a directory the "
+            "notebook and the workers both see (%sif_config spill_dir=/shared/dir)"
+        ) from None
+    if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise SpillError(f"{path} changed after it was spilled: refused")
+    return data
+
+
+def remove(directory: str, prefix: str = "") -> None:
+    """Remove ``directory`` (with ``prefix``: only its files that start so)."""
+    if not directory:
+        return
+    if not prefix:
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
+def sweep(root: str, older_than: float) -> None:
+    """Remove the job directories of ``root`` untouched for ``older_than`` seconds."""
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return
+    limit = time.time() - older_than
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False) and entry.stat().st_mtime < limit:
+                shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:
+            pass
