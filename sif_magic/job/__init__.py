@@ -3,7 +3,8 @@
 - ``outcomes.Outcomes``: per call its state, attempt, times, host and value;
 - ``logs.LogStore``: what the calls printed;
 - ``monitor.EventFolder``: the monitoring stream, folded into both;
-- ``rebuild``: the exceptions of failed calls, from their error records.
+- ``rebuild``: the exceptions of failed calls, from their error records;
+- ``aio``: ``await job``, awaitable futures, ``as_completed()``.
 
 Backends fold what workers report through ``apply_segments`` / ``apply_batch``
 (outcomes) and ``apply_events`` (progress and live logs); displays read. Nothing
@@ -22,7 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from ..protocol import (
@@ -34,6 +35,7 @@ from ..protocol import (
     ResultBatch,
     ResultSegment,
 )
+from .aio import AsCompleted, wait_job
 from .futures import CallFutures
 from .logs import LogStore
 from .monitor import EventFolder
@@ -286,6 +288,15 @@ class Job:
             if self._futures is None:
                 self._futures = CallFutures(self._outcomes, self.error)
             return self._futures.futures
+
+    # -- awaiting (aio) ------------------------------------------------------------------
+    def __await__(self) -> Generator[Any, None, list[Any]]:
+        """``await job``: the results (as ``results()``) without blocking the event loop."""
+        return wait_job(self).__await__()
+
+    def as_completed(self) -> AsCompleted:
+        """``(index, value)`` per call as outcomes come: ``async for`` or ``for``."""
+        return AsCompleted(self)
 
     # -- showing -----------------------------------------------------------------------
     def summary(self) -> str:
