@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._report import report
 from ._version import __version__
 from .errors import (
     BrokerError,
@@ -42,6 +43,7 @@ __all__ = [
     "WorkerLostError",
     "__version__",
     "load_ipython_extension",
+    "report",
     "unload_ipython_extension",
 ]
 

@@ -229,6 +229,15 @@ class Job:
             counts = self._outcomes.counts
             return {name: counts[code] for code, name in enumerate(STATE_NAMES)}
 
+    def progress(self) -> tuple[float, dict[int, tuple[float, str]]]:
+        """How far the job is, counting the fraction running calls reported
+        (``sif_magic.report``): (calls' worth done, {call: (fraction, message)} of
+        the calls without an outcome that reported). The first is ``final`` plus
+        those fractions."""
+        with self._lock:
+            partial, running = self._events.partial()
+            return self._outcomes.final + partial, running
+
     def state(self, i: int) -> str:
         return STATE_NAMES[self._outcomes.states[i]]
 
@@ -241,6 +250,8 @@ class Job:
         with self._lock:
             d = self._outcomes.describe(i)
             d["note"] = self._events.notes.get(i, "")
+            fraction, message = self._events.progress.get(i, (None, ""))
+            d["progress"], d["message"] = fraction, message
             return d
 
     def call_logs(self, i: int) -> tuple[list[tuple[int, str]], int]:
