@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from . import _serialize
+from . import _serialize, cache
 from ._origins import code_origins
 from .backends import Backend, JobTask, make_backend
 from .config import SifConfig, snapshot
@@ -76,8 +76,13 @@ class Executor(concurrent.futures.Executor):
         star: bool = False,
         errors: str | None = None,
         name: str | None = None,
+        resume: bool = False,
     ) -> Job:
-        """Start ``fn(item)`` (or ``fn(*item)`` with ``star``) for every item; return the Job."""
+        """Start ``fn(item)`` (or ``fn(*item)`` with ``star``) for every item; return the Job.
+
+        With ``resume``, calls whose function and input succeeded before take their
+        kept result (``cache_dir``) and only the others run; results are kept as
+        they come."""
         if not callable(fn):
             raise TypeError(f"map_job needs a function, got {type(fn).__name__}")
         errors = errors or self.config.errors
@@ -85,12 +90,21 @@ class Executor(concurrent.futures.Executor):
             raise ConfigError("errors must be 'raise' or 'collect'")
         items = items if isinstance(items, list | tuple | range) else list(items)
         cfg = self.config
+        env = {str(k): str(v) for k, v in (env or {}).items()}
         func, func_hash = _serialize.dumps_function(fn)
         backend = self.backend
-        size = chunksize or cfg.chunksize or auto_chunksize(len(items), backend.slots())
+        recorder, cached, run = None, [], range(len(items))
+        if resume:
+            store = cache.store(cfg.cache_dir, cfg.cache_max_mb)
+            recorder, cached, run = cache.prepare(store, fn, items, star, env)
+        todo = items if len(run) == len(items) else [items[i] for i in run]
+        size = chunksize or cfg.chunksize or auto_chunksize(len(todo), backend.slots())
         chunks = _serialize.make_chunks(
-            items, max(1, int(size)), int(cfg.max_message_mb * _serialize.MB), len(func)
+            todo, max(1, int(size)), int(cfg.max_message_mb * _serialize.MB), len(func)
         )
+        if len(todo) != len(items):
+            for c in chunks:
+                c.calls = [run[k] for k in c.calls]
         t = cfg.timeout if timeout is None else timeout
         task = JobTask(
             func=func,
@@ -100,7 +114,7 @@ class Executor(concurrent.futures.Executor):
             timeout=float(t) if t else None,
             retries=int(cfg.retries if retries is None else retries),
             max_lost=cfg.max_lost,
-            env={str(k): str(v) for k, v in (env or {}).items()},
+            env=env,
         )
         job = Job(
             new_job_id(),
@@ -110,8 +124,14 @@ class Executor(concurrent.futures.Executor):
             runtime=cfg.runtime,
             backend=backend,
             origins=code_origins(fn),
+            reused=len(items) - len(todo),
         )
-        backend.start_job(job, task)
+        if cached:
+            job.apply_segments(cached)
+        if recorder is not None:
+            job.add_fold_listener(recorder.record)
+        if todo or not items:  # not when every call came from the cache
+            backend.start_job(job, task)
         self.jobs[job.job_id] = job  # only a job that started (shutdown waits for these)
         return job
 

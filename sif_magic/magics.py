@@ -60,6 +60,12 @@ def _map_options(f: Any) -> Any:
                 help="Environment variable for the calls (repeatable).",
             ),
             argument("--star", action="store_true", help="Call f(*item) instead of f(item)."),
+            argument(
+                "--resume",
+                action="store_true",
+                help="Reuse kept results of calls that succeeded before (same function and "
+                "input); run only the others, and keep their results (cache_dir).",
+            ),
         ]
     ):
         f = arg(f)
@@ -130,6 +136,7 @@ class SifMagics(Magics):
                 star=args.star,
                 errors=args.errors,
                 name=name,
+                resume=args.resume,
             )
         except ConfigError as e:
             raise UsageError(str(e)) from None
@@ -271,6 +278,14 @@ class SifMagics(Magics):
             raise UsageError(str(e)) from None
         self.shell.user_ns[args.out or "_sif_job"] = job
         return job
+
+    @line_magic
+    def sif_cache(self, line: str) -> Any:
+        """``%sif_cache`` shows the results kept for ``--resume`` (cache_dir);
+        ``%sif_cache clear`` removes them all."""
+        from ._cache_magic import cache_magic
+
+        return cache_magic(line)
 
     @line_magic
     def sif_logs(self, line: str) -> Any:

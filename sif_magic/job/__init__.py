@@ -21,6 +21,7 @@ wake a thread, never write a widget or block.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -83,6 +84,7 @@ class Job:
         backend: Any = None,
         origins: dict[str, str] | None = None,
         created: float | None = None,
+        reused: int = 0,
     ) -> None:
         self.job_id = job_id
         self.n = n
@@ -94,6 +96,7 @@ class Job:
         self.origins = origins or {}
         self.created = time.time() if created is None else created
         self.finished_at: float | None = None
+        self.reused = reused  # calls whose results came from the cache (resume)
         self._outcomes = Outcomes(n)
         self._logs = LogStore()
         self._events = EventFolder(self._outcomes, self._logs)
@@ -102,6 +105,7 @@ class Job:
         self._done = threading.Event()
         self._futures: CallFutures | None = None
         self._callbacks: list[Callable[[Job], None]] = []
+        self._fold_listeners: list[Callable[[list[ResultSegment]], None]] = []
         self._holds: list[threading.Event] = []
         if n == 0:
             self._finish()
@@ -134,8 +138,27 @@ class Job:
             for i in applied or ():
                 self._futures.resolve(i)
             self._version += 1
+            listeners = self._fold_listeners
             if self._outcomes.final >= self.n and self.finished_at is None:
+                if listeners:  # kept before the job says it is done
+                    self._tell(listeners, segments)
+                    listeners = []
                 self._finish()
+        self._tell(listeners, segments)
+
+    @staticmethod
+    def _tell(listeners: list[Callable[[list[ResultSegment]], None]], segments: list) -> None:
+        for fn in listeners:
+            try:
+                fn(segments)
+            except Exception:  # noqa: BLE001 - keeping results must not break the job
+                logging.getLogger("sif_magic.job").exception("a fold listener failed")
+
+    def add_fold_listener(self, fn: Callable[[list[ResultSegment]], None]) -> None:
+        """``fn(segments)`` after every fold of results, on the folding thread (the
+        resume cache keeps them): it must not block for long or touch a widget."""
+        with self._lock:
+            self._fold_listeners.append(fn)
 
     def apply_events(self, batch: EventBatch) -> None:
         """Fold a monitoring batch: progress states, attempts, notes and live logs."""
