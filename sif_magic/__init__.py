@@ -21,6 +21,7 @@ from .errors import (
     RemoteError,
     SerializationError,
     SifMagicError,
+    UpstreamError,
     WorkerLostError,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "RemoteError",
     "SerializationError",
     "SifMagicError",
+    "UpstreamError",
     "WorkerLostError",
     "__version__",
     "load_ipython_extension",

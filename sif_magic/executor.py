@@ -13,7 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from . import _serialize, cache
@@ -22,6 +22,7 @@ from .backends import Backend, JobTask, make_backend
 from .config import SifConfig, snapshot
 from .errors import ConfigError
 from .job import Job
+from .pipeline import Feeder
 from .runner.scheduler import auto_chunksize
 
 
@@ -67,7 +68,7 @@ class Executor(concurrent.futures.Executor):
     def map_job(
         self,
         fn: Callable,
-        items: Iterable[Any],
+        items: Iterable[Any] | Job,
         *,
         chunksize: int | None = None,
         timeout: float | None = None,
@@ -82,27 +83,36 @@ class Executor(concurrent.futures.Executor):
 
         With ``resume``, calls whose function and input succeeded before take their
         kept result (``cache_dir``) and only the others run; results are kept as
-        they come."""
+        they come. ``items`` may be another Job: ``fn`` then maps over its results
+        as they come (a pipeline, see ``pipeline``)."""
         if not callable(fn):
             raise TypeError(f"map_job needs a function, got {type(fn).__name__}")
         errors = errors or self.config.errors
         if errors not in ("raise", "collect"):
             raise ConfigError("errors must be 'raise' or 'collect'")
-        items = items if isinstance(items, list | tuple | range) else list(items)
+        upstream = items if isinstance(items, Job) else None
+        if upstream is not None and resume:
+            raise ConfigError(
+                "resume applies to inputs given as values, not to a pipeline over a job: "
+                "run the upstream job with resume=True instead"
+            )
+        values: Sequence[Any] = ()
+        if upstream is None:
+            values = items if isinstance(items, list | tuple | range) else list(items)  # type: ignore[arg-type]
         cfg = self.config
         env = {str(k): str(v) for k, v in (env or {}).items()}
         func, func_hash = _serialize.dumps_function(fn)
         backend = self.backend
-        recorder, cached, run = None, [], range(len(items))
+        recorder, cached, todo, run = None, [], values, None
         if resume:
             store = cache.store(cfg.cache_dir, cfg.cache_max_mb)
-            recorder, cached, run = cache.prepare(store, fn, items, star, env)
-        todo = items if len(run) == len(items) else [items[i] for i in run]
-        size = chunksize or cfg.chunksize or auto_chunksize(len(todo), backend.slots())
-        chunks = _serialize.make_chunks(
-            todo, max(1, int(size)), int(cfg.max_message_mb * _serialize.MB), len(func)
-        )
-        if len(todo) != len(items):
+            recorder, cached, run = cache.prepare(store, fn, values, star, env)
+            todo = [values[i] for i in run]
+        n = upstream.n if upstream is not None else len(values)
+        size = max(1, int(chunksize or cfg.chunksize or auto_chunksize(n, backend.slots())))
+        max_bytes = int(cfg.max_message_mb * _serialize.MB)
+        chunks = _serialize.make_chunks(todo, size, max_bytes, len(func))
+        if run is not None:
             for c in chunks:
                 c.calls = [run[k] for k in c.calls]
         t = cfg.timeout if timeout is None else timeout
@@ -118,20 +128,22 @@ class Executor(concurrent.futures.Executor):
         )
         job = Job(
             new_job_id(),
-            len(items),
+            n,
             name=name or getattr(fn, "__name__", "call"),
             errors=errors,
             runtime=cfg.runtime,
             backend=backend,
             origins=code_origins(fn),
-            reused=len(items) - len(todo),
+            reused=n - len(todo) if run is not None else 0,
         )
         if cached:
             job.apply_segments(cached)
         if recorder is not None:
             job.add_fold_listener(recorder.record)
-        if todo or not items:  # not when every call came from the cache
+        if upstream is not None or todo or not n:  # not when every call came from the cache
             backend.start_job(job, task)
+        if upstream is not None:
+            Feeder(backend, job, upstream, task, size, max_bytes).start()
         self.jobs[job.job_id] = job  # only a job that started (shutdown waits for these)
         return job
 

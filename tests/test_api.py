@@ -36,6 +36,7 @@ def test_all_matches_what_is_exported() -> None:
         "launch",
         "validate",
         "cache",
+        "pipeline",
     }
     assert public - modules - set(sif_magic.__all__) == set()
 

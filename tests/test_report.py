@@ -8,6 +8,7 @@ import time
 
 import cloudpickle
 import pytest
+from procs import until
 
 import sif_magic
 from sif_magic import Executor
@@ -17,21 +18,8 @@ DEADLINE = 60.0
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers lack this file
 
 
-@pytest.fixture
-def ex(any_ex: Executor) -> Executor:
-    return any_ex
-
-
-def until(what: str, cond) -> None:  # noqa: ANN001
-    end = time.time() + DEADLINE
-    while not cond():
-        assert time.time() < end, f"waited {DEADLINE} s for {what}"
-        time.sleep(0.02)
-
-
 def halfway(path: str) -> str:
     import os
-    import time
 
     import sif_magic
 
@@ -42,9 +30,9 @@ def halfway(path: str) -> str:
     return "done"
 
 
-def test_the_job_sees_the_fraction_and_message_a_call_reports(ex: Executor, tmp_path) -> None:
+def test_the_job_sees_the_fraction_and_message_a_call_reports(any_ex: Executor, tmp_path) -> None:
     flag = tmp_path / "go"
-    job = ex.map_job(halfway, [str(flag), str(flag)], chunksize=1)
+    job = any_ex.map_job(halfway, [str(flag), str(flag)], chunksize=1)
     until("both calls at half", lambda: len(job.progress()[1]) == 2 or job.done())
     assert not job.done(), job.results(errors="collect")
     until(

@@ -106,6 +106,7 @@ class Job:
         self._futures: CallFutures | None = None
         self._callbacks: list[Callable[[Job], None]] = []
         self._fold_listeners: list[Callable[[list[ResultSegment]], None]] = []
+        self._linked: list[Job] = []  # cancelled with this one (see link)
         self._holds: list[threading.Event] = []
         if n == 0:
             self._finish()
@@ -217,7 +218,14 @@ class Job:
             self._outcomes.cancel_requested = True
         if self.backend is not None:
             self.backend.cancel(self)
+        for other in list(self._linked):
+            other.cancel()
         return True
+
+    def link(self, other: Job) -> None:
+        """Cancelling this job cancels ``other`` too (a pipeline's upstream job)."""
+        with self._lock:
+            self._linked.append(other)
 
     def close(self) -> None:
         """Forget this job on the broker (its kept results go); cancels it if still running."""
