@@ -196,3 +196,14 @@ def test_a_cache_folder_of_another_user_is_refused(tmp_path: Path) -> None:
         os.chown(other, 65534, 65534)  # nobody's
     with pytest.raises(ConfigError, match="belongs to another user"):
         CacheStore(str(other), 1).lookup("0" * 32, [b"k" * 16])
+
+
+def test_a_cache_folder_that_cannot_be_made_says_what_to_do(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    e = Executor(backend="local", processes=1, cache_dir=str(blocker / "cache"))
+    try:
+        with pytest.raises(ConfigError, match="cannot be used .*set cache_dir"):
+            e.map_job(abs, [1], resume=True)
+    finally:
+        e.shutdown(wait=False)

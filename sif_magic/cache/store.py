@@ -1,11 +1,7 @@
 """The result cache on disk: what ``resume`` reuses (``cache_dir``, size-limited).
 
 Layout: ``<cache_dir>/<function key>/<segment>.seg``, the folder mode 700 and
-its files 600. A ``.seg`` file holds the calls of one result segment as the
-job folded it, without unpickling anything: a header (per call: input key,
-status, times, output, own pickle) and the segment's values pickle as it came.
-Reading one back gives a ``ResultSegment`` the job folds like any other (the
-calls it does not need are SKIP). Files are written whole (a temporary name,
+its files 600; what a ``.seg`` file holds: ``segfile``. Files are written whole (a temporary name,
 then renamed), so a kernel killed while writing leaves no half file; files
 are touched when used, and the least recently used go first once the cache
 is over its size.
@@ -20,21 +16,17 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import shutil
 import threading
 import time
-from array import array
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..protocol import DONE, SKIP, CallExtra, ResultSegment
+from ..protocol import DONE, ResultSegment
+from . import segfile
 from .keys import KEY_BYTES
 
 log = logging.getLogger("sif_magic.cache")
-MAGIC = b"SIFCACHE1\n"
-HEAD = 8  # bytes of the header's length
-_NO_KEY = bytes(KEY_BYTES)
 
 
 @dataclass
@@ -58,8 +50,14 @@ class CacheStore:
     # -- the folder ------------------------------------------------------------
     def _ensure(self, sub: str = "") -> str:
         """The cache folder (or its ``sub`` folder), made 700; refuses one another user owns."""
-        os.makedirs(self.path, mode=0o700, exist_ok=True)
-        st = os.stat(self.path)
+        try:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+            st = os.stat(self.path)
+        except OSError as e:
+            raise ConfigError(
+                f"cache_dir {self.path} cannot be used ({e.strerror or e}): set cache_dir to a "
+                "folder you can write (%sif_config cache_dir=~/.sif_magic/cache)"
+            ) from None
         if st.st_uid != os.getuid():
             raise ConfigError(
                 f"cache_dir {self.path} belongs to another user: set cache_dir to a folder "
@@ -89,18 +87,7 @@ class CacheStore:
         done = [k for k, i in enumerate(idx) if status[k] == DONE and 0 <= i < n]
         if not done:
             return
-        column = [_NO_KEY] * len(idx)
-        extra = {}
-        for k in done:
-            column[k] = keys[idx[k]]
-            e = seg.extra.get(k)
-            if e is not None:
-                extra[k] = (e[1], e[2], e[3], e[4])
-        header = pickle.dumps(
-            {"keys": b"".join(column), "status": bytes(status), "times": seg.times.tobytes(),
-             "extra": extra},
-            protocol=5,
-        )  # fmt: skip
+        header = segfile.header(keys, seg, done)
         folder = self._ensure(fn_key)
         with self._lock:
             self._seq += 1
@@ -109,7 +96,7 @@ class CacheStore:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(MAGIC + len(header).to_bytes(HEAD, "big") + header)
+                f.write(header)
                 f.write(seg.values)
             os.replace(tmp, os.path.join(folder, name + ".seg"))
         except OSError as e:
@@ -119,7 +106,7 @@ class CacheStore:
             except OSError:
                 pass
             return
-        self._grew(len(MAGIC) + HEAD + len(header) + len(seg.values))
+        self._grew(len(header) + len(seg.values))
 
     def _grew(self, added: int) -> None:
         with self._lock:
@@ -167,7 +154,7 @@ class CacheStore:
         for name in names:  # the newest first
             path = os.path.join(folder, name)
             try:
-                header, values = _read(path)
+                header, values = segfile.read(path)
                 column, status = header["keys"], header["status"]
                 found = {}
                 for k in range(len(status)):
@@ -181,7 +168,7 @@ class CacheStore:
             if not found:
                 continue
             os.utime(path)  # used: it is evicted last
-            segments += _segments(header, values, found)
+            segments += segfile.segments(header, values, found)
             for calls in found.values():
                 hit.update(calls)
             if not want:
@@ -194,7 +181,7 @@ class CacheStore:
         calls = 0
         for f in files:
             try:
-                calls += _read(f.path, header_only=True)[0]["status"].count(DONE)
+                calls += segfile.read(f.path, header_only=True)[0]["status"].count(DONE)
             except Exception:  # noqa: BLE001 - damaged or just evicted: not counted
                 pass
         size = sum(map(_size_of, files))
@@ -208,42 +195,6 @@ class CacheStore:
         with self._lock:
             self._size = 0
         return sum(f.name.endswith(".seg") for f in files)
-
-
-def _read(path: str, header_only: bool = False) -> tuple[dict, bytes]:
-    """(header, values pickle) of a cache file (values b"" with ``header_only``)."""
-    with open(path, "rb") as f:
-        head = f.read(len(MAGIC) + HEAD)
-        if not head.startswith(MAGIC):
-            raise ValueError("not a sif_magic cache file")
-        size = int.from_bytes(head[len(MAGIC) :], "big")
-        header = pickle.loads(f.read(size))
-        return header, (b"" if header_only else f.read())
-
-
-def _segments(header: dict, values: bytes, found: dict[int, list[int]]) -> list[ResultSegment]:
-    """One segment per round: a kept call wanted by several calls of the job (the same
-    input twice) gives each of them its value, in turn."""
-    m = len(header["status"])
-    times = array("d")
-    times.frombytes(header["times"])
-    out = []
-    for r in range(max(len(calls) for calls in found.values())):
-        indices = array("q", [-1]) * m
-        status = bytearray([SKIP]) * m
-        extra = {}
-        for k, calls in found.items():
-            if r < len(calls):
-                indices[k] = calls[r]
-                status[k] = DONE
-                if k in header["extra"]:
-                    extra[k] = CallExtra(None, *header["extra"][k])
-        out.append(
-            ResultSegment(
-                indices, bytes(status), b"\x01" * m, times, values, extra, "cache", "cache"
-            )
-        )
-    return out
 
 
 def _size_of(f: os.DirEntry) -> int:

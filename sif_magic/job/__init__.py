@@ -356,7 +356,7 @@ class Job:
 def summary(job: Job) -> str:
     """One line: the job, its size, and calls per state."""
     c = job.state_counts()
-    parts = [f"{c['done']} done"]
+    parts = [f"{c['done']} done" + (f" ({job.reused} from the cache)" if job.reused else "")]
     for name in ("failed", "cancelled", "running", "retrying", "queued", "lost"):
         if c[name]:
             parts.append(f"{c[name]} {name}")
