@@ -113,8 +113,13 @@ CELL = """
 import json
 LIMIT = {limit}
 
+class Scaler:
+    @property
+    def factor(self):
+        return LIMIT
+
 def helper(v):
-    return v * LIMIT
+    return v * Scaler().factor
 
 def work(x, scale=2):
     import uuid  # a local name: a global uuid elsewhere in the notebook does not matter
@@ -149,7 +154,8 @@ def test_the_function_key_is_stable_across_processes_and_follows_the_code() -> N
     assert key_in_new_process("\n\n" + cell, "/tmp/ipykernel_222/9.py", "2") == first
     assert key_in_new_process("import uuid\n" + cell, "/tmp/ipykernel_333/1.py", "3") == first
     assert key_in_new_process(cell.replace("LIMIT = 10", "LIMIT = 11"), "f.py", "1") != first
-    assert key_in_new_process(cell.replace("v * LIMIT", "v + LIMIT"), "f.py", "1") != first
+    assert key_in_new_process(cell.replace("v * Scaler", "v + Scaler"), "f.py", "1") != first
+    assert key_in_new_process(cell.replace("return LIMIT", "return -LIMIT"), "f.py", "1") != first
     assert key_in_new_process(cell.replace("scale=2", "scale=3"), "f.py", "1") != first
 
 

@@ -103,6 +103,10 @@ class _Hasher:
                     self.value(vars(obj)[name])
         elif isinstance(obj, staticmethod | classmethod):
             self.value(obj.__func__)
+        elif isinstance(obj, property):
+            self.put("property")
+            for part in (obj.fget, obj.fset, obj.fdel):
+                self.value(part)
         else:
             self.put("data", _data_bytes(obj))
 
