@@ -172,6 +172,9 @@ def test_the_cache_folder_is_private_and_can_be_cleared(ex: Executor, tmp_path: 
     ex.map_job(abs, [-1, -2], chunksize=2, resume=True).results(timeout=DEADLINE)
     folder = tmp_path / "cache"
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in folder.glob("*/*.seg"))
+    CacheStore(str(tmp_path / "home" / ".sif_magic" / "cache"), 1).lookup("0" * 32, [])
+    assert stat.S_IMODE((tmp_path / "home" / ".sif_magic").stat().st_mode) == 0o700
     store = CacheStore(str(folder), 1 << 30)
     info = store.info()
     assert info.files >= 1 and info.functions == 1 and info.size > 0

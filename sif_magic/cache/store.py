@@ -51,6 +51,8 @@ class CacheStore:
     def _ensure(self, sub: str = "") -> str:
         """The cache folder (or its ``sub`` folder), made 700; refuses one another user owns."""
         try:
+            # the folder holding it too (~/.sif_magic): makedirs gives only the last one 700
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
             os.makedirs(self.path, mode=0o700, exist_ok=True)
             st = os.stat(self.path)
         except OSError as e:
