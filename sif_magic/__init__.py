@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._report import report
 from ._version import __version__
 from .errors import (
     BrokerError,
@@ -21,6 +22,7 @@ from .errors import (
     ResourcesError,
     SerializationError,
     SifMagicError,
+    UpstreamError,
     WorkerLostError,
 )
 
@@ -41,9 +43,11 @@ __all__ = [
     "ResourcesError",
     "SerializationError",
     "SifMagicError",
+    "UpstreamError",
     "WorkerLostError",
     "__version__",
     "load_ipython_extension",
+    "report",
     "unload_ipython_extension",
 ]
 

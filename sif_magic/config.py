@@ -111,6 +111,14 @@ class SifConfig(Configurable):
         "call's output with them, come either way.",
     )
     progress_delay = CFloat(0.5, config=True, help="Seconds before a progress display appears.")
+    cache_dir = Unicode(
+        config=True,
+        help="Folder (made mode 700) keeping the results of jobs run with resume "
+        "(map_job(resume=True), %%sifmap --resume); %sif_cache shows and clears it.",
+    )
+    cache_max_mb = CFloat(
+        2048.0, config=True, help="Size of cache_dir in MB; the least recently used go first."
+    )
 
     @default("backend")
     def _backend(self) -> str:
@@ -143,6 +151,10 @@ class SifConfig(Configurable):
     @default("runtime")
     def _runtime(self) -> str:
         return _env("runtime", "default")
+
+    @default("cache_dir")
+    def _cache_dir(self) -> str:
+        return _env("cache_dir", "~/.sif_magic/cache")
 
     @default("key_file")
     def _key_file(self) -> str:

@@ -12,6 +12,7 @@
      +-- CallTimeoutError      the call ran past its --timeout and was killed
      +-- WorkerLostError       the call's process or worker died under it
      +-- CancelledError        the call was cancelled
+     +-- UpstreamError         a pipeline's call whose input, a call of the upstream job, failed
 
 Errors cross the wire as ``{"type", "message", "frames"}`` whose ``type`` is
 the class's ``wire_name`` (``sif_magic.errors.SerializationError``);
@@ -78,6 +79,11 @@ class CancelledError(SifMagicError):
 
 class CallTimeoutError(SifMagicError):
     pass
+
+
+class UpstreamError(SifMagicError):
+    """A call of a pipeline (``map_job(g, job1)``) did not run: its input was to be
+    the result of a call of the upstream job, which failed; the message names both."""
 
 
 class WorkerLostError(SifMagicError):

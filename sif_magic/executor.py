@@ -15,18 +15,19 @@ import functools
 import hashlib
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from . import _serialize
+from . import _serialize, cache
 from ._origins import code_origins
 from ._ship import Shipment, plan
 from .backends import Backend, JobTask, make_backend
 from .config import SifConfig, snapshot
 from .errors import ConfigError
 from .job import Job
-from .runner.resources import request
+from .pipeline import Feeder
 from .runner import spill
+from .runner.resources import request
 from .runner.scheduler import auto_chunksize
 
 
@@ -40,6 +41,8 @@ def _checked(resources: dict[str, int] | None) -> dict[str, int] | None:
         return request(resources)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
 def _pack(
     fn: Callable, items: Any, size: int, cfg: SifConfig, limit: int, spill_dir: str
 ) -> tuple[bytes, list[_serialize.PreparedChunk], Shipment]:
@@ -126,7 +129,7 @@ class Executor(concurrent.futures.Executor):
     def map_job(
         self,
         fn: Callable,
-        items: Iterable[Any],
+        items: Iterable[Any] | Job,
         *,
         chunksize: int | None = None,
         timeout: float | None = None,
@@ -135,9 +138,15 @@ class Executor(concurrent.futures.Executor):
         star: bool = False,
         errors: str | None = None,
         name: str | None = None,
+        resume: bool = False,
         resources: dict[str, int] | None = None,
     ) -> Job:
         """Start ``fn(item)`` (or ``fn(*item)`` with ``star``) for every item; return the Job.
+
+        With ``resume``, calls whose function and input succeeded before take their
+        kept result (``cache_dir``) and only the others run; results are kept as
+        they come. ``items`` may be another Job: ``fn`` then maps over its results
+        as they come (a pipeline, see ``pipeline``).
 
         ``resources``: what each call needs, ``{"gpus": 2, "cpus": 8}``: it runs in a
         process that holds that many GPUs of its own (``CUDA_VISIBLE_DEVICES``) and
@@ -149,19 +158,36 @@ class Executor(concurrent.futures.Executor):
         errors = errors or self.config.errors
         if errors not in ("raise", "collect"):
             raise ConfigError("errors must be 'raise' or 'collect'")
-        items = items if isinstance(items, list | tuple | range) else list(items)
+        upstream = items if isinstance(items, Job) else None
+        if upstream is not None and resume:
+            raise ConfigError(
+                "resume applies to inputs given as values, not to a pipeline over a job: "
+                "run the upstream job with resume=True instead"
+            )
+        values: Sequence[Any] = ()
+        if upstream is None:
+            values = items if isinstance(items, list | tuple | range) else list(items)  # type: ignore[arg-type]
         cfg = self.config
         backend = self.backend
-        size = chunksize or cfg.chunksize or auto_chunksize(len(items), backend.slots())
         need = self.resources if resources is None else _checked(resources)
         job_id = new_job_id()
         env = {str(k): str(v) for k, v in (env or {}).items()}
+        recorder, cached, todo, run = None, [], values, None
+        if resume:  # before the job's own variables join env (they are no part of the key)
+            store = cache.store(cfg.cache_dir, cfg.cache_max_mb)
+            recorder, cached, run = cache.prepare(store, fn, values, star, env)
+            todo = [values[i] for i in run]
+        n = upstream.n if upstream is not None else len(values)
+        size = max(1, int(chunksize or cfg.chunksize or auto_chunksize(n, backend.slots())))
         limit, spill_dir = _spilling(backend, cfg, job_id, env)
         try:
-            func, chunks, shipment = _pack(fn, items, max(1, int(size)), cfg, limit, spill_dir)
+            func, chunks, shipment = _pack(fn, todo, size, cfg, limit, spill_dir)
         except BaseException:
             spill.remove(spill_dir)
             raise
+        if run is not None:
+            for c in chunks:
+                c.calls = [run[k] for k in c.calls]
         func_hash = hashlib.sha256(func).hexdigest()
         t = cfg.timeout if timeout is None else timeout
         task = JobTask(
@@ -177,7 +203,7 @@ class Executor(concurrent.futures.Executor):
         )
         job = Job(
             job_id,
-            len(items),
+            n,
             name=name or getattr(fn, "__name__", "call"),
             errors=errors,
             runtime=cfg.runtime,
@@ -185,8 +211,16 @@ class Executor(concurrent.futures.Executor):
             origins=code_origins(fn),
             shipment=shipment,
             spill_dir=spill_dir,
+            reused=n - len(todo) if run is not None else 0,
         )
-        backend.start_job(job, task)
+        if cached:
+            job.apply_segments(cached)
+        if recorder is not None:
+            job.add_fold_listener(recorder.record)
+        if upstream is not None or todo or not n:  # not when every call came from the cache
+            backend.start_job(job, task)
+        if upstream is not None:
+            Feeder(backend, job, upstream, task, size, limit, spill_dir).start()
         self.jobs[job.job_id] = job  # only a job that started (shutdown waits for these)
         return job
 

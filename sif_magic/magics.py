@@ -72,6 +72,12 @@ def _map_options(f: Any) -> Any:
                 metavar="N",
                 help="CPUs each call gets (OMP_NUM_THREADS and the like).",
             ),
+            argument(
+                "--resume",
+                action="store_true",
+                help="Reuse kept results of calls that succeeded before (same function and "
+                "input); run only the others, and keep their results (cache_dir).",
+            ),
         ]
     ):
         f = arg(f)
@@ -150,6 +156,7 @@ class SifMagics(Magics):
                 errors=args.errors,
                 name=name,
                 resources=resources or None,
+                resume=args.resume,
             )
         except ConfigError as e:
             raise UsageError(str(e)) from None
@@ -294,6 +301,14 @@ class SifMagics(Magics):
             raise UsageError(str(e)) from None
         self.shell.user_ns[args.out or "_sif_job"] = job
         return job
+
+    @line_magic
+    def sif_cache(self, line: str) -> Any:
+        """``%sif_cache`` shows the results kept for ``--resume`` (cache_dir);
+        ``%sif_cache clear`` removes them all."""
+        from ._cache_magic import cache_magic
+
+        return cache_magic(line)
 
     @line_magic
     def sif_logs(self, line: str) -> Any:

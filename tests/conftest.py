@@ -196,3 +196,22 @@ def user_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     yield folder
     for name in NAMES:
         sys.modules.pop(name, None)
+
+
+@pytest.fixture(params=["local", "rabbitmq"])
+def any_ex(request: pytest.FixtureRequest) -> Iterator:
+    """An Executor on each backend: local, and rabbitmq with one worker of 2 processes."""
+    from sif_magic import Executor
+
+    if request.param == "local":
+        e = Executor(backend="local", processes=2)
+    else:
+        runtime = request.getfixturevalue("runtime")
+        broker_url = request.getfixturevalue("broker_url")
+        key_file = request.getfixturevalue("key_file")
+        request.getfixturevalue("workers").start(runtime, processes=2)
+        e = Executor(
+            backend="rabbitmq", amqp_url=broker_url, runtime=runtime, key_file=str(key_file)
+        )
+    yield e
+    e.shutdown(wait=False, cancel_futures=True)

@@ -77,3 +77,11 @@ def cancel_while_running(ex: Any, pid_dir: Path) -> tuple[Any, float, list[int]]
     job.cancel()
     took = time.time() - t0
     return job, took, [int(p.read_text()) for p in pid_dir.glob("pid*")]
+
+
+def until(what: str, cond: Any, timeout: float = 60.0) -> None:
+    """Wait for ``cond()`` to hold (polling), failing after ``timeout`` s with ``what``."""
+    end = time.time() + timeout
+    while not cond():
+        assert time.time() < end, f"waited {timeout:g} s for {what}"
+        time.sleep(0.02)

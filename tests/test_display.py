@@ -100,7 +100,7 @@ def test_widgets_live_then_a_snapshot_in_the_same_output(kernel: str) -> None:
     assert "59 done" in data["text/html"] and "1 failed" in data["text/html"]  # nbviewer's view
     assert "60 calls, finished" in data["text/plain"]
     models = widget_models(nb)
-    bar = models["IntProgressModel"][0]
+    bar = models["FloatProgressModel"][0]
     assert (bar["value"], bar["max"], bar["bar_style"]) == (60, 60, "danger")
     grid = models["CallGridModel"][0]
     assert grid["n"] == 60
@@ -121,7 +121,7 @@ def test_no_wait_view_stays_in_its_cell(kernel: str) -> None:
     # the other cells got only their own output, although the job ran on meanwhile
     assert [o.get("text", "") for o in nb.cells[2].outputs] == ["other cell\n"]
     assert nb.cells[3].outputs[0]["data"]["text/plain"] == "19"
-    assert widget_models(nb)["IntProgressModel"][0]["value"] == 20  # updated after its cell ended
+    assert widget_models(nb)["FloatProgressModel"][0]["value"] == 20  # updated after its cell ended
 
 
 def test_widgets_off_leaves_text_only(kernel: str) -> None:

@@ -5,7 +5,6 @@ the local backend and on RabbitMQ with a real worker process."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
 
 import pytest
 
@@ -34,20 +33,9 @@ def test_the_table_holds_every_error_class_under_its_wire_name() -> None:
     assert errors.error_class("mymodule.SerializationError") is None
 
 
-@pytest.fixture(params=["local", "rabbitmq"])
-def ex(request: pytest.FixtureRequest) -> Iterator[Executor]:
-    if request.param == "local":
-        e = Executor(backend="local", processes=2)
-    else:
-        runtime = request.getfixturevalue("runtime")
-        broker_url = request.getfixturevalue("broker_url")
-        key_file = request.getfixturevalue("key_file")
-        request.getfixturevalue("workers").start(runtime, processes=2)
-        e = Executor(
-            backend="rabbitmq", amqp_url=broker_url, runtime=runtime, key_file=str(key_file)
-        )
-    yield e
-    e.shutdown(wait=False, cancel_futures=True)
+@pytest.fixture
+def ex(any_ex: Executor) -> Executor:
+    return any_ex
 
 
 def test_every_error_raised_in_a_call_arrives_as_itself(ex: Executor) -> None:

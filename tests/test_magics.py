@@ -165,3 +165,19 @@ def test_sif_logs_prints_a_call(ip, capsys) -> None:
     capsys.readouterr()
     ip.run_line_magic("sif_logs", "2")
     assert "log line 2" in capsys.readouterr().out
+
+
+def test_resume_reuses_kept_results_and_sif_cache_shows_and_clears_them(
+    ip, tmp_path, capsys
+) -> None:
+    ip.run_line_magic("sif_config", f"cache_dir={tmp_path / 'cache'}")
+    cell = "%%sifmap range(8) -o ys --resume\ndef sq(x):\n    return x * x\n"
+    assert run(ip, cell).error_in_exec is None and ip.user_ns["_sif_job"].reused == 0
+    assert run(ip, cell).error_in_exec is None and ip.user_ns["_sif_job"].reused == 8
+    assert ip.user_ns["ys"] == [x * x for x in range(8)]
+    capsys.readouterr()
+    ip.run_line_magic("sif_cache", "")
+    assert "8 result(s) of 1 function(s)" in capsys.readouterr().out
+    ip.run_line_magic("sif_cache", "clear")
+    assert "removed" in capsys.readouterr().out
+    assert run(ip, cell).error_in_exec is None and ip.user_ns["_sif_job"].reused == 0

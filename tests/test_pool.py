@@ -46,6 +46,9 @@ class Recorder:
     def output(self, chunk: Chunk, index: int, stream: int, data: bytes) -> None:
         self._add("output", index, stream, data)
 
+    def progress(self, chunk: Chunk, index: int, fraction: float, message: str) -> None:
+        self._add("progress", index, fraction, message)
+
     def results(self, chunk: Chunk, seg: Any) -> None:
         values = pickle.loads(seg.values)
         with self.cond:
@@ -311,3 +314,28 @@ def test_a_pool_that_never_started_or_is_closed_twice_closes_quietly(rec: Record
     pool.close()
     pool.close()
     assert pool.pids == []
+
+
+def test_reported_progress_reaches_the_reporter_newest_only(
+    pool: Pool, rec: Recorder, tmp_path: Path
+) -> None:
+    flag = tmp_path / "go"
+
+    def busy(path: str) -> str:
+        import os
+        import time
+
+        import sif_magic
+
+        for k in range(20001):
+            sif_magic.report(k / 40000, f"step {k}")  # ends at 0.5, "step 20000"
+        while not os.path.exists(path):
+            time.sleep(0.01)
+        return "ok"
+
+    pool.submit(chunk(busy, [str(flag)]))
+    rec.wait("the last progress", lambda: ("progress", 0, 0.5, "step 20000") in rec.events)
+    assert len(rec.of("progress")) < 20001  # read at the pool's tick, not one per report
+    flag.write_text("go")
+    rec.wait("the call's outcome", lambda: 0 in rec.outcomes)
+    assert rec.outcomes[0] == (DONE, 1, "ok")

@@ -115,7 +115,7 @@ def test_resend_repeats_the_table_even_when_unchanged() -> None:
     updates = _comm(grid).updates()
     assert len(updates) == 2
     data, buffers = updates[-1]
-    assert data["state"] == {"n": 3, "selected": -1}
+    assert data["state"] == {"n": 3, "selected": -1, "progress": {}}
     assert _state_bytes(buffers) == bytes([2, 3, 2])
 
 

@@ -5,7 +5,10 @@
  * (`states_z`, one byte per call); the model inflates it once and every view
  * paints it with putImageData, so 100,000 calls cost one message and one
  * pixel loop per update. Hovering asks the kernel for `describe(i)` by custom
- * message; clicking sets the synced `selected` trait.
+ * message; clicking sets the synced `selected` trait. Running calls that
+ * reported how far they are (`sif_magic.report`) come in the `progress` trait
+ * (`{index: [fraction, message]}`): their cell is filled from the left in the
+ * colour of done by that fraction, and the tooltip shows it without asking.
  */
 import { DOMWidgetModel, DOMWidgetView, ISerializers } from '@jupyter-widgets/base';
 
@@ -17,6 +20,8 @@ const COLOURS = packedColours();
 const CELL_SIZES = [14, 10, 8, 6, 4, 3, 2];
 const MAX_HEIGHT = 240;
 const DESCRIBE_DELAY_MS = 60;
+/** Outcomes (done, failed, cancelled): a reported fraction no longer shows. */
+const TERMINAL = new Set([2, 3, 4]);
 
 export class CallGridModel extends DOMWidgetModel {
   /** The decoded state table (one byte per call); replaced on every update. */
@@ -37,7 +42,8 @@ export class CallGridModel extends DOMWidgetModel {
       _view_module_version: MODULE_VERSION,
       n: 0,
       states_z: null,
-      selected: -1
+      selected: -1,
+      progress: {}
     };
   }
 
@@ -119,6 +125,7 @@ export class CallGridView extends DOMWidgetView {
     this.canvas.addEventListener('click', this.onClick);
     this.listenTo(this.model, 'states', this.onStates);
     this.listenTo(this.model, 'change:selected', this.scheduleDraw);
+    this.listenTo(this.model, 'change:progress', this.onProgress);
     this.listenTo(this.model, 'change:n', this.relayout);
     this.listenTo(this.model, 'msg:custom', this.onCustomMessage);
     if (typeof ResizeObserver !== 'undefined') {
@@ -149,6 +156,19 @@ export class CallGridView extends DOMWidgetView {
     if (this.hover >= 0) {
       this.showLocalTooltip(this.hover);
     }
+  }
+
+  private onProgress(): void {
+    this.scheduleDraw();
+    if (this.hover >= 0 && this.tooltip.dataset.source === 'local') {
+      this.showLocalTooltip(this.hover);
+    }
+  }
+
+  /** What call `index` reported last, if it runs and reported. */
+  private reported(index: number): [number, string] | null {
+    const entry = (this.model.get('progress') || {})[String(index)];
+    return Array.isArray(entry) ? [Number(entry[0]) || 0, String(entry[1] ?? '')] : null;
   }
 
   private updateLegend(): void {
@@ -239,6 +259,7 @@ export class CallGridView extends DOMWidgetView {
         rowStart += pitch * width;
       }
     }
+    this.fillProgress(px, width, n, known, states);
     ctx.putImageData(image, 0, 0);
     const selected: number = this.model.get('selected');
     if (selected >= 0 && selected < n) {
@@ -252,6 +273,29 @@ export class CallGridView extends DOMWidgetView {
     }
     this.el.dataset.drawn = String(n);
     this.el.dataset.drawMs = (performance.now() - started).toFixed(1);
+  }
+
+  /** The reported fraction of each running call, as the done colour from the left. */
+  private fillProgress(px: Uint32Array, width: number, n: number, known: number, states: Uint8Array): void {
+    const { cols, size, pitch } = this.layout;
+    const progress = this.model.get('progress') || {};
+    let filled = 0;
+    for (const key of Object.keys(progress)) {
+      const i = Number(key);
+      const state = i < known ? states[i] : 0;
+      if (!(i >= 0 && i < n) || TERMINAL.has(state)) {
+        continue; // ended meanwhile: its state colour says it
+      }
+      const cells = Math.round(Math.min(1, Math.max(0, this.reported(i)![0])) * size);
+      let off = Math.floor(i / cols) * pitch * width + (i % cols) * pitch;
+      for (let dy = 0; dy < size; dy++, off += width) {
+        for (let dx = 0; dx < cells; dx++) {
+          px[off + dx] = COLOURS[2];
+        }
+      }
+      filled++;
+    }
+    this.el.dataset.progressCells = String(filled);
   }
 
   private indexAt(event: MouseEvent): number {
@@ -318,7 +362,12 @@ export class CallGridView extends DOMWidgetView {
   private showLocalTooltip(index: number): void {
     const states = this.gridModel.states;
     const state = index < states.length ? stateName(states[index]) : 'queued';
-    this.tooltip.textContent = `call ${index} · ${state}`;
+    const reported = this.reported(index);
+    this.tooltip.textContent =
+      `call ${index} · ${state}` +
+      (reported
+        ? ` · ${Math.round(reported[0] * 100)}%` + (reported[1] ? `\n» ${reported[1]}` : '')
+        : '');
     this.tooltip.dataset.index = String(index);
     this.tooltip.dataset.source = 'local';
     this.tooltip.style.display = 'block';

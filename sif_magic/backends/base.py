@@ -74,6 +74,11 @@ class Backend(ABC):
     def start_job(self, job: Job, task: JobTask) -> None:
         """Send the job's chunks on their way (returns without waiting)."""
 
+    def add_chunks(self, job: Job, task: JobTask) -> None:
+        """Send more chunks (``task.chunks``, new ones only) of a job already started:
+        a pipeline's calls as their inputs arrive."""
+        raise ConfigError(f"the {self.name} backend cannot add calls to a running job")
+
     @abstractmethod
     def cancel(self, job: Job) -> None:
         """Drop the job's queued calls, kill its running ones, and give every call

@@ -93,9 +93,12 @@ class LocalBackend(Backend):
                 unsatisfiable(need, "the local backend", [row])
                 + " Here: %sif_config gpus=auto (or 0,1,...) cpus=N."
             )
-        pool = self.pool
         self.jobs[job.job_id] = job
         job.add_done_callback(lambda j: self.jobs.pop(j.job_id, None))
+        self.add_chunks(job, task)
+
+    def add_chunks(self, job: Job, task: JobTask) -> None:
+        pool = self.pool
         for c in task.chunks:
             pool.submit(Chunk.from_task(task.task(job.job_id, c)))
 

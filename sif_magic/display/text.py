@@ -31,7 +31,8 @@ def text_progress(job: Any, stream: TextIO, interval: float = 1.0) -> None:
 
 def describe_text(d: dict[str, Any]) -> str:
     """A call as ``Job.describe_call`` gives it: index, state, attempt, host, the
-    GPUs it ran on, duration, and its note on a second line."""
+    GPUs it ran on, duration, the fraction it reported (while it runs), then its note
+    and the last message it reported (``sif_magic.report``) on lines of their own."""
     text = f"call {d['index']} · {d['state']}"
     if d["attempt"] > 1:
         text += f" · attempt {d['attempt']}"
@@ -41,8 +42,12 @@ def describe_text(d: dict[str, Any]) -> str:
         text += f" · GPU {d['devices']}"
     if d["duration"] is not None:
         text += f" · {d['duration']:.2f} s"
+    if d.get("progress") is not None and d["state"] in ("running", "retrying", "lost"):
+        text += f" · {d['progress']:.0%}"
     if d["note"]:
         text += f"\n{d['note']}"
+    if d.get("message"):
+        text += f"\n» {d['message']}"
     return text
 
 

@@ -46,7 +46,8 @@ class JobView:
         self.cancelling = False
         self.finish_asked = False
         self.finished = threading.Event()  # set once the end is drawn and sent again
-        self.bar = w.IntProgress(value=0, min=0, max=max(1, job.n), bar_style="info")
+        # a float bar: calls that ended count 1, running ones the fraction they reported
+        self.bar = w.FloatProgress(value=0, min=0, max=max(1, job.n), bar_style="info")
         self.bar.layout.width = "100%"
         self.bar.layout.max_width = "40em"
         # counts in one widget, workers as <details>: every widget is a few models the
@@ -126,9 +127,10 @@ class JobView:
             return
         self.drawn = drawn
         counts = job.state_counts()
+        worth, reports = job.progress()
         rows = self._worker_rows() if (final or self.ticks % 10 == 1) else None
         with self.box.hold_sync():
-            self.bar.value = job.final
+            self.bar.value = worth
             if job.done():
                 self.bar.bar_style = (
                     "danger" if counts["failed"] or counts["cancelled"] else "success"
@@ -147,6 +149,7 @@ class JobView:
             # the grid (the biggest message) at most 5 times a second, always at the end
             if self.grid is not None and (final or self.ticks % 2 == 0 or job.n < 1000):
                 self.grid.set_states(job.states)
+                self.grid.set_progress(reports)
             self._logs()
 
     def _logs(self) -> None:

@@ -3,7 +3,8 @@
 - ``outcomes.Outcomes``: per call its state, attempt, times, host and value;
 - ``logs.LogStore``: what the calls printed;
 - ``monitor.EventFolder``: the monitoring stream, folded into both;
-- ``rebuild``: the exceptions of failed calls, from their error records.
+- ``rebuild``: the exceptions of failed calls, from their error records;
+- ``aio``: ``await job``, awaitable futures, ``as_completed()``.
 
 Backends fold what workers report through ``apply_segments`` / ``apply_batch``
 (outcomes) and ``apply_events`` (progress and live logs); displays read. Nothing
@@ -20,10 +21,11 @@ wake a thread, never write a widget or block.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from .._hints import JobAdvice, missing_module
@@ -38,6 +40,7 @@ from ..protocol import (
     ResultSegment,
 )
 from ..runner import spill
+from .aio import AsCompleted, wait_job
 from .futures import CallFutures
 from .logs import LogStore
 from .monitor import EventFolder
@@ -87,6 +90,7 @@ class Job:
         created: float | None = None,
         shipment: Any = None,
         spill_dir: str = "",
+        reused: int = 0,
     ) -> None:
         self.job_id = job_id
         self.n = n
@@ -107,6 +111,7 @@ class Job:
             weakref.finalize(self, spill.remove, spill_dir)
         self.created = time.time() if created is None else created
         self.finished_at: float | None = None
+        self.reused = reused  # calls whose results came from the cache (resume)
         self._outcomes = Outcomes(n)
         self._logs = LogStore()
         self._events = EventFolder(self._outcomes, self._logs)
@@ -115,6 +120,8 @@ class Job:
         self._done = threading.Event()
         self._futures: CallFutures | None = None
         self._callbacks: list[Callable[[Job], None]] = []
+        self._fold_listeners: list[Callable[[list[ResultSegment]], None]] = []
+        self._linked: list[Job] = []  # cancelled with this one (see link)
         self._holds: list[threading.Event] = []
         if n == 0:
             self._finish()
@@ -147,8 +154,27 @@ class Job:
             for i in applied or ():
                 self._futures.resolve(i)
             self._version += 1
+            listeners = self._fold_listeners
             if self._outcomes.final >= self.n and self.finished_at is None:
+                if listeners:  # kept before the job says it is done
+                    self._tell(listeners, segments)
+                    listeners = []
                 self._finish()
+        self._tell(listeners, segments)
+
+    @staticmethod
+    def _tell(listeners: list[Callable[[list[ResultSegment]], None]], segments: list) -> None:
+        for fn in listeners:
+            try:
+                fn(segments)
+            except Exception:  # noqa: BLE001 - keeping results must not break the job
+                logging.getLogger("sif_magic.job").exception("a fold listener failed")
+
+    def add_fold_listener(self, fn: Callable[[list[ResultSegment]], None]) -> None:
+        """``fn(segments)`` after every fold of results, on the folding thread (the
+        resume cache keeps them): it must not block for long or touch a widget."""
+        with self._lock:
+            self._fold_listeners.append(fn)
 
     def apply_events(self, batch: EventBatch) -> None:
         """Fold a monitoring batch: progress states, attempts, notes and live logs."""
@@ -208,7 +234,14 @@ class Job:
             self._outcomes.cancel_requested = True
         if self.backend is not None:
             self.backend.cancel(self)
+        for other in list(self._linked):
+            other.cancel()
         return True
+
+    def link(self, other: Job) -> None:
+        """Cancelling this job cancels ``other`` too (a pipeline's upstream job)."""
+        with self._lock:
+            self._linked.append(other)
 
     def close(self) -> None:
         """Forget this job on the broker (its kept results go); cancels it if still running."""
@@ -244,6 +277,15 @@ class Job:
             counts = self._outcomes.counts
             return {name: counts[code] for code, name in enumerate(STATE_NAMES)}
 
+    def progress(self) -> tuple[float, dict[int, tuple[float, str]]]:
+        """How far the job is, counting the fraction running calls reported
+        (``sif_magic.report``): (calls' worth done, {call: (fraction, message)} of
+        the calls without an outcome that reported). The first is ``final`` plus
+        those fractions."""
+        with self._lock:
+            partial, running = self._events.partial()
+            return self._outcomes.final + partial, running
+
     def state(self, i: int) -> str:
         return STATE_NAMES[self._outcomes.states[i]]
 
@@ -256,6 +298,8 @@ class Job:
         with self._lock:
             d = self._outcomes.describe(i)
             d["note"] = self._events.notes.get(i, "")
+            fraction, message = self._events.progress.get(i, (None, ""))
+            d["progress"], d["message"] = fraction, message
             return d
 
     def call_logs(self, i: int) -> tuple[list[tuple[int, str]], int]:
@@ -318,6 +362,15 @@ class Job:
                 self._futures = CallFutures(self._outcomes, self.error)
             return self._futures.futures
 
+    # -- awaiting (aio) ------------------------------------------------------------------
+    def __await__(self) -> Generator[Any, None, list[Any]]:
+        """``await job``: the results (as ``results()``) without blocking the event loop."""
+        return wait_job(self).__await__()
+
+    def as_completed(self) -> AsCompleted:
+        """``(index, value)`` per call as outcomes come: ``async for`` or ``for``."""
+        return AsCompleted(self)
+
     # -- showing -----------------------------------------------------------------------
     def summary(self) -> str:
         return summary(self)
@@ -334,7 +387,7 @@ class Job:
 def summary(job: Job) -> str:
     """One line: the job, its size, and calls per state."""
     c = job.state_counts()
-    parts = [f"{c['done']} done"]
+    parts = [f"{c['done']} done" + (f" ({job.reused} from the cache)" if job.reused else "")]
     for name in ("failed", "cancelled", "running", "retrying", "queued", "lost"):
         if c[name]:
             parts.append(f"{c[name]} {name}")

@@ -11,18 +11,18 @@ import concurrent.futures
 from collections.abc import Callable
 
 from ..protocol import DONE, TERMINAL
+from .aio import CallFuture
 from .outcomes import Outcomes
 
 
 class CallFutures:
-    """``futures[i]`` resolves to call ``i``'s value, or fails with its exception."""
+    """``futures[i]`` resolves to call ``i``'s value, or fails with its exception
+    (awaitable too: ``aio.CallFuture``)."""
 
     def __init__(self, outcomes: Outcomes, error_of: Callable[[int], BaseException | None]) -> None:
         self.outcomes = outcomes
         self.error_of = error_of
-        self.futures: list[concurrent.futures.Future] = [
-            concurrent.futures.Future() for _ in range(outcomes.n)
-        ]
+        self.futures: list[concurrent.futures.Future] = [CallFuture() for _ in range(outcomes.n)]
         for f in self.futures:
             f.set_running_or_notify_cancel()
         states, have = outcomes.states, outcomes.have

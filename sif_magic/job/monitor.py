@@ -1,4 +1,5 @@
-"""Folding the monitoring stream into a job: progress states, attempts, notes, live logs.
+"""Folding the monitoring stream into a job: progress states, attempts, notes, live
+logs, and the progress calls reported themselves (``sif_magic.report``).
 
 Events only show what is going on; outcomes come with results (``Outcomes.fold``).
 A call that has its outcome keeps its terminal state and its complete log; the
@@ -31,7 +32,18 @@ class EventFolder:
         self.outcomes = outcomes
         self.logs = logs
         self.notes: dict[int, str] = {}  # call -> the last note (why it is retried, ...)
+        # call -> (fraction, message) it reported last (sif_magic.report)
+        self.progress: dict[int, tuple[float, str]] = {}
         self.batches = 0  # batches folded in (0 when not following live)
+
+    def partial(self) -> tuple[float, dict[int, tuple[float, str]]]:
+        """(the sum of the fractions calls without an outcome reported, those calls'
+        reports): what the bar adds to the calls that ended, and the grid fills."""
+        have, running = self.outcomes.have, {}
+        for i, report in self.progress.items():
+            if 0 <= i < len(have) and not have[i]:
+                running[i] = report
+        return sum(f for f, _ in running.values()), running
 
     def fold(self, batch: EventBatch) -> None:
         self.batches += 1
@@ -48,6 +60,8 @@ class EventFolder:
                 outcomes.started(int(entry[0]), int(entry[1]), float(entry[2]), hid)
         for key, note in batch.notes.items():
             self.notes[int(key)] = note
+        for key, (fraction, message) in batch.progress.items():
+            self.progress[int(key)] = (float(fraction), message)
         have, n = outcomes.have, outcomes.n
         for entry in batch.logs:
             i = int(entry[0])

@@ -25,7 +25,9 @@ class EventBatch:
     calls that started in the interval (outcomes travel in results).
     ``logs`` is ``[[index, stream, text], ...]`` with stream 1 (stdout) or 2
     (stderr), in the order written. ``notes`` holds free text per call, such as
-    why a call is retrying (``{"17": "worker lost"}``).
+    why a call is retrying (``{"17": "worker lost"}``). ``progress`` holds what
+    running calls reported last (``sif_magic.report``): ``{"17": [0.4, "step 4/10"]}``;
+    it travels only when not empty (older readers ignore it).
     """
 
     job_id: str
@@ -36,21 +38,22 @@ class EventBatch:
     calls: list[list[Any]] = field(default_factory=list)
     logs: list[list[Any]] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
+    progress: dict[str, list[Any]] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "job": self.job_id,
-                "worker": self.worker,
-                "host": self.host,
-                "t": self.t,
-                "states": self.states,
-                "calls": self.calls,
-                "logs": self.logs,
-                "notes": self.notes,
-            },
-            separators=(",", ":"),
-        ).encode()
+        d: dict[str, Any] = {
+            "job": self.job_id,
+            "worker": self.worker,
+            "host": self.host,
+            "t": self.t,
+            "states": self.states,
+            "calls": self.calls,
+            "logs": self.logs,
+            "notes": self.notes,
+        }
+        if self.progress:
+            d["progress"] = self.progress
+        return json.dumps(d, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, body: bytes) -> EventBatch:
@@ -68,7 +71,22 @@ class EventBatch:
             calls=list(d.get("calls") or []),
             logs=list(d.get("logs") or []),
             notes=dict(d.get("notes") or {}),
+            progress=_progress(d.get("progress")),
         )
+
+
+def _progress(value: Any) -> dict[str, list[Any]]:
+    """The ``progress`` field checked: call -> [fraction in 0..1, message]."""
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError("events carry a progress field that is not an object")
+    out: dict[str, list[Any]] = {}
+    for key, entry in value.items():
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int | float)):
+            raise ProtocolError(f"events carry a bad progress entry for call {key}")
+        out[str(key)] = [min(1.0, max(0.0, float(entry[0]))), str(entry[1])]
+    return out
 
 
 def compress_ranges(indices: list[int]) -> list[list[int]]:

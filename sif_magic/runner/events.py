@@ -1,8 +1,9 @@
 """Batch what a worker sees into one EventBatch per job every ~100 ms.
 
 Monitoring traffic therefore grows with the number of workers, not of calls:
-within one interval only the last state of a call is kept, states travel as
-index ranges, and log text is capped per interval (what is cut is counted).
+within one interval only the last state of a call is kept (and the last
+progress it reported), states travel as index ranges, and log text is capped
+per interval (what is cut is counted).
 Standard library only: the worker uses this.
 
 Threads: any thread records (the pool's dispatcher through the Reporter, the
@@ -37,7 +38,7 @@ def _merge(ranges: list[list[int]]) -> list[list[int]]:
 
 
 class _Pending:
-    __slots__ = ("states", "done", "calls", "logs", "notes", "log_bytes", "cut")
+    __slots__ = ("states", "done", "calls", "logs", "notes", "progress", "log_bytes", "cut")
 
     def __init__(self) -> None:
         self.states: dict[int, int] = {}
@@ -45,6 +46,7 @@ class _Pending:
         self.calls: list[list] = []
         self.logs: list[list] = []
         self.notes: dict[str, str] = {}
+        self.progress: dict[str, list] = {}  # call -> [fraction, message], the newest only
         self.log_bytes = 0
         self.cut = 0
 
@@ -96,6 +98,11 @@ class EventBuffer:
         with self._lock:
             self._get(job_id).notes[str(index)] = text
 
+    def progress(self, job_id: str, index: int, fraction: float, message: str) -> None:
+        """What a call reported (``sif_magic.report``): only the newest per interval goes."""
+        with self._lock:
+            self._get(job_id).progress[str(index)] = [round(fraction, 4), message]
+
     def log(self, job_id: str, index: int, stream: int, text: str) -> None:
         with self._lock:
             p = self._get(job_id)
@@ -132,6 +139,7 @@ class EventBuffer:
                 calls=p.calls,
                 logs=p.logs,
                 notes=p.notes,
+                progress=p.progress,
             )
             try:
                 self.sink(batch)

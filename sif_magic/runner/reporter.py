@@ -1,6 +1,7 @@
 """What a pool tells about the calls it runs, and the one way both sides take it.
 
-A ``Pool`` reports to a ``Reporter``: a call runs, retries or writes output
+A ``Pool`` reports to a ``Reporter``: a call runs, retries, writes output or
+reports its progress
 (monitoring: it goes to the job's ``EventBuffer``, which batches it), calls
 ended (``results``: the sink the side owns) and a chunk has every result
 (``chunk_done``). ``EventReporter`` is that reporter for the RabbitMQ worker
@@ -26,6 +27,7 @@ class Reporter(Protocol):
     def started(self, chunk: Chunk, index: int, attempt: int, t: float) -> None: ...
     def retrying(self, chunk: Chunk, index: int, attempt: int, note: str) -> None: ...
     def output(self, chunk: Chunk, index: int, stream: int, data: bytes) -> None: ...
+    def progress(self, chunk: Chunk, index: int, fraction: float, message: str) -> None: ...
     def results(self, chunk: Chunk, results: ResultSegment) -> None: ...
     def chunk_done(self, chunk: Chunk) -> None: ...
 
@@ -57,6 +59,9 @@ class EventReporter:
 
     def output(self, chunk: Chunk, index: int, stream: int, data: bytes) -> None:
         self.events.log(chunk.job_id, index, stream, data.decode("utf-8", "replace"))
+
+    def progress(self, chunk: Chunk, index: int, fraction: float, message: str) -> None:
+        self.events.progress(chunk.job_id, index, fraction, message)
 
     def results(self, chunk: Chunk, results: ResultSegment) -> None:
         self._results(chunk, results)

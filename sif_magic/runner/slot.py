@@ -20,7 +20,8 @@ the bundle of the function that runs being the one served.
 
 Threads: the main thread runs calls and appends their records; a watchdog
 thread sends records that wait while a long call runs, and kills the slot's
-process group if the parent died.
+process group if the parent died. ``sif_magic.report`` (from any thread of a
+call) writes the state file's progress record under its own lock.
 """
 
 from __future__ import annotations
@@ -334,7 +335,21 @@ def main(argv: list[str]) -> None:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     sys.argv = ["sif-magic-slot"]
-    Slot(req_fd, resp_fd, slotio.SharedState(state_path)).loop()
+    state = slotio.SharedState(state_path)
+    _install_report(state)
+    Slot(req_fd, resp_fd, state).loop()
+
+
+def _install_report(state: slotio.SharedState) -> None:
+    """Where ``sif_magic.report`` finds this slot: the private package's ``report``."""
+    lock = threading.Lock()  # the call's threads may report at once: one writer at a time
+
+    def report(fraction: float, message: str) -> None:
+        with lock:
+            state.report(fraction, message)
+
+    _siblings()
+    sys.modules["_sif_magic_slot"].report = report  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -32,7 +32,10 @@ before each call the slot writes which call it is running, since when, and
 where its output starts (a seqlock: ``seq`` is odd while it writes). The
 parent reads it to show calls as running, to enforce time limits and, when the
 slot dies, to know exactly which call killed it: results are sent in batches,
-so the last reported call says nothing about which one was running.
+so the last reported call says nothing about which one was running. Past that
+record, a second seqlocked record holds the progress the running call last
+reported (``sif_magic.report``: fraction and message), which the parent reads
+at its tick: a call that reports every microsecond writes memory, never a pipe.
 """
 
 from __future__ import annotations
@@ -54,6 +57,11 @@ POS, START = struct.Struct("=q"), struct.Struct("=d")
 DONE, FAILED = 2, 3  # call statuses (the same numbers as protocol.DONE, protocol.FAILED)
 MAX_CALL_OUTPUT = 1 << 20  # bytes of each stream kept per call (the tail)
 MAX_FUNCS = 8  # loaded functions a slot keeps; more: its cache starts again
+# the progress a call reported: seq, run_id, position, fraction, message length; message
+PROGRESS = struct.Struct("=qqqdq")
+PROGRESS_AT = 64
+MAX_MESSAGE = 240  # bytes of a reported message kept (UTF-8, cut at a character)
+STATE_SIZE = PROGRESS_AT + PROGRESS.size + MAX_MESSAGE
 
 
 def read_msg(fd: int) -> object | None:
@@ -95,10 +103,11 @@ class SharedState:
     def __init__(self, path: str, create: bool = False) -> None:
         if create:
             with open(path, "wb") as f:
-                f.write(b"\0" * STATE.size)
+                f.write(b"\0" * STATE_SIZE)
         self.fd = os.open(path, os.O_RDWR)
-        self.mem = mmap.mmap(self.fd, STATE.size)
+        self.mem = mmap.mmap(self.fd, STATE_SIZE)
         self.seq = 0
+        self.progress_seq = 0  # the slot's side: progress records written
 
     def write(self, run_id: int, pos: int, start: float, out: int, err: int) -> None:
         self.seq += 1
@@ -112,6 +121,29 @@ class SharedState:
             if seq % 2 == 0 and STATE.unpack_from(self.mem, 0)[0] == seq:
                 return run_id, pos, start, out, err
         return 0, -1, 0.0, 0, 0
+
+    def report(self, fraction: float, message: str) -> None:
+        """The slot's side: the running call is ``fraction`` done (``message``)."""
+        _, run_id, pos, _, _, _ = STATE.unpack_from(self.mem, 0)
+        if pos < 0:
+            return  # between calls (a thread of a call that ended): nothing to show
+        text = message.encode("utf-8")[:MAX_MESSAGE].decode("utf-8", "ignore").encode("utf-8")
+        self.progress_seq += 1
+        seq, mem = self.progress_seq, self.mem
+        PROGRESS.pack_into(mem, PROGRESS_AT, 2 * seq - 1, run_id, pos, fraction, len(text))
+        at = PROGRESS_AT + PROGRESS.size
+        mem[at : at + len(text)] = text
+        PROGRESS.pack_into(mem, PROGRESS_AT, 2 * seq, run_id, pos, fraction, len(text))
+
+    def progress(self) -> tuple[int, int, int, float, str]:
+        """The parent's side: (seq, run_id, position, fraction, message) last reported."""
+        at = PROGRESS_AT + PROGRESS.size
+        for _ in range(1000):
+            seq, run_id, pos, fraction, size = PROGRESS.unpack_from(self.mem, PROGRESS_AT)
+            text = bytes(self.mem[at : at + min(max(size, 0), MAX_MESSAGE)])
+            if seq % 2 == 0 and PROGRESS.unpack_from(self.mem, PROGRESS_AT)[0] == seq:
+                return seq, run_id, pos, fraction, text.decode("utf-8", "replace")
+        return 0, 0, -1, 0.0, ""
 
     def close(self) -> None:
         self.mem.close()

@@ -113,6 +113,7 @@ class SlotProc:
         self.killed_for = ""  # why we killed it, if we did
         self.funcs: set[str] = set()  # function hashes it holds (mirrors Slot._function)
         self.tail: Tail | None = None  # the call shown live (once announced)
+        self.progress_seq = 0  # the last progress record passed on (see slotio.SharedState)
         self.ready = threading.Event()  # set with ``up``
 
     def send(self, piece: Piece, ahead: bool) -> None:
@@ -161,7 +162,8 @@ class SlotProc:
 
     def watch(self, now: float, reporter: Reporter) -> None:
         """Kill the call it runs if past its time limit; show a call that runs for
-        ANNOUNCE_AFTER as running, and the whole lines of output it wrote since."""
+        ANNOUNCE_AFTER as running, the whole lines of output it wrote since, and
+        the progress it reported last (``sif_magic.report``) if that is new."""
         piece = self.piece
         if piece is None or self.killed_for:
             return
@@ -182,6 +184,10 @@ class SlotProc:
         if tail is not None and tail.index == index:
             for stream, data in tail.new_lines(self.paths):
                 reporter.output(c, index, stream, data)
+        seq, run_id, at, fraction, message = self.state.progress()
+        if seq != self.progress_seq and run_id == self.run_id and at == pos:
+            self.progress_seq = seq
+            reporter.progress(c, index, fraction, message)
 
     def last_output(self) -> tuple[bytes, bytes]:
         """What the call it ran last wrote (for a call that died), from its files."""

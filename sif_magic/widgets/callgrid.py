@@ -8,6 +8,11 @@ newest table is also what a reloaded page or a saved notebook gets: a dropped
 update is repaired by the next one. ``set_states`` sends nothing when the table
 did not change, so the caller's push rate is the message rate.
 
+Calls that reported how far they are (``sif_magic.report``) travel in
+``progress``, ``{index: [fraction, message]}`` of the calls still running (a
+handful: one per busy slot): the front-end fills that part of their cell and
+shows the message in its own tooltip, which needs no kernel round trip.
+
 Hover text comes from ``describe(i)``: the front-end asks by custom message
 (``{"type": "describe", "index": i}``) and gets ``{"type": "description", ...}``
 back. Note that the kernel answers only when it is not busy running a cell.
@@ -21,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
-from traitlets import Bytes, Int, Unicode
+from traitlets import Bytes, Dict, Int, Unicode
 
 from ..protocol import STATE_NAMES
 from ._frontend import MODULE_NAME, MODULE_VERSION
@@ -32,6 +37,7 @@ __all__ = ["CallGrid"]
 
 # zlib level 1: ~0.3 ms for 100,000 calls, within a few % of level 9 on state tables.
 _LEVEL = 1
+MAX_SHOWN_MESSAGE = 120  # characters of a reported message the grid's own tooltip shows
 
 
 def _default_describe(states: bytes, index: int) -> str:
@@ -57,6 +63,9 @@ class CallGrid(widgets.DOMWidget):
     n = Int(0, help="Number of calls (cells in the grid).").tag(sync=True)
     states_z = Bytes(b"", help="zlib-compressed state table, one byte per call.").tag(sync=True)
     selected = Int(-1, help="Index of the clicked call, -1 for none.").tag(sync=True)
+    progress = Dict(
+        {}, help="Running calls that reported progress: index -> [fraction, message]."
+    ).tag(sync=True)
 
     def __init__(self, n: int, describe: Callable[[int], str] | None = None, **kwargs: Any) -> None:
         if n < 0:
@@ -93,13 +102,25 @@ class CallGrid(widgets.DOMWidget):
         self.updates_sent += 1
         return True
 
+    def set_progress(self, reports: dict[int, tuple[float, str]]) -> bool:
+        """Show what running calls reported (``{index: (fraction, message)}``);
+        returns False when nothing changed."""
+        shown = {
+            str(i): [round(float(f), 3), str(m)[:MAX_SHOWN_MESSAGE]]
+            for i, (f, m) in reports.items()
+        }
+        if shown == self.progress:
+            return False
+        self.progress = shown
+        return True
+
     def resend(self) -> None:
         """Send the current table again, changed or not.
 
         Jupyter's server drops iopub messages above its rate limit without a
         word; re-sending when a run ends makes sure the browser shows the end.
         """
-        self.send_state(["n", "states_z", "selected"])
+        self.send_state(["n", "states_z", "selected", "progress"])
         self.updates_sent += 1
 
     def counts(self) -> dict[str, int]:

@@ -161,6 +161,11 @@ class RabbitBackend(Backend):
             daemon=True,
         ).start()
 
+    def add_chunks(self, job: Job, task: JobTask) -> None:
+        """On the caller's thread (a pipeline's feeder): published before it returns."""
+        reply_to = protocol.result_queue(job.job_id)
+        publish_chunks(self.conn, self.key, self.runtime, self.session, job, task, reply_to)
+
     def _consume_results(self, job: Job) -> None:
         stream = ResultStream(job.job_id, self.key, self._refuse, job=job)
 
