@@ -182,7 +182,14 @@ class RabbitNode:
     garbage-collected) stops the node, kills it if it will not stop, and deletes the dir.
     """
 
-    def __init__(self, *, tls: bool = False, extra_config: str = "", keep_dir: bool = False):
+    def __init__(
+        self,
+        *,
+        tls: bool = False,
+        extra_config: str = "",
+        advanced_config: str = "",
+        keep_dir: bool = False,
+    ):
         _sweep_orphans_once()
         self.dir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
         (self.dir / "owner").write_text(str(os.getpid()))
@@ -203,6 +210,9 @@ class RabbitNode:
         (self.dir / "enabled_plugins").write_text("[].\n")
         (self.dir / "rabbitmq-env.conf").write_text("")  # not /etc/rabbitmq's
         (self.dir / "rabbitmq.conf").write_text(self._config() + extra_config)
+        if advanced_config:  # Erlang terms, for settings rabbitmq.conf lacks, e.g.
+            # "[{rabbit, [{consumer_timeout, 3000}, {channel_tick_interval, 500}]}]."
+            (self.dir / "advanced.config").write_text(advanced_config)
         self.env = self._environment()
         # Runs at interpreter exit or when the node is collected; holds paths, not self.
         self._finalizer = weakref.finalize(

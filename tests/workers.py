@@ -39,7 +39,9 @@ class WorkerProcs:
         ca_file: str | Path | None = None,
         url: str | None = None,
         heartbeat: float = 0.5,
+        options: tuple[str, ...] = (),
     ) -> list[subprocess.Popen]:
+        """``options``: more ``sif-magic worker`` flags (e.g. ``("--lifetime", "10")``)."""
         url_file = self.log_dir / f"amqp_url-{len(self.procs)}"
         url_file.write_text(url or self.url)
         url_file.chmod(0o600)
@@ -48,7 +50,7 @@ class WorkerProcs:
             cmd = [
                 sys.executable, "-m", "sif_magic", "worker",
                 "--amqp-url-file", str(url_file), "--runtime", runtime,
-                "--processes", str(processes), "--heartbeat", str(heartbeat),
+                "--processes", str(processes), "--heartbeat", str(heartbeat), *options,
             ]  # fmt: skip
             if self.key_file is not None:
                 cmd += ["--key-file", str(self.key_file)]

@@ -16,9 +16,19 @@ from typing import Any
 from .. import protocol
 from .._keys import create_key_file, default_key_file, key_source, load_key, read_secret_file
 from ..errors import SifMagicError
-from .core import Worker
+from .core import CLAIM_AFTER, END_MARGIN, LEASE, Worker
 
 log = logging.getLogger("sif_magic.worker")
+
+
+def _seconds(flag: float, env_value: str | None, default: float) -> float:
+    """A duration from its flag, else the environment, else ``default``."""
+    if flag:
+        return flag
+    try:
+        return float(env_value) if env_value else default
+    except ValueError:
+        raise SifMagicError(f"{env_value!r} is not a number of seconds") from None
 
 
 def main(args: Any) -> int:
@@ -65,6 +75,10 @@ def main(args: Any) -> int:
             heartbeat=args.heartbeat,
             ca_file=args.ca_file or env("SIF_MAGIC_CA_FILE", ""),
             key_source=source,
+            claim_after=_seconds(args.claim_after, env("SIF_MAGIC_CLAIM_AFTER"), CLAIM_AFTER),
+            lease=_seconds(args.lease, env("SIF_MAGIC_LEASE"), LEASE),
+            lifetime=_seconds(args.lifetime, env("SIF_MAGIC_LIFETIME"), 0.0),
+            end_margin=args.end_margin if args.end_margin >= 0 else END_MARGIN,
         )
         signal.signal(signal.SIGTERM, worker.stop)
         signal.signal(signal.SIGINT, worker.stop)
