@@ -33,30 +33,23 @@ def node() -> Iterator[RabbitNode]:
         yield n
 
 
-@pytest.fixture
-def workers(node: RabbitNode, key_file: Path, tmp_path: Path) -> Iterator[FaultWorkers]:
-    w = FaultWorkers(node.url, key_file, tmp_path)
-    yield w
-    w.stop()
-
-
 def broker_log(node: RabbitNode) -> str:
     return node.log_file.read_text(errors="replace") if node.log_file.exists() else ""
 
 
 def test_calls_longer_than_the_consumer_timeout_complete_exactly_once(
-    node: RabbitNode, workers: FaultWorkers, make_ex, runtime: str, tmp_path: Path
+    node: RabbitNode, node_workers: FaultWorkers, make_ex, runtime: str, tmp_path: Path
 ) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
-    workers.start(runtime, processes=2, options=("--claim-after", "1", "--lease", "6"))
+    node_workers.start(runtime, processes=2, options=("--claim-after", "1", "--lease", "6"))
     ex = make_ex(amqp_url=node.url, runtime=runtime, connect_timeout=3)
     n = 5  # more calls than slots: chunks wait, are handed back, come again
     job = ex.map_job(slow_call(str(runs), 8.0), range(n), chunksize=1)
     assert job.results(timeout=240) == [x * 10 for x in range(n)]
     assert runs_of(runs) == Counter(range(n)), f"runs per call: {runs_of(runs)}"
     assert all(job.describe_call(i)["attempt"] == 1 for i in range(n))
-    logs = workers.logs()
+    logs = node_workers.logs()
     assert "claimed in" in logs, logs[-2000:]
     # no channel of a worker timed out (the notebook's result channel may: it keeps
     # results unacked for attach, and reads them again on a new channel)
@@ -70,12 +63,12 @@ def test_calls_longer_than_the_consumer_timeout_complete_exactly_once(
 
 
 def test_a_worker_killed_in_a_claimed_call_loses_nothing(
-    node: RabbitNode, workers: FaultWorkers, make_ex, runtime: str, tmp_path: Path
+    node: RabbitNode, node_workers: FaultWorkers, make_ex, runtime: str, tmp_path: Path
 ) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
     opts = ("--claim-after", "1", "--lease", "3")
-    (victim,) = workers.start(runtime, processes=1, options=opts)
+    (victim,) = node_workers.start(runtime, processes=1, options=opts)
     ex = make_ex(amqp_url=node.url, runtime=runtime, connect_timeout=3)
     job = ex.map_job(slow_call(str(runs), 6.0), [7], chunksize=1)
     wait_until(
@@ -85,25 +78,25 @@ def test_a_worker_killed_in_a_claimed_call_loses_nothing(
     )
     os.killpg(victim.pid, signal.SIGKILL)  # the worker and its call process
     victim.wait(10)
-    workers.start(runtime, processes=1, options=opts)  # the claim expires, comes back here
+    node_workers.start(runtime, processes=1, options=opts)  # the claim expires, comes back here
     assert job.results(timeout=120) == [70]
     assert runs_of(runs) == Counter([7]), "the killed run finished, or the call ran twice"
     assert job.describe_call(0)["attempt"] == 2  # the loss counted once
     assert "worker lost 1 time" in job.describe_call(0)["note"]
-    assert "closed the channel" not in workers.logs()
+    assert "closed the channel" not in node_workers.logs()
 
 
 def test_a_channel_the_broker_closes_is_logged_and_consumed_again(
-    node: RabbitNode, workers: FaultWorkers, make_ex, runtime: str, tmp_path: Path
+    node: RabbitNode, node_workers: FaultWorkers, make_ex, runtime: str, tmp_path: Path
 ) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
     # claims so late that the broker's consumer_timeout strikes first
-    workers.start(runtime, processes=1, options=("--claim-after", "600"))
+    node_workers.start(runtime, processes=1, options=("--claim-after", "600"))
     ex = make_ex(amqp_url=node.url, runtime=runtime, connect_timeout=3)
     job = ex.map_job(slow_call(str(runs), 6.0), [1], chunksize=1)
-    wait_until(lambda: "closed the channel" in workers.logs(), 60, "the closed channel logged")
-    logs = workers.logs()
+    wait_until(lambda: "closed the channel" in node_workers.logs(), 60, "the closed channel logged")
+    logs = node_workers.logs()
     line = next(x for x in logs.splitlines() if "closed the channel" in x)
     assert protocol.task_queue(runtime) in line and "PRECONDITION_FAILED" in line, line
     assert "consumer_timeout" in line and "consuming" in line and "again" in line, line
