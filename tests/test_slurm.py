@@ -757,6 +757,7 @@ def test_a_real_sif_runs_the_worker_as_nobody_through_sbatch(
                 container="singularity",
                 cpus_per_task=1,
                 processes=1,
+                time="00:10:00",
                 setup=[f"export PATH={shared}/bin:$PATH"],
                 sbatch_options=[f"--uid={nobody.pw_name}", f"--gid={nobody.pw_gid}"],
                 output=f"{out}/slurm-%j.out",
@@ -777,11 +778,15 @@ def test_a_real_sif_runs_the_worker_as_nobody_through_sbatch(
 
         from sif_magic import Executor
 
-        def inside(x: int) -> tuple[int, int, str, bool]:
+        def inside(x: int) -> tuple[int, int, str, bool, str, str]:
             import os
             import sys
 
-            return x + 1, os.getuid(), sys.executable, os.path.exists("/.singularity.d")
+            env = os.environ.get
+            return (
+                x + 1, os.getuid(), sys.executable, os.path.exists("/.singularity.d"),
+                env("SLURM_JOB_ID", ""), env("SLURM_JOB_END_TIME") or env("SIF_MAGIC_JOB_END", ""),
+            )  # fmt: skip
 
         ex = Executor(backend="rabbitmq", amqp_url=URL, runtime=runtime, key=secrets_["key"])
         try:
@@ -791,6 +796,9 @@ def test_a_real_sif_runs_the_worker_as_nobody_through_sbatch(
         assert [r[0] for r in results] == list(range(1, 7))
         assert {r[2] for r in results} == {f"{images.VENV}/bin/python"}
         assert all(r[3] for r in results)
+        # the worker in the container knows its job and when it ends (walltime drain)
+        assert {r[4] for r in results} == {job.job_id}
+        assert all(r[5].isdigit() and int(r[5]) > time.time() for r in results), results
         procs = job_processes({job.job_id})
         assert any("squashfuse" in c for c, _ in procs.values()), procs
         assert {Path(f"/proc/{p}").stat().st_uid for p in procs} == {nobody.pw_uid}

@@ -74,6 +74,10 @@ def give_back(w: Worker) -> None:
             pass
     w.pool.close()  # running calls die; what they did not finish is handed back
     if not up:
+        log.warning(
+            "the broker is unreachable: what this worker held comes back from it, counted "
+            "as a loss (deliveries at once, claimed chunks when their lease runs out)"
+        )
         return
     try:
         w.conn.call(lambda: _hand_back_all(w), timeout=10)
