@@ -55,6 +55,20 @@ log = logging.getLogger("sif_magic.worker")
 
 HELD, DECIDING, CLAIMED, SETTLED = "held", "deciding", "claimed", "settled"
 
+# A chunk held this long is claimed or handed back: far below any consumer_timeout a
+# site sets (RabbitMQ checks it about once a minute, so a delivery may time out at any
+# age above it), and long enough that quick chunks never pay for it. A claim's lease:
+# how soon a dead worker's chunk runs again (and how often a claim is renewed: lease/3).
+CLAIM_AFTER = 3.0
+LEASE = 60.0
+# what the log says when the broker closes a task consumer's channel anyway
+CHUNKS_HELD = (
+    "The chunks it held unacknowledged go back there, marked redelivered (whoever takes "
+    "one counts a loss; calls running here finish, and their results go out). Chunks "
+    "held longer than --claim-after seconds are claimed, so keep that below the "
+    "broker's consumer_timeout"
+)
+
 
 @dataclass(eq=False)
 class Held:

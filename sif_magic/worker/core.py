@@ -47,27 +47,13 @@ from ..runner.reporter import EventReporter
 from ..runner.versions import incompatibility, versions
 from ..transport import Connection, declare_retry_queue, declare_task_queue
 from . import leaving
-from .claims import Claims, expired_claim
+from .claims import CHUNKS_HELD, CLAIM_AFTER, LEASE, Claims, expired_claim
 from .foreign import ForeignTasks
 from .outbox import Outbox
 from .redelivery import redelivered
-from .walltime import Walltime, job_end
+from .walltime import END_MARGIN, Walltime, job_end
 
 log = logging.getLogger("sif_magic.worker")
-
-# A chunk held this long is claimed or handed back (claims.py): far below any
-# consumer_timeout a site sets (RabbitMQ checks it about once a minute, so a
-# delivery may time out at any age above it), and long enough that quick chunks
-# never pay for it. A claim's lease: how soon a dead worker's chunk runs again.
-CLAIM_AFTER = 3.0
-LEASE = 60.0
-END_MARGIN = 30.0  # seconds before the allocation's end that the worker has left
-CHUNKS_HELD = (
-    "The chunks it held unacknowledged go back there, marked redelivered (whoever takes "
-    "one counts a loss; calls running here finish, and their results go out). Chunks "
-    "held longer than --claim-after seconds are claimed, so keep that below the "
-    "broker's consumer_timeout"
-)
 
 
 class Worker:

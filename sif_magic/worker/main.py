@@ -16,7 +16,9 @@ from typing import Any
 from .. import protocol
 from .._keys import create_key_file, default_key_file, key_source, load_key, read_secret_file
 from ..errors import SifMagicError
-from .core import CLAIM_AFTER, END_MARGIN, LEASE, Worker
+from .claims import CLAIM_AFTER, LEASE
+from .core import Worker
+from .walltime import END_MARGIN
 
 log = logging.getLogger("sif_magic.worker")
 

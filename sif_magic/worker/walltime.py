@@ -34,6 +34,7 @@ from ..protocol import Task
 log = logging.getLogger("sif_magic.worker")
 
 PLENTY = 3600.0  # seconds left at which a call of unknown length is taken anyway
+END_MARGIN = 30.0  # seconds before the end by which what is held has gone back
 
 
 def _squeue_end(job_id: str) -> float | None:
