@@ -211,6 +211,7 @@ class RabbitNode(_Started):
         *,
         tls: bool = False,
         extra_config: str = "",
+        advanced_config: str = "",
         keep_dir: bool = False,
         home: Path | None = None,
     ):
@@ -238,6 +239,9 @@ class RabbitNode(_Started):
         (self.dir / "enabled_plugins").write_text("[].\n")
         (self.dir / "rabbitmq-env.conf").write_text("")  # not /etc/rabbitmq's
         (self.dir / "rabbitmq.conf").write_text(self._config() + extra_config)
+        if advanced_config:  # Erlang terms, for settings rabbitmq.conf lacks, e.g.
+            # "[{rabbit, [{consumer_timeout, 3000}, {channel_tick_interval, 500}]}]."
+            (self.dir / "advanced.config").write_text(advanced_config)
         self.env = self._environment()
         # Runs at interpreter exit or when the node is collected; holds paths, not self.
         self._finalizer = weakref.finalize(

@@ -57,6 +57,19 @@ def test_a_run_of_oldest_finished_deliveries_is_one_multiple_ack() -> None:
     assert not tx.unacked and not tx.pending
 
 
+def test_a_tag_told_late_is_never_covered_by_a_multiple_ack() -> None:
+    """A basic.get answered (tag 3) while delivery 2 waited to be handed on: 3 is
+    registered first; acking 1 and 3 must not settle 2 with ``multiple``."""
+    tx, ch = _tx(range(1, 2))
+    tx.delivered(3)  # the claim message of a chunk (worker/claims.py)
+    tx.delivered(2)  # the consumer's delivery, dispatched after
+    tx.settle(1)
+    tx.settle(3)
+    tx.commit()
+    assert ch.frames == [("ack", 1, True), ("ack", 3, False), ("commit",)]
+    assert tx.pending == {2}
+
+
 def test_rejects_go_before_a_multiple_ack_and_nothing_is_settled_twice() -> None:
     tx, ch = _tx(range(1, 4))
     tx.settle(2, ack=False)

@@ -9,7 +9,16 @@ from sif_magic.job import logs as logs_mod
 from sif_magic.job.logs import LogStore
 from sif_magic.job.monitor import EventFolder
 from sif_magic.job.outcomes import Outcomes
-from sif_magic.protocol import CANCELLED, DONE, FAILED, QUEUED, RUNNING, STATE_CODES, EventBatch
+from sif_magic.protocol import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    FINISHING,
+    QUEUED,
+    RUNNING,
+    STATE_CODES,
+    EventBatch,
+)
 
 
 def with_output(seg, k: int, out: bytes, err: bytes = b"", dropped: int = 0):
@@ -162,3 +171,23 @@ def test_event_folder_never_makes_an_outcome(state: str) -> None:
     o = Outcomes(2)
     EventFolder(o, LogStore()).fold(events(states={state: [[0, 1]]}))
     assert o.final == 0 and not any(o.have)  # outcomes come only with results
+
+
+@pytest.mark.parametrize("state", ["done", "failed"])
+def test_an_ended_call_is_finishing_until_its_result_comes(state: str) -> None:
+    """Issue 12: counts never say done for a call whose result has not arrived; a call
+    whose result was lost with its worker's channel shows running again."""
+    o = Outcomes(3)
+    folder = EventFolder(o, LogStore())
+    folder.fold(events(states={"running": [[0, 2]]}))
+    folder.fold(events(states={state: [[0, 1]]}))
+    assert o.counts[DONE] == o.counts[FAILED] == 0
+    assert o.counts[FINISHING] == 2 and o.counts[RUNNING] == 1
+    folder.fold(events(states={"running": [[1, 1]]}))  # run again elsewhere
+    assert o.states[1] == RUNNING and o.counts[FINISHING] == 1
+    o.fold(segment([0], ["v"]), None, [])
+    assert o.states[0] == DONE and o.counts[DONE] == 1 and o.counts[FINISHING] == 0
+    # its worker died before the result went out: finishing calls of it become lost
+    folder.fold(events(calls=[[2, 1, 5.0]], states={state: [[2, 2]]}))
+    assert o.states[2] == FINISHING
+    assert o.mark_lost("w9") == [2] and o.counts[FINISHING] == 0 and o.counts[DONE] == 1

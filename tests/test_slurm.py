@@ -388,6 +388,49 @@ def test_workers_join_through_sbatch_run_a_map_and_leave(
         delete_queue(queue)
 
 
+@pytest.mark.slurm
+def test_a_worker_in_a_slurm_job_knows_when_its_job_ends(
+    slurm: SlurmCluster, home, url_file, monkeypatch
+) -> None:
+    """Issue 12, part 3: the job script reads the job's end time from SLURM (outside
+    the container, whose image has no squeue) and the worker drains before it."""
+    _need_broker()
+    runtime = f"slurm-{secrets.token_hex(4)}"
+    queue = f"sif_magic.tasks.{runtime}"
+    spec = sl.SlurmSpec(
+        runtime=runtime, container="none", cpus_per_task=1, processes=1,
+        amqp_url_file=str(url_file), time="00:10:00",
+    )  # fmt: skip
+    job = None
+    try:
+        t0 = time.time()
+        job = sl.submit(spec)
+        assert sl.wait_for(job.job_id, timeout=30).state == "RUNNING"
+        wait_until(lambda: consumers(queue) == 1, 60, f"the worker on {queue}")
+        procs = job_processes({job.job_id})
+        (env,) = [env for cmd, env in procs.values() if "-m sif_magic worker" in cmd]
+        end = int(env.get("SLURM_JOB_END_TIME") or env["SIF_MAGIC_JOB_END"])
+        assert t0 + 9 * 60 <= end <= time.time() + 10 * 60 + 5, (t0, end)
+        # the worker's own reading, and squeue's when the script gave none (same end)
+        from sif_magic.worker.walltime import job_end
+
+        for var in ("SLURM_JOB_END_TIME", "SIF_MAGIC_JOB_END"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("SLURM_JOB_ID", job.job_id)
+        assert job_end(0, t0) == (float(end), f"SLURM job {job.job_id}")
+        clock = time.strftime("%H:%M:%S", time.localtime(end))
+        line = f"must be gone by {clock} (SLURM job {job.job_id})"
+        wait_until(
+            lambda: any(line in p.read_text() for p in Path(job.directory).glob("slurm-*.out")),
+            30,
+            "the worker's line about its end",
+        )
+    finally:
+        if job is not None:
+            subprocess.run(["scancel", job.job_id], env=slurm.env, capture_output=True)
+        delete_queue(queue)
+
+
 SIFMAP = """
 import json, sys
 from IPython.core.interactiveshell import InteractiveShell
@@ -701,6 +744,7 @@ def test_a_real_sif_runs_the_worker_as_nobody_through_sbatch(
                 container="singularity",
                 cpus_per_task=1,
                 processes=1,
+                time="00:10:00",
                 setup=[f"export PATH={shared}/bin:$PATH"],
                 sbatch_options=[f"--uid={nobody.pw_name}", f"--gid={nobody.pw_gid}"],
                 output=f"{out}/slurm-%j.out",
@@ -721,11 +765,15 @@ def test_a_real_sif_runs_the_worker_as_nobody_through_sbatch(
 
         from sif_magic import Executor
 
-        def inside(x: int) -> tuple[int, int, str, bool]:
+        def inside(x: int) -> tuple[int, int, str, bool, str, str]:
             import os
             import sys
 
-            return x + 1, os.getuid(), sys.executable, os.path.exists("/.singularity.d")
+            env = os.environ.get
+            return (
+                x + 1, os.getuid(), sys.executable, os.path.exists("/.singularity.d"),
+                env("SLURM_JOB_ID", ""), env("SLURM_JOB_END_TIME") or env("SIF_MAGIC_JOB_END", ""),
+            )  # fmt: skip
 
         ex = Executor(backend="rabbitmq", amqp_url=URL, runtime=runtime, key=secrets_["key"])
         try:
@@ -735,6 +783,9 @@ def test_a_real_sif_runs_the_worker_as_nobody_through_sbatch(
         assert [r[0] for r in results] == list(range(1, 7))
         assert {r[2] for r in results} == {f"{images.VENV}/bin/python"}
         assert all(r[3] for r in results)
+        # the worker in the container knows its job and when it ends (walltime drain)
+        assert {r[4] for r in results} == {job.job_id}
+        assert all(r[5].isdigit() and int(r[5]) > time.time() for r in results), results
         procs = job_processes({job.job_id})
         assert any("squashfuse" in c for c, _ in procs.values()), procs
         assert {Path(f"/proc/{p}").stat().st_uid for p in procs} == {nobody.pw_uid}

@@ -95,7 +95,7 @@ def test_set_states_sends_one_compressed_update_and_skips_unchanged() -> None:
     assert _state_bytes(buffers) == bytes([2, 3, 1, 0])
     assert grid.counts() == {
         "queued": 1, "running": 1, "done": 1, "failed": 1,
-        "cancelled": 0, "retrying": 0, "lost": 0,
+        "cancelled": 0, "retrying": 0, "lost": 0, "finishing": 0,
     }  # fmt: skip
     assert grid.updates_sent == 1
 

@@ -47,8 +47,10 @@ class WorkerProcs:
         url: str | None = None,
         heartbeat: float = 0.5,
         args: tuple[str, ...] = (),
+        options: tuple[str, ...] = (),
     ) -> list[subprocess.Popen]:
-        """``args``: more options of ``sif-magic worker`` (``--gpus 0,1``, say)."""
+        """``args`` / ``options``: more ``sif-magic worker`` flags (``--gpus 0,1``,
+        ``("--lifetime", "10")``)."""
         url_file = self.log_dir / f"amqp_url-{len(self.procs)}"
         url_file.write_text(url or self.url)
         url_file.chmod(0o600)
@@ -57,7 +59,7 @@ class WorkerProcs:
             cmd = [
                 sys.executable, "-m", "sif_magic", "worker",
                 "--amqp-url-file", str(url_file), "--runtime", runtime,
-                "--processes", str(processes), "--heartbeat", str(heartbeat),
+                "--processes", str(processes), "--heartbeat", str(heartbeat), *options,
             ]  # fmt: skip
             if self.key_file is not None:
                 cmd += ["--key-file", str(self.key_file)]

@@ -8,7 +8,8 @@ export const STATE_NAMES: readonly string[] = [
   'failed',
   'cancelled',
   'retrying',
-  'lost'
+  'lost',
+  'finishing'
 ];
 
 /** CSS colours per state code (index = code): the values of sif_magic.display.COLOURS
@@ -20,7 +21,8 @@ export const STATE_COLOURS: readonly string[] = [
   '#e53935', // failed: red
   '#616161', // cancelled: dark grey
   '#fb8c00', // retrying: orange
-  '#8e24aa' // lost: purple
+  '#8e24aa', // lost: purple
+  '#81c784' // finishing: light green (ended on its worker, result on its way)
 ];
 
 const UNKNOWN_COLOUR = '#000000';

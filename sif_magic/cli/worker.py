@@ -17,9 +17,10 @@ def register(sub: Any) -> None:
         description="Consume a runtime's task queue and run its calls. Every option can also "
         "come from the environment: SIF_MAGIC_AMQP_URL(_FILE), SIF_MAGIC_RUNTIME, "
         "SIF_MAGIC_PROCESSES, SIF_MAGIC_GPUS, SIF_MAGIC_CPUS, SIF_MAGIC_KEY_FILE (or "
-        "SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID, SIF_MAGIC_QUEUE_TYPE. The broker URL may list "
-        "several brokers (the nodes of a cluster), separated by commas: the worker moves to "
-        "the next when its node is lost.",
+        "SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID, SIF_MAGIC_QUEUE_TYPE, SIF_MAGIC_CLAIM_AFTER, "
+        "SIF_MAGIC_LEASE, SIF_MAGIC_LIFETIME. The broker URL may list several brokers (the "
+        "nodes of a cluster), separated by commas: the worker moves to the next when its "
+        "node is lost.",
     )
     add_url_args(p, default="")
     p.add_argument("--runtime", default="", help="runtime name: consumes sif_magic.tasks.RUNTIME")
@@ -47,6 +48,35 @@ def register(sub: Any) -> None:
     p.add_argument("--ca-file", default="", help="CA certificate to verify an amqps:// broker")
     p.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
     add_queue_type_arg(p)
+    p.add_argument(
+        "--claim-after",
+        type=float,
+        default=0.0,
+        help="seconds a chunk is held before it is claimed (running) or handed back (waiting), "
+        "so no delivery outlives the broker's consumer_timeout: keep it well below that "
+        "(default 3; env SIF_MAGIC_CLAIM_AFTER)",
+    )
+    p.add_argument(
+        "--lease",
+        type=float,
+        default=0.0,
+        help="seconds a claim lives unless renewed: how soon the chunk of a worker that died "
+        "runs elsewhere (default 60; env SIF_MAGIC_LEASE)",
+    )
+    p.add_argument(
+        "--lifetime",
+        type=float,
+        default=0.0,
+        help="leave after this many seconds, handing back what cannot finish by then (in a "
+        "SLURM job the job's end time counts too; env SIF_MAGIC_LIFETIME)",
+    )
+    p.add_argument(
+        "--end-margin",
+        type=float,
+        default=-1.0,
+        help="seconds before the end (walltime, --lifetime) by which everything is handed "
+        "back (default 30, at most a fifth of the worker's life)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run)
 

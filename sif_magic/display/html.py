@@ -21,6 +21,7 @@ COLOURS = {
     "cancelled": "#616161",
     "retrying": "#fb8c00",
     "lost": "#8e24aa",
+    "finishing": "#81c784",  # light green: ended on its worker, result on its way
 }
 WORKER_COLUMNS = (
     "host",

@@ -388,7 +388,7 @@ def summary(job: Job) -> str:
     """One line: the job, its size, and calls per state."""
     c = job.state_counts()
     parts = [f"{c['done']} done" + (f" ({job.reused} from the cache)" if job.reused else "")]
-    for name in ("failed", "cancelled", "running", "retrying", "queued", "lost"):
+    for name in ("failed", "cancelled", "finishing", "running", "retrying", "queued", "lost"):
         if c[name]:
             parts.append(f"{c[name]} {name}")
     status = "finished" if job.done() else "running"

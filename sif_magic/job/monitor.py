@@ -3,8 +3,11 @@ logs, and the progress calls reported themselves (``sif_magic.report``).
 
 Events only show what is going on; outcomes come with results (``Outcomes.fold``).
 A call that has its outcome keeps its terminal state and its complete log; the
-others take the state an event shows (a cancel shows as running until it is an
-outcome).
+others take the state an event shows, except that an event never makes a call
+done, failed or cancelled: a call a worker says ended is ``finishing`` until its
+result arrives (a cancel shows as running), so ``state_counts()`` never counts a
+call done whose result is not here, and a call whose result was lost with its
+worker's channel shows running again when it is run again.
 
 Threads: ``fold`` runs on the thread that receives the job's events (the
 transport's I/O thread, or the local backend's event flusher) under the owning
@@ -14,14 +17,28 @@ Owner: the ``Job`` that made the folder.
 
 from __future__ import annotations
 
-from ..protocol import CANCELLED, RUNNING, STATE_CODES, STATE_NAMES, TERMINAL, EventBatch
+from ..protocol import (
+    CANCELLED,
+    FINISHING,
+    RUNNING,
+    STATE_CODES,
+    STATE_NAMES,
+    TERMINAL,
+    EventBatch,
+)
 from .logs import LogStore
 from .outcomes import Outcomes
 
+
+def _shown(event_state: int) -> int:
+    if event_state == CANCELLED:
+        return RUNNING
+    return FINISHING if event_state in TERMINAL else event_state
+
+
 # per event state: what a call's state becomes (terminal states stay)
 _SHOW = [
-    bytes(c if c in TERMINAL else (RUNNING if s == CANCELLED else s) for c in range(256))
-    for s in range(len(STATE_NAMES))
+    bytes(c if c in TERMINAL else _shown(s) for c in range(256)) for s in range(len(STATE_NAMES))
 ]
 
 

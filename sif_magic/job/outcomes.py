@@ -20,6 +20,7 @@ from ..protocol import (
     CANCELLED,
     DONE,
     FAILED,
+    FINISHING,
     LOST,
     QUEUED,
     RETRYING,
@@ -235,11 +236,12 @@ class Outcomes:
             self.where[i] = hid
 
     def mark_lost(self, worker: str) -> list[int]:
-        """Calls ``worker`` was running (or retrying), without an outcome, become
-        'lost' (their worker died; they wait to be redelivered); returns them."""
+        """Calls ``worker`` was running (or retrying, or finishing: ended there, result
+        not here), without an outcome, become 'lost' (their worker died; they wait to
+        be redelivered); returns them."""
         lost = []
         states, hosts, where, have = self.states, self.hosts, self.where, self.have
-        for state in (RUNNING, RETRYING):
+        for state in (RUNNING, RETRYING, FINISHING):
             i = states.find(state)
             while i >= 0:
                 if not have[i] and hosts[where[i]][0] == worker:

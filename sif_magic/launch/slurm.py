@@ -209,6 +209,7 @@ def render_script(spec: SlurmSpec) -> str:
         '    export SIF_MAGIC_WORKER_ID="slurm-$SLURM_JOB_ID-$(hostname -s)"',
         "    trap 'exit 143' TERM  # let the worker finish its SIGTERM first, then clean up",
         '    export SIF_MAGIC_PROCESSES="${SIF_MAGIC_PROCESSES:-${SLURM_CPUS_PER_TASK:-1}}"',
+        *JOB_END_LINES,
     ]
     lines += [
         "    " + line if line else ""
@@ -224,6 +225,19 @@ def render_script(spec: SlurmSpec) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# The worker drains before the job's end (worker/walltime.py). SLURM 23.02+ sets
+# SLURM_JOB_END_TIME; older ones are asked here, outside the container (whose image
+# has no squeue); the environment carries it in.
+JOB_END_LINES = [
+    'end="${SLURM_JOB_END_TIME:-}"',
+    'if [ -z "$end" ] && command -v squeue >/dev/null; then',
+    '    e="$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null || true)"',
+    '    case "$e" in [0-9]*T*) end="$(date -d "$e" +%s 2>/dev/null || true)" ;; esac',
+    "fi",
+    'if [ -n "$end" ]; then export SIF_MAGIC_JOB_END="$end"; fi',
+]
 
 
 # -- submit, status, cancel ----------------------------------------------------

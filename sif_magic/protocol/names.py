@@ -32,9 +32,13 @@ SIGNED_HEADERS = (HDR_VERSION, HDR_KEY_ID, HDR_ID, HDR_TIME, HDR_LOST)
 
 # States of a call; the byte values are what job state arrays hold. ``retrying``: the
 # call failed and runs again (--retries); ``lost``: its worker died (or stopped
-# answering) under it, and it waits to be redelivered to a worker.
-QUEUED, RUNNING, DONE, FAILED, CANCELLED, RETRYING, LOST = range(7)
-STATE_NAMES = ("queued", "running", "done", "failed", "cancelled", "retrying", "lost")
+# answering) under it, and it waits to be redelivered to a worker; ``finishing``: a
+# worker said the call ended, and its result has not arrived yet (only the client
+# sets it, from events: a worker never sends it).
+QUEUED, RUNNING, DONE, FAILED, CANCELLED, RETRYING, LOST, FINISHING = range(8)
+STATE_NAMES = (
+    "queued", "running", "done", "failed", "cancelled", "retrying", "lost", "finishing",
+)  # fmt: skip
 STATE_CODES = {name: code for code, name in enumerate(STATE_NAMES)}
 TERMINAL = frozenset((DONE, FAILED, CANCELLED))
 SKIP = 255  # in a result segment's status column: no outcome here (the call runs again)
@@ -49,6 +53,33 @@ def retry_queue(runtime: str) -> str:
     """Calls split off a redelivered chunk: consumed one at a time per worker, so a
     worker that dies only ever counts a loss against the call it was running."""
     return f"sif_magic.tasks.{runtime}.retry"
+
+
+def claim_queue(runtime: str, worker_id: str, token: str) -> str:
+    """A chunk a worker has held longer than its claim time (``worker/claims.py``): its
+    one message, with a lease; expired, it is dead-lettered back to the queue it came
+    from. ``token`` is unique per claim (a restarted worker reuses no name)."""
+    return f"{task_queue(runtime)}{CLAIM_MARK}{worker_id}.{token}"
+
+
+CLAIM_MARK = ".claim."  # in every claim queue's name, after the task queue's
+
+
+def is_claim_queue(name: str) -> bool:
+    return name.startswith("sif_magic.tasks.") and CLAIM_MARK in name
+
+
+def claim_queue_arguments(lease_seconds: float, back_to: str) -> dict[str, Any]:
+    """The claim message lives ``lease_seconds`` unless renewed, then goes back to
+    ``back_to`` (the task or retry queue, through the default exchange, with an
+    ``x-death`` header); the queue itself goes after four leases unused."""
+    lease = max(1, int(lease_seconds * 1000))
+    return {
+        "x-message-ttl": lease,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": back_to,
+        "x-expires": 4 * lease,
+    }
 
 
 def result_queue(job_id: str) -> str:

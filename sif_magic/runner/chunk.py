@@ -9,7 +9,8 @@ the local backend from the task it would have published.
 
 Threads: a chunk is built by the thread that receives the work (the worker's
 I/O thread, the kernel thread of the local backend) and handed to the pool;
-from then on only the pool's dispatcher thread writes it (``remaining``) and
+from then on only the pool's dispatcher thread writes it (``remaining``,
+``started``) and
 the pieces made of it (``done``).
 """
 
@@ -42,6 +43,7 @@ class Chunk:
     only: list[int] | range | None = None  # positions to run (a split chunk); None: all
     remaining: int = -1  # calls without a final result yet
     need: Need | None = None  # what each call asks for (resources.py); None: nothing
+    started: bool = False  # a piece of it went to a slot
 
     def __post_init__(self) -> None:
         if self.only is None:

@@ -105,6 +105,7 @@ class Placement:
                 idle.remove(s)
                 piece = queue[k]
                 del queue[k]
+                piece.chunk.started = True
                 s.send(piece, ahead=False)
                 continue
             s = _first(starting, need)

@@ -168,12 +168,14 @@ class Pool:
         self._loop.post(self._on_cancel, job_id)
 
     def drop_queued(
-        self, predicate: Callable[[Chunk], bool], then: Callable[[int], None] | None = None
+        self,
+        predicate: Callable[[Chunk], bool],
+        then: Callable[[list[Chunk]], None] | None = None,
     ) -> None:
-        """Forget queued (not started) pieces whose chunk matches ``predicate``,
-        reporting nothing: used for deliveries of a dead broker connection, which
-        the broker hands out again anyway. ``then`` gets how many were dropped
-        (in the dispatcher thread)."""
+        """Forget queued pieces whose chunk matches ``predicate``, reporting nothing:
+        deliveries of a dead broker connection (the broker hands them out again), or
+        chunks a worker hands back (``not c.started`` in the predicate: none of it
+        ran). ``then`` gets the chunks dropped (in the dispatcher thread)."""
         self._loop.post(self._on_drop, predicate, then)
 
     # -- the dispatcher thread ----------------------------------------------------
@@ -229,10 +231,16 @@ class Pool:
                 s.kill("cancel")
 
     def _on_drop(self, predicate: Callable[[Chunk], bool], then: Callable | None) -> None:
-        keep = collections.deque(p for p in self.queue if not predicate(p.chunk))
-        dropped, self.queue = len(self.queue) - len(keep), keep
+        keep: collections.deque[Piece] = collections.deque()
+        dropped: dict[int, Chunk] = {}
+        for p in self.queue:
+            if predicate(p.chunk):
+                dropped[id(p.chunk)] = p.chunk
+            else:
+                keep.append(p)
+        self.queue = keep
         if then is not None:
-            then(dropped)
+            then(list(dropped.values()))
 
     def _on_close(self) -> None:
         self.closed = True
@@ -262,6 +270,7 @@ class Pool:
                     len(c.func) + len(c.args),
                     s.room,
                 ):
+                    c.started = True
                     s.send(queue.popleft(), ahead=True)
 
     def _on_message(self, s: SlotProc, msg: tuple) -> None:

@@ -68,6 +68,10 @@ class CallTimes:
     def get(self, func_hash: str) -> float:
         return self._seconds.get(func_hash, self.UNKNOWN)
 
+    def seen(self, func_hash: str) -> float | None:
+        """Seconds per call of that function, None if none ran yet."""
+        return self._seconds.get(func_hash)
+
 
 class Prefetch:
     """A worker's prefetch (unacknowledged chunks it holds), following chunk times.

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import pika
@@ -70,7 +71,9 @@ class Connection(IOThread):
 
     ``setup(channel)`` declares what this side needs on every new connection (after
     the common topology); ``on_state(up)`` hears of losing and regaining the broker;
-    ``on_return(kind, routing_key)`` of a staged message the broker could not route."""
+    ``on_return(kind, routing_key)`` of a staged message the broker could not route;
+    ``on_channel_closed(queue, channel)`` of a consumer's channel the broker closed
+    (logged here; the consumer starts again on a new channel)."""
 
     def __init__(
         self,
@@ -83,6 +86,7 @@ class Connection(IOThread):
         setup: Callable[[Any], None] | None = None,
         on_state: Callable[[bool], None] | None = None,
         on_return: Callable[[str, str], None] | None = None,
+        on_channel_closed: Callable[[str, Any], None] | None = None,
     ) -> None:
         if queue_type not in protocol.QUEUE_TYPES:
             raise ValueError(f"queue_type {queue_type!r}: one of {protocol.QUEUE_TYPES}")
@@ -100,7 +104,12 @@ class Connection(IOThread):
         self._tx: Any = None  # tx mode: publish_batch, and staged publishes without an ack
         self._staging = Staging()
         # quorum queues refuse a channel-wide prefetch (and close the connection)
-        self._consumers = Consumers(self._on_return, channel_qos=queue_type == "classic")
+        self._consumers = Consumers(
+            self._on_return,
+            self.later,
+            on_channel_closed,
+            channel_qos=queue_type == "classic",
+        )
 
     # -- the I/O thread's hooks ----------------------------------------------------------
     def _open(self, conn: pika.BlockingConnection, generation: int) -> None:
@@ -213,6 +222,48 @@ class Connection(IOThread):
         ``delivery`` itself)."""
         self._staging.bind(delivery.tx, self.generation, (exchange, routing_key, body, props))
 
+    def stage_get(self, delivery: Delivery | None, queue: str) -> Delivery | None:
+        """On the I/O thread only: take the next message of ``queue`` (``basic.get``) on
+        the channel where ``stage_publish(delivery, ...)`` stages (``None``: the
+        connection's own tx channel), unacked; its ``ack()`` then goes in that
+        transaction. None if the queue is empty (or missing, or not connected)."""
+        tx = self._staging.target(delivery.tx if delivery is not None else None, self.generation)
+        if tx is None:
+            return None
+        try:
+            method, _props, _body = tx.channel.basic_get(queue, auto_ack=False)
+        except pe.ChannelClosedByBroker as e:  # no such queue: that channel is gone now
+            log.warning("could not take the message of %s: %s", queue, e.reply_text)
+            return None
+        if method is None:
+            return None
+        tx.delivered(method.delivery_tag)
+        return Delivery(tx.generation, method.delivery_tag, False, tx.channel, tx)
+
+    def commit_now(self) -> None:
+        """On the I/O thread only: commit what is staged now, not at the end of the round."""
+        self._staging.commit()
+
+    def declare_queue(self, name: str, arguments: dict[str, Any]) -> None:
+        """On the I/O thread only: a durable queue ``name`` with ``arguments``."""
+        self._pub.queue_declare(name, durable=True, arguments=arguments)
+
+    def delete_if_empty(self, name: str) -> None:
+        """Delete queue ``name`` if it is empty, on a channel opened for it (the broker
+        closes the channel of a delete it refuses: not empty, or gone)."""
+
+        def op() -> None:
+            ch = self._conn.channel()  # type: ignore[union-attr]
+            try:
+                ch.queue_delete(name, if_empty=True)
+            except pe.ChannelClosedByBroker:
+                pass
+            finally:
+                if ch.is_open:
+                    ch.close()
+
+        self.later(op)
+
     def _on_return(self, ch: Any, method: Any, props: Any, body: bytes) -> None:
         self.returned += 1
         if self.on_return is not None:
@@ -255,12 +306,16 @@ class Connection(IOThread):
         exclusive: bool = False,
         transactional: bool = False,
         timeout: float | None = None,
+        closed_note: str = "",
     ) -> str:
         """Declare a queue with ``setup(channel) -> name`` and consume it (again after reconnects).
 
         ``transactional``: the channel is in tx mode; its acks and rejects, and what
-        ``stage_publish`` puts there, are committed together at the end of each round."""
+        ``stage_publish`` puts there, are committed together at the end of each round.
+        ``closed_note``: what becomes of what it held, for the log line when the broker
+        closes its channel (it consumes again on a new one)."""
         c = _Consumer(setup, on_message, prefetch, auto_ack, exclusive, transactional)
+        c.closed_note = closed_note
         return self.call(
             lambda: self._consumers.add(c, self._conn, self.generation), timeout=timeout
         )
@@ -269,6 +324,15 @@ class Connection(IOThread):
         """Let the consumers of ``queue`` hold ``prefetch`` unacked messages from now on
         (and after reconnects; with quorum queues: from the next reconnect on)."""
         self.call(lambda: self._consumers.set_prefetch(queue, prefetch), wait=False)
+
+    def stop_consuming(self, queues: set[str]) -> Any:
+        """Stop the consumers of ``queues`` (their channels stay, for acks); a Future
+        done once nothing more can arrive from them."""
+        stopped: Future = Future()
+        self.call(
+            lambda: self._consumers.stop(queues, lambda: stopped.set_result(None)), wait=False
+        )
+        return stopped
 
     def cancel_consumer(self, tag: str) -> None:
         self.call(lambda: self._consumers.cancel(tag))

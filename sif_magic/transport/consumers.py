@@ -1,6 +1,8 @@
 """Consumers of one connection: each on its own channel, started again on every new one.
 
-A broker error on one consumer's channel closes only that channel. A consumer's
+A broker error on one consumer's channel closes only that channel: it is logged
+(which queue, the broker's reason, what becomes of the deliveries it held) and the
+consumer starts again on a new channel of the same connection. A consumer's
 prefetch is channel-wide (RabbitMQ's "global" QoS: the consumer is alone on its
 channel), so it can be changed while consuming. Quorum queues refuse a channel-wide
 prefetch (RabbitMQ 3.10 closes the whole connection: NOT_IMPLEMENTED): with
@@ -13,7 +15,9 @@ older connection is never acked: the broker redelivers it) and, for a transactio
 consumer, its channel's ``_Tx``.
 
 Threads: the transport's I/O thread only; it owns ``Consumers`` and every channel.
-Callbacks run there too, and must not block on other threads' work.
+Callbacks run there too, and must not block on other threads' work. A channel's
+close callback runs while pika dispatches: it only logs and queues the restart
+(``later``), which runs in the next round of operations.
 """
 
 from __future__ import annotations
@@ -52,16 +56,32 @@ class _Consumer:
     tag: str = ""
     channel: Any = None  # each consumer has its own: a broker error on one closes only that
     queue: str = ""
+    tx: _Tx | None = None  # its channel's transaction (transactional consumers)
+    closed_note: str = ""  # what becomes of what it held if the broker closes its channel
+
+
+_TIMEOUT_HINT = (
+    " (RabbitMQ's consumer_timeout: a delivery was held unacknowledged longer than the "
+    "broker allows)"
+)
 
 
 class Consumers:
     """The consumers of one connection (``on_return``: the callback of a channel in tx
-    mode for a message the broker could not route)."""
+    mode for a message the broker could not route; ``later``: queue an operation for
+    the next round; ``on_closed(queue, channel)``: the broker closed a consumer's
+    channel, whose unacked deliveries it hands out again)."""
 
     def __init__(
-        self, on_return: Callable[[Any, Any, Any, bytes], None], channel_qos: bool = True
+        self,
+        on_return: Callable[[Any, Any, Any, bytes], None],
+        later: Callable[[Callable[[], Any]], None] | None = None,
+        on_closed: Callable[[str, Any], None] | None = None,
+        channel_qos: bool = True,
     ) -> None:
         self.on_return = on_return
+        self.later = later
+        self.on_closed = on_closed
         self.channel_qos = channel_qos  # prefetch per channel (classic), else per consumer
         self.consumers: list[_Consumer] = []
 
@@ -90,6 +110,30 @@ class Consumers:
                 if self.channel_qos and c.channel is not None and c.channel.is_open:
                     c.channel.basic_qos(prefetch_count=prefetch, global_qos=True)
 
+    def stop(self, queues: set[str], done: Callable[[], None]) -> None:
+        """Stop consuming ``queues`` for good, keeping the channels (what they hold is
+        still acked there); ``done()`` once the broker confirmed every cancel, after
+        which nothing more arrives. What arrives before that goes to the consumer's
+        callback as usual: pika would reject it (requeued, it would come back marked
+        redelivered, which a worker counts as a loss), so its bookkeeping is undone."""
+        stopping = [c for c in self.consumers if c.queue in queues]
+        live = [c for c in stopping if c.channel is not None and c.channel.is_open and c.tag]
+        for c in stopping:
+            self.consumers.remove(c)  # not started again after a reconnect
+        left = [len(live)]
+
+        def ok(_frame: Any) -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                done()
+
+        for c in live:
+            impl = c.channel._impl
+            impl.basic_cancel(c.tag, callback=ok)
+            getattr(impl, "_cancelled", set()).discard(c.tag)  # see the docstring
+        if not live:
+            done()
+
     def cancel(self, tag: str) -> None:
         for c in [c for c in self.consumers if c.tag == tag]:
             self.consumers.remove(c)
@@ -98,8 +142,43 @@ class Consumers:
             except Exception:  # noqa: BLE001
                 pass
 
+    def _closed(self, c: _Consumer, ch: Any, conn: Any, generation: int, reason: Any) -> None:
+        """In pika's dispatch: a consumer's channel closed. Only the broker's closes
+        matter here (ours are cancels; a lost connection restarts every consumer)."""
+        if not isinstance(reason, pe.ChannelClosedByBroker) or c.channel is not ch:
+            return
+        if c not in self.consumers:
+            return
+        text = f"{reason.reply_code} {reason.reply_text}"
+        hint = _TIMEOUT_HINT if "acknowledgement" in text and "timed out" in text else ""
+        log.warning(
+            "the broker closed the channel of the consumer of %s: %s%s. %s; consuming %s "
+            "again on a new channel",
+            c.queue,
+            text,
+            hint,
+            c.closed_note or "What it held unacknowledged goes back there, marked redelivered",
+            c.queue,
+        )
+        if self.on_closed is not None:
+            self.on_closed(c.queue, ch)
+        if self.later is not None:
+            self.later(lambda: self._again(c, conn, generation))
+
+    def _again(self, c: _Consumer, conn: Any, generation: int) -> None:
+        if c not in self.consumers or not conn.is_open or (c.channel and c.channel.is_open):
+            return  # cancelled, or that connection is gone (its successor starts c)
+        try:
+            self.start(c, conn, generation)
+        except pe.ChannelClosedByBroker as e:
+            log.error("stopped consuming %s: the broker refused it again (%s)", c.queue, e)
+            self.consumers.remove(c)
+
     def start(self, c: _Consumer, conn: Any, generation: int) -> str:
         ch = c.channel = conn.channel()
+        ch._impl.add_on_close_callback(  # pika's own channel: BlockingChannel offers none
+            lambda _ch, reason: self._closed(c, ch, conn, generation, reason)
+        )
         queue = c.queue = c.setup(ch)
         # one consumer per channel: a channel-wide limit (RabbitMQ's "global") is the
         # consumer's, and unlike a per-consumer one it can be changed while consuming
@@ -109,6 +188,7 @@ class Consumers:
             ch.tx_select()
             ch.add_on_return_callback(self.on_return)
             tx = _Tx(ch, generation)
+        c.tx = tx
 
         def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
             tag = method.delivery_tag

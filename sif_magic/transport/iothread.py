@@ -192,6 +192,15 @@ class IOThread:
             self._ops.append((fn, None))
             self._wake()
 
+    def later(self, fn: Callable[[], Any]) -> None:
+        """Queue ``fn`` for the next round of operations, even from the I/O thread (a
+        pika callback that must not open channels while pika dispatches it). Like
+        ``post``: no Future, errors are logged; one that meets a lost connection runs
+        again after the reconnect, so it must check that what it acts on still lives."""
+        if not self.closed:
+            self._ops.append((fn, None))
+            self._wake()
+
     def _wake(self) -> None:
         conn = self._conn
         if conn is None or self._woken or threading.current_thread() is self._thread:

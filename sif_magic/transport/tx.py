@@ -51,6 +51,10 @@ class _Tx:
     def delivered(self, tag: int) -> None:
         self.unacked.append(tag)
         self.pending.add(tag)
+        if len(self.unacked) > 1 and tag < self.unacked[-2]:
+            # a consumer delivery handed on after a basic.get on this channel got its
+            # answer (a later tag): keep tag order, or ``multiple`` would ack it
+            self.unacked = collections.deque(sorted(self.unacked))
 
     def settle(self, tag: int, ack: bool = True, requeue: bool = False) -> None:
         if tag not in self.pending:
@@ -124,11 +128,16 @@ class Staging:
             self.orphans.extend(tx.publishes)
         self.dirty.clear()
 
+    def target(self, tx: _Tx | None, generation: int) -> _Tx | None:
+        """``tx`` if its channel lives, else the fallback (None: not connected)."""
+        if tx is None or tx.generation != generation or not tx.channel.is_open:
+            return self.fallback
+        return tx
+
     def publish(self, tx: _Tx | None, generation: int, message: _Publish) -> None:
         """Stage ``message`` in ``tx`` (a delivery's transaction), or, if that channel is
         gone, on the fallback channel (or, not connected yet, for the next connection)."""
-        if tx is None or tx.generation != generation or not tx.channel.is_open:
-            tx = self.fallback
+        tx = self.target(tx, generation)
         if tx is None:
             self.orphans.append(message)
             return

@@ -4,10 +4,14 @@ It consumes chunks from ``sif_magic.tasks.<runtime>`` (manual ack, a prefetch
 that follows how long chunks take) and from its retry queue, runs them in a
 pool of warm slot processes (``runner``), and hands what they report to the
 ``Outbox``, which publishes results and acks chunks in AMQP transactions on
-the channel each chunk came from. A redelivered chunk goes to
-``redelivery``; a task signed with another key to ``ForeignTasks``, and so
-does a task asking for more GPUs or CPUs than this worker has (it is held a
-while and handed back to the queue for a worker that has them). A body
+the channel each chunk came from. ``Claims`` keeps every delivery it holds
+short of the broker's consumer_timeout (claimed or handed back after
+``--claim-after`` seconds); ``walltime`` says what can finish before the
+worker's end, ``leaving`` hands back what it holds when it stops. A
+redelivered chunk (or one whose claim expired) goes to ``redelivery``; a
+task signed with another key to ``ForeignTasks``, and so does a task asking
+for more GPUs or CPUs than this worker has (it is held a while and handed
+back to the queue for a worker that has them). A body
 that is not ours, unsigned, badly signed or malformed is rejected to the
 dead-letter queue without being unpickled. Replays are dropped unrun: copies
 of tasks taken here before and tasks of jobs that have ended (``gate``),
@@ -20,8 +24,9 @@ tasks, shutdown); the transport's I/O thread runs every consumer callback
 thread reports through the ``EventReporter`` into the outbox and the events
 buffer; the events flusher thread publishes event batches. The worker's own
 fields are written in ``__init__``, except ``rejected`` and ``_foreign_answer``,
-which only the I/O thread writes (it alone uses ``seen_controls`` and ``gate``);
-each part guards its own state.
+which only the I/O thread writes (it alone uses ``seen_controls`` and ``gate``),
+and ``stop_note`` (why what it holds goes back), which the main thread writes
+before it stops; each part guards its own state.
 
 Standard library, pika and cloudpickle only (no IPython, no traitlets).
 """
@@ -46,11 +51,13 @@ from ..runner.reporter import EventReporter
 from ..runner.resources import need_of
 from ..runner.versions import incompatibility, versions
 from ..transport import Connection, declare_retry_queue, declare_task_queue
-from . import foreign
+from . import leaving
+from .claims import CHUNKS_HELD, CLAIM_AFTER, LEASE, Claims, expired_claim
 from .foreign import ForeignTasks
 from .gate import TaskGate
 from .outbox import Outbox
 from .redelivery import redelivered
+from .walltime import END_MARGIN, Walltime, job_end
 
 log = logging.getLogger("sif_magic.worker")
 
@@ -71,6 +78,10 @@ class Worker:
         gpus: list[str] | None = None,
         cpus: int = 0,
         queue_type: str = "classic",
+        claim_after: float = CLAIM_AFTER,
+        lease: float = LEASE,
+        lifetime: float = 0.0,
+        end_margin: float = END_MARGIN,
     ) -> None:
         """``gpus``: the device ids its call processes hold (one each, unless calls ask
         for more); ``processes`` then defaults to their number. ``cpus``: the CPUs it
@@ -105,6 +116,7 @@ class Worker:
             setup=lambda ch: declare_task_queue(ch, runtime, queue_type),
             on_state=self._on_broker_state,
             on_return=Outbox.returned,
+            on_channel_closed=self._on_channel_closed,
         )
         self.events = EventBuffer(self.worker_id, self.host, self._publish_events)
         self.outbox = Outbox(
@@ -126,6 +138,9 @@ class Worker:
             cpus=self.cpus,
         )
         self.outbox.pool = self.pool
+        self.claims = self.outbox.claims = Claims(self, claim_after, lease)
+        self.walltime = Walltime(*job_end(lifetime, self.started), self.started, end_margin)
+        self.stop_note = "returned: its worker was stopped; queued again (not a loss)"
 
     # -- running ---------------------------------------------------------------
     def run(self) -> int:
@@ -138,6 +153,7 @@ class Worker:
             self._on_task,
             prefetch=self.outbox.prefetch.current,  # follows how quick chunks are (outbox)
             transactional=True,
+            closed_note=CHUNKS_HELD,
         )
         # one suspect call at a time, run before anything else (see protocol.retry_queue)
         self.conn.consume(
@@ -147,6 +163,7 @@ class Worker:
             ),
             prefetch=1,
             transactional=True,
+            closed_note=CHUNKS_HELD,
         )
         log.info(
             "worker %s consuming %s with %d processes, %s GPU(s), %d CPUs for calls "
@@ -158,13 +175,17 @@ class Worker:
             self.cpus,
             *versions(),
         )
+        leaving.announce(self)
         self.send_heartbeat()
         next_beat = time.time() + self.heartbeat_interval
-        while not self.stopping.wait(max(0.0, min(next_beat - time.time(), foreign.HOLD))):
+        tick = min(1.0, self.claims.claim_after / 4)
+        while not self.stopping.wait(max(0.0, min(next_beat - time.time(), tick))):
             if time.time() >= next_beat:
                 self.send_heartbeat()
                 next_beat = time.time() + self.heartbeat_interval
             self.foreign.hand_back()
+            self.claims.tick()
+            leaving.check_end(self)
         self._shutdown()
         return 0
 
@@ -179,7 +200,7 @@ class Worker:
                 handed.result(timeout=5)
         except Exception:  # noqa: BLE001 - the broker redelivers them
             pass
-        self.pool.close()  # running calls die; their chunks are never acked -> redelivered
+        leaving.give_back(self)  # what it holds goes back, not counted as lost
         self.events.stop()
         try:  # a goodbye, if the broker is there to take it (never wait for one that is down)
             self.send_heartbeat(state="bye", wait=False).result(timeout=2)
@@ -194,14 +215,22 @@ class Worker:
         # run the ones not started yet twice (running ones finish; their results go out)
         generation = self.conn.generation
 
-        def dropped(n: int) -> None:  # in the pool's dispatcher thread
-            if n:
+        def dropped(chunks: list) -> None:  # in the pool's dispatcher thread
+            if chunks:
                 log.info(
-                    "dropped %d queued pieces of the lost connection; the broker redelivers them",
-                    n,
+                    "dropped %d queued chunks of the lost connection; the broker redelivers them",
+                    len(chunks),
                 )
 
         self.pool.drop_queued(lambda c: c.tag[0].generation != generation, dropped)
+        self.claims.lost(lambda d: d.generation == generation)
+
+    def _on_channel_closed(self, queue: str, channel: Any) -> None:
+        """The broker closed the channel of our consumer of ``queue`` (logged by the
+        transport): its deliveries come again, marked redelivered; forget the ones
+        not started (running ones finish, their results go out)."""
+        self.pool.drop_queued(lambda c: c.tag[0].channel is channel and not c.started)
+        self.claims.lost(lambda d: d.channel is not channel)
 
     # -- messages in -------------------------------------------------------------
     def _setup_control(self, ch: Any) -> str:
@@ -241,14 +270,14 @@ class Worker:
         self, props: Any, delivery: Any, method: Any, body: bytes, retry: bool = False
     ) -> None:
         headers = props.headers or {}
+        source = protocol.retry_queue(self.runtime) if retry else self.queue
         try:
             signed = protocol.verify(self.key, props.type, body, headers)
             if props.type != "task":
                 raise ProtocolError(f"a {props.type!r} message in the task queue")
             task = Task.decode(body, lost=signed.lost)
         except ForeignKeyError as e:
-            queue = protocol.retry_queue(self.runtime) if retry else self.queue
-            self.foreign.hold(e.theirs, delivery, queue, body, props)
+            self.foreign.hold(e.theirs, delivery, source, body, props)
             return
         except (ProtocolError, ValueError, TypeError) as e:
             self.rejected += 1
@@ -276,14 +305,26 @@ class Worker:
             )
             return
         positions = list(task.only) if task.only is not None else list(range(len(task.calls)))
-        if delivery.redelivered:
+        if delivery.redelivered or expired_claim(headers):  # its worker died holding it
             redelivered(self, task, delivery, positions)
             return
         why = incompatibility((task.python, task.cloudpickle), versions())
         if why:
             self.outbox.fail(task, positions, wire_name(IncompatibleWorkerError), why, delivery)
             return
-        self.pool.submit(Chunk.from_task(task, tag=(delivery, task.reply_to)), front=retry)
+        late = self.walltime.refuse(task, self.pool.call_times.seen(task.func_hash))
+        if late or self.claims.draining:
+            if not self.claims.draining:
+                log.info("job %s chunk %s: %s; taking nothing more", task.job_id, task.chunk, late)
+                leaving.take_nothing_more(self)
+            self.claims.hold(delivery, task, body, source, None, late or self.stop_note)
+            return
+        if retry and self.claims.retry_busy():  # one suspect call at a time: not now
+            self.claims.hold(delivery, task, body, source, None)
+            return
+        chunk = Chunk.from_task(task, tag=(delivery, task.reply_to))
+        self.claims.hold(delivery, task, body, source, chunk)
+        self.pool.submit(chunk, front=retry)
 
     def _publish_monitor(self, routing_key: str, body: bytes, kind: str, wait: bool) -> Any:
         """Events and heartbeats: best effort (not persistent, no confirms)."""

@@ -18,9 +18,21 @@ from .._keys import create_key_file, default_key_file, key_source, load_key, rea
 from .._urls import check_urls
 from ..errors import SifMagicError
 from ..runner.resources import detect_gpus
+from .claims import CLAIM_AFTER, LEASE
 from .core import Worker
+from .walltime import END_MARGIN
 
 log = logging.getLogger("sif_magic.worker")
+
+
+def _seconds(flag: float, env_value: str | None, default: float) -> float:
+    """A duration from its flag, else the environment, else ``default``."""
+    if flag:
+        return flag
+    try:
+        return float(env_value) if env_value else default
+    except ValueError:
+        raise SifMagicError(f"{env_value!r} is not a number of seconds") from None
 
 
 def main(args: Any) -> int:
@@ -84,6 +96,10 @@ def main(args: Any) -> int:
             gpus=gpus,
             cpus=int(args.cpus or env("SIF_MAGIC_CPUS", "0") or 0),
             queue_type=getattr(args, "queue_type", "") or env("SIF_MAGIC_QUEUE_TYPE", "classic"),
+            claim_after=_seconds(args.claim_after, env("SIF_MAGIC_CLAIM_AFTER"), CLAIM_AFTER),
+            lease=_seconds(args.lease, env("SIF_MAGIC_LEASE"), LEASE),
+            lifetime=_seconds(args.lifetime, env("SIF_MAGIC_LIFETIME"), 0.0),
+            end_margin=args.end_margin if args.end_margin >= 0 else END_MARGIN,
         )
         signal.signal(signal.SIGTERM, worker.stop)
         signal.signal(signal.SIGINT, worker.stop)

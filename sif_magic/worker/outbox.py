@@ -3,7 +3,8 @@
 Results wait here while the previous commit awaits the broker, so under load
 one AMQP transaction carries many calls: each flush stages everything in the
 outbox, one message per job and consumer channel, on that channel, followed
-by the acks of the chunks whose every result is staged; the connection
+by the acks of the chunks whose every result is staged (of a claimed chunk: the
+get + ack of its claim message there, ``claims``); the connection
 commits each channel's lot as one transaction (``transport``), so a chunk's
 ack is never stored without its results. The task queue's prefetch follows
 how long chunks take (``runner.scheduler.Prefetch``).
@@ -50,6 +51,7 @@ class Outbox:
         self.worker = worker
         self.host = host
         self.pool: Any = None  # set by the worker once its pool exists (seconds per call)
+        self.claims: Any = None  # set by the worker: acks, the prefetch window (claims.py)
         # a running chunk and one ready per process until chunks prove quick
         self.prefetch = Prefetch(processes)
         self._lock = threading.Lock()
@@ -69,6 +71,7 @@ class Outbox:
             flush = self._flush_wanted()
         if flush:
             self.conn.call(self._flush, wait=False)
+        self.claims.finished(delivery, results.indices, results.status)
         self.events.outcomes(chunk.job_id, results.indices, results.status)
 
     def ack_after_results(self, delivery: Any, chunk: Chunk | None = None) -> None:
@@ -81,7 +84,7 @@ class Outbox:
         if flush:
             self.conn.call(self._flush, wait=False)
         if prefetch:
-            self.conn.set_prefetch(self.queue, prefetch)
+            self.claims.window()  # the new prefetch, less what claimed chunks take
 
     def fail(self, task: Task, positions: list[int], etype: str, why: str, delivery: Any) -> None:
         """Fail these calls of ``task`` without running them (``etype`` names the
@@ -132,7 +135,7 @@ class Outbox:
             body = protocol.ResultBatch(job_id, -1, results).encode()
             self.conn.stage_publish(delivery, "", reply_to, body, kind="result", key=self.key)
         for delivery in finished:
-            self.conn.ack(delivery)
+            self.claims.settle(delivery)  # its ack, or the end of its claim
 
     @staticmethod
     def returned(kind: str, routing_key: str) -> None:

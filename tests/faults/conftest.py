@@ -21,6 +21,14 @@ def fworkers(broker_url: str, key_file: Path, tmp_path: Path) -> Iterator[FaultW
 
 
 @pytest.fixture
+def node_workers(node: Any, key_file: Path, tmp_path: Path) -> Iterator[FaultWorkers]:
+    """Workers on the private RabbitMQ node of the test module (its ``node`` fixture)."""
+    w = FaultWorkers(node.url, key_file, tmp_path)
+    yield w
+    w.stop()
+
+
+@pytest.fixture
 def make_ex(key_file: Path) -> Iterator[Callable[..., Executor]]:
     """Executor(backend='rabbitmq', ...) factory; every one is shut down at the end."""
     made: list[Executor] = []

@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,28 @@ def queue_depths(url: str, queues: Iterable[str]) -> dict[str, int | None]:
     finally:
         conn.close()
     return out
+
+
+# -- calls that count their runs -------------------------------------------------------
+
+
+def slow_call(runs: str, seconds: float) -> Callable[[int], int]:
+    """A call of ``seconds`` that leaves a file per finished run in ``runs``: "exactly
+    once" counted by side effect (a result that comes twice is dropped by the client)."""
+
+    def call(x: int) -> int:
+        import os
+        import time
+        import uuid
+
+        time.sleep(seconds)
+        with open(os.path.join(runs, f"{x}-{uuid.uuid4().hex}"), "w"):
+            pass  # this run finished
+        return x * 10
+
+    return call
+
+
+def runs_of(runs: Path) -> Counter:
+    """Finished runs per call index."""
+    return Counter(int(p.name.split("-")[0]) for p in runs.iterdir())

@@ -14,7 +14,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from faultkit import FaultWorkers, Watcher, runtime_queues, wait_until
@@ -32,13 +31,6 @@ def _tasks_left(node: RabbitNode, runtime: str) -> int:
 def node() -> Iterator[RabbitNode]:
     with RabbitNode() as n:
         yield n
-
-
-@pytest.fixture
-def node_workers(node: RabbitNode, key_file: Path, tmp_path: Path) -> Iterator[FaultWorkers]:
-    w = FaultWorkers(node.url, key_file, tmp_path)
-    yield w
-    w.stop()
 
 
 @pytest.mark.parametrize("fault", ["restart", "kill"])

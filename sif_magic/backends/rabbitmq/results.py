@@ -89,6 +89,14 @@ class ResultStream:
         self.ready.set()
 
 
+# Results stay unacked for ``attach``: a job that outlives the broker's consumer_timeout
+# has its result channel closed; the consumer starts again and reads them again.
+RESULTS_HELD = (
+    "The results it held unacknowledged (kept for attach) come again; each call keeps "
+    "its first result"
+)
+
+
 def jobinfo(job: Job, runtime: str, chunks: int) -> bytes:
     """The record a job's result queue starts with (what ``attach`` makes the job from)."""
     return JobInfo(job.job_id, job.n, job.name, job.errors, runtime, job.created, chunks).encode()
