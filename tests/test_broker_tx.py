@@ -12,6 +12,7 @@ from typing import Any
 import pika
 import pytest
 
+from sif_magic import protocol
 from sif_magic.transport import Connection, Delivery
 from sif_magic.transport.tx import _Tx
 
@@ -80,6 +81,9 @@ def test_settled_tags_behind_a_stuck_delivery_do_not_pile_up() -> None:
 
 
 # -- against RabbitMQ -------------------------------------------------------------------------
+SCOPE = protocol.key_id(b"k" * 32)
+
+
 @pytest.fixture
 def queues(broker_url: str):
     names = [f"sif_magic.test-tx-{uuid.uuid4().hex[:8]}-{k}" for k in ("tasks", "results")]
@@ -107,7 +111,9 @@ def _consume_one(broker_url: str, ch: Any, queue: str) -> tuple[Connection, Deli
     """A transactional consumer of ``queue`` and the delivery of one task published there."""
     ch.basic_publish("", queue, b"task", pika.BasicProperties(delivery_mode=2))
     returned: list = []
-    conn = Connection(broker_url, on_return=lambda kind, rk: returned.append((kind, rk))).start()
+    conn = Connection(
+        broker_url, scope=SCOPE, on_return=lambda kind, rk: returned.append((kind, rk))
+    ).start()
     got: list[Delivery] = []
     conn.consume(lambda ch: queue, lambda p, d, m, b: got.append(d), transactional=True)
     _until(lambda: got, 10)

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from queues import consumers
+from queues import consumers, task_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,13 +72,17 @@ class WorkerProcs:
 
     def wait_joined(self, runtime: str, procs: list[subprocess.Popen], timeout: float = 30) -> None:
         """Until every live one of ``procs`` consumes the runtime's task queue."""
-        from sif_magic import protocol
+        from sif_magic._keys import default_key_file
 
         deadline = time.time() + timeout
-        queue = protocol.task_queue(runtime)
-        while consumers(queue, self.admin_url, declare=True) < sum(
-            1 for p in procs if p.poll() is None
-        ):
+        key_file = self.key_file or default_key_file()  # made by a worker, if missing
+
+        def joined() -> int:
+            if not key_file.exists():
+                return 0
+            return consumers(task_queue(runtime, key_file), self.admin_url, declare=True) or 0
+
+        while joined() < sum(1 for p in procs if p.poll() is None):
             if time.time() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"workers did not join: {self.logs()}")
             time.sleep(0.1)

@@ -18,7 +18,9 @@ def register(sub: Any) -> None:
         "SIF_MAGIC_PROCESSES, SIF_MAGIC_KEY_FILE (or SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID.",
     )
     add_url_args(p, default="")
-    p.add_argument("--runtime", default="", help="runtime name: consumes sif_magic.tasks.RUNTIME")
+    p.add_argument(
+        "--runtime", default="", help="runtime name: consumes sif_magic.<key id>.tasks.RUNTIME"
+    )
     p.add_argument("--processes", type=int, default=0, help="call processes (default: usable CPUs)")
     p.add_argument("--key-file", default="", help="signing key file (default ~/.sif_magic/key)")
     p.add_argument("--worker-id", default="", help="name shown in the workers table")

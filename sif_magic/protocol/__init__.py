@@ -17,7 +17,8 @@ Messages (AMQP ``type`` property):
 
 Every body is signed (``signing``). The package's modules, lowest first:
 
-- ``names``: version, exchanges, queue names, headers, call states (the one source);
+- ``names``: version, key-scoped exchange and queue names, headers, call states (the
+  one source);
 - ``framing``: the byte layout of a binary body, ``ProtocolError``;
 - ``signing``: ``sign`` / ``verify`` / ``headers_for``, key ids, ``ForeignKeyError``;
 - ``tasks``: ``Task``, ``JobInfo``, ``Heartbeat``, ``Control``;
@@ -38,9 +39,9 @@ from .events import EventBatch, compress_ranges, expand_ranges
 from .framing import MAGIC, ProtocolError, pack, unpack
 from .names import (
     CANCELLED,
-    CONTROL_EXCHANGE,
-    DEAD_EXCHANGE,
-    DEAD_QUEUE,
+    DEAD_LETTER_MAX,
+    DEAD_LETTER_MAX_BYTES,
+    DEAD_LETTER_TTL,
     DONE,
     FAILED,
     HDR_KEY_ID,
@@ -48,7 +49,6 @@ from .names import (
     HDR_SIG,
     HDR_VERSION,
     LOST,
-    MONITOR_EXCHANGE,
     QUEUED,
     RETRYING,
     RUNNING,
@@ -57,11 +57,19 @@ from .names import (
     STATE_NAMES,
     TERMINAL,
     VERSION,
+    control_exchange,
+    dead_exchange,
+    dead_queue,
+    dead_queue_arguments,
+    direct_exchange,
     events_key,
     heartbeat_key,
+    monitor_exchange,
+    private_queue,
     result_queue,
     result_queue_arguments,
     retry_queue,
+    scope_prefix,
     task_queue,
     task_queue_arguments,
 )
@@ -71,9 +79,9 @@ from .tasks import Control, Heartbeat, JobInfo, Task
 
 __all__ = [
     "CANCELLED",
-    "CONTROL_EXCHANGE",
-    "DEAD_EXCHANGE",
-    "DEAD_QUEUE",
+    "DEAD_LETTER_MAX",
+    "DEAD_LETTER_MAX_BYTES",
+    "DEAD_LETTER_TTL",
     "DONE",
     "FAILED",
     "HDR_KEY_ID",
@@ -82,7 +90,6 @@ __all__ = [
     "HDR_VERSION",
     "LOST",
     "MAGIC",
-    "MONITOR_EXCHANGE",
     "QUEUED",
     "RETRYING",
     "RUNNING",
@@ -104,6 +111,11 @@ __all__ = [
     "ResultSegment",
     "Task",
     "compress_ranges",
+    "control_exchange",
+    "dead_exchange",
+    "dead_queue",
+    "dead_queue_arguments",
+    "direct_exchange",
     "consecutive",
     "events_key",
     "expand_ranges",
@@ -111,10 +123,13 @@ __all__ = [
     "headers_for",
     "heartbeat_key",
     "key_id",
+    "monitor_exchange",
     "pack",
+    "private_queue",
     "result_queue",
     "result_queue_arguments",
     "retry_queue",
+    "scope_prefix",
     "sign",
     "task_queue",
     "task_queue_arguments",

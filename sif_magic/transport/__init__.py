@@ -7,7 +7,9 @@
 - ``consumers``: each consumer on its own channel, ``Delivery``;
 - ``tx``: what a transactional channel commits next (``_Tx``, ``Staging``);
 - ``connect``: broker URL to connection parameters, TLS, ``explain_connect_error``;
-- ``topology``: ``declare_topology`` / ``declare_task_queue`` / ``declare_retry_queue``.
+- ``topology``: the key scope's exchanges and queues (``declare_topology``,
+  ``declare_task_queue``, ``declare_retry_queue``, ``declare_routed_queue``,
+  ``declare_private_queue``).
 
 pika's exceptions stop here: callers see ``BrokerError``. Standard library and pika
 only (plus ``protocol`` and ``errors``): the worker uses this.
@@ -22,13 +24,21 @@ from __future__ import annotations
 from .connect import connection_parameters, explain_connect_error
 from .connection import Connection
 from .consumers import Delivery
-from .topology import declare_retry_queue, declare_task_queue, declare_topology
+from .topology import (
+    declare_private_queue,
+    declare_retry_queue,
+    declare_routed_queue,
+    declare_task_queue,
+    declare_topology,
+)
 
 __all__ = [
     "Connection",
     "Delivery",
     "connection_parameters",
+    "declare_private_queue",
     "declare_retry_queue",
+    "declare_routed_queue",
     "declare_task_queue",
     "declare_topology",
     "explain_connect_error",

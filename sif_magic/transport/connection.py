@@ -61,14 +61,16 @@ def _properties(
 class Connection(IOThread):
     """A RabbitMQ connection run by its own thread, reconnecting as needed.
 
-    ``setup(channel)`` declares what this side needs on every new connection (after
-    the common topology); ``on_state(up)`` hears of losing and regaining the broker;
+    ``scope`` is the key id whose exchanges and queues this side uses (declared on
+    every new connection: ``topology``); ``setup(channel)`` declares what else this side
+    needs then; ``on_state(up)`` hears of losing and regaining the broker;
     ``on_return(kind, routing_key)`` of a staged message the broker could not route."""
 
     def __init__(
         self,
         url: str,
         *,
+        scope: str,
         name: str = "sif_magic",
         connect_timeout: float = 5.0,
         ca_file: str = "",
@@ -79,6 +81,8 @@ class Connection(IOThread):
         params = connection_parameters(url, connect_timeout, ca_file)
         params.client_properties = {"connection_name": name}
         super().__init__(url, params, name, on_state)
+        self.scope = scope  # the key id whose exchanges and queues this side uses
+        self.exchange = protocol.direct_exchange(scope)  # tasks and results go through it
         self.setup = setup
         self.on_return = on_return
         self.returned = 0  # messages the broker could not route (mandatory, transactional)
@@ -98,7 +102,7 @@ class Connection(IOThread):
         tx = conn.channel()
         tx.tx_select()
         tx.add_on_return_callback(self._on_return)
-        declare_topology(pub)
+        declare_topology(pub, self.scope)
         if self.setup is not None:
             self.setup(pub)
         self._pub, self._fast, self._sub, self._tx = pub, fast, sub, tx

@@ -1,6 +1,6 @@
 """The worker: what runs inside the container (``sif-magic worker``).
 
-It consumes chunks from ``sif_magic.tasks.<runtime>`` (manual ack, a prefetch
+It consumes chunks from ``sif_magic.<key id>.tasks.<runtime>`` (manual ack, a prefetch
 that follows how long chunks take) and from its retry queue, runs them in a
 pool of warm slot processes (``runner``), and hands what they report to the
 ``Outbox``, which publishes results and acks chunks in AMQP transactions on
@@ -10,13 +10,12 @@ that is not ours, unsigned, badly signed or malformed is rejected to the
 dead-letter queue without being unpickled. Events and heartbeats go to the
 monitoring exchange; cancel / ping / shutdown arrive on the control exchange.
 
-Threads: the main thread runs ``run`` (heartbeats, handing back foreign
-tasks, shutdown); the transport's I/O thread runs every consumer callback
+Threads: the main thread runs ``run`` (heartbeats, shutdown); the transport's I/O thread runs every consumer callback
 (``_on_task``, ``_on_control``, ``_on_broker_state``); the pool's dispatcher
 thread reports through the ``EventReporter`` into the outbox and the events
 buffer; the events flusher thread publishes event batches. The worker's own
-fields are written in ``__init__``, except ``rejected`` and ``_foreign_answer``,
-which only the I/O thread writes; each part guards its own state.
+fields are written in ``__init__``, except ``rejected``, which only the I/O
+thread writes; each part guards its own state.
 
 Standard library, pika and cloudpickle only (no IPython, no traitlets).
 """
@@ -39,8 +38,12 @@ from ..runner.events import EventBuffer
 from ..runner.pool import Pool, usable_cpus
 from ..runner.reporter import EventReporter
 from ..runner.versions import incompatibility, versions
-from ..transport import Connection, declare_retry_queue, declare_task_queue
-from . import foreign
+from ..transport import (
+    Connection,
+    declare_private_queue,
+    declare_retry_queue,
+    declare_task_queue,
+)
 from .foreign import ForeignTasks
 from .outbox import Outbox
 from .redelivery import redelivered
@@ -70,21 +73,22 @@ class Worker:
         self.key = key
         self.key_id = protocol.key_id(key)
         self.key_source = key_source or "its key"
-        self._foreign_answer = 0.0  # when a heartbeat last answered another key's ping
+        self.scope = self.key_id  # every name it uses: sif_magic.<key id>.*
         self.host = socket.gethostname()
         self.worker_id = worker_id or f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.heartbeat_interval = heartbeat
         self.container = container or os.environ.get("SIF_MAGIC_CONTAINER", "none")
         self.slurm_job = os.environ.get("SLURM_JOB_ID", "")
         self.started = time.time()
-        self.queue = protocol.task_queue(runtime)
+        self.queue = protocol.task_queue(self.scope, runtime)
         self.stopping = threading.Event()
         self.rejected = 0
         self.conn = Connection(
             url,
+            scope=self.scope,
             name=f"sif_magic worker {self.worker_id}",
             ca_file=ca_file,
-            setup=lambda ch: declare_task_queue(ch, runtime),
+            setup=lambda ch: declare_task_queue(ch, self.scope, runtime),
             on_state=self._on_broker_state,
             on_return=Outbox.returned,
         )
@@ -108,14 +112,14 @@ class Worker:
         self.events.start()
         self.conn.consume(self._setup_control, self._on_control, auto_ack=True, exclusive=True)
         self.conn.consume(
-            lambda ch: declare_task_queue(ch, self.runtime),
+            lambda ch: declare_task_queue(ch, self.scope, self.runtime),
             self._on_task,
             prefetch=self.outbox.prefetch.current,  # follows how quick chunks are (outbox)
             transactional=True,
         )
         # one suspect call at a time, run before anything else (see protocol.retry_queue)
         self.conn.consume(
-            lambda ch: declare_retry_queue(ch, self.runtime),
+            lambda ch: declare_retry_queue(ch, self.scope, self.runtime),
             lambda props, delivery, method, body: self._on_task(
                 props, delivery, method, body, retry=True
             ),
@@ -131,11 +135,9 @@ class Worker:
         )
         self.send_heartbeat()
         next_beat = time.time() + self.heartbeat_interval
-        while not self.stopping.wait(max(0.0, min(next_beat - time.time(), foreign.HOLD))):
-            if time.time() >= next_beat:
-                self.send_heartbeat()
-                next_beat = time.time() + self.heartbeat_interval
-            self.foreign.hand_back()
+        while not self.stopping.wait(max(0.0, next_beat - time.time())):
+            self.send_heartbeat()
+            next_beat = time.time() + self.heartbeat_interval
         self._shutdown()
         return 0
 
@@ -144,12 +146,6 @@ class Worker:
 
     def _shutdown(self) -> None:
         log.info("worker %s stopping: unfinished tasks go back to the queue", self.worker_id)
-        try:  # tasks of another key go back as they came (not marked redelivered)
-            handed = self.foreign.hand_back(everything=True)
-            if handed is not None:
-                handed.result(timeout=5)
-        except Exception:  # noqa: BLE001 - the broker redelivers them
-            pass
         self.pool.close()  # running calls die; their chunks are never acked -> redelivered
         self.events.stop()
         try:  # a goodbye, if the broker is there to take it (never wait for one that is down)
@@ -176,24 +172,15 @@ class Worker:
 
     # -- messages in -------------------------------------------------------------
     def _setup_control(self, ch: Any) -> str:
-        q = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
-        ch.queue_bind(q, protocol.CONTROL_EXCHANGE)
+        q = declare_private_queue(ch, self.scope, "control")
+        ch.queue_bind(q, protocol.control_exchange(self.scope))
         return q
 
     def _on_control(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
         try:
             protocol.verify(self.key, props.type, body, props.headers)
             ctl = protocol.Control.decode(body)
-        except ForeignKeyError as e:
-            # a notebook with another key looks for workers: say so here, and let it know
-            # at once (its ping is not answered otherwise) that this worker holds another key
-            self.foreign.log(e.theirs, "A control message (a notebook looking for workers)")
-            now = time.time()
-            if now - self._foreign_answer >= 1.0:
-                self._foreign_answer = now
-                self.send_heartbeat(wait=False)
-            return
-        except ProtocolError as e:
+        except ProtocolError as e:  # signed with another key too: not this scope's notebooks
             log.warning("ignored a control message: %s", e)
             return
         if ctl.op == "cancel":
@@ -217,15 +204,15 @@ class Worker:
             lost = int(headers.get(protocol.HDR_LOST, 0) or 0)
             task = Task.decode(body, lost=lost)
         except ForeignKeyError as e:
-            queue = protocol.retry_queue(self.runtime) if retry else self.queue
-            self.foreign.hold(e.theirs, delivery, queue, body, props)
+            queue = protocol.retry_queue(self.scope, self.runtime) if retry else self.queue
+            self.foreign.refuse(e.theirs, delivery, queue)
             return
         except (ProtocolError, ValueError, TypeError) as e:
             self.rejected += 1
             log.warning(
                 "rejected a message on %s to the dead-letter queue %s, unread: %s",
                 self.queue,
-                protocol.DEAD_QUEUE,
+                protocol.dead_queue(self.scope),
                 e,
             )
             self.conn.reject(delivery, requeue=False)
@@ -246,7 +233,7 @@ class Worker:
     def _publish_monitor(self, routing_key: str, body: bytes, kind: str, wait: bool) -> Any:
         """Events and heartbeats: best effort (not persistent, no confirms)."""
         return self.conn.publish(
-            protocol.MONITOR_EXCHANGE,
+            protocol.monitor_exchange(self.scope),
             routing_key,
             body,
             kind=kind,

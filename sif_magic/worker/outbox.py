@@ -130,7 +130,9 @@ class Outbox:
             self._flush_queued = False
         for (_, job_id, reply_to), (delivery, results) in outbox.items():
             body = protocol.ResultBatch(job_id, -1, results).encode()
-            self.conn.stage_publish(delivery, "", reply_to, body, kind="result", key=self.key)
+            self.conn.stage_publish(
+                delivery, self.conn.exchange, reply_to, body, kind="result", key=self.key
+            )
         for delivery in finished:
             self.conn.ack(delivery)
 

@@ -223,7 +223,8 @@ def take_dead_letters(url: str, from_queue: str) -> list[tuple[Any, bytes]]:
     try:
         ch = conn.channel()
         while True:
-            method, props, body = ch.basic_get(protocol.DEAD_QUEUE, auto_ack=False)
+            dead = protocol.dead_queue(from_queue.split(".")[1])
+            method, props, body = ch.basic_get(dead, auto_ack=False)
             if method is None:
                 break
             deaths = (props.headers or {}).get("x-death") or [{}]
@@ -238,13 +239,11 @@ def take_dead_letters(url: str, from_queue: str) -> list[tuple[Any, bytes]]:
 def runtime_queues(runtime: str) -> list[str]:
     """The queues tasks of ``runtime`` wait in (the task queue, and the retry queue of
     calls split off a redelivered chunk where the protocol has one)."""
+    from queues import scope
+
     from sif_magic import protocol
 
-    names = [protocol.task_queue(runtime)]
-    retry = getattr(protocol, "retry_queue", None)
-    if retry is not None:
-        names.append(retry(runtime))
-    return names
+    return [protocol.task_queue(scope(), runtime), protocol.retry_queue(scope(), runtime)]
 
 
 def tasks_left(url: str, runtime: str) -> int:

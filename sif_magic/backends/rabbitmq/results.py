@@ -36,7 +36,7 @@ class ResultStream:
         make_job: Callable[[dict[str, Any]], Job] | None = None,
     ) -> None:
         self.job_id = job_id
-        self.queue = protocol.result_queue(job_id)
+        self.queue = protocol.result_queue(protocol.key_id(key), job_id)
         self.key = key
         self.refuse = refuse  # (delivery, queue, why): dead-letter a message
         self.job = job
