@@ -332,3 +332,26 @@ def test_a_cancelled_consumer_s_results_go_out_without_its_acks() -> None:
     consumer.is_open = False  # cancelled: the broker requeued its deliveries
     s.commit()
     assert consumer.frames == [] and own.frames == [("publish", b"result"), ("commit",)]
+
+
+# -- what the broker refuses (issue 13, finding 5) ---------------------------------------------
+def test_a_publish_the_broker_refuses_is_dropped_after_a_few_tries(broker_url: str) -> None:
+    """A publish to a missing exchange used to be sent again after every reconnect, the
+    backoff starting small each time: 47 reconnects in 12 s, for ever. Now the caller
+    hears the broker's reason after MAX_REFUSALS tries, and the connection stays up."""
+    from sif_magic.transport.refusals import MAX_REFUSALS
+
+    c = Connection(broker_url, scope=SCOPE, name="sif_magic-test-refused").start()
+    try:
+        missing = f"sif_magic.{SCOPE}.missing-{uuid.uuid4().hex[:8]}"
+        fut = c.publish(missing, "k", b"x", kind="test", key=b"k" * 32, wait=False)
+        with pytest.raises(BrokerError, match=f"404 NOT_FOUND - no exchange '{missing}'"):
+            fut.result(timeout=60)
+        assert c.generation <= MAX_REFUSALS + 1, c.generation
+        assert c.call(lambda: "up", timeout=30) == "up"
+        settled = c.generation
+        c.publish("", "", b"x", kind="test", key=b"k" * 32)  # the connection still publishes
+        time.sleep(2)
+        assert c.generation == settled  # no more reconnects
+    finally:
+        c.close()

@@ -90,7 +90,7 @@ class Connection(IOThread):
         self._fast: Any = None  # no confirms: best-effort messages never wait for the broker
         self._sub: Any = None  # for admin operations of callers (delete, bind)
         self._tx: Any = None  # tx mode: publish_batch, and staged publishes without an ack
-        self._staging = Staging()
+        self._staging = Staging(self.refusals)
         self._consumers = Consumers(self._on_return)
 
     # -- the I/O thread's hooks ----------------------------------------------------------
