@@ -88,9 +88,10 @@ class Executor(concurrent.futures.Executor):
         func, func_hash = _serialize.dumps_function(fn)
         backend = self.backend
         size = chunksize or cfg.chunksize or auto_chunksize(len(items), backend.slots())
-        chunks = _serialize.make_chunks(
-            items, max(1, int(size)), int(cfg.max_message_mb * _serialize.MB), len(func)
-        )
+        limit = int(cfg.max_message_mb * _serialize.MB)
+        if backend.max_message_bytes():  # never over what the broker takes
+            limit = min(limit, backend.max_message_bytes())
+        chunks = _serialize.make_chunks(items, max(1, int(size)), limit, len(func))
         t = cfg.timeout if timeout is None else timeout
         task = JobTask(
             func=func,

@@ -15,7 +15,8 @@ def register(sub: Any) -> None:
         help="run a worker (what runs inside the container)",
         description="Consume a runtime's task queue and run its calls. Every option can also "
         "come from the environment: SIF_MAGIC_AMQP_URL(_FILE), SIF_MAGIC_RUNTIME, "
-        "SIF_MAGIC_PROCESSES, SIF_MAGIC_KEY_FILE (or SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID.",
+        "SIF_MAGIC_PROCESSES, SIF_MAGIC_KEY_FILE (or SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID, "
+        "SIF_MAGIC_MAX_MESSAGE_MB.",
     )
     add_url_args(p, default="")
     p.add_argument(
@@ -26,6 +27,13 @@ def register(sub: Any) -> None:
     p.add_argument("--worker-id", default="", help="name shown in the workers table")
     p.add_argument("--ca-file", default="", help="CA certificate to verify an amqps:// broker")
     p.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
+    p.add_argument(
+        "--max-message-mb",
+        type=float,
+        default=0,
+        help="the broker's max_message_size in MB, if the site lowered it (default: RabbitMQ's "
+        "default for the broker's version: 128 MiB on 3.x, 16 MiB on 4.x); results stay below",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run)
 

@@ -1,5 +1,6 @@
 """From a broker URL to pika's connection parameters, and from what pika raised while
-connecting to an error that says what to do (wrong password, vhost, host, port, TLS).
+connecting to an error that says what to do (wrong password, vhost, host, port, TLS);
+the largest message a broker takes (``broker_max_message``).
 
 Threads: any; nothing here holds state.
 """
@@ -15,9 +16,25 @@ import pika.exceptions as pe
 
 from ..errors import BrokerError, mask_url
 
+MIB = 1 << 20
+
 
 def describe_url(url: str) -> str:
     return mask_url(url)
+
+
+def broker_max_message(server_properties: dict) -> int:
+    """The largest message body the broker takes by default, from the version it
+    announces (AMQP has no way to ask for the configured ``max_message_size``):
+    RabbitMQ 4.x 16 MiB, 3.8 to 3.13 128 MiB; an unknown broker 16 MiB."""
+    version = server_properties.get("version", b"")
+    if isinstance(version, bytes):
+        version = version.decode("ascii", "replace")
+    try:
+        major, minor = (int(p) for p in str(version).split(".")[:2])
+    except ValueError:
+        return 16 * MIB
+    return 128 * MIB if (3, 8) <= (major, minor) < (4, 0) else 16 * MIB
 
 
 def connection_parameters(

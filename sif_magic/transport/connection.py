@@ -30,7 +30,7 @@ import pika
 import pika.exceptions as pe
 
 from .. import protocol
-from .connect import connection_parameters
+from .connect import MIB, broker_max_message, connection_parameters
 from .consumers import Consumers, Delivery, _Consumer
 from .iothread import IOThread
 from .topology import declare_topology
@@ -77,6 +77,7 @@ class Connection(IOThread):
         setup: Callable[[Any], None] | None = None,
         on_state: Callable[[bool], None] | None = None,
         on_return: Callable[[str, str], None] | None = None,
+        max_message: int = 0,
     ) -> None:
         params = connection_parameters(url, connect_timeout, ca_file)
         params.client_properties = {"connection_name": name}
@@ -86,6 +87,8 @@ class Connection(IOThread):
         self.setup = setup
         self.on_return = on_return
         self.returned = 0  # messages the broker could not route (mandatory, transactional)
+        self._site_limit = max_message  # the site's max_message_size, if set (bytes)
+        self._max_message = max_message or 16 * MIB
         self._pub: Any = None  # confirms on
         self._fast: Any = None  # no confirms: best-effort messages never wait for the broker
         self._sub: Any = None  # for admin operations of callers (delete, bind)
@@ -102,6 +105,8 @@ class Connection(IOThread):
         tx = conn.channel()
         tx.tx_select()
         tx.add_on_return_callback(self._on_return)
+        limits = (broker_max_message(conn._impl.server_properties), self._site_limit)
+        self._max_message = min(n for n in limits if n)
         declare_topology(pub, self.scope)
         if self.setup is not None:
             self.setup(pub)
@@ -276,6 +281,13 @@ class Connection(IOThread):
                     ch.close()
 
         return self.call(op, timeout=timeout)
+
+    @property
+    def max_message(self) -> int:
+        """The largest message body the broker takes (bytes): by its version and the
+        site's setting, lowered once it refused a message for its size, naming its limit."""
+        learned = self.refusals.size_limit
+        return min(self._max_message, learned) if learned else self._max_message
 
     @property
     def channel(self) -> Any:

@@ -272,7 +272,7 @@ class IOThread:
             try:
                 result = fn()
             except pe.ChannelClosedByBroker as e:
-                if not self.refusals.op_refused(fn):
+                if not self.refusals.op_refused(fn, e):
                     self._ops.popleft()  # dropped; the channel is gone all the same
                     self._dropped(fut, e)
                 raise  # the connection's loop reconnects (and runs what stays queued)

@@ -41,9 +41,16 @@ class Refusals:
     def __init__(self) -> None:
         self._op: tuple[Callable[[], Any] | None, int] = (None, 0)
         self._messages: dict[int, int] = {}
+        self.size_limit = 0  # the broker's message size limit, once a refusal named it
 
-    def op_refused(self, fn: Callable[[], Any]) -> int:
+    def _note(self, e: BaseException) -> None:
+        limit = size_limit(e)
+        if limit:
+            self.size_limit = limit
+
+    def op_refused(self, fn: Callable[[], Any], e: BaseException) -> int:
         """``fn`` was refused: how many times in a row (0 once it is to be dropped)."""
+        self._note(e)
         op, count = self._op
         count = count + 1 if op is fn else 1
         if count >= MAX_REFUSALS:
@@ -55,6 +62,7 @@ class Refusals:
     def messages_refused(self, messages: list[Any], e: BaseException) -> list[Any]:
         """A commit holding ``messages`` was refused: those of them refused
         MAX_REFUSALS times (dropped, each reported), the others kept for another try."""
+        self._note(e)
         kept = []
         for m in messages:
             count = self._messages.get(id(m), 0) + 1

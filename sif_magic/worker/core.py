@@ -36,6 +36,7 @@ from ..protocol import ForeignKeyError, Heartbeat, ProtocolError, Task
 from ..runner.chunk import Chunk
 from ..runner.events import EventBuffer
 from ..runner.pool import Pool, usable_cpus
+from ..runner.records import RESULT_CAP_ENV, result_cap
 from ..runner.reporter import EventReporter
 from ..runner.versions import incompatibility, versions
 from ..transport import (
@@ -64,6 +65,7 @@ class Worker:
         ca_file: str = "",
         container: str = "",
         key_source: str = "",
+        max_message_mb: float = 0,
     ) -> None:
         if not key:
             raise ValueError("a worker needs the signing key")
@@ -91,6 +93,7 @@ class Worker:
             setup=lambda ch: declare_task_queue(ch, self.scope, runtime),
             on_state=self._on_broker_state,
             on_return=Outbox.returned,
+            max_message=int(max_message_mb * (1 << 20)),
         )
         self.events = EventBuffer(self.worker_id, self.host, self._publish_events)
         self.outbox = Outbox(
@@ -108,6 +111,8 @@ class Worker:
     # -- running ---------------------------------------------------------------
     def run(self) -> int:
         self.conn.start()
+        # the slots fail a call whose result alone would not fit in a message (records.py)
+        os.environ[RESULT_CAP_ENV] = str(result_cap(self.conn.max_message))
         self.pool.start()
         self.events.start()
         self.conn.consume(self._setup_control, self._on_control, auto_ack=True, exclusive=True)

@@ -74,6 +74,7 @@ class RabbitBackend(Backend):
             ca_file=config.ca_file,
             setup=lambda ch: declare_task_queue(ch, self.scope, self.runtime),
             on_state=self._on_broker_state,
+            max_message=int(config.max_message_mb * (1 << 20)),
         ).start()
         self.monitor = Monitor(
             self.key,
@@ -107,6 +108,9 @@ class RabbitBackend(Backend):
 
     def reachable(self) -> bool:
         return self._up
+
+    def max_message_bytes(self) -> int:
+        return self.conn.max_message
 
     def ping(self) -> None:
         self._pinged = time.time()
