@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
         key = cfg.get_key()
         try:
             conn = pika.BlockingConnection(
-                connection_parameters(url, cfg.connect_timeout, cfg.ca_file)
+                connection_parameters(url, cfg.connect_timeout, cfg.ca_file, cfg.require_tls)
             )
         except Exception as e:  # noqa: BLE001
             raise explain_connect_error(url, e) from None

@@ -71,6 +71,9 @@ def verify(key: bytes, kind: str | None, body: bytes, headers: dict | None) -> N
         raise ProtocolError(
             f"{kind!r} message of protocol version {version!r}; this side speaks {VERSION}"
         )
+    if len(sig) != 64 or not all(c in "0123456789abcdef" for c in sig):
+        # compare_digest raises TypeError on a str with non-ASCII characters
+        raise ProtocolError(f"malformed {HDR_SIG} header on {kind!r} message (forged)")
     if not hmac.compare_digest(sig, sign(key, kind, body)):
         theirs, ours = header_str(headers, HDR_KEY_ID), key_id(key)
         if theirs and theirs != ours:

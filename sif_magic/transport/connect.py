@@ -7,6 +7,7 @@ Threads: any; nothing here holds state.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import urllib.parse
@@ -17,6 +18,7 @@ import pika.exceptions as pe
 from ..errors import BrokerError, mask_url
 
 MIB = 1 << 20
+TRUE = ("1", "true", "yes", "on")
 
 
 def describe_url(url: str) -> str:
@@ -38,16 +40,30 @@ def broker_max_message(server_properties: dict) -> int:
 
 
 def connection_parameters(
-    url: str, connect_timeout: float, ca_file: str = ""
+    url: str, connect_timeout: float, ca_file: str = "", require_tls: bool = False
 ) -> pika.URLParameters:
+    """pika's parameters for ``url``. Refuses a plain ``amqp://`` URL together with a
+    ``ca_file`` (which only TLS uses: the user meant TLS and would silently run
+    without it), and any plain URL with ``require_tls`` (or SIF_MAGIC_REQUIRE_TLS=1)."""
     if not url.startswith(("amqp://", "amqps://")):
         raise BrokerError(
             f"broker URL {mask_url(url)!r} must look like amqp://user:password@host:5672/vhost"
         )
+    require_tls = require_tls or os.environ.get("SIF_MAGIC_REQUIRE_TLS", "") in TRUE
+    if url.startswith("amqp://") and (ca_file or require_tls):
+        why = f"ca_file is set ({ca_file})" if ca_file else "require_tls is set"
+        raise BrokerError(
+            f"broker URL {mask_url(url)!r} is plain amqp:// (no TLS), but {why}: use "
+            "amqps:// (usually port 5671) to talk TLS to the broker, or drop the setting"
+        )
     try:
         params = pika.URLParameters(url)
-    except Exception as e:
-        raise BrokerError(f"cannot parse broker URL {mask_url(url)!r}: {e}") from None
+    except Exception:  # pika's message quotes parts of the URL: the password, say
+        raise BrokerError(
+            f"cannot parse broker URL {mask_url(url)!r}: check its form (amqp://user:password@"
+            "host:5672/vhost); a user name or password holding '/', '@', ':' or '%' must be "
+            "percent-encoded (%2F, %40, %3A, %25)"
+        ) from None
     params.socket_timeout = connect_timeout
     params.stack_timeout = connect_timeout * 2
     params.blocked_connection_timeout = 60

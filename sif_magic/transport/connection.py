@@ -78,8 +78,9 @@ class Connection(IOThread):
         on_state: Callable[[bool], None] | None = None,
         on_return: Callable[[str, str], None] | None = None,
         max_message: int = 0,
+        require_tls: bool = False,
     ) -> None:
-        params = connection_parameters(url, connect_timeout, ca_file)
+        params = connection_parameters(url, connect_timeout, ca_file, require_tls)
         params.client_properties = {"connection_name": name}
         super().__init__(url, params, name, on_state)
         self.scope = scope  # the key id whose exchanges and queues this side uses

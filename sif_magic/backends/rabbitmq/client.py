@@ -75,6 +75,7 @@ class RabbitBackend(Backend):
             setup=lambda ch: declare_task_queue(ch, self.scope, self.runtime),
             on_state=self._on_broker_state,
             max_message=int(config.max_message_mb * (1 << 20)),
+            require_tls=config.require_tls,
         ).start()
         self.monitor = Monitor(
             self.key,
