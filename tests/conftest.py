@@ -26,7 +26,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Every test session gets its own signing key and state folder (never ~/.sif_magic).
 _HOME = tempfile.mkdtemp(prefix="sif_magic-test-home-")
 os.environ["SIF_MAGIC_HOME"] = _HOME
-os.environ["SIF_MAGIC_TEST_SESSION_HOME"] = _HOME  # its key's queues are cleaned up
+os.environ["SIF_TEST_SESSION_HOME"] = _HOME  # its key's queues are cleaned up
 os.environ.setdefault("SIF_MAGIC_WIDGETS", "1")
 for _var in ("SIF_MAGIC_AMQP_URL", "SIF_MAGIC_BACKEND", "SIF_MAGIC_RUNTIME", "SIF_MAGIC_KEY"):
     os.environ.pop(_var, None)

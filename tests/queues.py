@@ -32,7 +32,7 @@ def _known_scopes() -> set[str]:
 
     found = set()
     homes = {
-        os.environ.get("SIF_MAGIC_TEST_SESSION_HOME", ""),
+        os.environ.get("SIF_TEST_SESSION_HOME", ""),
         os.environ.get("SIF_MAGIC_HOME", ""),
     }
     for home in homes - {""}:
