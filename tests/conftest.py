@@ -86,6 +86,18 @@ def _broker_answers(url: str) -> str:
     return ""
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_scope_cleaned_up() -> Iterator[None]:
+    """At the end: the session key's dead-letter queue and exchanges go too."""
+    yield
+    key = Path(_HOME) / "key"
+    if key.exists():
+        from sif_magic import protocol
+
+        scope = protocol.key_id(key.read_text().strip().encode())
+        delete_task_queues("-", BROKER_URL, (scope,))
+
+
 @pytest.fixture(scope="session")
 def broker_url() -> str:
     problem = _broker_answers(BROKER_URL)

@@ -45,8 +45,9 @@ def _known_scopes() -> set[str]:
 
 
 def delete_task_queues(runtime: str, url: str = BROKER_URL, scopes: tuple[str, ...] = ()) -> None:
-    """Delete a runtime's task and retry queues of the known keys and ``scopes``
-    (tests leave no queue behind)."""
+    """Delete a runtime's task and retry queues of the known keys and ``scopes``; of
+    ``scopes`` (throwaway keys of one test) also the dead-letter queue and the
+    exchanges (tests leave no queue behind)."""
     import pika
 
     from sif_magic import protocol
@@ -57,7 +58,10 @@ def delete_task_queues(runtime: str, url: str = BROKER_URL, scopes: tuple[str, .
         return
     try:
         for s in _known_scopes() | set(scopes):
-            for queue in (protocol.task_queue(s, runtime), protocol.retry_queue(s, runtime)):
+            names = [protocol.task_queue(s, runtime), protocol.retry_queue(s, runtime)]
+            if s in scopes:
+                names.append(protocol.dead_queue(s))
+            for queue in names:
                 ch = conn.channel()
                 try:
                     ch.queue_delete(queue)
@@ -65,6 +69,11 @@ def delete_task_queues(runtime: str, url: str = BROKER_URL, scopes: tuple[str, .
                     pass
                 if ch.is_open:
                     ch.close()
+        ch = conn.channel()
+        for s in scopes:
+            for make in (protocol.direct_exchange, protocol.monitor_exchange,
+                         protocol.control_exchange, protocol.dead_exchange):  # fmt: skip
+                ch.exchange_delete(make(s))  # no error for a missing one
     finally:
         conn.close()
 

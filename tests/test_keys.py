@@ -88,6 +88,8 @@ def test_a_worker_started_before_any_notebook_makes_the_key(
         if ex is not None:
             ex.shutdown(wait=False, cancel_futures=True)
         procs.stop()
+        if key.exists():
+            delete_task_queues(runtime, broker_url, (_kid(key),))
 
 
 def test_a_notebook_and_a_worker_with_different_keys_both_say_so(
