@@ -164,7 +164,8 @@ def make_chunks(
             if b - a == 1:
                 raise SerializationError(
                     f"input #{a} is {len(blob) / MB:.1f} MB once pickled, over the "
-                    f"{max_bytes / MB:.0f} MB message limit (max_message_mb). Put large data "
+                    f"{max_bytes / MB:.0f} MB message limit (max_message_mb, at most the broker's "
+                    "max_message_size). Put large data "
                     "on storage the workers can read and pass its path instead."
                 )
             mid = (a + b) // 2

@@ -59,6 +59,9 @@ class SifConfig(Configurable):
     ca_file = Unicode(
         config=True, help="CA certificate that signed an amqps:// broker's certificate."
     )
+    require_tls = Bool(
+        config=True, help="Refuse a plain amqp:// broker URL (SIF_MAGIC_REQUIRE_TLS=1)."
+    )
     runtime = Unicode(config=True, help="Runtime (worker image) name: selects the task queue.")
     key = Unicode(config=True, help="HMAC signing key (prefer key_file).")
     key_file = Unicode(config=True, help="File holding the HMAC key; created 600 on first use.")
@@ -171,6 +174,10 @@ class SifConfig(Configurable):
     @default("widgets")
     def _widgets(self) -> bool:
         return _env("widgets", "1").lower() not in ("0", "false", "no", "off")
+
+    @default("require_tls")
+    def _require_tls(self) -> bool:
+        return _env("require_tls", "0").lower() in ("1", "true", "yes", "on")
 
     @validate("runtime")
     def _check_runtime(self, proposal: Any) -> str:

@@ -74,6 +74,8 @@ def _spilling(
     if not backend.bounded:
         return 2**62, ""
     limit = int(cfg.max_message_mb * _serialize.MB)
+    if backend.max_message_bytes():  # never over what the broker takes
+        limit = min(limit, backend.max_message_bytes())
     root = os.path.abspath(os.path.expanduser(cfg.spill_dir or spill.default_dir()))
     spill.sweep(root, cfg.result_ttl)  # the directories of jobs long gone
     spill_dir = os.path.join(root, job_id)

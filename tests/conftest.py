@@ -27,6 +27,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Every test session gets its own signing key and state folder (never ~/.sif_magic).
 _HOME = tempfile.mkdtemp(prefix="sif_magic-test-home-")
 os.environ["SIF_MAGIC_HOME"] = _HOME
+os.environ["SIF_TEST_SESSION_HOME"] = _HOME  # its key's queues are cleaned up
 os.environ.setdefault("SIF_MAGIC_WIDGETS", "1")
 for _var in ("SIF_MAGIC_AMQP_URL", "SIF_MAGIC_BACKEND", "SIF_MAGIC_RUNTIME", "SIF_MAGIC_KEY"):
     os.environ.pop(_var, None)
@@ -84,6 +85,18 @@ def _broker_answers(url: str) -> str:
     except Exception as e:  # noqa: BLE001
         return f"{type(e).__name__}: {e}"
     return ""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_scope_cleaned_up() -> Iterator[None]:
+    """At the end: the session key's dead-letter queue and exchanges go too."""
+    yield
+    key = Path(_HOME) / "key"
+    if key.exists():
+        from sif_magic import protocol
+
+        scope = protocol.key_id(key.read_text().strip().encode())
+        delete_task_queues("-", BROKER_URL, (scope,))
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from typing import Any
 import pika
 import pytest
 
+from sif_magic import protocol
 from sif_magic.transport import Connection, Delivery
 from sif_magic.transport.tx import _Tx
 
@@ -93,6 +94,9 @@ def test_settled_tags_behind_a_stuck_delivery_do_not_pile_up() -> None:
 
 
 # -- against RabbitMQ -------------------------------------------------------------------------
+SCOPE = protocol.key_id(b"k" * 32)
+
+
 @pytest.fixture
 def queues(broker_url: str):
     names = [f"sif_magic.test-tx-{uuid.uuid4().hex[:8]}-{k}" for k in ("tasks", "results")]
@@ -120,7 +124,9 @@ def _consume_one(broker_url: str, ch: Any, queue: str) -> tuple[Connection, Deli
     """A transactional consumer of ``queue`` and the delivery of one task published there."""
     ch.basic_publish("", queue, b"task", pika.BasicProperties(delivery_mode=2))
     returned: list = []
-    conn = Connection(broker_url, on_return=lambda kind, rk: returned.append((kind, rk))).start()
+    conn = Connection(
+        broker_url, scope=SCOPE, on_return=lambda kind, rk: returned.append((kind, rk))
+    ).start()
     got: list[Delivery] = []
     conn.consume(lambda ch: queue, lambda p, d, m, b: got.append(d), transactional=True)
     _until(lambda: got, 10)
@@ -247,3 +253,33 @@ def test_a_worker_holds_many_quick_chunks_and_few_slow_ones() -> None:
         assert changes and changes[-1] == 4
     finally:
         w.pool.close()
+
+
+def test_a_staged_result_the_broker_refuses_is_dropped_after_a_few_tries(
+    broker_url: str, queues, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A staged message is sent again on every new connection; one the broker refuses
+    (here: its exchange is missing) went round for ever. Now it is dropped and logged."""
+    from sif_magic.transport.refusals import MAX_REFUSALS
+
+    ch, (tasks, _) = queues
+    conn, delivery, _ = _consume_one(broker_url, ch, tasks)
+    missing = f"sif_magic.{SCOPE}.missing-{uuid.uuid4().hex[:8]}"
+    try:
+
+        def op() -> None:
+            conn.stage_publish(delivery, missing, "r", b"result", kind="result", key=b"k" * 32)
+            conn.ack(delivery)
+
+        conn.call(op, wait=False)
+        _until(lambda: "dropped" in caplog.text, 60)
+        assert f"result message to 'r' {MAX_REFUSALS} times (404 NOT_FOUND" in caplog.text
+        settled = conn.generation
+        assert settled <= MAX_REFUSALS + 1
+        time.sleep(2)
+        assert conn.generation == settled and conn.call(lambda: "up") == "up"
+    finally:
+        conn.close()
+    # its ack died with the refused transaction: the task is there for another worker
+    _until(lambda: _depth(ch, tasks) == 1, 10)
+    assert _depth(ch, tasks) == 1

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from queues import consumers, delete_queue
+from queues import consumers, delete_queue, task_queue
 
 from sif_magic import containers, launch
 from sif_magic.cli import register
@@ -465,7 +465,7 @@ def test_real_worker_without_container_joins_and_leaves(tmp_path, home, url_file
     shared_broker_url()
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     runtime = f"launch-{secrets.token_hex(4)}"
-    queue = f"sif_magic.tasks.{runtime}"
+    queue = task_queue(runtime)
     try:
         recs = launch.start_workers(
             runtime=runtime,

@@ -135,19 +135,20 @@ def _publish_raw(
 ) -> None:
     conn = pika.BlockingConnection(pika.URLParameters(url))
     ch = conn.channel()
-    ch.queue_declare(queue, durable=True, arguments=protocol.task_queue_arguments())
+    scope = queue.split(".")[1]
+    ch.queue_declare(queue, durable=True, arguments=protocol.task_queue_arguments(scope))
     ch.basic_publish(
         "", queue, body, pika.BasicProperties(type=kind, headers=headers, delivery_mode=2)
     )
     conn.close()
 
 
-def _dead_letters(url: str) -> list[tuple[object, bytes]]:
+def _dead_letters(url: str, scope: str) -> list[tuple[object, bytes]]:
     conn = pika.BlockingConnection(pika.URLParameters(url))
     ch = conn.channel()
     out = []
     while True:
-        method, props, body = ch.basic_get(protocol.DEAD_QUEUE, auto_ack=True)
+        method, props, body = ch.basic_get(protocol.dead_queue(scope), auto_ack=True)
         if method is None:
             break
         out.append((props, body))
@@ -163,8 +164,10 @@ def test_foreign_and_forged_tasks_are_dead_lettered_unread(
     from sif_magic._keys import load_key
 
     workers.start(runtime, processes=1)
-    _dead_letters(broker_url)  # start from an empty dead-letter queue
-    queue = protocol.task_queue(runtime)
+    key = load_key(key_file=str(key_file))
+    scope = protocol.key_id(key)
+    _dead_letters(broker_url, scope)  # start from an empty dead-letter queue
+    queue = protocol.task_queue(scope, runtime)
     marker = tmp_path / "pwned"
 
     def evil(_: object) -> None:
@@ -173,7 +176,6 @@ def test_foreign_and_forged_tasks_are_dead_lettered_unread(
     legit = protocol.Task(
         "j", 0, [0], "nowhere", cloudpickle.dumps(evil), cloudpickle.dumps([1])
     ).encode()
-    key = load_key(key_file=str(key_file))
     other = protocol.headers_for(b"another key", "task", legit)
     bad = [
         (b"hello, not ours", None),  # not ours, no headers
@@ -185,14 +187,16 @@ def test_foreign_and_forged_tasks_are_dead_lettered_unread(
     ]
     for body, headers in bad:
         _publish_raw(broker_url, queue, body, headers)
-    # signed with another key (a notebook with another key file): neither run nor dropped
+    # signed with another key, in our key's queue: neither run nor dropped (kept unread
+    # in the dead-letter queue: no worker of this scope can ever verify it)
     _publish_raw(broker_url, queue, legit, other)
+    bad.append((legit, other))
     # a real run next to the garbage is unharmed
     assert ex.map_job(lambda x: x + 1, range(20)).results(timeout=60) == list(range(1, 21))
     deadline = time.time() + 20
     dead: list = []
     while len(dead) < len(bad) and time.time() < deadline:
-        dead += _dead_letters(broker_url)
+        dead += _dead_letters(broker_url, scope)
         time.sleep(0.2)
     assert len(dead) == len(bad)
     assert not marker.exists()  # nothing unsigned was unpickled
@@ -201,8 +205,11 @@ def test_foreign_and_forged_tasks_are_dead_lettered_unread(
     assert "unsigned" in log and "forged or corrupted" in log and "protocol version" in log
     assert "truncated body" in log
     kid = other[protocol.HDR_KEY_ID]
-    assert not [p for p, _ in dead if (p.headers or {}).get(protocol.HDR_KEY_ID) == kid]
-    assert f"signed with key id {other[protocol.HDR_KEY_ID]}" in log
+    kept = [(p, b) for p, b in dead if (p.headers or {}).get(protocol.HDR_KEY_ID) == kid]
+    assert (
+        len(kept) == 1 and kept[0][1] == legit and kept[0][0].headers["sif-sig"] == other["sif-sig"]
+    )
+    assert f"signed with key id {kid}" in log and "not run and not dropped" in log
 
 
 def test_incompatible_worker_versions(broker_url: str, runtime: str, key_file, workers) -> None:
@@ -214,10 +221,12 @@ def test_incompatible_worker_versions(broker_url: str, runtime: str, key_file, w
 
     workers.start(runtime, processes=1)
     key = load_key(key_file=str(key_file))
+    scope = protocol.key_id(key)
     conn = pika.BlockingConnection(pika.URLParameters(broker_url))
     ch = conn.channel()
-    reply = ch.queue_declare("", exclusive=True).method.queue
-    declare_job_exchange(ch, "jx", reply)  # as a client does: job jx may run calls
+    reply = ch.queue_declare(protocol.result_queue(scope, "jx"), exclusive=True).method.queue
+    ch.queue_bind(reply, protocol.direct_exchange(scope), reply)
+    declare_job_exchange(ch, scope, "jx", reply)  # as a client does: job jx may run calls
     body = protocol.Task(
         "jx",
         0,
@@ -229,8 +238,8 @@ def test_incompatible_worker_versions(broker_url: str, runtime: str, key_file, w
         cloudpickle="3.1.2",
     ).encode()
     ch.basic_publish(
-        "",
-        protocol.task_queue(runtime),
+        protocol.direct_exchange(scope),
+        protocol.task_queue(scope, runtime),
         body,
         pika.BasicProperties(
             type="task", headers=protocol.headers_for(key, "task", body), delivery_mode=2

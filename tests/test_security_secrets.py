@@ -288,7 +288,7 @@ def test_a_worker_env_file_goes_when_it_stops_or_dies(tmp_path, sif_home, monkey
 @pytest.mark.slurm
 def test_on_a_real_slurm_each_end_of_a_job_removes_its_url_copy(slurm, sif_home, monkeypatch):
     """Real sbatch/scancel/squeue, real workers (--container none) on the real broker."""
-    from queues import consumers, delete_task_queues
+    from queues import consumers, delete_task_queues, task_queue
     from test_slurm import _need_broker, job_processes, wait_until
 
     from sif_magic.launch import slurm as sl
@@ -296,7 +296,7 @@ def test_on_a_real_slurm_each_end_of_a_job_removes_its_url_copy(slurm, sif_home,
     _need_broker()
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the jobs import this checkout
     runtime = f"secrets-{os.urandom(3).hex()}"
-    queue = f"sif_magic.tasks.{runtime}"
+    queue = task_queue(runtime)
 
     def job_with_a_copy() -> tuple[str, Path]:
         spec = sl.SlurmSpec(runtime=runtime, container="none", cpus_per_task=1, processes=1)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from procs import wait_until
-from queues import consumers, delete_queue
+from queues import consumers, delete_queue, task_queue
 from sif import add_squashfs_partition
 
 from sif_magic.cli import register
@@ -316,7 +316,7 @@ def test_workers_join_through_sbatch_run_a_map_and_leave(
 ) -> None:
     _need_broker()
     runtime = f"slurm-{secrets.token_hex(4)}"
-    queue = f"sif_magic.tasks.{runtime}"
+    queue = task_queue(runtime)
     spec = dict(
         runtime=runtime, container="none", cpus_per_task=1, processes=1, amqp_url_file=str(url_file)
     )
@@ -497,7 +497,7 @@ def test_status_shows_a_pending_job_and_its_reason(
         wait_until(lambda: not slurm.jobs(), 30, "squeue to empty")
     finally:
         slurm.run("scancel", blocker, check=False)
-        delete_queue(f"sif_magic.tasks.{runtime}")
+        delete_queue(task_queue(runtime))
 
 
 @pytest.mark.slurm
@@ -524,7 +524,7 @@ def test_container_route_through_sbatch_with_a_recorder(
     image = tmp_path / "ml.sif"
     image.write_bytes(os.urandom(4096))
     runtime = f"sifrec-{secrets.token_hex(3)}"
-    queue = f"sif_magic.tasks.{runtime}"
+    queue = task_queue(runtime)
     try:
         job = sl.submit(
             sl.SlurmSpec(
@@ -736,7 +736,7 @@ def test_a_real_sif_runs_the_worker_as_nobody_through_sbatch(
         assert images.check_versions(info.versions()) == []
 
         runtime = f"sif-{secrets.token_hex(3)}"
-        queue = f"sif_magic.tasks.{runtime}"
+        queue = task_queue(runtime)
         job = sl.submit(
             sl.SlurmSpec(
                 runtime=runtime,

@@ -118,21 +118,30 @@ def _refused(broker_url: str, declare: Any) -> bool:
         conn.close()
 
 
+SCOPE = protocol.key_id(b"k" * 32)  # the key these tests sign with
+
+
 def test_the_topology_holds_the_exchanges_and_dead_letter_queue_of_the_docs(
     broker_url: str, channel: Any
 ) -> None:
-    declare_topology(channel)
-    declare_topology(channel)  # every side declares it on every connection
+    declare_topology(channel, SCOPE)
+    declare_topology(channel, SCOPE)  # every side declares it on every connection
     for name, kind in (
-        (protocol.MONITOR_EXCHANGE, "topic"),
-        (protocol.CONTROL_EXCHANGE, "fanout"),
-        (protocol.DEAD_EXCHANGE, "fanout"),
+        (protocol.direct_exchange(SCOPE), "direct"),
+        (protocol.monitor_exchange(SCOPE), "topic"),
+        (protocol.control_exchange(SCOPE), "fanout"),
+        (protocol.dead_exchange(SCOPE), "fanout"),
     ):
+        assert name.startswith(f"sif_magic.{SCOPE}.")
         channel.exchange_declare(name, kind, durable=True)  # same kind: accepted
-        assert _refused(
-            broker_url, lambda ch, n=name: ch.exchange_declare(n, "direct", durable=True)
-        )
-    channel.queue_declare(protocol.DEAD_QUEUE, durable=True, passive=True)
+        other = "headers" if kind == "direct" else "direct"
+        assert _refused(broker_url, lambda ch, n=name, o=other: ch.exchange_declare(n, o))
+    dead = protocol.dead_queue(SCOPE)
+    # bounded: a length limit and a message TTL (a new name: the old unbounded
+    # sif_magic.dead keeps its arguments, which a declare with others would be refused)
+    args = {"x-max-length": 10000, "x-max-length-bytes": 512 * 1024**2}
+    channel.queue_declare(dead, durable=True, arguments={**args, "x-message-ttl": 7 * 86400000})
+    assert _refused(broker_url, lambda ch: ch.queue_declare(dead, durable=True))
 
 
 def test_task_and_retry_queues_are_durable_and_dead_letter_what_is_rejected(
@@ -140,21 +149,30 @@ def test_task_and_retry_queues_are_durable_and_dead_letter_what_is_rejected(
 ) -> None:
     runtime = f"test-topology-{uuid.uuid4().hex[:8]}"
     try:
-        assert declare_task_queue(channel, runtime) == protocol.task_queue(runtime)
-        assert declare_retry_queue(channel, runtime) == protocol.retry_queue(runtime)
-        for name in (protocol.task_queue(runtime), protocol.retry_queue(runtime)):
-            args = {"x-dead-letter-exchange": protocol.DEAD_EXCHANGE}
+        declare_topology(channel, SCOPE)
+        task, retry = protocol.task_queue(SCOPE, runtime), protocol.retry_queue(SCOPE, runtime)
+        assert task == f"sif_magic.{SCOPE}.tasks.{runtime}" and retry == task + ".retry"
+        assert declare_task_queue(channel, SCOPE, runtime) == task
+        assert declare_retry_queue(channel, SCOPE, runtime) == retry
+        for name in (task, retry):
+            args = {"x-dead-letter-exchange": f"sif_magic.{SCOPE}.dead"}
             channel.queue_declare(name, durable=True, arguments=args)  # the same: accepted
             assert _refused(broker_url, lambda ch, n=name: ch.queue_declare(n, durable=True))
+            # routed by the scope's direct exchange under its own name
+            channel.basic_publish(protocol.direct_exchange(SCOPE), name, b"x")
+            deadline = time.monotonic() + 10
+            while channel.queue_declare(name, passive=True).method.message_count < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
     finally:
-        channel.queue_delete(protocol.task_queue(runtime))
-        channel.queue_delete(protocol.retry_queue(runtime))
+        channel.queue_delete(protocol.task_queue(SCOPE, runtime))
+        channel.queue_delete(protocol.retry_queue(SCOPE, runtime))
 
 
 # -- the one rule for running an operation ---------------------------------------------------
 @pytest.fixture
 def conn(broker_url: str) -> Iterator[Connection]:
-    c = Connection(broker_url, name="sif_magic-test-transport").start()
+    c = Connection(broker_url, scope=SCOPE, name="sif_magic-test-transport").start()
     yield c
     c.close()
 
@@ -215,7 +233,7 @@ def test_a_posted_operation_keeps_its_place_and_logs_its_error(
 
 
 def test_after_close_an_operation_is_refused_with_broker_error(broker_url: str) -> None:
-    c = Connection(broker_url).start()
+    c = Connection(broker_url, scope=SCOPE).start()
     c.close()
     with pytest.raises(BrokerError, match="closed"):
         c.call(lambda: None)
@@ -314,3 +332,26 @@ def test_a_cancelled_consumer_s_results_go_out_without_its_acks() -> None:
     consumer.is_open = False  # cancelled: the broker requeued its deliveries
     s.commit()
     assert consumer.frames == [] and own.frames == [("publish", b"result"), ("commit",)]
+
+
+# -- what the broker refuses (issue 13, finding 5) ---------------------------------------------
+def test_a_publish_the_broker_refuses_is_dropped_after_a_few_tries(broker_url: str) -> None:
+    """A publish to a missing exchange used to be sent again after every reconnect, the
+    backoff starting small each time: 47 reconnects in 12 s, for ever. Now the caller
+    hears the broker's reason after MAX_REFUSALS tries, and the connection stays up."""
+    from sif_magic.transport.refusals import MAX_REFUSALS
+
+    c = Connection(broker_url, scope=SCOPE, name="sif_magic-test-refused").start()
+    try:
+        missing = f"sif_magic.{SCOPE}.missing-{uuid.uuid4().hex[:8]}"
+        fut = c.publish(missing, "k", b"x", kind="test", key=b"k" * 32, wait=False)
+        with pytest.raises(BrokerError, match=f"404 NOT_FOUND - no exchange '{missing}'"):
+            fut.result(timeout=60)
+        assert c.generation <= MAX_REFUSALS + 1, c.generation
+        assert c.call(lambda: "up", timeout=30) == "up"
+        settled = c.generation
+        c.publish("", "", b"x", kind="test", key=b"k" * 32)  # the connection still publishes
+        time.sleep(2)
+        assert c.generation == settled  # no more reconnects
+    finally:
+        c.close()

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from queues import consumers
+from queues import consumers, task_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,14 +86,19 @@ class WorkerProcs:
 
     def wait_joined(self, runtime: str, procs: list[subprocess.Popen], timeout: float = 30) -> None:
         """Until every live one of ``procs`` consumes the runtime's task queue."""
-        from sif_magic import protocol
+        from sif_magic._keys import default_key_file
 
         deadline = time.time() + timeout
-        queue = protocol.task_queue(runtime)
+        key_file = self.key_file or default_key_file()  # made by a worker, if missing
         queue_type = self.queue_type or "classic"
-        while consumers(queue, self.admin_url, declare=True, queue_type=queue_type) < sum(
-            1 for p in procs if p.poll() is None
-        ):
+
+        def joined() -> int:
+            if not key_file.exists():
+                return 0
+            queue = task_queue(runtime, key_file)
+            return consumers(queue, self.admin_url, declare=True, queue_type=queue_type) or 0
+
+        while joined() < sum(1 for p in procs if p.poll() is None):
             if time.time() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"workers did not join: {self.logs()}")
             time.sleep(0.1)

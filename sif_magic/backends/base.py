@@ -105,6 +105,11 @@ class Backend(ABC):
         """Forget a finished job (its kept results); nothing to do by default."""
         return None
 
+    def max_message_bytes(self) -> int:
+        """The largest message this backend's transport takes (0: no limit); a job's
+        chunks stay below it whatever ``max_message_mb`` says."""
+        return 0
+
     def reachable(self) -> bool:
         """False while the backend cannot reach what runs its calls (it retries meanwhile)."""
         return True

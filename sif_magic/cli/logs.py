@@ -1,7 +1,8 @@
 """``sif-magic logs [JOB] [--follow]``: call logs and states from the monitoring exchange.
 
 Anyone with the broker URL and the signing key can watch: this subscribes to
-``job.<JOB>.#`` (or every job) on the monitoring exchange, like the widgets do.
+``job.<JOB>.#`` (or every job) on the key's monitoring exchange
+(``sif_magic.<key id>.monitor``), like the widgets do.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ def main(args: argparse.Namespace) -> int:
     from .._urls import split_urls
     from ..config import snapshot
     from ..errors import SifMagicError
-    from ..transport import dial, explain_connect_error, parameters_list
+    from ..transport import (
+        declare_private_queue,
+        declare_topology,
+        dial,
+        explain_connect_error,
+        parameters_list,
+    )
 
     warn_url_in_argv("sif-magic logs", args.amqp_url)
     broker = {"amqp_url": args.amqp_url}
@@ -41,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
         url = cfg.get_amqp_url()
         key = cfg.get_key()
         try:  # the first broker that answers (one, or the nodes of a cluster)
-            params = parameters_list(url, cfg.connect_timeout, cfg.ca_file)
+            params = parameters_list(url, cfg.connect_timeout, cfg.ca_file, cfg.require_tls)
             conn, _ = dial(params, split_urls(url))
         except SifMagicError:
             raise
@@ -51,8 +58,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"sif-magic logs: {e}", file=sys.stderr)
         return 1
     ch = conn.channel()
-    q = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
-    ch.queue_bind(q, protocol.MONITOR_EXCHANGE, f"job.{args.job}.#" if args.job else "job.#")
+    scope = protocol.key_id(key)
+    declare_topology(ch, scope, cfg.queue_type)
+    q = declare_private_queue(ch, scope, "logs")
+    pattern = f"job.{args.job}.#" if args.job else "job.#"
+    ch.queue_bind(q, protocol.monitor_exchange(scope), pattern)
     out = sys.stdout
     print(
         f"following {'job ' + args.job if args.job else 'every job'} (Ctrl-C to stop)",

@@ -18,12 +18,14 @@ def register(sub: Any) -> None:
         "come from the environment: SIF_MAGIC_AMQP_URL(_FILE), SIF_MAGIC_RUNTIME, "
         "SIF_MAGIC_PROCESSES, SIF_MAGIC_GPUS, SIF_MAGIC_CPUS, SIF_MAGIC_KEY_FILE (or "
         "SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID, SIF_MAGIC_QUEUE_TYPE, SIF_MAGIC_CLAIM_AFTER, "
-        "SIF_MAGIC_LEASE, SIF_MAGIC_LIFETIME. The broker URL may list several brokers (the "
-        "nodes of a cluster), separated by commas: the worker moves to the next when its "
-        "node is lost.",
+        "SIF_MAGIC_LEASE, SIF_MAGIC_LIFETIME, SIF_MAGIC_MAX_MESSAGE_MB. The broker URL may "
+        "list several brokers (the nodes of a cluster), separated by commas: the worker "
+        "moves to the next when its node is lost.",
     )
     add_url_args(p, default="")
-    p.add_argument("--runtime", default="", help="runtime name: consumes sif_magic.tasks.RUNTIME")
+    p.add_argument(
+        "--runtime", default="", help="runtime name: consumes sif_magic.<key id>.tasks.RUNTIME"
+    )
     p.add_argument(
         "--processes",
         type=int,
@@ -76,6 +78,13 @@ def register(sub: Any) -> None:
         default=-1.0,
         help="seconds before the end (walltime, --lifetime) by which everything is handed "
         "back (default 30, at most a fifth of the worker's life)",
+    )
+    p.add_argument(
+        "--max-message-mb",
+        type=float,
+        default=0,
+        help="the broker's max_message_size in MB, if the site lowered it (default: RabbitMQ's "
+        "default for the broker's version: 128 MiB on 3.x, 16 MiB on 4.x); results stay below",
     )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run)

@@ -2,7 +2,12 @@
 
 Per call of the current run: its return value and two times, or, for a call
 that failed or wrote output, a ``Special`` entry (status, error, output). A
-flush sends what is there as one message in columns (see ``slotio.py``).
+flush sends what is there as one message in columns (see ``slotio.py``), or as
+several when its values would not fit in one broker message together. A worker
+sets ``SIF_MAGIC_MAX_RESULT_BYTES`` (``result_cap``: the broker's message size
+limit less room for output); a call whose pickled result alone is over it fails
+with a SerializationError that names the size and the fix (its chunk's other
+calls go on, and the worker never publishes a message the broker would refuse).
 
 Threads (in the slot process): the main thread, running calls, appends
 without the lock (appends are atomic, and a flush takes only whole entries:
@@ -26,6 +31,14 @@ from .spill import write as spill_write
 from .tracebacks import describe_exception
 
 TRUNCATE_AT = 16 << 20  # the output files are emptied between calls past this size
+RESULT_CAP_ENV = "SIF_MAGIC_MAX_RESULT_BYTES"
+MB = 1 << 20
+
+
+def result_cap(max_message: int) -> int:
+    """The largest pickled result of one call, in a broker message of ``max_message``
+    bytes: room is left for its output (up to MAX_CALL_OUTPUT per stream) and framing."""
+    return max(max_message - 2 * MAX_CALL_OUTPUT - MB, max_message // 2)
 
 
 class Special:
@@ -54,6 +67,7 @@ class Records:
         self.last_flush = 0.0
         self.run_id = 0
         self.spill: tuple[str, int] | None = None  # (directory, over how many bytes)
+        self.cap = int(os.environ.get(RESULT_CAP_ENV, "0") or 0)  # 0: no cap (local backend)
 
     def start(
         self, run_id: int, indices: list[int], spill_dir: str | None = None, over: str | None = None
@@ -87,13 +101,44 @@ class Records:
                             special[k] = [r.status, r.error, r.out, r.err, r.dropped, r.blob]
                             entries[k] = r.value
                     self.specials_sent += len(special)
-                values = self._pickle_values(entries, special)
-                if self.spill is not None and len(values) > self.spill[1]:
-                    values = self._spill(values, special, n)
-                self.sent += n
-                kind = "finished" if final else "results"
-                write_msg(self.resp_fd, (kind, self.run_id, values, n, times, special))
+                self._send(entries, times, special, final)
             self.last_flush = time.time()
+
+    def _send(self, entries: list, times: array, special: dict[int, list], final: bool) -> None:
+        """With ``lock`` held: one message; values over the spill size go to a file
+        (``spill``); else, over the cap, two halves (and so on); a single value over
+        it fails its call."""
+        n = len(entries)
+        values = self._pickle_values(entries, special)
+        if self.spill is not None and len(values) > self.spill[1]:
+            values = self._spill(values, special, n)  # a file the client reads
+        elif self.cap and len(values) > self.cap:
+            if n > 1:
+                h = n // 2
+                first = {k: v for k, v in special.items() if k < h}
+                self._send(entries[:h], times[: 2 * h], first, False)
+                rest = {k - h: v for k, v in special.items() if k >= h}
+                self._send(entries[h:], times[2 * h :], rest, final)
+                return
+            values = self._too_large(special, len(values))
+        self.sent += n
+        kind = "finished" if final else "results"
+        write_msg(self.resp_fd, (kind, self.run_id, values, n, times, special))
+
+    def _too_large(self, special: dict[int, list], size: int) -> bytes:
+        """The one call of this message returned more than the cap: it fails."""
+        entry = special.setdefault(0, [DONE, None, b"", b"", 0, b""])
+        index = self.indices[self.sent] if self.sent < len(self.indices) else "?"
+        entry[0], entry[5] = FAILED, b""
+        entry[1] = {
+            "type": "sif_magic.errors.SerializationError",
+            "message": f"the result of call {index} is {size / MB:.1f} MB pickled, over the "
+            f"{self.cap / MB:.1f} MB a result may take (the broker's message size limit, "
+            "RabbitMQ's max_message_size, less room for output). Return less: write large "
+            "outputs to storage the notebook can read and return their path",
+            "frames": [],
+        }
+        return pickle.dumps([None], protocol=5)
 
     def _pickle_values(self, values: list, special: dict[int, list]) -> bytes:
         """One pickle of the calls' return values; a value that cannot be pickled

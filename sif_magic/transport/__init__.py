@@ -8,9 +8,10 @@
 - ``tx``: what a transactional channel commits next (``_Tx``, ``Staging``);
 - ``connect``: broker URL (or URLs: the nodes of a cluster) to connection parameters,
   TLS, ``explain_connect_error``;
-- ``topology``: ``declare_topology`` / ``declare_task_queue`` / ``declare_retry_queue`` /
-  ``declare_queue`` (every durable queue, with the arguments of its queue type) /
-  ``declare_job_exchange``.
+- ``topology``: the key scope's exchanges and queues (``declare_topology``,
+  ``declare_task_queue``, ``declare_retry_queue``, ``declare_routed_queue``,
+  ``declare_private_queue``, ``declare_queue``: every durable queue, with the
+  arguments of its queue type, ``declare_job_exchange``).
 
 pika's exceptions stop here: callers see ``BrokerError``. Standard library and pika
 only (plus ``protocol`` and ``errors``): the worker uses this.
@@ -27,8 +28,10 @@ from .connection import Connection
 from .consumers import Delivery
 from .topology import (
     declare_job_exchange,
+    declare_private_queue,
     declare_queue,
     declare_retry_queue,
+    declare_routed_queue,
     declare_task_queue,
     declare_topology,
 )
@@ -38,7 +41,9 @@ __all__ = [
     "Delivery",
     "connection_parameters",
     "declare_job_exchange",
+    "declare_private_queue",
     "declare_queue",
+    "declare_routed_queue",
     "dial",
     "declare_retry_queue",
     "declare_task_queue",

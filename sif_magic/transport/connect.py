@@ -1,5 +1,6 @@
 """From a broker URL to pika's connection parameters, and from what pika raised while
-connecting to an error that says what to do (wrong password, vhost, host, port, TLS).
+connecting to an error that says what to do (wrong password, vhost, host, port, TLS);
+the largest message a broker takes (``broker_max_message``).
 
 A URL setting may name several brokers (the nodes of a cluster, see ``sif_magic._urls``):
 ``parameters_list`` gives one set of parameters per node, and ``NoNodeAnswered`` is
@@ -10,6 +11,7 @@ Threads: any; nothing here holds state.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import urllib.parse
@@ -19,6 +21,9 @@ import pika.exceptions as pe
 
 from .._urls import split_urls
 from ..errors import BrokerError, mask_url
+
+MIB = 1 << 20
+TRUE = ("1", "true", "yes", "on")
 
 
 class NoNodeAnswered(pe.AMQPConnectionError):
@@ -34,26 +39,54 @@ def describe_url(url: str) -> str:
 
 
 def parameters_list(
-    url: str, connect_timeout: float, ca_file: str = ""
+    url: str, connect_timeout: float, ca_file: str = "", require_tls: bool = False
 ) -> list[pika.URLParameters]:
     """``connection_parameters`` of every URL in ``url`` (one, or a list: see ``_urls``)."""
     urls = split_urls(url)
     if not urls:
         raise BrokerError("no broker URL: amqp_url is empty")
-    return [connection_parameters(u, connect_timeout, ca_file) for u in urls]
+    return [connection_parameters(u, connect_timeout, ca_file, require_tls) for u in urls]
+
+
+def broker_max_message(server_properties: dict) -> int:
+    """The largest message body the broker takes by default, from the version it
+    announces (AMQP has no way to ask for the configured ``max_message_size``):
+    RabbitMQ 4.x 16 MiB, 3.8 to 3.13 128 MiB; an unknown broker 16 MiB."""
+    version = server_properties.get("version", b"")
+    if isinstance(version, bytes):
+        version = version.decode("ascii", "replace")
+    try:
+        major, minor = (int(p) for p in str(version).split(".")[:2])
+    except ValueError:
+        return 16 * MIB
+    return 128 * MIB if (3, 8) <= (major, minor) < (4, 0) else 16 * MIB
 
 
 def connection_parameters(
-    url: str, connect_timeout: float, ca_file: str = ""
+    url: str, connect_timeout: float, ca_file: str = "", require_tls: bool = False
 ) -> pika.URLParameters:
+    """pika's parameters for ``url``. Refuses a plain ``amqp://`` URL together with a
+    ``ca_file`` (which only TLS uses: the user meant TLS and would silently run
+    without it), and any plain URL with ``require_tls`` (or SIF_MAGIC_REQUIRE_TLS=1)."""
     if not url.startswith(("amqp://", "amqps://")):
         raise BrokerError(
             f"broker URL {mask_url(url)!r} must look like amqp://user:password@host:5672/vhost"
         )
+    require_tls = require_tls or os.environ.get("SIF_MAGIC_REQUIRE_TLS", "") in TRUE
+    if url.startswith("amqp://") and (ca_file or require_tls):
+        why = f"ca_file is set ({ca_file})" if ca_file else "require_tls is set"
+        raise BrokerError(
+            f"broker URL {mask_url(url)!r} is plain amqp:// (no TLS), but {why}: use "
+            "amqps:// (usually port 5671) to talk TLS to the broker, or drop the setting"
+        )
     try:
         params = pika.URLParameters(url)
-    except Exception as e:
-        raise BrokerError(f"cannot parse broker URL {mask_url(url)!r}: {e}") from None
+    except Exception:  # pika's message quotes parts of the URL: the password, say
+        raise BrokerError(
+            f"cannot parse broker URL {mask_url(url)!r}: check its form (amqp://user:password@"
+            "host:5672/vhost); a user name or password holding '/', '@', ':' or '%' must be "
+            "percent-encoded (%2F, %40, %3A, %25)"
+        ) from None
     params.socket_timeout = connect_timeout
     params.stack_timeout = connect_timeout * 2
     params.blocked_connection_timeout = 60

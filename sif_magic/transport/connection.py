@@ -36,10 +36,10 @@ import pika
 import pika.exceptions as pe
 
 from .. import protocol
-from .connect import parameters_list
+from .connect import MIB, broker_max_message, parameters_list
 from .consumers import Consumers, Delivery, _Consumer
 from .iothread import IOThread
-from .topology import declare_topology
+from .topology import declare_routed_queue, declare_topology
 from .tx import Staging, _unflushed
 
 log = logging.getLogger("sif_magic.broker")
@@ -69,8 +69,9 @@ def _properties(
 class Connection(IOThread):
     """A RabbitMQ connection run by its own thread, reconnecting as needed.
 
-    ``setup(channel)`` declares what this side needs on every new connection (after
-    the common topology); ``on_state(up)`` hears of losing and regaining the broker;
+    ``scope`` is the key id whose exchanges and queues this side uses (declared on
+    every new connection: ``topology``); ``setup(channel)`` declares what else this side
+    needs then; ``on_state(up)`` hears of losing and regaining the broker;
     ``on_return(kind, routing_key)`` of a staged message the broker could not route;
     ``on_channel_closed(queue, channel)`` of a consumer's channel the broker closed
     (logged here; the consumer starts again on a new channel)."""
@@ -79,6 +80,7 @@ class Connection(IOThread):
         self,
         url: str,
         *,
+        scope: str,
         name: str = "sif_magic",
         connect_timeout: float = 5.0,
         ca_file: str = "",
@@ -87,22 +89,28 @@ class Connection(IOThread):
         on_state: Callable[[bool], None] | None = None,
         on_return: Callable[[str, str], None] | None = None,
         on_channel_closed: Callable[[str, Any], None] | None = None,
+        max_message: int = 0,
+        require_tls: bool = False,
     ) -> None:
         if queue_type not in protocol.QUEUE_TYPES:
             raise ValueError(f"queue_type {queue_type!r}: one of {protocol.QUEUE_TYPES}")
-        params = parameters_list(url, connect_timeout, ca_file)
+        params = parameters_list(url, connect_timeout, ca_file, require_tls)
         for p in params:
             p.client_properties = {"connection_name": name}
         super().__init__(url, params, name, on_state)
         self.queue_type = queue_type
+        self.scope = scope  # the key id whose exchanges and queues this side uses
+        self.exchange = protocol.direct_exchange(scope)  # tasks and results go through it
         self.setup = setup
         self.on_return = on_return
         self.returned = 0  # messages the broker could not route (mandatory, transactional)
+        self._site_limit = max_message  # the site's max_message_size, if set (bytes)
+        self._max_message = max_message or 16 * MIB
         self._pub: Any = None  # confirms on
         self._fast: Any = None  # no confirms: best-effort messages never wait for the broker
         self._sub: Any = None  # for admin operations of callers (delete, bind)
         self._tx: Any = None  # tx mode: publish_batch, and staged publishes without an ack
-        self._staging = Staging()
+        self._staging = Staging(self.refusals)
         # quorum queues refuse a channel-wide prefetch (and close the connection)
         self._consumers = Consumers(
             self._on_return,
@@ -120,7 +128,9 @@ class Connection(IOThread):
         tx = conn.channel()
         tx.tx_select()
         tx.add_on_return_callback(self._on_return)
-        declare_topology(pub, self.queue_type)
+        limits = (broker_max_message(conn._impl.server_properties), self._site_limit)
+        self._max_message = min(n for n in limits if n)
+        declare_topology(pub, self.scope, self.queue_type)
         if self.setup is not None:
             self.setup(pub)
         self._pub, self._fast, self._sub, self._tx = pub, fast, sub, tx
@@ -245,8 +255,9 @@ class Connection(IOThread):
         self._staging.commit()
 
     def declare_queue(self, name: str, arguments: dict[str, Any]) -> None:
-        """On the I/O thread only: a durable queue ``name`` with ``arguments``."""
-        self._pub.queue_declare(name, durable=True, arguments=arguments)
+        """On the I/O thread only: a durable queue ``name`` with ``arguments``, bound to
+        the scope's direct exchange under its own name (``topology``)."""
+        declare_routed_queue(self._pub, self.scope, name, arguments)
 
     def delete_if_empty(self, name: str) -> None:
         """Delete queue ``name`` if it is empty, on a channel opened for it (the broker
@@ -359,6 +370,13 @@ class Connection(IOThread):
                     ch.close()
 
         return self.call(op, timeout=timeout)
+
+    @property
+    def max_message(self) -> int:
+        """The largest message body the broker takes (bytes): by its version and the
+        site's setting, lowered once it refused a message for its size, naming its limit."""
+        learned = self.refusals.size_limit
+        return min(self._max_message, learned) if learned else self._max_message
 
     @property
     def channel(self) -> Any:

@@ -15,11 +15,17 @@ operation:
 
 A queued operation that meets a lost connection stays queued and runs again after
 the reconnect; an inline one raises to its caller on the I/O thread, and the
-connection's loop reconnects. After each round of queued operations the subclass's
+connection's loop reconnects. One the broker *refuses* (it closes the channel with
+a reply code: a missing exchange, no permission, a message over its size limit)
+is tried again after the reconnect too, but dropped after ``refusals.MAX_REFUSALS``
+refusals: its caller gets a ``BrokerError`` with the broker's reason (a posted
+one is logged), instead of the connection going down and up for ever. After each round of queued operations the subclass's
 ``_end_round()`` runs (``Connection`` commits its staged transactions there).
 
 When the connection drops, the thread drops it (``_lost()``), waits with backoff
-and connects again, forever until ``close()``; the subclass sets up the new
+and connects again, forever until ``close()``; the backoff doubles up to
+``MAX_BACKOFF`` and starts small again only after a connection that stayed up
+``STABLE`` seconds (one the broker keeps closing backs off like one it refuses); the subclass sets up the new
 connection in ``_open()``. pika's exceptions while connecting stop here: callers
 see BrokerError. Given several brokers (the nodes of a cluster), it connects to the
 first that answers, and after losing one it tries the next node first (the lost
@@ -48,11 +54,14 @@ import pika.exceptions as pe
 from .._urls import split_urls
 from ..errors import BrokerError, mask_url
 from .connect import dial, explain_connect_error
+from .refusals import Refusals, reason
 
 log = logging.getLogger("sif_magic.broker")
 for _noisy in ("pika", "pika.adapters", "pika.connection", "pika.channel"):
     logging.getLogger(_noisy).setLevel(logging.CRITICAL)
 _Self = TypeVar("_Self", bound="IOThread")
+MAX_BACKOFF = 30.0  # seconds between reconnects at most
+STABLE = 30.0  # seconds a connection must stay up for the backoff to start small again
 
 # what pika raises when the connection (or the channel an operation used) is gone
 LOST_ERRORS = (
@@ -96,6 +105,8 @@ class IOThread:
         self._ops: collections.deque[tuple[Callable[[], Any], Future | None]] = collections.deque()
         self._thread: threading.Thread | None = None
         self._woken = False  # a wake-up is on its way to the I/O thread
+        self._up_since = 0.0  # when the current connection opened (monotonic)
+        self.refusals = Refusals()
 
     # -- for the subclass (all on the I/O thread, or in start() before it runs) ----------
     def _open(self, conn: pika.BlockingConnection, generation: int) -> None:
@@ -139,6 +150,7 @@ class IOThread:
         self._conn = conn
         self.generation += 1
         self.connected = True
+        self._up_since = time.monotonic()
 
     def close(self) -> None:
         if self.closed:
@@ -218,7 +230,6 @@ class IOThread:
             try:
                 if self._conn is None:
                     self._connect()
-                    backoff = 0.5
                     log.warning("reconnected to %s", mask_url(self.node_url))
                     self._notify(True)
                 self._woken = False
@@ -232,28 +243,38 @@ class IOThread:
                 if self.closed:
                     break
                 if self.connected:
+                    if time.monotonic() - self._up_since >= STABLE:
+                        backoff = 0.5
                     log.warning(
-                        "lost the broker connection to %s (%s); reconnecting until %s",
+                        "lost the broker connection to %s (%s); reconnecting in %.1f s, until %s",
                         mask_url(self.node_url),
-                        type(e).__name__,
+                        reason(e),
+                        backoff,
                         "a broker answers" if len(self.urls) > 1 else "it is back",
                     )
                     self._notify(False)
                 self._drop()
                 time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF)
             except BrokerError as e:  # the broker refused our setup (e.g. a queue's type)
                 if self.closed:
                     break
                 log.error("%s; trying again in %.0f s", e, backoff)
                 self._drop()
                 time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF)
         self._drop()
         while self._ops:
             _, fut = self._ops.popleft()
             if fut is not None and not fut.done():
                 fut.set_exception(BrokerError("the broker connection was closed"))
+
+    def _dropped(self, fut: Future | None, e: Exception) -> None:
+        """A refused operation was dropped: its caller (or the log) hears why."""
+        error = BrokerError(f"the broker refused an operation repeatedly ({reason(e)}): dropped")
+        log.error("%s", error)
+        if fut is not None and not fut.done():
+            fut.set_exception(error)
 
     def _notify(self, up: bool) -> None:
         if self.on_state is not None:
@@ -283,6 +304,11 @@ class IOThread:
                 continue
             try:
                 result = fn()
+            except pe.ChannelClosedByBroker as e:
+                if not self.refusals.op_refused(fn, e):
+                    self._ops.popleft()  # dropped; the channel is gone all the same
+                    self._dropped(fut, e)
+                raise  # the connection's loop reconnects (and runs what stays queued)
             except LOST_ERRORS:
                 raise  # stays queued: retried after the reconnect
             except BaseException as e:  # noqa: BLE001

@@ -1,4 +1,9 @@
-"""The exchanges and queues every side may rely on, declared on a channel it is given.
+"""The exchanges and queues of one key scope, declared on a channel it is given.
+
+Every name is ``sif_magic.<scope>.<what>`` (``protocol.names``; ``scope`` is the
+signing key's id), so users with different keys never share a queue. Task and
+result queues are bound to the scope's direct exchange under their own names:
+every publish goes to an exchange of the scope, none to the default exchange.
 
 Every durable queue of ours is declared here (``declare_queue``), with the arguments
 ``protocol.names`` builds for the connection's queue type (classic or quorum). A
@@ -7,7 +12,7 @@ queue that exists with another type makes the broker close the channel
 that says which setting to align, instead of a reconnect loop.
 
 Threads: the caller's (in practice the transport's I/O thread, which owns the channel);
-nothing here holds state.
+nothing here holds state. Names and arguments come from ``protocol.names``.
 """
 
 from __future__ import annotations
@@ -37,30 +42,47 @@ def declare_queue(ch: Any, name: str, arguments: dict[str, Any]) -> Any:
         ) from None
 
 
-def declare_topology(ch: Any, queue_type: str = "classic") -> None:
-    """The exchanges and the dead-letter queue every side may rely on."""
-    ch.exchange_declare(protocol.MONITOR_EXCHANGE, "topic", durable=True)
-    ch.exchange_declare(protocol.CONTROL_EXCHANGE, "fanout", durable=True)
-    ch.exchange_declare(protocol.DEAD_EXCHANGE, "fanout", durable=True)
-    declare_queue(ch, protocol.DEAD_QUEUE, protocol.dead_queue_arguments(queue_type))
-    ch.queue_bind(protocol.DEAD_QUEUE, protocol.DEAD_EXCHANGE)
+def declare_topology(ch: Any, scope: str, queue_type: str = "classic") -> None:
+    """The exchanges and the dead-letter queue every side of ``scope`` may rely on."""
+    ch.exchange_declare(protocol.direct_exchange(scope), "direct", durable=True)
+    ch.exchange_declare(protocol.monitor_exchange(scope), "topic", durable=True)
+    ch.exchange_declare(protocol.control_exchange(scope), "fanout", durable=True)
+    ch.exchange_declare(protocol.dead_exchange(scope), "fanout", durable=True)
+    dead = protocol.dead_queue(scope)
+    declare_queue(ch, dead, protocol.dead_queue_arguments(queue_type))
+    ch.queue_bind(dead, protocol.dead_exchange(scope))
 
 
-def declare_task_queue(ch: Any, runtime: str, queue_type: str = "classic") -> str:
-    name = protocol.task_queue(runtime)
-    declare_queue(ch, name, protocol.task_queue_arguments(queue_type))
+def declare_routed_queue(ch: Any, scope: str, name: str, arguments: dict[str, Any]) -> Any:
+    """A durable queue of ``scope``, bound to its direct exchange under its own name;
+    the broker's answer to the declare (``.method.consumer_count``, ...)."""
+    ok = declare_queue(ch, name, arguments)
+    ch.queue_bind(name, protocol.direct_exchange(scope), routing_key=name)
+    return ok
+
+
+def declare_task_queue(ch: Any, scope: str, runtime: str, queue_type: str = "classic") -> str:
+    name = protocol.task_queue(scope, runtime)
+    declare_routed_queue(ch, scope, name, protocol.task_queue_arguments(scope, queue_type))
     return name
 
 
-def declare_retry_queue(ch: Any, runtime: str, queue_type: str = "classic") -> str:
-    name = protocol.retry_queue(runtime)
-    declare_queue(ch, name, protocol.task_queue_arguments(queue_type))
+def declare_retry_queue(ch: Any, scope: str, runtime: str, queue_type: str = "classic") -> str:
+    name = protocol.retry_queue(scope, runtime)
+    declare_routed_queue(ch, scope, name, protocol.task_queue_arguments(scope, queue_type))
     return name
 
 
-def declare_job_exchange(ch: Any, job_id: str, result_queue: str) -> None:
+def declare_private_queue(ch: Any, scope: str, what: str) -> str:
+    """An exclusive, auto-deleted queue of one consumer (named: see ``private_queue``)."""
+    name = protocol.private_queue(scope, what)
+    ch.queue_declare(name, exclusive=True, auto_delete=True)
+    return name
+
+
+def declare_job_exchange(ch: Any, scope: str, job_id: str, result_queue: str) -> None:
     """The exchange that says job ``job_id`` may still run calls (``protocol.job_exchange``),
     bound to its result queue: auto-delete, so it goes when that queue goes."""
-    name = protocol.job_exchange(job_id)
+    name = protocol.job_exchange(scope, job_id)
     ch.exchange_declare(name, "fanout", durable=True, auto_delete=True)
     ch.queue_bind(result_queue, name)

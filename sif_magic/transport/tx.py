@@ -17,6 +17,9 @@ import collections
 from typing import Any
 
 import pika
+import pika.exceptions as pe
+
+from .refusals import Refusals
 
 _Publish = tuple[str, str, bytes, pika.BasicProperties]  # exchange, routing key, body, properties
 
@@ -110,7 +113,8 @@ class Staging:
     that was lost before its commit: they go out on the next connection; their acks
     die with the old one, and the broker redelivers those deliveries)."""
 
-    def __init__(self) -> None:
+    def __init__(self, refusals: Refusals | None = None) -> None:
+        self.refusals = refusals or Refusals()  # a message the broker keeps refusing: dropped
         self.fallback: _Tx | None = None
         self.dirty: dict[_Tx, None] = {}
         self.orphans: list[_Publish] = []
@@ -166,5 +170,13 @@ class Staging:
                     self.dirty[self.fallback] = None
                 tx.publishes, tx.bound, tx.acks, tx.rejects = [], [], [], []
             else:
-                tx.commit()
+                sent = tx.publishes + tx.bound
+                try:
+                    tx.commit()
+                except pe.ChannelClosedByBroker as e:  # refused: the connection reconnects
+                    tx.publishes = self.refusals.messages_refused(tx.publishes, e)
+                    tx.bound = self.refusals.messages_refused(tx.bound, e)
+                    raise
+                if sent:
+                    self.refusals.committed(sent)
             del self.dirty[tx]

@@ -119,7 +119,7 @@ class Claims:
 
     def retry_busy(self) -> bool:
         """A claimed chunk of the retry queue runs here (take no second suspect)."""
-        retry = protocol.retry_queue(self.w.runtime)
+        retry = protocol.retry_queue(self.w.scope, self.w.runtime)
         with self._lock:
             return any(h.source == retry and h.state == CLAIMED for h in self._held.values())
 
@@ -180,7 +180,7 @@ class Claims:
                 if t.only is not None or len(positions) < len(t.calls):
                     body = Task(**{**t.__dict__, "only": positions}).encode()
                 conn.stage_publish(
-                    target, "", h.source, body, kind="task", key=self.w.key,
+                    target, conn.exchange, h.source, body, kind="task", key=self.w.key,
                     headers={protocol.HDR_LOST: t.lost}, bound=True,
                 )  # fmt: skip
             conn.ack(target)
@@ -280,10 +280,12 @@ class Claims:
                 h.state = SETTLED
                 self._held.pop(h.delivery, None)
                 return
-        name = protocol.claim_queue(self.w.runtime, self.w.worker_id, uuid.uuid4().hex[:8])
-        conn.declare_queue(name, protocol.claim_queue_arguments(self.lease, h.source))
+        token = uuid.uuid4().hex[:8]
+        name = protocol.claim_queue(conn.scope, self.w.runtime, self.w.worker_id, token)
+        args = protocol.claim_queue_arguments(conn.scope, self.lease, h.source, conn.queue_type)
+        conn.declare_queue(name, args)
         conn.stage_publish(
-            h.delivery, "", name, h.body, kind="task", key=self.w.key,
+            h.delivery, conn.exchange, name, h.body, kind="task", key=self.w.key,
             headers={protocol.HDR_LOST: h.task.lost}, bound=True,
         )  # fmt: skip
         conn.ack(h.delivery)
@@ -310,7 +312,7 @@ class Claims:
             self._gone(h)
             return
         conn.stage_publish(
-            got, "", h.claim, h.body, kind="task", key=self.w.key,
+            got, conn.exchange, h.claim, h.body, kind="task", key=self.w.key,
             headers={protocol.HDR_LOST: h.task.lost}, bound=True,
         )  # fmt: skip
         conn.ack(got)

@@ -1,6 +1,6 @@
 """The worker: what runs inside the container (``sif-magic worker``).
 
-It consumes chunks from ``sif_magic.tasks.<runtime>`` (manual ack, a prefetch
+It consumes chunks from ``sif_magic.<key id>.tasks.<runtime>`` (manual ack, a prefetch
 that follows how long chunks take) and from its retry queue, runs them in a
 pool of warm slot processes (``runner``), and hands what they report to the
 ``Outbox``, which publishes results and acks chunks in AMQP transactions on
@@ -18,15 +18,14 @@ of tasks taken here before and tasks of jobs that have ended (``gate``),
 control messages that are stale or seen before (``protocol.replay``). Events and heartbeats go to the
 monitoring exchange; cancel / ping / shutdown arrive on the control exchange.
 
-Threads: the main thread runs ``run`` (heartbeats, handing back foreign
-tasks, shutdown); the transport's I/O thread runs every consumer callback
+Threads: the main thread runs ``run`` (heartbeats, shutdown); the transport's I/O thread runs every consumer callback
 (``_on_task``, ``_on_control``, ``_on_broker_state``); the pool's dispatcher
 thread reports through the ``EventReporter`` into the outbox and the events
 buffer; the events flusher thread publishes event batches. The worker's own
-fields are written in ``__init__``, except ``rejected`` and ``_foreign_answer``,
-which only the I/O thread writes (it alone uses ``seen_controls`` and ``gate``),
-and ``stop_note`` (why what it holds goes back), which the main thread writes
-before it stops; each part guards its own state.
+fields are written in ``__init__``, except ``rejected``, which only the I/O
+thread writes (it alone uses ``seen_controls`` and ``gate``), and ``stop_note``
+(why what it holds goes back), which the main thread writes before it stops;
+each part guards its own state.
 
 Standard library, pika and cloudpickle only (no IPython, no traitlets).
 """
@@ -47,10 +46,16 @@ from ..protocol import ForeignKeyError, Heartbeat, ProtocolError, Task
 from ..runner.chunk import Chunk
 from ..runner.events import EventBuffer
 from ..runner.pool import Pool, usable_cpus
+from ..runner.records import RESULT_CAP_ENV, result_cap
 from ..runner.reporter import EventReporter
 from ..runner.resources import need_of
 from ..runner.versions import incompatibility, versions
-from ..transport import Connection, declare_retry_queue, declare_task_queue
+from ..transport import (
+    Connection,
+    declare_private_queue,
+    declare_retry_queue,
+    declare_task_queue,
+)
 from . import leaving
 from .claims import CHUNKS_HELD, CLAIM_AFTER, LEASE, Claims, expired_claim
 from .foreign import ForeignTasks
@@ -82,6 +87,7 @@ class Worker:
         lease: float = LEASE,
         lifetime: float = 0.0,
         end_margin: float = END_MARGIN,
+        max_message_mb: float = 0,
     ) -> None:
         """``gpus``: the device ids its call processes hold (one each, unless calls ask
         for more); ``processes`` then defaults to their number. ``cpus``: the CPUs it
@@ -97,26 +103,28 @@ class Worker:
         self.key = key
         self.key_id = protocol.key_id(key)
         self.key_source = key_source or "its key"
-        self._foreign_answer = 0.0  # when a heartbeat last answered another key's ping
+        self.scope = self.key_id  # every name it uses: sif_magic.<key id>.*
         self.host = socket.gethostname()
         self.worker_id = worker_id or f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.heartbeat_interval = heartbeat
         self.container = container or os.environ.get("SIF_MAGIC_CONTAINER", "none")
         self.slurm_job = os.environ.get("SLURM_JOB_ID", "")
         self.started = time.time()
-        self.queue = protocol.task_queue(runtime)
+        self.queue = protocol.task_queue(self.scope, runtime)
         self.stopping = threading.Event()
         self.rejected = 0
         self.seen_controls = protocol.SeenIds()
         self.conn = Connection(
             url,
+            scope=self.scope,
             name=f"sif_magic worker {self.worker_id}",
             ca_file=ca_file,
             queue_type=queue_type,
-            setup=lambda ch: declare_task_queue(ch, runtime, queue_type),
+            setup=lambda ch: declare_task_queue(ch, self.scope, runtime, queue_type),
             on_state=self._on_broker_state,
             on_return=Outbox.returned,
             on_channel_closed=self._on_channel_closed,
+            max_message=int(max_message_mb * (1 << 20)),
         )
         self.events = EventBuffer(self.worker_id, self.host, self._publish_events)
         self.outbox = Outbox(
@@ -145,11 +153,13 @@ class Worker:
     # -- running ---------------------------------------------------------------
     def run(self) -> int:
         self.conn.start()
+        # the slots fail a call whose result alone would not fit in a message (records.py)
+        os.environ[RESULT_CAP_ENV] = str(result_cap(self.conn.max_message))
         self.pool.start()
         self.events.start()
         self.conn.consume(self._setup_control, self._on_control, auto_ack=True, exclusive=True)
         self.conn.consume(
-            lambda ch: declare_task_queue(ch, self.runtime, self.queue_type),
+            lambda ch: declare_task_queue(ch, self.scope, self.runtime, self.queue_type),
             self._on_task,
             prefetch=self.outbox.prefetch.current,  # follows how quick chunks are (outbox)
             transactional=True,
@@ -157,7 +167,7 @@ class Worker:
         )
         # one suspect call at a time, run before anything else (see protocol.retry_queue)
         self.conn.consume(
-            lambda ch: declare_retry_queue(ch, self.runtime, self.queue_type),
+            lambda ch: declare_retry_queue(ch, self.scope, self.runtime, self.queue_type),
             lambda props, delivery, method, body: self._on_task(
                 props, delivery, method, body, retry=True
             ),
@@ -194,7 +204,7 @@ class Worker:
 
     def _shutdown(self) -> None:
         log.info("worker %s stopping: unfinished tasks go back to the queue", self.worker_id)
-        try:  # tasks of another key go back as they came (not marked redelivered)
+        try:  # tasks held for other workers go back as they came (not marked redelivered)
             handed = self.foreign.hand_back(everything=True)
             if handed is not None:
                 handed.result(timeout=5)
@@ -234,8 +244,8 @@ class Worker:
 
     # -- messages in -------------------------------------------------------------
     def _setup_control(self, ch: Any) -> str:
-        q = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
-        ch.queue_bind(q, protocol.CONTROL_EXCHANGE)
+        q = declare_private_queue(ch, self.scope, "control")
+        ch.queue_bind(q, protocol.control_exchange(self.scope))
         return q
 
     def _on_control(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
@@ -244,16 +254,7 @@ class Worker:
             ctl = protocol.Control.decode(body)
             protocol.fresh(signed, protocol.CONTROL_MAX_AGE)  # stale: an old copy
             self.seen_controls.check(signed, signed.msg_id)  # seen: a copy
-        except ForeignKeyError as e:
-            # a notebook with another key looks for workers: say so here, and let it know
-            # at once (its ping is not answered otherwise) that this worker holds another key
-            self.foreign.log(e.theirs, "A control message (a notebook looking for workers)")
-            now = time.time()
-            if now - self._foreign_answer >= 1.0:
-                self._foreign_answer = now
-                self.send_heartbeat(wait=False)
-            return
-        except ProtocolError as e:
+        except ProtocolError as e:  # signed with another key too: not this scope's notebooks
             log.warning("ignored a control message: %s", e)
             return
         if ctl.op == "cancel":
@@ -270,21 +271,21 @@ class Worker:
         self, props: Any, delivery: Any, method: Any, body: bytes, retry: bool = False
     ) -> None:
         headers = props.headers or {}
-        source = protocol.retry_queue(self.runtime) if retry else self.queue
+        source = protocol.retry_queue(self.scope, self.runtime) if retry else self.queue
         try:
             signed = protocol.verify(self.key, props.type, body, headers)
             if props.type != "task":
                 raise ProtocolError(f"a {props.type!r} message in the task queue")
             task = Task.decode(body, lost=signed.lost)
         except ForeignKeyError as e:
-            self.foreign.hold(e.theirs, delivery, source, body, props)
+            self.foreign.refuse(e.theirs, delivery, source)
             return
         except (ProtocolError, ValueError, TypeError) as e:
             self.rejected += 1
             log.warning(
                 "rejected a message on %s to the dead-letter queue %s, unread: %s",
                 self.queue,
-                protocol.DEAD_QUEUE,
+                protocol.dead_queue(self.scope),
                 e,
             )
             self.conn.reject(delivery, requeue=False)
@@ -294,7 +295,7 @@ class Worker:
             return
         need = need_of(task.resources)
         if not self.pool.can_run(need):  # another worker may have them: hand it back
-            queue = protocol.retry_queue(self.runtime) if retry else self.queue
+            queue = source
             self.foreign.hold_for_others(
                 f"each call asks for {need.text()}, and this worker has "  # type: ignore[union-attr]
                 f"{len(self.gpus)} GPU(s) and {self.cpus} CPUs",
@@ -329,7 +330,7 @@ class Worker:
     def _publish_monitor(self, routing_key: str, body: bytes, kind: str, wait: bool) -> Any:
         """Events and heartbeats: best effort (not persistent, no confirms)."""
         return self.conn.publish(
-            protocol.MONITOR_EXCHANGE,
+            protocol.monitor_exchange(self.scope),
             routing_key,
             body,
             kind=kind,

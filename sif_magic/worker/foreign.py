@@ -1,19 +1,26 @@
-"""Tasks signed with another key: neither run nor destroyed.
+"""Tasks this worker will not run: signed with another key, or asking for more
+than it has. Neither is destroyed.
 
-A task whose ``sif-kid`` header names a key this worker does not hold comes
-from a notebook with another key file. It cannot be verified, so it is never
-unpickled; it is some notebook's work, so it is not dead-lettered either. The
-worker logs an error that names both key ids and says how to give it the
-notebook's key, holds the task ``HOLD`` seconds (a worker holding its key may
-take the next ones meanwhile; holding it stops it coming straight back here)
-and hands it back to its queue, unread, with its sender's signature, acking
-the original in the same transaction (a requeue would mark it redelivered,
-which the next worker would count as a worker death). A task that asks for
-more GPUs or CPUs than this worker has goes the same way (``hold_for_others``).
+Every queue is scoped by the key id (``protocol.names``), so a notebook with
+another key sends to other queues, and its workers never see ours. A task in
+this scope whose ``sif-kid`` names another key was put here by someone holding
+our scope's write permission but not our key (a forger, or a hand-made
+publish): no worker of this scope can verify it, so none may unpickle it.
+Handing it back to the queue (as when keys shared one queue) would only make it
+go round our own workers for ever; it is moved, unread and with its sender's
+signature, to the scope's dead-letter queue, where it is kept for inspection
+(``protocol.DEAD_LETTER_TTL``), and an error names both key ids once per key id.
 
-Threads: ``hold`` and ``log`` run in the I/O thread (consumer callbacks);
-``hand_back`` in the worker's main thread (and at shutdown); the held list is
-guarded by ``_lock``; the operation it queues runs in the I/O thread.
+A task that asks for more GPUs or CPUs than this worker has (``hold_for_others``)
+is held ``HOLD`` seconds (a worker that has them may take the next ones
+meanwhile) and handed back to its queue, through the scope's direct exchange,
+as it came, acking the original in the same transaction (a requeue would mark it
+redelivered, which the next worker would count as a worker death).
+
+Threads: ``refuse``, ``hold_for_others`` and ``log`` run in the I/O thread
+(consumer callbacks); ``hand_back`` in the worker's main thread (and at
+shutdown); the held list is guarded by ``_lock``; the operation it queues runs
+in the I/O thread.
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ import threading
 import time
 from typing import Any
 
+from .. import protocol
 from .._keys import worker_key_fix
 from ..transport import Connection
 
 log = logging.getLogger("sif_magic.worker")
-HOLD = 5.0  # seconds a task signed with another key is held before it goes back
+HOLD = 5.0  # seconds a task this worker cannot run is held before it goes back
 LOG_EVERY = 600.0  # the error about a key id is logged again after this long
 
 
@@ -37,17 +45,16 @@ class ForeignTasks:
         self.key_id = key_id
         self.key_source = key_source
         self.count = 0  # messages signed with another key, so far
-        # tasks signed with another key, until handed back: (due, delivery, queue, body, props)
+        # tasks for other workers, until handed back: (due, delivery, queue, body, props)
         self._held: list[tuple[float, Any, str, bytes, Any]] = []
         self._lock = threading.Lock()
         self._logged: dict[tuple[str, str], float] = {}  # (what, key id) -> last logged
 
-    def hold(self, theirs: str, delivery: Any, queue: str, body: bytes, props: Any) -> None:
-        """Keep a task of key id ``theirs`` until it is handed back to ``queue``."""
+    def refuse(self, theirs: str, delivery: Any, queue: str) -> None:
+        """A task of key id ``theirs`` on ``queue``: to the dead-letter queue, unread."""
         self.count += 1
         self.log(theirs, f"Tasks on {queue}")
-        with self._lock:
-            self._held.append((time.time() + HOLD, delivery, queue, body, props))
+        self.conn.reject(delivery, requeue=False)
 
     def hold_for_others(self, why: str, delivery: Any, queue: str, body: bytes, props: Any) -> None:
         """Keep a task this worker cannot run (``why``) until it goes back to ``queue``."""
@@ -65,9 +72,9 @@ class ForeignTasks:
             self._held.append((now + HOLD, delivery, queue, body, props))
 
     def hand_back(self, everything: bool = False) -> Any:
-        """Republish held tasks of another key as they came (their sender's signature)
-        and ack them, in one transaction per channel; returns the operation's future
-        (None if nothing was due)."""
+        """Republish held tasks as they came (their signature) and ack them, in one
+        transaction per channel; returns the operation's future (None if nothing was
+        due)."""
         now = time.time()
         with self._lock:
             due = [h for h in self._held if everything or h[0] <= now]
@@ -77,27 +84,32 @@ class ForeignTasks:
 
         def op() -> None:
             for _, delivery, queue, body, props in due:
-                self.conn.stage_forward(delivery, "", queue, body, props)
+                self.conn.stage_forward(delivery, self.conn.exchange, queue, body, props)
                 self.conn.ack(delivery)
 
         return self.conn.call(op, wait=False)
 
     def log(self, theirs: str, what: str) -> None:
         """An error, once per key id and kind of message (again after LOG_EVERY),
-        that names both key ids and says how to give this worker the notebook's key."""
+        that names both key ids, where the message went and how to share a key."""
         now = time.time()
         if now - self._logged.get((what, theirs), -LOG_EVERY) < LOG_EVERY:
             return
         self._logged[(what, theirs)] = now
         log.error(
-            "%s signed with key id %s, but this worker holds key id %s (%s): the notebook "
-            "that sent it holds another signing key, and this worker cannot run its work. "
-            "Fix: %s. Its tasks are not dropped: each goes back to the queue, unread, after "
-            "%g s here, for a worker that holds its key.",
+            "%s signed with key id %s, but this worker holds key id %s (%s), and these "
+            "queues belong to key id %s: someone who can publish here but does not hold this "
+            "key sent them (a notebook with key id %s sends to sif_magic.%s.* instead). They "
+            "are not run and not dropped: each goes, unread, to the dead-letter queue %s "
+            "(kept %g days). If that notebook should use this worker: %s.",
             what,
             theirs,
             self.key_id,
             self.key_source,
+            self.key_id,
+            theirs,
+            theirs,
+            protocol.dead_queue(self.key_id),
+            protocol.DEAD_LETTER_TTL / 86400,
             worker_key_fix(self.key_source),
-            HOLD,
         )

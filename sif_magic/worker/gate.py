@@ -78,7 +78,7 @@ class TaskGate:
         asked = self._alive.get(job_id)
         if asked is not None and now - asked < RECHECK:
             return False
-        if self.conn.exchange_exists(protocol.job_exchange(job_id)):
+        if self.conn.exchange_exists(protocol.job_exchange(self.conn.scope, job_id)):
             _keep(self._alive, job_id, now, self.size)
             return False
         self._alive.pop(job_id, None)

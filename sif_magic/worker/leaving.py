@@ -60,7 +60,7 @@ def take_nothing_more(w: Worker) -> Any:
     """Draining: chunks that still arrive are held unstarted and handed back; the task
     consumers stop (a Future, done once nothing more can arrive)."""
     w.claims.draining = True
-    return w.conn.stop_consuming({w.queue, protocol.retry_queue(w.runtime)})
+    return w.conn.stop_consuming({w.queue, protocol.retry_queue(w.scope, w.runtime)})
 
 
 def give_back(w: Worker) -> None:

@@ -92,6 +92,7 @@ def main(args: Any) -> int:
             worker_id=args.worker_id or env("SIF_MAGIC_WORKER_ID", ""),
             heartbeat=args.heartbeat,
             ca_file=args.ca_file or env("SIF_MAGIC_CA_FILE", ""),
+            max_message_mb=float(args.max_message_mb or env("SIF_MAGIC_MAX_MESSAGE_MB", "0") or 0),
             key_source=source,
             gpus=gpus,
             cpus=int(args.cpus or env("SIF_MAGIC_CPUS", "0") or 0),

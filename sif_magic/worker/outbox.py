@@ -2,7 +2,8 @@
 
 Results wait here while the previous commit awaits the broker, so under load
 one AMQP transaction carries many calls: each flush stages everything in the
-outbox, one message per job and consumer channel, on that channel, followed
+outbox, one message per job and consumer channel (more if they would not fit in one
+under the broker's size limit), on that channel, followed
 by the acks of the chunks whose every result is staged (of a claimed chunk: the
 get + ack of its claim message there, ``claims``); the connection
 commits each channel's lot as one transaction (``transport``), so a chunk's
@@ -70,7 +71,7 @@ class Outbox:
                 entry[1].append(results)
             flush = self._flush_wanted()
         if flush:
-            self.conn.call(self._flush, wait=False)
+            self.conn.post(self._flush)  # an error is logged
         self.claims.finished(delivery, results.indices, results.status)
         self.events.outcomes(chunk.job_id, results.indices, results.status)
 
@@ -82,7 +83,7 @@ class Outbox:
             flush = self._flush_wanted()
             prefetch = self.adapt_prefetch(chunk) if chunk is not None else 0
         if flush:
-            self.conn.call(self._flush, wait=False)
+            self.conn.post(self._flush)  # an error is logged
         if prefetch:
             self.claims.window()  # the new prefetch, less what claimed chunks take
 
@@ -131,9 +132,13 @@ class Outbox:
             outbox, self._outbox = self._outbox, {}
             finished, self._finished = self._finished, []
             self._flush_queued = False
+        limit = self.conn.max_message - 256 * 1024
         for (_, job_id, reply_to), (delivery, results) in outbox.items():
-            body = protocol.ResultBatch(job_id, -1, results).encode()
-            self.conn.stage_publish(delivery, "", reply_to, body, kind="result", key=self.key)
+            for part in _parts(results, limit):
+                body = protocol.ResultBatch(job_id, -1, part).encode()
+                self.conn.stage_publish(
+                    delivery, self.conn.exchange, reply_to, body, kind="result", key=self.key
+                )
         for delivery in finished:
             self.claims.settle(delivery)  # its ack, or the end of its claim
 
@@ -150,3 +155,20 @@ class Outbox:
             log.error(
                 "the broker could not route a %s message to %r: it is lost", kind, routing_key
             )
+
+
+def _parts(segments: list[ResultSegment], limit: int) -> list[list[ResultSegment]]:
+    """Segments in groups that each fit in one message of ``limit`` bytes (a segment
+    alone always does: the slot keeps its values under the result cap)."""
+    parts: list[list[ResultSegment]] = []
+    size = limit
+    for seg in segments:
+        # extras: (error, stdout, stderr, dropped, blob) tuples (or CallExtra)
+        extras = sum(len(e[1]) + len(e[2]) + len(e[4]) + 512 for e in seg.extra.values())
+        n = len(seg.values) + 64 * len(seg) + extras
+        if size + n > limit:
+            parts.append([])
+            size = 0
+        parts[-1].append(seg)
+        size += n
+    return parts

@@ -103,13 +103,13 @@ def split(w: Worker, task: Task, delivery: Any, positions: list[int], lost: int)
             )
     if not parts:
         parts = [Task(**{**task.__dict__, "only": [p], "lost": lost}) for p in positions]
-    queue = protocol.retry_queue(w.runtime) if lost >= task.max_lost - 1 else w.queue
+    queue = protocol.retry_queue(w.scope, w.runtime) if lost >= task.max_lost - 1 else w.queue
     bodies = [part.encode() for part in parts]
 
     def op() -> None:
         for body in bodies:
             w.conn.stage_publish(
-                delivery, "", queue, body, kind="task", key=w.key,
+                delivery, w.conn.exchange, queue, body, kind="task", key=w.key,
                 headers={protocol.HDR_LOST: lost}, bound=True,
             )  # fmt: skip
         w.conn.ack(delivery)

@@ -219,13 +219,11 @@ def publish_raw(
 def runtime_queues(runtime: str) -> list[str]:
     """The queues tasks of ``runtime`` wait in (the task queue, and the retry queue of
     calls split off a redelivered chunk where the protocol has one)."""
+    from queues import scope
+
     from sif_magic import protocol
 
-    names = [protocol.task_queue(runtime)]
-    retry = getattr(protocol, "retry_queue", None)
-    if retry is not None:
-        names.append(retry(runtime))
-    return names
+    return [protocol.task_queue(scope(), runtime), protocol.retry_queue(scope(), runtime)]
 
 
 def tasks_left(url: str, runtime: str) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from faultkit import ROOT, FaultWorkers, Watcher, wait_until
+from queues import scope
 
 from sif_magic import protocol
 
@@ -160,7 +161,7 @@ def test_attach_after_the_kernel_was_killed(
     ex.shutdown()
     from faultkit import queue_depths
 
-    queue = protocol.result_queue(job_id)
+    queue = protocol.result_queue(scope(), job_id)
     wait_until(lambda: queue_depths(broker_url, [queue])[queue] is None, 10, "queue deleted")
 
 

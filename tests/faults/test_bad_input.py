@@ -31,6 +31,7 @@ from faultkit import (
     tasks_left,
     wait_until,
 )
+from queues import scope
 from rabbit import RabbitNode, generate_tls_files
 
 from sif_magic import BrokerError, SerializationError, protocol
@@ -136,7 +137,7 @@ def test_results_that_are_not_for_the_job_leave_it_unharmed(
         return x + 1
 
     job = ex.map_job(slow, range(10), chunksize=1)
-    queue = protocol.result_queue(job.job_id)
+    queue = protocol.result_queue(scope(), job.job_id)
     take_dead_letters(broker_url, queue)
     marker = tmp_path / "unpickled"
     evil = pickle.dumps(_Evil(marker))
@@ -207,7 +208,7 @@ def test_signed_messages_of_another_kind_in_the_task_queue_are_dead_lettered(
 
     key = load_key(key_file=str(key_file))
     (worker,) = fworkers.start(runtime, processes=1)
-    queue = protocol.task_queue(runtime)
+    queue = protocol.task_queue(scope(), runtime)
     take_dead_letters(broker_url, queue)
     ex = make_ex(amqp_url=broker_url, runtime=runtime)
     job = ex.map_job(lambda x: x * 2, range(30), chunksize=3)
@@ -229,7 +230,7 @@ def test_signed_messages_of_another_kind_in_the_task_queue_are_dead_lettered(
             body,
             kind=kind,
             headers=headers,
-            arguments=protocol.task_queue_arguments(),
+            arguments=protocol.task_queue_arguments(scope()),
         )
     assert job.results(timeout=60) == [x * 2 for x in range(30)]
     dead = wait_until(

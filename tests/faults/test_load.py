@@ -20,6 +20,7 @@ import time
 
 import pytest
 from faultkit import FaultWorkers, queue_depths, rss_kib, runtime_queues, tasks_left, wait_until
+from queues import scope
 
 from sif_magic import protocol
 
@@ -93,7 +94,7 @@ def test_100k_calls_with_a_second_notebook_at_the_same_time(
     fworkers.start(runtime, processes=2, count=2)
     ex1 = make_ex(amqp_url=broker_url, runtime=runtime)
     ex2 = make_ex(amqp_url=broker_url, runtime=runtime)
-    queue = protocol.task_queue(runtime)
+    queue = protocol.task_queue(scope(), runtime)
     mem0 = _broker_memory_mb()
     rss0 = rss_kib()
     sampler = Sampler(broker_url, queue)
@@ -114,7 +115,7 @@ def test_100k_calls_with_a_second_notebook_at_the_same_time(
     jobs = (job1.job_id, job2.job_id)
     ex1.shutdown()
     ex2.shutdown()
-    results = [protocol.result_queue(j) for j in jobs]
+    results = [protocol.result_queue(scope(), j) for j in jobs]
     wait_until(
         lambda: all(v is None for v in queue_depths(broker_url, results).values()),
         10,

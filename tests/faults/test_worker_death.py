@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from faultkit import FaultWorkers, Watcher, alive, descendants, wait_gone, wait_until
+from queues import scope
 from rabbit import RabbitNode
 
 from sif_magic import WorkerLostError, protocol
@@ -186,7 +187,7 @@ def test_a_redelivered_chunk_is_split_into_messages_of_one_input_each(
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(5)
             w.start(runtime, processes=1)  # takes the redelivered chunk and splits it
-            prefix = protocol.task_queue(runtime)  # and its retry queue, if any
+            prefix = protocol.task_queue(scope(), runtime)  # and its retry queue, if any
 
             def ready() -> tuple[int, int] | None:
                 count = size = 0

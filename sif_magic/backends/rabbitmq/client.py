@@ -1,17 +1,20 @@
-"""The RabbitMQ backend: chunks to ``sif_magic.tasks.<runtime>``, results back
-through a durable per-job queue, progress from the monitoring exchange.
+"""The RabbitMQ backend: chunks to ``sif_magic.<key id>.tasks.<runtime>``, results
+back through a durable per-job queue, progress from the monitoring exchange.
+
+Every name is scoped by the signing key's id (``protocol.names``): a notebook
+only ever sees the queues, workers and messages of its own key.
 
 Results are consumed without acking while the job object lives: if this
 kernel dies, they return to the job's queue (which outlives its last consumer
 by ``result_ttl``), so ``Executor.attach(job_id)`` finds every finished call
 again (``results.ResultStream``, the one consumer of result queues).
 ``Job.close()`` / ``Executor.shutdown()`` delete the queue. While a job may
-still run calls its exchange ``sif_magic.job.<id>`` exists (bound to the result
-queue); it is deleted when the job is done or cancelled, and workers run no task
-of a job without it (a replayed copy). Workers are known
-from their heartbeats (``registry.WorkerRegistry``). One that holds another
-signing key is reported at once with the fix, and a job whose runtime has only
-such workers fails before anything is sent. When a worker stops answering (no
+still run calls its exchange ``sif_magic.<key id>.job.<id>`` exists (bound to
+the result queue); it is deleted when the job is done or cancelled, and workers
+run no task of a job without it (a replayed copy). Workers are known
+from their heartbeats (``registry.WorkerRegistry``); a job whose runtime has
+no worker of this key fails before anything is sent (``readiness``), saying
+which key id and how to give a worker this key. When a worker stops answering (no
 heartbeat for three of its intervals) or says goodbye, the calls it was
 running are shown ``lost`` until the broker hands them to another worker.
 
@@ -41,7 +44,7 @@ from ...runner.resources import need_of
 from ...transport import Connection, declare_task_queue
 from ..base import Backend, JobTask
 from .monitor import Monitor
-from .readiness import check_resources, check_versions, key_mismatch, wait_for_workers
+from .readiness import check_resources, check_versions, wait_for_workers
 from .registry import WorkerRegistry
 from .results import RESULTS_HELD, ResultStream, jobinfo
 from .tasks import publish_chunks
@@ -57,6 +60,7 @@ class RabbitBackend(Backend):
         self.url = config.get_amqp_url()
         self.key = config.get_key()
         self.key_id = protocol.key_id(self.key)
+        self.scope = self.key_id  # every name this client uses: sif_magic.<key id>.*
         self.key_source = key_source(config.key, config.key_file)
         self._pinged = 0.0
         self.runtime = config.runtime
@@ -68,20 +72,22 @@ class RabbitBackend(Backend):
         self._streams: dict[str, ResultStream] = {}  # job id -> our consumer of its results
         self.conn = Connection(
             self.url,
+            scope=self.scope,
             name=f"sif_magic client {self.session}",
             connect_timeout=config.connect_timeout,
             ca_file=config.ca_file,
             queue_type=config.queue_type,
-            setup=lambda ch: declare_task_queue(ch, self.runtime, config.queue_type),
+            setup=lambda ch: declare_task_queue(ch, self.scope, self.runtime, config.queue_type),
             on_state=self._on_broker_state,
+            max_message=int(config.max_message_mb * (1 << 20)),
+            require_tls=config.require_tls,
         ).start()
         self.monitor = Monitor(
             self.key,
             self.jobs,
             self.registry,
             follow=config.monitor,
-            runtime=self.runtime,
-            on_foreign=lambda hb, kid: log.warning("%s", key_mismatch(self, hb, kid)),
+            scope=self.scope,
         )
         self.conn.consume(
             self.monitor.setup, self.monitor.on_message, auto_ack=True, exclusive=True
@@ -109,11 +115,19 @@ class RabbitBackend(Backend):
     def reachable(self) -> bool:
         return self._up
 
+    def max_message_bytes(self) -> int:
+        return self.conn.max_message
+
     def ping(self) -> None:
         self._pinged = time.time()
-        body = protocol.Control(op="ping").encode()
+        self._control(protocol.Control(op="ping"), wait=True)
+
+    def _control(self, ctl: protocol.Control, wait: bool) -> None:
+        """To every worker of this key (the scope's fanout exchange)."""
+        exchange = protocol.control_exchange(self.scope)
+        body = ctl.encode()
         self.conn.publish(
-            protocol.CONTROL_EXCHANGE, "", body, kind="control", key=self.key, persistent=False
+            exchange, "", body, kind="control", key=self.key, persistent=False, wait=wait
         )
 
     def workers(self) -> list[dict[str, Any]]:
@@ -146,14 +160,15 @@ class RabbitBackend(Backend):
         need = need_of(task.resources)
         if need is not None:
             check_resources(self, need)  # no live worker has what the calls ask for: fail now
-        reply_to = protocol.result_queue(job.job_id)
+        reply_to = protocol.result_queue(self.scope, job.job_id)
         self.jobs[job.job_id] = job
         self._consume_results(job)  # declares the queue (and the monitor binding) first
         info = jobinfo(job, self.runtime, len(task.chunks))
         # queued ahead of the tasks; not awaited (a job's first result arrives sooner)
         self.conn.publish(
-            "", reply_to, info, kind="jobinfo", key=self.key, mandatory=True, wait=False
-        )
+            self.conn.exchange, reply_to, info, kind="jobinfo", key=self.key, mandatory=True,
+            wait=False,
+        )  # fmt: skip
         threading.Thread(
             target=publish_chunks,
             args=(self.conn, self.key, self.runtime, self.session, job, task, reply_to),
@@ -163,7 +178,7 @@ class RabbitBackend(Backend):
 
     def add_chunks(self, job: Job, task: JobTask) -> None:
         """On the caller's thread (a pipeline's feeder): published before it returns."""
-        reply_to = protocol.result_queue(job.job_id)
+        reply_to = protocol.result_queue(self.scope, job.job_id)
         publish_chunks(self.conn, self.key, self.runtime, self.session, job, task, reply_to)
 
     def _consume_results(self, job: Job) -> None:
@@ -187,7 +202,7 @@ class RabbitBackend(Backend):
         thread that settled the job; a failure is retried by the next reconnect."""
 
         def op() -> None:
-            self.conn.sub_channel.exchange_delete(protocol.job_exchange(job.job_id))
+            self.conn.sub_channel.exchange_delete(protocol.job_exchange(self.scope, job.job_id))
 
         self.conn.post(op)
 
@@ -198,17 +213,8 @@ class RabbitBackend(Backend):
         self.conn.reject(delivery, requeue=False)
 
     def cancel(self, job: Job) -> None:
-        body = protocol.Control(op="cancel", job_id=job.job_id).encode()
         # never block on a broker that is down: the cancel goes out when it is back
-        self.conn.publish(
-            protocol.CONTROL_EXCHANGE,
-            "",
-            body,
-            kind="control",
-            key=self.key,
-            persistent=False,
-            wait=False,
-        )
+        self._control(protocol.Control(op="cancel", job_id=job.job_id), wait=False)
         # running calls report 'cancelled' as the workers kill them: wait for those
         # (at most 2 s); calls still queued on the broker are cancelled here and now
         deadline = time.time() + 2.0
@@ -224,7 +230,7 @@ class RabbitBackend(Backend):
         stream = self._streams.pop(job.job_id, None)
 
         def op() -> None:
-            self.conn.sub_channel.queue_delete(protocol.result_queue(job.job_id))
+            self.conn.sub_channel.queue_delete(protocol.result_queue(self.scope, job.job_id))
 
         try:
             if stream is not None:
@@ -237,7 +243,7 @@ class RabbitBackend(Backend):
 
         Results of finished calls come back from the job's durable result queue,
         the state and logs of the rest from the monitoring exchange."""
-        reply_to = protocol.result_queue(job_id)
+        reply_to = protocol.result_queue(self.scope, job_id)
         if not self.conn.queue_exists(reply_to):
             raise ConfigError(
                 f"job {job_id} is unknown here: its result queue {reply_to} does not exist "

@@ -1,9 +1,12 @@
 """The client's monitoring queue: worker heartbeats into the registry, job events
 into the jobs they belong to.
 
-The queue is exclusive and bound to ``worker.#`` (heartbeats) and, while a job is
+The queue (``sif_magic.<key id>.monitor.<random>``) is exclusive and bound to the
+key scope's monitoring exchange with ``worker.#`` (heartbeats) and, while a job is
 followed, ``job.<id>.#`` (its events); after a reconnect it is declared again
-under a new name and bound again.
+under a new name and bound again. Only sides holding this key publish there; a
+message that is not signed with it (another key's, forged, malformed) is counted
+and ignored.
 
 Threads: ``setup`` and ``on_message`` run on the transport's I/O thread; events
 are folded into a Job under its lock, heartbeats recorded under the registry's
@@ -16,12 +19,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ... import protocol
 from ...job import Job
-from ...protocol import CLOCK_SKEW, ForeignKeyError, Heartbeat, ProtocolError, VersionError
+from ...protocol import CLOCK_SKEW, Heartbeat, ProtocolError, VersionError
+from ...transport import declare_private_queue
 from .registry import WorkerRegistry
 
 log = logging.getLogger("sif_magic.rabbitmq")
@@ -36,33 +39,31 @@ class Monitor:
         jobs: dict[str, Job],
         registry: WorkerRegistry,
         follow: bool,
-        runtime: str,
-        on_foreign: Callable[[Heartbeat, str], None],
+        scope: str,
     ) -> None:
         self.key = key
         self.jobs = jobs
         self.registry = registry
         self.follow = follow
-        self.runtime = runtime
-        self.on_foreign = on_foreign  # (heartbeat, key id) of a new worker with another key
+        self.scope = scope
+        self.exchange = protocol.monitor_exchange(scope)
         self.queue = ""
-        self.rejected = 0
-        self.foreign = 0  # monitoring messages signed with another key, so far
+        self.rejected = 0  # messages not signed with this key (or malformed), so far
         self._late: set[str] = set()  # workers whose heartbeat came signed long ago
         self._told: set[str] = set()  # workers told to upgrade ("-": any other sender)
 
     def setup(self, ch: Any) -> str:
-        q = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        q = declare_private_queue(ch, self.scope, "monitor")
         self.queue = q  # a new name after every reconnect
-        ch.queue_bind(q, protocol.MONITOR_EXCHANGE, "worker.#")
+        ch.queue_bind(q, self.exchange, "worker.#")
         if self.follow:
             for job_id in list(self.jobs):
-                ch.queue_bind(q, protocol.MONITOR_EXCHANGE, f"job.{job_id}.#")
+                ch.queue_bind(q, self.exchange, f"job.{job_id}.#")
         return q
 
     def bind(self, ch: Any, job_id: str) -> None:
         """Follow the events of ``job_id`` from now on (on the I/O thread)."""
-        ch.queue_bind(self.queue, protocol.MONITOR_EXCHANGE, f"job.{job_id}.#")
+        ch.queue_bind(self.queue, self.exchange, f"job.{job_id}.#")
 
     def on_message(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
         try:
@@ -74,10 +75,6 @@ class Monitor:
                     job.apply_events(batch)
             elif props.type == "heartbeat":
                 self._heartbeat(Heartbeat.decode(body))
-        except ForeignKeyError as e:
-            self.foreign += 1
-            if props.type == "heartbeat":
-                self._foreign_heartbeat(body, e.theirs)
         except VersionError as e:
             self.rejected += 1
             self._old_version(props.type, body, e)
@@ -85,8 +82,8 @@ class Monitor:
             self.rejected += 1
             if self.rejected in (1, 10, 100, 1000) or self.rejected % 10000 == 0:
                 log.warning(
-                    "ignored %d monitoring message(s) so far that were unsigned, forged or "
-                    "malformed, the last: %s",
+                    "ignored %d monitoring message(s) so far that were unsigned, forged, "
+                    "malformed or signed with another key, the last: %s",
                     self.rejected,
                     e,
                 )
@@ -111,25 +108,14 @@ class Monitor:
             )
 
     def _old_version(self, kind: str, body: bytes, e: VersionError) -> None:
-        """A message of another protocol version: once per worker of this runtime (or
-        once for the rest), what it is and what to upgrade."""
+        """A message of another protocol version: once per worker (or once for the
+        rest), what it is and what to upgrade."""
         try:
             hb = Heartbeat.decode(body) if kind == "heartbeat" else None
         except ProtocolError:
             hb = None
-        who = f"worker {hb.worker} on {hb.host}" if hb and hb.runtime == self.runtime else ""
+        who = f"worker {hb.worker} on {hb.host}" if hb else ""
         if (who or "-") in self._told:
             return
         self._told.add(who or "-")
         log.warning("%s", f"{who} speaks another protocol: {e}" if who else f"ignored: {e}")
-
-    def _foreign_heartbeat(self, body: bytes, theirs: str) -> None:
-        """A heartbeat signed with another key. Its body is read (JSON, never run) only
-        to name the worker: one of this runtime is reported once with the fix (other
-        runtimes' workers on a shared vhost are other people's, and none of ours)."""
-        try:
-            hb = Heartbeat.decode(body)
-        except ProtocolError:
-            return
-        if hb.runtime == self.runtime and self.registry.record_foreign(hb, theirs):
-            self.on_foreign(hb, theirs)

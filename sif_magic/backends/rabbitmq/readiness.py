@@ -1,13 +1,16 @@
 """Whether a runtime can take a job now: workers that hold this kernel's key,
 run a compatible Python and cloudpickle, and consume its task queue.
 
+Queues are scoped by the key id, so "a worker consumes our task queue" means "a
+worker that holds this kernel's key serves this runtime": a worker started with
+another key file consumes another queue, and is never seen here.
 ``wait_for_workers`` asks the broker and waits (or says how to start a worker,
-or that the only workers hold another key); ``check_versions`` refuses a runtime
-whose every worker is incompatible; ``check_resources`` a job whose calls ask for
-more GPUs or CPUs than any live worker has (workers say what they have in their
-heartbeats). Threads: the kernel thread (``start_job``);
-they read the backend's registry (under its lock) and ask the broker through
-``Connection.call``.
+naming this kernel's key id, which a worker logs when it starts);
+``check_versions`` refuses a runtime whose every worker is incompatible;
+``check_resources`` a job whose calls ask for more GPUs or CPUs than any live
+worker has (workers say what they have in their heartbeats).
+Threads: the kernel thread (``start_job``); they read the backend's registry
+(under its lock) and ask the broker through ``Connection.call``.
 """
 
 from __future__ import annotations
@@ -17,75 +20,58 @@ from typing import TYPE_CHECKING
 
 from ... import protocol
 from ..._keys import notebook_key_fix
-from ...errors import ConfigError, IncompatibleWorkerError, NoWorkersError, ResourcesError
-from ...protocol import Heartbeat
+from ...errors import IncompatibleWorkerError, NoWorkersError, ResourcesError
 from ...runner.resources import Need, can_run, unsatisfiable
 from ...runner.versions import incompatibility, versions
-from ...transport import declare_queue
+from ...transport import declare_routed_queue
 
 if TYPE_CHECKING:
     from .client import RabbitBackend
 
 ANNOUNCE_WAIT = 1.0  # seconds a consumer of the task queue has to answer a ping
-FOREIGN_WAIT = 2.0  # seconds a worker with our key has to answer, when one with another did
-
-
-def key_mismatch(b: RabbitBackend, hb: Heartbeat, theirs: str) -> str:
-    """What to tell the user about a worker of this runtime that holds another key."""
-    return (
-        f"worker {hb.worker} on host {hb.host} (runtime {hb.runtime!r}) holds another "
-        f"signing key (key id {theirs}) than this kernel (key id {b.key_id}, from "
-        f"{b.key_source}): it cannot run this kernel's calls, and this kernel cannot "
-        f"read its messages. Fix: {notebook_key_fix(b.key_source)}."
-    )
 
 
 def consumers(b: RabbitBackend) -> int:
     """How many consumers the runtime's task queue has (asks the broker)."""
-    queue = protocol.task_queue(b.runtime)
 
     def op() -> int:
-        args = protocol.task_queue_arguments(b.config.queue_type)
-        return declare_queue(b.conn.channel, queue, args).method.consumer_count
+        queue = protocol.task_queue(b.scope, b.runtime)
+        args = protocol.task_queue_arguments(b.scope, b.config.queue_type)
+        return declare_routed_queue(b.conn.channel, b.scope, queue, args).method.consumer_count
 
     return b.conn.call(op)
 
 
 def wait_for_workers(b: RabbitBackend) -> None:
-    """Until a worker that holds this kernel's key announces itb. Fails within
-    FOREIGN_WAIT (nothing sent) if the runtime's only workers hold another key,
-    and after ``no_worker_timeout`` if nobody consumes its queue; consumers that
-    do not announce themselves within ANNOUNCE_WAIT of a ping are sent the job."""
+    """Until a worker that holds this kernel's key announces itself. Fails after
+    ``no_worker_timeout`` (nothing sent) if nobody consumes the runtime's queue of
+    this key; consumers that do not announce themselves within ANNOUNCE_WAIT of a
+    ping are sent the job."""
     deadline = time.time() + b.config.no_worker_timeout
     b.ping()
-    asked, foreign_since = time.time(), 0.0
+    asked = time.time()
     while not b.live_workers():
         now = time.time()
-        foreign = b.registry.foreign()
-        if foreign:
-            if not foreign_since:  # give a worker with our key time to answer a ping
-                foreign_since = now
-                if now - b._pinged > 0.5:
-                    b.ping()
-            elif now - foreign_since >= FOREIGN_WAIT:
-                raise ConfigError(
-                    f"no worker of runtime {b.runtime!r} holds this kernel's signing "
-                    "key: "
-                    + " ".join(key_mismatch(b, hb, kid) for hb, kid in foreign[:3])
-                    + " Nothing was sent: run the cell again once the keys match."
-                )
-        elif consumers(b) > 0:
+        if consumers(b) > 0:
             if now - asked >= ANNOUNCE_WAIT:
                 break
         elif now >= deadline:
-            raise NoWorkersError(
-                f"no worker consumes {protocol.task_queue(b.runtime)} (waited "
-                f"{b.config.no_worker_timeout:g} s). Start one with: sif-magic worker "
-                f"--amqp-url-file FILE --runtime {b.runtime}  (or sif-magic workers start / "
-                f"sif-magic slurm submit), then run the cell again."
-            )
+            raise NoWorkersError(no_worker_message(b))
         time.sleep(0.1)
     check_versions(b)
+
+
+def no_worker_message(b: RabbitBackend) -> str:
+    queue = protocol.task_queue(b.scope, b.runtime)
+    return (
+        f"no worker of runtime {b.runtime!r} holds this kernel's signing key (key id "
+        f"{b.key_id}, from {b.key_source}): nobody consumes {queue} (waited "
+        f"{b.config.no_worker_timeout:g} s). Nothing was sent. Start one with: sif-magic worker "
+        f"--amqp-url-file FILE --runtime {b.runtime}  (or sif-magic workers start / sif-magic "
+        "slurm submit), then run the cell again. A worker started with another key file "
+        "serves that key's queues, not this one (its log says 'signing key: ... (key id "
+        f"...)'); to give it this kernel's key: {notebook_key_fix(b.key_source)}."
+    )
 
 
 def check_versions(b: RabbitBackend) -> None:

@@ -2,14 +2,13 @@
 
 Workers that sign with this kernel's key are recorded by their heartbeat, as
 seen when it was signed (its ``t``, within ``protocol.CLOCK_SKEW``), not when it
-came: a copy of an old heartbeat published again keeps no dead worker up; a
-worker of this runtime whose heartbeat names another key (its ``sif-kid``
-header) is recorded apart, as "another key", so the client can say at once
-that it cannot use it and why. A worker is "lost" after three of its
-heartbeat intervals (and a second) without one, "gone" once it said bye.
+came: a copy of an old heartbeat published again keeps no dead worker up (the
+monitoring exchange is the key's own: workers of another key publish elsewhere).
+A worker is "lost" after three of its heartbeat intervals (and a second) without
+one, "gone" once it said bye.
 
-Threads: ``record`` and ``record_foreign`` run on the transport's I/O thread
-(the monitor consumer); ``rows``, ``live``, ``foreign`` on the kernel thread
+Threads: ``record`` runs on the transport's I/O thread (the monitor consumer);
+``rows`` and ``live`` on the kernel thread
 and the display's pusher thread; ``newly_gone`` on the backend's watcher
 thread; all under ``_lock``. Owner: the ``RabbitBackend`` that made it.
 """
@@ -35,8 +34,6 @@ class WorkerRegistry:
         self._lock = threading.Lock()
         self.heartbeats: dict[str, Heartbeat] = {}
         self._seen: dict[str, float] = {}
-        # workers of this runtime that sign with another key: worker -> (heartbeat, key id)
-        self._foreign: dict[str, tuple[Heartbeat, str]] = {}
         self._gone: set[str] = set()  # workers whose running calls were marked lost
 
     def record(self, hb: Heartbeat) -> bool:
@@ -51,17 +48,6 @@ class WorkerRegistry:
             self._seen[hb.worker] = min(time.time(), hb.t + CLOCK_SKEW)
             return True
 
-    def record_foreign(self, hb: Heartbeat, key_id: str) -> bool:
-        """A heartbeat signed with key ``key_id``, not ours; True the first time."""
-        with self._lock:
-            if hb.state == "bye":
-                self._foreign.pop(hb.worker, None)
-                return False
-            new = hb.worker not in self._foreign
-            self._foreign[hb.worker] = (hb, key_id)
-            self._seen[hb.worker] = time.time()
-            return new
-
     def rows(self) -> list[dict[str, Any]]:
         """A row per worker (the heartbeat's fields, ``last_seen`` and ``state``)."""
         now = time.time()
@@ -75,28 +61,11 @@ class WorkerRegistry:
                 elif overdue(hb, d["last_seen"], now):
                     d["state"] = "lost"
                 out.append(d)
-            for wid, (hb, kid) in self._foreign.items():
-                d = dict(hb.__dict__)
-                d["last_seen"] = self._seen.get(wid, 0.0)
-                d["state"] = f"another key ({kid})"
-                if overdue(hb, d["last_seen"], now):
-                    d["state"] = f"lost, another key ({kid})"
-                out.append(d)
         return out
 
     def live(self, runtime: str) -> list[dict[str, Any]]:
         """The rows of workers that are up and serve ``runtime`` ("*": any)."""
         return [w for w in self.rows() if w["state"] == "up" and runtime in ("*", w["runtime"])]
-
-    def foreign(self) -> list[tuple[Heartbeat, str]]:
-        """Workers that hold another key and were heard from lately."""
-        now = time.time()
-        with self._lock:
-            return [
-                (hb, kid)
-                for wid, (hb, kid) in self._foreign.items()
-                if not overdue(hb, self._seen.get(wid, 0.0), now)
-            ]
 
     def newly_gone(self) -> list[Heartbeat]:
         """Workers that said bye or stopped answering since the last call (a worker

@@ -23,7 +23,7 @@ from typing import Any
 from ... import protocol
 from ...job import Job
 from ...protocol import JobInfo, ProtocolError, ResultBatch
-from ...transport import declare_job_exchange, declare_queue
+from ...transport import declare_job_exchange, declare_routed_queue
 
 
 class ResultStream:
@@ -39,7 +39,8 @@ class ResultStream:
         make_job: Callable[[dict[str, Any]], Job] | None = None,
     ) -> None:
         self.job_id = job_id
-        self.queue = protocol.result_queue(job_id)
+        self.scope = protocol.key_id(key)
+        self.queue = protocol.result_queue(self.scope, job_id)
         self.key = key
         self.refuse = refuse  # (delivery, queue, why): dead-letter a message
         self.job = job
@@ -54,11 +55,12 @@ class ResultStream:
         calls, its exchange (``protocol.job_exchange``); again after every reconnect,
         when a job that ended meanwhile loses its exchange (its end may not have
         reached the broker)."""
-        declare_queue(ch, self.queue, protocol.result_queue_arguments(result_ttl, queue_type))
+        args = protocol.result_queue_arguments(self.scope, result_ttl, queue_type)
+        declare_routed_queue(ch, self.scope, self.queue, args)
         if self.job is not None and self.job.done():
-            ch.exchange_delete(protocol.job_exchange(self.job_id))
+            ch.exchange_delete(protocol.job_exchange(self.scope, self.job_id))
         else:
-            declare_job_exchange(ch, self.job_id, self.queue)
+            declare_job_exchange(ch, self.scope, self.job_id, self.queue)
 
     def on_message(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
         try:

@@ -32,7 +32,7 @@ def publish_chunks(
 ) -> None:
     """Publish the job's chunks in transactions of up to BATCH messages / ~4 MB,
     with a few transactions in flight (the I/O thread commits them in order)."""
-    queue = protocol.task_queue(runtime)
+    queue = protocol.task_queue(conn.scope, runtime)
     pending: list = []
     batch: list[tuple[str, str, bytes, str]] = []
     size = 0
@@ -47,7 +47,7 @@ def publish_chunks(
             cloudpickle=versions()[1],
             client=session,
         ).encode()
-        batch.append(("", queue, body, "task"))
+        batch.append((conn.exchange, queue, body, "task"))
         size += len(body)
         if len(batch) >= BATCH or size >= 4 * 1024 * 1024:
             pending.append(conn.publish_batch(batch, key=key, wait=False))
