@@ -38,10 +38,17 @@ def node() -> Iterator[RabbitNode]:
         yield n
 
 
-def test_a_result_over_the_limit_fails_its_call_alone(
-    node: RabbitNode, key_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("spill", ["shared", "unwritable"])
+def test_a_result_over_the_limit_spills_or_fails_its_call_alone(
+    node: RabbitNode, key_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spill: str
 ) -> None:
+    """Results over the broker's limit go through spill_dir; where the worker cannot
+    write there, one over the cap fails its call alone (the others come in parts)."""
     monkeypatch.setenv("SIF_MAGIC_MAX_MESSAGE_MB", str(LIMIT_MB))  # the workers' setting
+    spill_dir = tmp_path / "spill"
+    if spill == "unwritable":  # a path under a plain file: not even root can make it
+        (tmp_path / "a-file").write_text("")
+        spill_dir = tmp_path / "a-file" / "spill"
     workers = WorkerProcs(node.url, key_file, tmp_path)
     ex = Executor(
         backend="rabbitmq",
@@ -50,6 +57,7 @@ def test_a_result_over_the_limit_fails_its_call_alone(
         key_file=str(key_file),
         max_message_mb=LIMIT_MB,
         errors="collect",
+        spill_dir=str(spill_dir),
     )
     try:
         workers.start("limits", processes=1)
@@ -60,13 +68,18 @@ def test_a_result_over_the_limit_fails_its_call_alone(
 
         job = ex.map_job(result, range(8), chunksize=8)
         job.wait(timeout=120)
-        assert job.state_counts()["done"] == 7 and job.state_counts()["failed"] == 1
-        err = job.error(3)
-        assert isinstance(err, SerializationError), err
-        assert "the result of call 3 is 5.7 MB pickled" in str(err), err
-        assert "Return less" in str(err) and "max_message_size" in str(err)
         values = job.results()
         assert all(len(values[i]) == 1_500_000 for i in range(8) if i != 3)
+        if spill == "shared":
+            assert job.state_counts()["done"] == 8
+            assert len(values[3]) == 6_000_000
+        else:
+            assert job.state_counts()["done"] == 7 and job.state_counts()["failed"] == 1
+            err = job.error(3)
+            assert isinstance(err, SerializationError), err
+            assert "the result of call 3 is 5.7 MB pickled" in str(err), err
+            assert "Return less" in str(err) and "max_message_size" in str(err)
+            assert "could not go through a file either" in str(err), err
         # nothing wedged: the worker runs the next job
         assert ex.map_job(lambda x: x + 1, range(20)).results(timeout=60) == list(range(1, 21))
         assert workers.procs[0].poll() is None

@@ -104,29 +104,46 @@ class Records:
                 self._send(entries, times, special, final)
             self.last_flush = time.time()
 
-    def _send(self, entries: list, times: array, special: dict[int, list], final: bool) -> None:
+    def _send(
+        self, entries: list, times: array, special: dict[int, list], final: bool, why: str = ""
+    ) -> None:
         """With ``lock`` held: one message; values over the spill size go to a file
-        (``spill``); else, over the cap, two halves (and so on); a single value over
-        it fails its call."""
+        (``spill``); where none can be written (or the job has no spill directory),
+        values over the cap go in two halves (and so on), and a single value over it
+        fails its call (``why``: the spill error, said too)."""
         n = len(entries)
         values = self._pickle_values(entries, special)
-        if self.spill is not None and len(values) > self.spill[1]:
-            values = self._spill(values, special, n)  # a file the client reads
-        elif self.cap and len(values) > self.cap:
+        if not why and self.spill is not None and len(values) > self.spill[1]:
+            try:
+                values = spill_write(self.spill[0], "result", values)  # the client reads it
+            except SpillError as e:
+                why = str(e)
+            else:
+                self._write(n, times, special, final, values)
+                return
+        if self.cap and len(values) > self.cap:
             if n > 1:
                 h = n // 2
                 first = {k: v for k, v in special.items() if k < h}
-                self._send(entries[:h], times[: 2 * h], first, False)
+                self._send(entries[:h], times[: 2 * h], first, False, why)
                 rest = {k - h: v for k, v in special.items() if k >= h}
-                self._send(entries[h:], times[2 * h :], rest, final)
+                self._send(entries[h:], times[2 * h :], rest, final, why)
                 return
-            values = self._too_large(special, len(values))
+            values = self._too_large(special, len(values), why)
+        elif why and len(values) > self.spill[1]:  # type: ignore[index]  # no cap (local)
+            values = self._spill_failed(special, n, why)
+        self._write(n, times, special, final, values)
+
+    def _write(
+        self, n: int, times: array, special: dict[int, list], final: bool, values: bytes
+    ) -> None:
         self.sent += n
         kind = "finished" if final else "results"
         write_msg(self.resp_fd, (kind, self.run_id, values, n, times, special))
 
-    def _too_large(self, special: dict[int, list], size: int) -> bytes:
-        """The one call of this message returned more than the cap: it fails."""
+    def _too_large(self, special: dict[int, list], size: int, why: str = "") -> bytes:
+        """The one call of this message returned more than the cap: it fails (``why``:
+        why it could not go through a spill file instead)."""
         entry = special.setdefault(0, [DONE, None, b"", b"", 0, b""])
         index = self.indices[self.sent] if self.sent < len(self.indices) else "?"
         entry[0], entry[5] = FAILED, b""
@@ -135,7 +152,8 @@ class Records:
             "message": f"the result of call {index} is {size / MB:.1f} MB pickled, over the "
             f"{self.cap / MB:.1f} MB a result may take (the broker's message size limit, "
             "RabbitMQ's max_message_size, less room for output). Return less: write large "
-            "outputs to storage the notebook can read and return their path",
+            "outputs to storage the notebook can read and return their path"
+            + (f"; it could not go through a file either: {why}" if why else ""),
             "frames": [],
         }
         return pickle.dumps([None], protocol=5)
@@ -172,17 +190,14 @@ class Records:
                 values[k] = None
         return cloudpickle.dumps(values, protocol=5)
 
-    def _spill(self, values: bytes, special: dict[int, list], n: int) -> bytes:
-        """Results too big for a message: a file of the job's spill directory, and a
-        reference in their place; where it cannot be written, the calls fail saying so."""
-        try:
-            return spill_write(self.spill[0], "result", values)  # type: ignore[index]
-        except SpillError as e:
-            error = {"type": "sif_magic.errors.SerializationError", "message": str(e), "frames": []}
-            for k in range(n):
-                entry = special.setdefault(k, [DONE, None, b"", b"", 0, b""])
-                entry[0], entry[1] = FAILED, error
-            return pickle.dumps([None] * n, protocol=5)
+    def _spill_failed(self, special: dict[int, list], n: int, why: str) -> bytes:
+        """Results too big for a message whose spill file could not be written (and no
+        cap to send them in parts): the calls fail saying so."""
+        error = {"type": "sif_magic.errors.SerializationError", "message": why, "frames": []}
+        for k in range(n):
+            entry = special.setdefault(k, [DONE, None, b"", b"", 0, b""])
+            entry[0], entry[1] = FAILED, error
+        return pickle.dumps([None] * n, protocol=5)
 
     def all_failed(self, error: dict, n: int) -> None:
         """``n`` calls failed with ``error`` without running (their chunk did not load)."""
