@@ -39,6 +39,7 @@ class WorkerProcs:
         ca_file: str | Path | None = None,
         url: str | None = None,
         heartbeat: float = 0.5,
+        extra: tuple[str, ...] = (),
     ) -> list[subprocess.Popen]:
         url_file = self.log_dir / f"amqp_url-{len(self.procs)}"
         url_file.write_text(url or self.url)
@@ -54,6 +55,7 @@ class WorkerProcs:
                 cmd += ["--key-file", str(self.key_file)]
             if ca_file:
                 cmd += ["--ca-file", str(ca_file)]
+            cmd += list(extra)
             with open(self.log_dir / f"worker-{runtime}-{len(self.procs)}.log", "wb") as log:
                 proc = subprocess.Popen(
                     cmd,

@@ -15,7 +15,8 @@ def register(sub: Any) -> None:
         help="run a worker (what runs inside the container)",
         description="Consume a runtime's task queue and run its calls. Every option can also "
         "come from the environment: SIF_MAGIC_AMQP_URL(_FILE), SIF_MAGIC_RUNTIME, "
-        "SIF_MAGIC_PROCESSES, SIF_MAGIC_KEY_FILE (or SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID.",
+        "SIF_MAGIC_PROCESSES, SIF_MAGIC_KEY_FILE (or SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID, "
+        "SIF_MAGIC_IDLE_TIMEOUT.",
     )
     add_url_args(p, default="")
     p.add_argument("--runtime", default="", help="runtime name: consumes sif_magic.tasks.RUNTIME")
@@ -24,6 +25,14 @@ def register(sub: Any) -> None:
     p.add_argument("--worker-id", default="", help="name shown in the workers table")
     p.add_argument("--ca-file", default="", help="CA certificate to verify an amqps:// broker")
     p.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="leave after this long without a call (never in the middle of one); "
+        "default 0: never (workers of `slurm submit` get 300)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run)
 
@@ -45,9 +54,29 @@ def run(args: argparse.Namespace) -> int:
         ):
             if value:
                 check_name(value, what)
+        args.idle_timeout = idle_timeout(args.idle_timeout)
     except ConfigError as e:
         print(f"sif-magic worker: error: {e}", file=sys.stderr)
         return 2
     from ..worker import main
 
     return main(args)
+
+
+def idle_timeout(value: float | None) -> float:
+    """``--idle-timeout``, else ``SIF_MAGIC_IDLE_TIMEOUT``, else 0 (never); ConfigError
+    for anything but seconds >= 0."""
+    import os
+
+    from ..errors import ConfigError
+
+    raw = value if value is not None else os.environ.get("SIF_MAGIC_IDLE_TIMEOUT", "") or 0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also NaN
+        raise ConfigError(
+            f"--idle-timeout (or SIF_MAGIC_IDLE_TIMEOUT) must be seconds >= 0 (0: never), not {raw!r}"
+        )
+    return seconds

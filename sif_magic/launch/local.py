@@ -38,6 +38,7 @@ _WORKER_VARS = {
     "SIF_MAGIC_PROCESSES",
     "SIF_MAGIC_WORKER_ID",
     "SIF_MAGIC_CONTAINER",
+    "SIF_MAGIC_IDLE_TIMEOUT",
     "AMQP_URL",
 }
 
@@ -128,6 +129,7 @@ def start_workers(
     key_file: str = "",
     python: str = sys.executable,
     startup_check: float = 1.0,
+    idle_timeout: float = 0.0,
 ) -> list[WorkerRecord]:
     """Start ``instances`` workers here and record them; returns their records.
 
@@ -135,6 +137,8 @@ def start_workers(
     """
     if instances < 1:
         raise ConfigError("--instances must be at least 1")
+    if not idle_timeout >= 0:
+        raise ConfigError("--idle-timeout must be seconds >= 0 (0: never)")
     runner = containers.get(container)
     runner.check_image(image, here=True)
     runtime = (
@@ -159,6 +163,8 @@ def start_workers(
         env = {"SIF_MAGIC_RUNTIME": runtime, "SIF_MAGIC_WORKER_ID": wid}
         if processes:
             env["SIF_MAGIC_PROCESSES"] = str(processes)
+        if idle_timeout:
+            env["SIF_MAGIC_IDLE_TIMEOUT"] = f"{idle_timeout:g}"
         log = str(logs / f"{wid}.log")
         rec = WorkerRecord(wid, host, 0, "", runtime, Path(tool).name if tool else runner.name)
         rec.tool, rec.image, rec.processes, rec.log = tool, image, processes, log

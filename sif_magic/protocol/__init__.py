@@ -13,7 +13,7 @@ Messages (AMQP ``type`` property):
 - ``events``: a batch of call-state changes and log lines of one job, from one
   worker, published to the monitoring exchange at most every ~100 ms.
 - ``heartbeat`` / ``bye``: a worker's presence and description.
-- ``control``: cancel / ping / shutdown, fanned out to every worker.
+- ``control``: cancel / ping / shutdown / hold, fanned out to every worker.
 
 Every body is signed (``signing``). The package's modules, lowest first:
 
@@ -47,6 +47,7 @@ from .names import (
     HDR_LOST,
     HDR_SIG,
     HDR_VERSION,
+    HOLD_SECONDS,
     LOST,
     MONITOR_EXCHANGE,
     QUEUED,
@@ -62,6 +63,7 @@ from .names import (
     result_queue,
     result_queue_arguments,
     retry_queue,
+    scaler_queue,
     task_queue,
     task_queue_arguments,
 )
@@ -79,6 +81,7 @@ __all__ = [
     "HDR_KEY_ID",
     "HDR_LOST",
     "HDR_SIG",
+    "HOLD_SECONDS",
     "HDR_VERSION",
     "LOST",
     "MAGIC",
@@ -115,6 +118,7 @@ __all__ = [
     "result_queue",
     "result_queue_arguments",
     "retry_queue",
+    "scaler_queue",
     "sign",
     "task_queue",
     "task_queue_arguments",

@@ -21,6 +21,10 @@ CONTROL_EXCHANGE = "sif_magic.control"  # fanout
 DEAD_EXCHANGE = "sif_magic.dead"  # fanout -> DEAD_QUEUE
 DEAD_QUEUE = "sif_magic.dead"
 
+# A ``hold`` control message keeps a worker with --idle-timeout this many seconds more
+# (a scaler re-sends it while it wants the worker: when the scaler stops, holds run out)
+HOLD_SECONDS = 30.0
+
 HDR_SIG = "sif-sig"
 HDR_VERSION = "sif-v"
 HDR_KEY_ID = "sif-kid"  # key_id() of the key that signed the message (not covered by the MAC)
@@ -45,6 +49,13 @@ def retry_queue(runtime: str) -> str:
     """Calls split off a redelivered chunk: consumed one at a time per worker, so a
     worker that dies only ever counts a loss against the call it was running."""
     return f"sif_magic.tasks.{runtime}.retry"
+
+
+def scaler_queue(runtime: str) -> str:
+    """Exists while a scaler (``slurm adapt``) starts workers for ``runtime``: it
+    consumes it, and the broker deletes it when the scaler's connection goes (a
+    client then sends jobs to the runtime before any worker has joined)."""
+    return f"sif_magic.scaler.{runtime}"
 
 
 def result_queue(job_id: str) -> str:

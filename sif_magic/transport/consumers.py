@@ -47,6 +47,7 @@ class _Consumer:
     tag: str = ""
     channel: Any = None  # each consumer has its own: a broker error on one closes only that
     queue: str = ""
+    tx: _Tx | None = None  # its channel's transaction (transactional consumers)
 
 
 class Consumers:
@@ -56,6 +57,8 @@ class Consumers:
     def __init__(self, on_return: Callable[[Any, Any, Any, bytes], None]) -> None:
         self.on_return = on_return
         self.consumers: list[_Consumer] = []
+        # stopped with ``pause``: no new deliveries, channel kept until its own are settled
+        self.paused: list[_Consumer] = []
 
     def add(self, c: _Consumer, conn: Any, generation: int) -> str:
         """Start ``c`` on ``conn`` and keep it (started again on the next connections)."""
@@ -68,6 +71,7 @@ class Consumers:
 
     def restart(self, conn: Any, generation: int) -> None:
         """Start every consumer again on the new connection ``conn``."""
+        self.paused = []  # their channels died with the old connection
         for c in list(self.consumers):
             try:
                 self.start(c, conn, generation)
@@ -90,6 +94,26 @@ class Consumers:
             except Exception:  # noqa: BLE001
                 pass
 
+    def pause(self, queue: str) -> None:
+        """Stop the consumers of ``queue`` (``basic.cancel``) but keep their channels, so
+        what they delivered is still settled there (a closed channel would hand it back
+        marked redelivered: a worker death to the next worker); not restarted after a
+        reconnect. Deliveries pika holds but has not dispatched yet go back unsettled."""
+        for c in [c for c in self.consumers if c.queue == queue]:
+            self.consumers.remove(c)
+            self.paused.append(c)
+            if c.channel is not None and c.channel.is_open:
+                c.channel.basic_cancel(c.tag)
+
+    def unsettled(self) -> int:
+        """Deliveries of the transactional consumers (running or paused) on open
+        channels that are neither settled nor staged to be."""
+        return sum(
+            len(c.tx.pending)
+            for c in (*self.consumers, *self.paused)
+            if c.tx is not None and c.channel is not None and c.channel.is_open
+        )
+
     def start(self, c: _Consumer, conn: Any, generation: int) -> str:
         ch = c.channel = conn.channel()
         queue = c.queue = c.setup(ch)
@@ -101,6 +125,7 @@ class Consumers:
             ch.tx_select()
             ch.add_on_return_callback(self.on_return)
             tx = _Tx(ch, generation)
+        c.tx = tx
 
         def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
             tag = method.delivery_tag

@@ -40,8 +40,9 @@ from ..runner.pool import Pool, usable_cpus
 from ..runner.reporter import EventReporter
 from ..runner.versions import incompatibility, versions
 from ..transport import Connection, declare_retry_queue, declare_task_queue
-from . import foreign
+from . import foreign, idle
 from .foreign import ForeignTasks
+from .idle import IdleClock
 from .outbox import Outbox
 from .redelivery import redelivered
 
@@ -61,6 +62,7 @@ class Worker:
         ca_file: str = "",
         container: str = "",
         key_source: str = "",
+        idle_timeout: float = 0.0,
     ) -> None:
         if not key:
             raise ValueError("a worker needs the signing key")
@@ -79,6 +81,7 @@ class Worker:
         self.started = time.time()
         self.queue = protocol.task_queue(runtime)
         self.stopping = threading.Event()
+        self.idle = IdleClock(idle_timeout)  # 0: never leaves for want of work
         self.rejected = 0
         self.conn = Connection(
             url,
@@ -136,6 +139,8 @@ class Worker:
                 self.send_heartbeat()
                 next_beat = time.time() + self.heartbeat_interval
             self.foreign.hand_back()
+            if self.idle.timeout and idle.check(self):
+                break
         self._shutdown()
         return 0
 
@@ -200,6 +205,9 @@ class Worker:
             self.pool.cancel(ctl.job_id)  # remembered in pool.cancels
         elif ctl.op == "ping":
             self.send_heartbeat(wait=False)
+        elif ctl.op == "hold":  # a scaler keeps this worker (see worker/idle.py)
+            if ctl.worker == self.worker_id:
+                self.idle.hold()
         elif ctl.op == "shutdown":
             if (not ctl.worker or ctl.worker == self.worker_id) and (
                 not ctl.runtime or ctl.runtime == self.runtime
@@ -230,6 +238,7 @@ class Worker:
             )
             self.conn.reject(delivery, requeue=False)
             return
+        self.idle.touch()
         if task.job_id in self.pool.cancels:
             self.conn.ack(delivery)
             return

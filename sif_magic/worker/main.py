@@ -65,6 +65,7 @@ def main(args: Any) -> int:
             heartbeat=args.heartbeat,
             ca_file=args.ca_file or env("SIF_MAGIC_CA_FILE", ""),
             key_source=source,
+            idle_timeout=getattr(args, "idle_timeout", None) or 0.0,
         )
         signal.signal(signal.SIGTERM, worker.stop)
         signal.signal(signal.SIGINT, worker.stop)
