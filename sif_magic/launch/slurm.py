@@ -32,6 +32,9 @@ from ._state import StateFile, home, write_secret
 from .local import default_url_file
 
 STATE = "slurm.json"
+#: seconds without a call after which a worker of ``slurm submit`` leaves and its job
+#: ends (docs/cluster.md, "Elastic workers", says why five minutes)
+IDLE_TIMEOUT = 300.0
 
 
 @dataclass
@@ -61,11 +64,18 @@ class SlurmSpec:
     python: str = sys.executable  # for container "none"
     job_name: str = ""
     output: str = ""  # default: ~/.sif_magic/slurm/%x-%j.out
+    idle_timeout: float = IDLE_TIMEOUT  # 0: the workers never leave for want of work
+    array: int = 0  # > 1: a job array of that many elements, each its own job and worker
+    dependency: str = ""  # e.g. "afterany:123": start only once job 123 has ended
 
     def check(self) -> None:
         """ConfigError for a value the script could not hold safely (``validate``'s rules)."""
         if self.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
+        if not self.idle_timeout >= 0:
+            raise ConfigError("--idle-timeout must be seconds >= 0 (0: never)")
+        if self.dependency:
+            check("sbatch", self.dependency, "dependency")
         containers.get(self.container).check_image(self.image, here=False)
         check_name(self.runtime, "runtime name")
         if self.job_name:
@@ -102,6 +112,10 @@ def render_script(spec: SlurmSpec) -> str:
     ):
         if value:
             opts.append(f"--{opt}={value}")
+    if spec.array > 1:
+        opts.append(f"--array=0-{spec.array - 1}")
+    if spec.dependency:
+        opts.append(f"--dependency={spec.dependency}")
     opts.append(f"--output={output}")
     from_env = not spec.amqp_url_file
     if from_env:
@@ -131,6 +145,10 @@ def render_script(spec: SlurmSpec) -> str:
         lines.append(f"export SIF_MAGIC_PROCESSES={spec.processes}")
     else:
         lines.append("unset SIF_MAGIC_PROCESSES  # each node: the CPUs SLURM gave the task")
+    lines.append(
+        f"export SIF_MAGIC_IDLE_TIMEOUT={spec.idle_timeout:g}"
+        "  # seconds without a call: the worker leaves, the job ends (0: never)"
+    )
     lines += runner.script_exports(spec.image, spec.stage_dir, spec.python)
     lines += [
         "",
@@ -150,7 +168,7 @@ def render_script(spec: SlurmSpec) -> str:
         "fi",
         "",
     ]
-    if spec.url_file_is_copy:
+    if spec.url_file_is_copy and spec.array <= 1:  # an array's elements share the copy
         lines += [
             "# This job's own copy of the broker URL goes when the job ends (each node has read",
             "# it as its worker started); on SIGTERM (scancel), once srun has ended.",
@@ -256,6 +274,7 @@ def submit(spec: SlurmSpec, *, amqp_url: str = "") -> Submitted:
                 "dir": str(directory),
                 "secret": secret,
                 "submitted": time.time(),
+                "array": spec.array,
             }
         )
     return Submitted(job_id, str(path), str(directory))
@@ -282,7 +301,7 @@ class JobStatus:
         return self.state.lower()
 
 
-_FORMAT = "%i|%T|%r|%D|%N|%M|%j"
+_FORMAT = "%i|%T|%r|%D|%N|%M|%j|%F"
 #: states of a job that has ended (GONE: squeue no longer knows it)
 ENDED = ("GONE", "FAILED", "CANCELLED", "COMPLETED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
@@ -305,11 +324,17 @@ def _squeue(ids: Sequence[str]) -> dict[str, JobStatus]:
             return {}
         raise ConfigError(f"squeue failed: {res.stderr.strip()}")
     out = {}
+    rank = {"RUNNING": 0, "PENDING": 1}  # an array shows as its liveliest element
     for line in res.stdout.splitlines():
         parts = line.split("|")
-        if len(parts) == 7:
-            st = JobStatus(*parts)
+        if len(parts) in (7, 8):
+            st = JobStatus(*parts[:7])
             out[st.job_id] = st
+            array = parts[-1] if len(parts) == 8 else st.job_id  # an element's id: ARRAY_INDEX
+            if array != st.job_id and array in ids:
+                known = out.get(array)
+                if known is None or rank.get(st.state, 2) < rank.get(known.state, 2):
+                    out[array] = JobStatus(array, *parts[1:7])
     return out
 
 

@@ -10,6 +10,7 @@ they read the backend's registry (under its lock) and ask the broker through
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from ...runner.versions import incompatibility, versions
 if TYPE_CHECKING:
     from .client import RabbitBackend
 
+log = logging.getLogger("sif_magic.rabbitmq")
 ANNOUNCE_WAIT = 1.0  # seconds a consumer of the task queue has to answer a ping
 FOREIGN_WAIT = 2.0  # seconds a worker with our key has to answer, when one with another did
 
@@ -53,7 +55,11 @@ def wait_for_workers(b: RabbitBackend) -> None:
     """Until a worker that holds this kernel's key announces itb. Fails within
     FOREIGN_WAIT (nothing sent) if the runtime's only workers hold another key,
     and after ``no_worker_timeout`` if nobody consumes its queue; consumers that
-    do not announce themselves within ANNOUNCE_WAIT of a ping are sent the job."""
+    do not announce themselves within ANNOUNCE_WAIT of a ping are sent the job.
+    A runtime a scaler serves (``protocol.scaler_queue``) is sent the job at once."""
+    if b.conn.queue_exists(protocol.scaler_queue(b.runtime), timeout=10):
+        log.info("no worker of runtime %s yet: a scaler (slurm adapt) starts them", b.runtime)
+        return  # the calls wait in the queue for the workers it submits
     deadline = time.time() + b.config.no_worker_timeout
     b.ping()
     asked, foreign_since = time.time(), 0.0
