@@ -135,3 +135,20 @@ def test_the_workers_table_shows_what_the_scaler_decided(monkeypatch) -> None:
     html = workers_html([row], now=NOW)
     assert "scaler --adapt 0:4: 2 job(s) pending (Priority): 800 calls queued, 4 slots busy" in html
     assert worker_line(row).startswith("scaler --adapt 0:4 (runtime r): 2 job(s) pending")
+
+
+def test_the_magic_says_what_to_write(ip, broker_url, runtime, capsys) -> None:
+    from IPython.core.error import UsageError
+
+    ip.run_line_magic("sif_config", f"backend=rabbitmq amqp_url={broker_url} runtime={runtime}")
+    for line, says in (
+        ("--adapt 3", "write MIN:MAX, e.g. --adapt 0:4"),
+        ("--adapt 3:2", "need 0 <= MIN <= MAX"),
+        ("--adapt 0:2 --nodes 2", "leave out --nodes"),
+        ("--adapt 0:2 --idle-timeout 0", "--idle-timeout above 0"),
+        ("--adapt 0:2 --max-pending 0", "--max-pending must be 1 or more"),
+    ):
+        with pytest.raises(UsageError, match=says):
+            ip.run_line_magic("sif_workers", f"slurm --container none {line}")
+    ip.run_line_magic("sif_workers", "slurm --adapt off")
+    assert f"no scaler runs for runtime {runtime}" in capsys.readouterr().out

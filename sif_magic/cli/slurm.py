@@ -209,7 +209,7 @@ def _slurm_adapt(args: argparse.Namespace) -> int:
         key_file=args.key_file or None,
     )
     backend = RabbitBackend(cfg)
-    scaler = scaler_from_args(args, backend, args.min, args.max)
+    scaler = scaler_from_args(args, backend, args.min, args.max).open()
     print(
         f"adapting runtime {spec_runtime} between {args.min} and {args.max} node(s) "
         f"(jobs named {scaler.name}); Ctrl-C stops (the jobs end by themselves)"

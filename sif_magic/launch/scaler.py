@@ -13,9 +13,9 @@ exists (consumed by it, deleted by the broker when its connection goes): a
 notebook sends a job to a runtime without workers when it sees one.
 
 Threads: one loop (``sif-adapt`` in a kernel, the main thread in the CLI) owns
-every field; ``rows`` (the workers table, on the kernel or display thread) reads
+every field; ``row`` (the workers table, on the kernel or display thread) reads
 ``lines`` and ``decided``, each replaced whole. ``ACTIVE`` maps a runtime to the
-scaler of this process (written by ``start``/``stop``).
+scaler of this process (written by ``open``/``stop``, on the caller's thread).
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ class Scaler:
         poll: float = 5.0,
     ) -> None:
         policy.check()
+        for tool in ("sbatch", "squeue"):  # a ConfigError now, not at the first step
+            slurm._tool(tool)
         spec.nodes = 1  # the scaler's unit: one node, one worker, one job
         self.backend, self.spec, self.amqp_url, self.poll = backend, spec, amqp_url, poll
         self.runtime = spec.runtime
@@ -65,9 +67,6 @@ class Scaler:
         self.decided = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        backend.conn.consume(self._declare_marker, lambda *_: None, auto_ack=True)
-        # chunks of a job sent before any worker joined: cut for the nodes to come
-        backend.promised_slots = self.policy.max_nodes * self.policy.slots_per_node
 
     def _declare_marker(self, ch: Any) -> str:
         name = protocol.scaler_queue(self.runtime)
@@ -191,11 +190,21 @@ class Scaler:
             self.tick()
             self._stop.wait(self.poll)
 
-    def start(self) -> Scaler:
+    def open(self) -> Scaler:
+        """Take over from this process's scaler of the runtime, if any; show the runtime's
+        clients that a scaler serves it (``scaler_queue``)."""
         old = ACTIVE.get(self.runtime)
         if old is not None:
             old.stop()
         ACTIVE[self.runtime] = self
+        self.backend.conn.consume(self._declare_marker, lambda *_: None, auto_ack=True)
+        # chunks of a job sent before any worker joined: cut for the nodes to come
+        self.backend.promised_slots = self.policy.max_nodes * self.policy.slots_per_node
+        return self
+
+    def start(self) -> Scaler:
+        """``open``, then ``run`` on a thread of its own."""
+        self.open()
         self._thread = threading.Thread(target=self.run, name="sif-adapt", daemon=True)
         self._thread.start()
         return self
