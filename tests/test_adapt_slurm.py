@@ -6,12 +6,14 @@ a condition, with deadlines far above what it takes here."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,6 +65,16 @@ def rt() -> Iterator[str]:
     runtime = f"adapt-{secrets.token_hex(3)}"
     yield runtime
     delete_queue(protocol.task_queue(runtime))
+
+
+def cli_args(*argv: str) -> argparse.Namespace:
+    """Options as ``slurm adapt`` parses them."""
+    from sif_magic.cli.slurm import add_adapt_arguments, add_slurm_submit_arguments
+
+    parser = argparse.ArgumentParser()
+    add_slurm_submit_arguments(parser)
+    add_adapt_arguments(parser)
+    return parser.parse_args(list(argv))
 
 
 def next_json(proc: subprocess.Popen) -> object:
@@ -180,6 +192,8 @@ def test_every_job_ends_by_itself_when_the_scaler_is_killed(
         assert job.results(timeout=300) == [-x for x in range(8)]
         numeric = {row.split("|")[1] for row in ours(slurm, name)}
         assert numeric
+        time.sleep(2 * IDLE)  # no call for twice the idle timeout: MIN is held all the same
+        assert ours(slurm, name), scaler.stdout
         scaler.send_signal(signal.SIGKILL)  # while it holds MIN
         scaler.wait(10)
         wait_until(lambda: not ours(slurm, name), IDLE + SLACK, "every job to end by itself")
@@ -228,3 +242,44 @@ def test_an_array_is_one_recorded_job_with_its_elements_own_ids(
     finally:
         sl.cancel([job.job_id])
         wait_until(lambda: not ours(slurm, f"sif-magic-{rt}"), 60, "the array to end")
+
+
+@pytest.mark.slurm
+def test_a_replacement_is_queued_ahead_of_walltime_and_max_holds(
+    slurm: SlurmCluster, home: Path, url_file: Path, rt: str
+) -> None:
+    """``--adapt 1:1 --time 00:01:00``: the running job is within the lead time of its
+    walltime at once, so a replacement is queued behind it (``afterany``): never two
+    running, and the table says which replaces which."""
+    from sif_magic.cli.slurm import scaler_from_args
+    from sif_magic.launch import squeue
+
+    ex = Executor(backend="rabbitmq", amqp_url=URL, runtime=rt)
+    args = cli_args(
+        "--runtime", rt, "--container", "none", "--cpus-per-task", "1", "--time", "00:01:00",
+        "--idle-timeout", "300", "--amqp-url-file", str(url_file), "--poll", "1",
+        "--submit-every", "1",
+    )  # fmt: skip
+    scaler = scaler_from_args(args, ex.backend, 1, 1).start()
+    try:
+
+        def replaced() -> list:
+            rows = squeue.jobs_named(scaler.name)
+            assert sum(r.state == "RUNNING" for r in rows) <= 1, rows  # never beyond MAX
+            running = [r for r in rows if r.state == "RUNNING"]
+            waiting = [r for r in rows if r.state == "PENDING" and r.reason == "Dependency"]
+            return running and waiting and (running[0], waiting[0])
+
+        old, new = wait_until(replaced, 120, "a replacement queued behind the running job")
+        line = wait_until(
+            lambda: [ln for ln in scaler.lines if f"replacement {new.job_id}" in ln],
+            30,
+            "the table to say so",
+        )
+        assert line[0].startswith(f"job {old.job_id} drains at "), line
+        assert line[0].endswith(f"replacement {new.job_id} pending (waits for it: at MAX)"), line
+        assert scaler.row()["state"].count("drains at") == 1
+    finally:
+        scaler.stop()
+        ex.shutdown()
+        slurm.run("scancel", "-n", scaler.name, check=False)
