@@ -115,9 +115,11 @@ class Scaler:
                 Job(row.job_id, row.state, row.reason, row.nodes, row.ends, rec["replaces"])
             )
         known = {j.job_id for j in seen}
-        for job_id in [j for j in self.jobs if j not in known]:
-            if now - self.jobs[job_id]["submitted"] > 30:  # squeue shows it within seconds
-                del self.jobs[job_id]
+        ended = [j for j in self.jobs if j not in known and now - self.jobs[j]["submitted"] > 30]
+        for job_id in ended:  # squeue shows a job within seconds of sbatch
+            del self.jobs[job_id]
+        if ended:  # an array's copy of the broker URL goes once all its elements ended
+            slurm.status(sorted({j.split("_")[0] for j in ended}))
         return seen
 
     # -- one step ---------------------------------------------------------------------

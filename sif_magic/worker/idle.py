@@ -6,7 +6,10 @@ queued in its pool, no delivery of the task queues unsettled) for
 a worker ``protocol.HOLD_SECONDS`` longer: how ``slurm adapt`` keeps its MIN
 workers; when the scaler stops, its holds run out and the workers leave).
 ``leave`` says how, never in the middle of a call: stop consuming the task
-queues first (``basic.cancel``, channels kept), so nothing more is delivered;
+queues first (``basic.cancel``, channels kept), so nothing more is delivered
+(a chunk the broker sent in the same instant, before the cancel reached it,
+is rejected back to the queue by pika, marked redelivered: the next worker
+counts one loss against it, and it runs);
 whatever reached the worker before that runs to its end and is settled on the
 channel it came from (a closed channel would hand it back marked redelivered,
 which the next worker counts as a worker death). Then the worker shuts down as
