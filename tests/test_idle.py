@@ -101,3 +101,23 @@ def test_a_bad_idle_timeout_is_refused_with_what_to_write(tmp_path) -> None:
         )
         assert res.returncode == 2
         assert "must be seconds >= 0 (0: never)" in res.stderr, res.stderr
+
+
+def test_workers_started_here_take_the_option_and_leave(sif_home, url_file, runtime) -> None:
+    import argparse
+
+    from sif_magic import launch
+    from sif_magic.cli import register
+
+    parser = argparse.ArgumentParser(prog="sif-magic")
+    register(parser.add_subparsers(dest="command", required=True))
+    argv = ["workers", "start", "--container", "none", "--runtime", runtime, "--processes", "1",
+            "--idle-timeout", "1", "--amqp-url-file", str(url_file)]  # fmt: skip
+    args = parser.parse_args(argv)
+    try:
+        assert args.func(args) == 0
+        wait_until(lambda: [s for _, s in launch.list_workers()] == ["exited"], 120, "it to leave")
+        ((rec, _),) = launch.list_workers()
+        assert "(--idle-timeout 1): leaving" in Path(rec.log).read_text()
+    finally:
+        launch.stop_workers(timeout=2)
