@@ -67,7 +67,8 @@ def _parse(
 
 
 def _slurm_arguments(p: argparse.ArgumentParser) -> None:
-    from .cli.slurm import add_adapt_arguments, add_slurm_submit_arguments
+    from .cli.adapt import add_adapt_arguments
+    from .cli.slurm import add_slurm_submit_arguments
 
     add_slurm_submit_arguments(p)
     add_adapt_arguments(p)
@@ -77,7 +78,8 @@ def _slurm_arguments(p: argparse.ArgumentParser) -> None:
 def _adapt(args: argparse.Namespace, amqp_url: str, executor: Callable[..., Executor]) -> Any:
     """``--adapt MIN:MAX``: a scaler on its own thread (one per runtime); ``--adapt off``
     stops it."""
-    from .cli.slurm import scaler_from_args, slurm_spec_from_args
+    from .cli.adapt import scaler_from_args
+    from .cli.slurm import slurm_spec_from_args
     from .launch.scaler import ACTIVE
 
     runtime = slurm_spec_from_args(args).runtime

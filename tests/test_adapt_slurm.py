@@ -69,7 +69,8 @@ def rt() -> Iterator[str]:
 
 def cli_args(*argv: str) -> argparse.Namespace:
     """Options as ``slurm adapt`` parses them."""
-    from sif_magic.cli.slurm import add_adapt_arguments, add_slurm_submit_arguments
+    from sif_magic.cli.adapt import add_adapt_arguments
+    from sif_magic.cli.slurm import add_slurm_submit_arguments
 
     parser = argparse.ArgumentParser()
     add_slurm_submit_arguments(parser)
@@ -251,7 +252,7 @@ def test_a_replacement_is_queued_ahead_of_walltime_and_max_holds(
     """``--adapt 1:1 --time 00:01:00``: the running job is within the lead time of its
     walltime at once, so a replacement is queued behind it (``afterany``): never two
     running, and the table says which replaces which."""
-    from sif_magic.cli.slurm import scaler_from_args
+    from sif_magic.cli.adapt import scaler_from_args
     from sif_magic.launch import squeue
 
     ex = Executor(backend="rabbitmq", amqp_url=URL, runtime=rt)
