@@ -9,18 +9,19 @@ from typing import Any
 
 from ._common import guard
 
+HELP = "one-node worker jobs that follow the work, MIN to MAX (until Ctrl-C)"
+DESCRIPTION = (
+    "Submit one-node worker jobs as calls queue up, never more than MAX nodes; workers "
+    "leave after --idle-timeout without calls (MIN are kept while this runs). Stopping it "
+    "cancels nothing: the workers finish, idle out, and their jobs end."
+)
+
 
 def register(sub: Any) -> None:
     """``adapt`` under ``sif-magic slurm``."""
     from .slurm import add_slurm_submit_arguments
 
-    a = sub.add_parser(
-        "adapt",
-        help="one-node worker jobs that follow the work, MIN to MAX (until Ctrl-C)",
-        description="Submit one-node worker jobs as calls queue up, never more than MAX nodes; "
-        "workers leave after --idle-timeout without calls (MIN are kept while this runs). "
-        "Stopping it cancels nothing: the workers finish, idle out, and their jobs end.",
-    )
+    a = sub.add_parser("adapt", help=HELP, description=DESCRIPTION)
     add_slurm_submit_arguments(a)
     a.add_argument("--min", type=int, default=0, help="nodes kept while this runs (default 0)")
     a.add_argument("--max", type=int, required=True, help="nodes at most")
