@@ -284,3 +284,28 @@ def test_a_replacement_is_queued_ahead_of_walltime_and_max_holds(
         scaler.stop()
         ex.shutdown()
         slurm.run("scancel", "-n", scaler.name, check=False)
+
+
+@pytest.mark.slurm
+def test_clients_see_the_scaler_while_it_runs_and_it_stops_with_its_executor(
+    slurm: SlurmCluster, home: Path, url_file: Path, rt: str
+) -> None:
+    from queues import consumers
+
+    from sif_magic.cli.adapt import scaler_from_args
+    from sif_magic.launch.scaler import ACTIVE
+
+    ex = Executor(backend="rabbitmq", amqp_url=URL, runtime=rt)
+    args = cli_args("--runtime", rt, "--container", "none", "--poll", "0.2")
+    scaler = scaler_from_args(args, ex.backend, 0, 3).start()
+    marker = protocol.scaler_queue(rt)
+    try:
+        assert ACTIVE[rt] is scaler and ex.backend.slots() == 3  # chunks cut for 3 nodes
+        assert consumers(marker) == 1
+        assert "adapt 0:3" in repr(scaler) and rt in repr(scaler)
+        wait_until(lambda: scaler.lines[0].startswith("no jobs: 0 tasks queued"), 30, "a step")
+    finally:
+        ex.shutdown()
+    wait_until(lambda: rt not in ACTIVE, 30, "the scaler to stop with its executor")
+    wait_until(lambda: consumers(marker) is None, 30, "the broker to delete its queue")
+    assert not ours(slurm, scaler.name)  # no work, MIN 0: it submitted nothing

@@ -187,8 +187,13 @@ class Scaler:
             self.lines = (*self.lines[:1], f"last step failed: {e}")
 
     def run(self) -> None:
-        """``tick`` every ``poll`` seconds until ``stop``."""
+        """``tick`` every ``poll`` seconds until ``stop`` (or until its backend is closed:
+        the executor was shut down)."""
         while not self._stop.is_set():
+            if self.backend.conn.closed:
+                log.info("scaler %s stops: its broker connection was closed", self.name)
+                self.stop()
+                return
             self.tick()
             self._stop.wait(self.poll)
 
@@ -223,6 +228,13 @@ class Scaler:
             self.backend.conn.pause_consuming(protocol.scaler_queue(self.runtime), timeout=5)
         except Exception:  # noqa: BLE001 - the broker deletes it with the connection anyway
             pass
+
+    def __repr__(self) -> str:
+        p = self.policy
+        return (
+            f"<scaler --adapt {p.min_nodes}:{p.max_nodes} of runtime {self.runtime}, jobs named "
+            f"{self.name}: {'; '.join(self.lines)}>"
+        )
 
     def row(self) -> dict[str, Any]:
         """The scaler's row of the workers table."""
