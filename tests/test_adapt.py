@@ -32,6 +32,12 @@ def test_from_zero_wants_a_node_per_slot_of_work_as_one_array_within_max() -> No
     assert decide([], Demand(queued=3), policy(slots_per_node=2), NOW).submit == 2
 
 
+def test_workers_it_does_not_own_take_their_share_first() -> None:
+    # 2 slots of hand-started workers: 5 tasks want 3 more one-slot nodes
+    assert decide([], Demand(queued=5, other_slots=2), policy(), NOW).submit == 3
+    assert decide([], Demand(queued=1, busy=1, other_slots=2), policy(), NOW).submit == 0
+
+
 def test_never_beyond_max_nodes() -> None:
     jobs = [run("1"), run("2"), pend("3")]
     d = decide(jobs, Demand(queued=500, busy=2), policy(max_nodes=3), NOW)

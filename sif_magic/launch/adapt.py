@@ -11,7 +11,8 @@ workers table shows. No clock, no subprocess, no broker: the loop around it
 How it decides, after Parsl's ``simple`` strategy (pending jobs count as
 capacity, so a job waiting in the queue is not asked for twice) and
 dask-jobqueue's ``adapt`` (a target from the work queued, bounded by MIN and
-MAX): one slot per queued task or busy slot, ``slots_per_node`` per node; no
+MAX): one slot per queued task or busy slot, less the slots of workers it does
+not own (started by hand, by ``slurm submit``), ``slots_per_node`` per node; no
 new node for a backlog that clears before one could start (``lead``: observed
 queue wait plus start-up); never more than MAX nodes live, ``max_pending``
 jobs pending, or one submission per ``submit_every`` seconds. A running job
@@ -54,6 +55,7 @@ class Demand:
     rate: float = 0.0  # queued tasks cleared per second lately (0: unknown)
     low_for: float = 0.0  # seconds demand has stayed below the capacity live
     calls: int = 0  # calls queued, where known (this kernel's jobs): shown, not decided on
+    other_slots: int = 0  # slots of live workers not in the scaler's jobs (started by hand)
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ def decide(
     capacity = sum(j.nodes for j in steady + pending)
     pending_nodes = sum(j.nodes for j in pending)
 
-    need = math.ceil((demand.queued + demand.busy) / max(1, policy.slots_per_node))
+    work = max(0, demand.queued + demand.busy - demand.other_slots)  # what others cannot take
+    need = math.ceil(work / max(1, policy.slots_per_node))
     steady_nodes = sum(j.nodes for j in steady)
     if steady_nodes and demand.rate > 0 and demand.queued / demand.rate < policy.lead:
         need = min(need, steady_nodes)  # the backlog clears before a new node could start

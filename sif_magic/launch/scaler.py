@@ -84,7 +84,10 @@ class Scaler:
             return n
 
         queued = self.backend.conn.call(op, timeout=30)
-        busy = sum(int(w.get("busy") or 0) for w in self.backend.live_workers())
+        live = self.backend.live_workers()
+        busy = sum(int(w.get("busy") or 0) for w in live)
+        mine = {str(r.get("numeric")) for r in self.jobs.values()}
+        others = sum(int(w.get("slots") or 0) for w in live if str(w.get("slurm_job")) not in mine)
         at, before = self._queued
         if at and before > queued and now > at:
             self.rate = 0.7 * self.rate + 0.3 * (before - queued) / (now - at)
@@ -92,7 +95,7 @@ class Scaler:
             self.rate = 0.0
         self._queued = (now, queued)
         low_for = (now - self.low_since) if self.low_since else 0.0
-        return Demand(queued, busy, self.rate, low_for, self._calls_queued())
+        return Demand(queued, busy, self.rate, low_for, self._calls_queued(), others)
 
     def _calls_queued(self) -> int:
         """Calls of this kernel's jobs not started yet (0 in the CLI: it runs no jobs)."""
