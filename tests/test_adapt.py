@@ -153,6 +153,7 @@ def test_the_magic_says_what_to_write(ip, broker_url, runtime, capsys) -> None:
         ("--adapt 0:2 --nodes 2", "leave out --nodes"),
         ("--adapt 0:2 --idle-timeout 0", "--idle-timeout above 0"),
         ("--adapt 0:2 --max-pending 0", "--max-pending must be 1 or more"),
+        ("--adapt 0:2 --amqp-url-file /nonexistent/url", "/nonexistent/url"),
     ):
         with pytest.raises(UsageError, match=says):
             ip.run_line_magic("sif_workers", f"slurm --container none {line}")

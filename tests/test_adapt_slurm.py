@@ -296,7 +296,9 @@ def test_clients_see_the_scaler_while_it_runs_and_it_stops_with_its_executor(
     from sif_magic.launch.scaler import ACTIVE
 
     ex = Executor(backend="rabbitmq", amqp_url=URL, runtime=rt)
-    args = cli_args("--runtime", rt, "--container", "none", "--poll", "0.2")
+    args = cli_args(
+        "--runtime", rt, "--container", "none", "--poll", "0.2", "--amqp-url-file", str(url_file)
+    )  # fmt: skip
     scaler = scaler_from_args(args, ex.backend, 0, 3).start()
     marker = protocol.scaler_queue(rt)
     try:
@@ -309,3 +311,45 @@ def test_clients_see_the_scaler_while_it_runs_and_it_stops_with_its_executor(
     wait_until(lambda: rt not in ACTIVE, 30, "the scaler to stop with its executor")
     wait_until(lambda: consumers(marker) is None, 30, "the broker to delete its queue")
     assert not ours(slurm, scaler.name)  # no work, MIN 0: it submitted nothing
+
+
+@pytest.mark.slurm
+def test_pending_jobs_no_longer_wanted_are_withdrawn(
+    slurm: SlurmCluster, home: Path, url_file: Path, rt: str
+) -> None:
+    import dataclasses
+
+    import pika
+
+    from sif_magic.cli.adapt import scaler_from_args
+    from sif_magic.launch import squeue
+
+    blocker = slurm.run(
+        "sbatch", "--parsable", f"--cpus-per-task={slurm.cpus}", f"--output={home}/blocker.out",
+        "--wrap", "sleep 300",
+    ).stdout.strip()  # fmt: skip
+    ex = Executor(backend="rabbitmq", amqp_url=URL, runtime=rt)
+    args = cli_args(
+        "--runtime", rt, "--container", "none", "--poll", "0.5", "--submit-every", "1",
+        "--amqp-url-file", str(url_file),
+    )  # fmt: skip
+    scaler = scaler_from_args(args, ex.backend, 0, 2)
+    scaler.policy = dataclasses.replace(scaler.policy, withdraw_after=2.0)
+    scaler.start()
+    try:
+        ex.map_job(abs, range(4), chunksize=1)  # sent: a scaler serves the runtime
+        wait_until(
+            lambda: len([r for r in squeue.jobs_named(scaler.name) if r.state == "PENDING"]) == 2,
+            60,
+            "two jobs pending behind the blocker",
+        )
+        conn = pika.BlockingConnection(pika.URLParameters(URL))
+        conn.channel().queue_purge(protocol.task_queue(rt))  # the work is gone
+        conn.close()
+        wait_until(lambda: not ours(slurm, scaler.name), 60, "the pending jobs to be withdrawn")
+        assert blocker in slurm.jobs()  # not ours: untouched
+    finally:
+        scaler.stop()
+        ex.shutdown(wait=False, cancel_futures=True)
+        slurm.run("scancel", blocker, check=False)
+        slurm.run("scancel", "-n", scaler.name, check=False)

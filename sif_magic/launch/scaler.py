@@ -49,6 +49,7 @@ class Scaler:
         policy.check()
         for tool in ("sbatch", "squeue"):  # a ConfigError now, not at the first step
             slurm._tool(tool)
+        slurm.resolve_broker(spec, amqp_url)
         spec.nodes = 1  # the scaler's unit: one node, one worker, one job
         self.backend, self.spec, self.amqp_url, self.poll = backend, spec, amqp_url, poll
         self.runtime = spec.runtime
@@ -158,8 +159,8 @@ class Scaler:
         except ConfigError as e:
             if d.array:
                 self.policy = dataclasses.replace(self.policy, max_array=0)  # no arrays here
-            log.warning("sbatch refused a job of the scaler (%s); trying again later", e)
-            self.lines = (*d.lines, f"sbatch refused: {e}")
+            log.warning("could not submit a job of the scaler (%s); trying again later", e)
+            self.lines = (*d.lines, f"could not submit: {e}")
             return
         ids = [f"{job.job_id}_{i}" for i in range(d.submit)] if d.array else [job.job_id]
         for i, job_id in enumerate(ids):

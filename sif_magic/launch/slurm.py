@@ -217,16 +217,9 @@ class Submitted:
     directory: str
 
 
-def submit(spec: SlurmSpec, *, amqp_url: str = "") -> Submitted:
-    """Write the script under ``~/.sif_magic/slurm/<tag>/`` and ``sbatch`` it.
-
-    The broker URL: ``amqp_url`` if given (written to a new file of mode 600 next
-    to the script: the nodes must see ``~/.sif_magic``), else ``spec.amqp_url_file``,
-    else ``SIF_MAGIC_AMQP_URL_FILE`` / ``SIF_MAGIC_AMQP_URL`` from the environment
-    (sbatch passes it on), else ``~/.sif_magic/amqp_url``.
-    """
-    spec.check()
-    sbatch = _tool("sbatch")
+def resolve_broker(spec: SlurmSpec, amqp_url: str = "") -> None:
+    """Where the workers of ``spec`` will read the broker URL (``submit``'s rules);
+    ``spec.amqp_url_file`` is set to the file found. ConfigError if there is none."""
     if amqp_url:
         if not amqp_url.startswith(("amqp://", "amqps://")):
             raise ConfigError("the broker URL must start with amqp:// or amqps://")
@@ -243,6 +236,19 @@ def submit(spec: SlurmSpec, *, amqp_url: str = "") -> Submitted:
             )
         spec.amqp_url_file = str(default_url_file())
         read_secret_file(spec.amqp_url_file, "broker URL")
+
+
+def submit(spec: SlurmSpec, *, amqp_url: str = "") -> Submitted:
+    """Write the script under ``~/.sif_magic/slurm/<tag>/`` and ``sbatch`` it.
+
+    The broker URL: ``amqp_url`` if given (written to a new file of mode 600 next
+    to the script: the nodes must see ``~/.sif_magic``), else ``spec.amqp_url_file``,
+    else ``SIF_MAGIC_AMQP_URL_FILE`` / ``SIF_MAGIC_AMQP_URL`` from the environment
+    (sbatch passes it on), else ``~/.sif_magic/amqp_url``.
+    """
+    spec.check()
+    sbatch = _tool("sbatch")
+    resolve_broker(spec, amqp_url)
     if not spec.key_file and not os.environ.get("SIF_MAGIC_KEY"):
         load_key()  # create the default key now: notebook and workers must share it
         spec.key_file = str(default_key_file())
