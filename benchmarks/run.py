@@ -36,6 +36,8 @@ from benchmarks.peers import _common  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 RABBIT = "sif_magic (rabbitmq)"
 LOCAL = "sif_magic (local)"
+ELASTIC = "sif_magic (elastic SLURM)"
+ELASTIC_IDLE = 10.0  # the workers' --idle-timeout in e1-e2
 
 SCENARIOS = {
     "s1": "1. one message per call (3,000 x f(x)=x+1, 2 processes)",
@@ -45,6 +47,9 @@ SCENARIOS = {
     "s5": "5. client memory added by a run, results held",
     "s6": "6. monitoring on vs off (rabbitmq)",
     "s7": "7. local backend vs ProcessPoolExecutor, same chunk size",
+    "e1": "e1. elastic SLURM (--adapt 0:2): zero workers to the first result",
+    "e2": "e2. elastic SLURM: seconds a node stays allocated after the last call (worst node)",
+    "e3": "e3. elastic SLURM (--adapt 1:1 --time 1 min): calls rerun because of walltime",
 }
 
 
@@ -66,6 +71,8 @@ RUNNERS = [
     Runner("ipyparallel", "benchmarks.peers.ipp_peer", ["s1"], 300),
     Runner("lithops", "benchmarks.peers.lithops_peer", ["s1"], 300),
     Runner("processpool", "benchmarks.peers.processpool", ["s7"], 120),
+    # its own one-node SLURM cluster (tests/slurm_cluster.py); an error where SLURM is missing
+    Runner("elastic", "benchmarks.peers.elastic", ["e1", "e2", "e3"], 900),
     # memory: a fresh client process per measurement
     Runner("dask-memory", "benchmarks.peers.dask_peer", ["s5"], 300),
     Runner("ipyparallel-memory", "benchmarks.peers.ipp_peer", ["s5"], 420),
@@ -87,6 +94,8 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
     ("s5", RABBIT, "max", 150.0, "< 150 MB"),
     ("s5", LOCAL, "max", 150.0, "< 150 MB"),
     ("s7", "ProcessPoolExecutor(2)", "ratio", 0.5, "sif_magic local within 2x"),
+    ("e2", ELASTIC, "max", ELASTIC_IDLE + 5, f"<= idle timeout ({ELASTIC_IDLE:g} s) + 5 s"),
+    ("e3", ELASTIC, "max", 0, "0 calls"),
 ]
 S6_TARGET = 0.9  # on / off throughput
 
@@ -308,7 +317,11 @@ def summarise(measurements: list[dict[str, Any]]) -> list[Row]:
             r.margin = f"{r.median / threshold:.2f}x of target"
         else:
             r.met = r.median <= threshold
-            r.margin = f"{(r.median / threshold - 1) * 100:+.0f}% vs limit"
+            r.margin = (
+                f"{(r.median / threshold - 1) * 100:+.0f}% vs limit"
+                if threshold
+                else f"{r.median:g} vs 0"
+            )
     for r in out:  # s2: the per-call states must all be 'done'
         if r.scenario == "s2":
             bad = [
@@ -518,10 +531,13 @@ def main(argv: list[str] | None = None) -> int:
     # hiccup is 10%; a million give the on/off ratio a second to settle
     params["n6"] = 1_000_000
     params.update(n5_peers=10_000, n1_lithops=40, inner=2)
+    params.update(
+        idle=ELASTIC_IDLE, n_e1=8, n_e3=24, s_e3=10
+    )  # e3: 120 s of calls on 2 processes, 60 s jobs
     repeats = max(1, args.repeats)
     if args.quick:
         params.update(n1=500, n2=20_000, n4=10, n5=20_000, n5_peers=1000, n1_lithops=6, inner=1)
-        params.update(n6=20_000)
+        params.update(n6=20_000)  # e3 as it is: fewer calls would not reach the walltime
         repeats = 1
     wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]

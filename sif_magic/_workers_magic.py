@@ -29,7 +29,9 @@ def workers_magic(line: str, executor: Callable[..., Executor]) -> Any:
     if words and words[0] in ("start", "stop"):
         return _local(words[0], words[1:])
     if words:
-        raise UsageError("usage: %sif_workers [slurm OPTIONS | start OPTIONS | stop]")
+        raise UsageError(
+            "usage: %sif_workers [slurm [--adapt MIN:MAX] OPTIONS | start OPTIONS | stop]"
+        )
     from .display.text import worker_line
     from .launch.slurm_rows import workers_table
 
@@ -39,14 +41,6 @@ def workers_magic(line: str, executor: Callable[..., Executor]) -> Any:
         return None
     for w in rows:
         print(worker_line(w))
-    return None
-    for w in rows:
-        slurm = f"  SLURM job {w['slurm_job']}" if w.get("slurm_job") else ""
-        print(
-            f"{w.get('host', '?'):<20} pid {w.get('pid', '?')!s:<8} runtime {w.get('runtime', '?'):<12} "
-            f"slots {w.get('busy', 0)}/{w.get('slots', '?')}  python {w.get('python', '?')}  "
-            f"cloudpickle {w.get('cloudpickle', '?')}  {w.get('state', '')}{slurm}"
-        )
     return None
 
 
@@ -73,11 +67,54 @@ def _parse(
     return args, "" if args.amqp_url_file else cfg.amqp_url
 
 
+def _slurm_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli.adapt import add_adapt_arguments
+    from .cli.slurm import add_slurm_submit_arguments
+
+    add_slurm_submit_arguments(p)
+    add_adapt_arguments(p)
+    p.add_argument("--adapt", default="", metavar="MIN:MAX", help="elastic: MIN to MAX nodes; off")
+
+
+def _adapt(args: argparse.Namespace, amqp_url: str, executor: Callable[..., Executor]) -> Any:
+    """``--adapt MIN:MAX``: a scaler on its own thread (one per runtime); ``--adapt off``
+    stops it."""
+    from .cli.adapt import scaler_from_args
+    from .cli.slurm import slurm_spec_from_args
+    from .launch.scaler import ACTIVE
+
+    runtime = slurm_spec_from_args(args).runtime
+    if args.adapt == "off":
+        old = ACTIVE.get(runtime)
+        if old is None:
+            print(f"no scaler runs for runtime {runtime}")
+            return None
+        old.stop()
+        print(f"scaler of runtime {runtime} stopped; its workers leave after their idle timeout")
+        return None
+    lo, sep, hi = args.adapt.partition(":")
+    if not (sep and lo.isdigit() and hi.isdigit()):
+        raise UsageError(f"--adapt {args.adapt!r}: write MIN:MAX, e.g. --adapt 0:4 (or off)")
+    try:
+        backend = executor(runtime=runtime).backend
+        scaler = scaler_from_args(args, backend, int(lo), int(hi), amqp_url=amqp_url).start()
+    except SifMagicError as e:
+        raise UsageError(str(e)) from None
+    print(
+        f"adapting runtime {runtime} between {lo} and {hi} node(s), jobs named {scaler.name}: "
+        "%sif_workers and the workers table under each job show what it does "
+        "(%sif_workers slurm --adapt off stops it; its jobs end by themselves)"
+    )
+    return scaler
+
+
 def _slurm(words: list[str], executor: Callable[..., Executor]) -> Any:
-    from .cli.slurm import add_slurm_submit_arguments, slurm_spec_from_args
+    from .cli.slurm import slurm_spec_from_args
     from .launch import slurm
 
-    args, amqp_url = _parse("%sif_workers slurm", add_slurm_submit_arguments, words)
+    args, amqp_url = _parse("%sif_workers slurm", _slurm_arguments, words)
+    if args.adapt:
+        return _adapt(args, amqp_url, executor)
     spec = slurm_spec_from_args(args)
     try:
         job = slurm.submit(spec, amqp_url=amqp_url)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from procs import wait_until
+from queues import scope
 from rabbit import free_port
 from rabbit_cluster import RabbitCluster
 from workers import WorkerProcs
@@ -42,14 +43,21 @@ def cluster() -> Iterator[RabbitCluster]:
 
 
 def test_queue_arguments_are_built_by_queue_type() -> None:
-    assert protocol.task_queue_arguments() == {"x-dead-letter-exchange": protocol.DEAD_EXCHANGE}
-    assert protocol.task_queue_arguments("quorum")["x-queue-type"] == "quorum"
-    quorum = protocol.result_queue_arguments(60, "quorum")
-    assert quorum["x-expires"] == 60_000 and quorum["x-queue-type"] == "quorum"
-    assert "x-queue-type" not in protocol.result_queue_arguments(60, "classic")
-    assert protocol.dead_queue_arguments("quorum") == {"x-queue-type": "quorum"}
-    with pytest.raises(ValueError, match="classic, quorum"):
-        protocol.task_queue_arguments("mirrored")
+    s = "0123456789ab"
+    dead = {"x-dead-letter-exchange": protocol.dead_exchange(s)}
+    assert protocol.task_queue_arguments(s) == dead  # classic: no x-queue-type, as before
+    assert protocol.task_queue_arguments(s, "quorum") == {**dead, "x-queue-type": "quorum"}
+    quorum = protocol.result_queue_arguments(s, 60, "quorum")
+    assert quorum == {**dead, "x-expires": 60_000, "x-queue-type": "quorum"}
+    assert protocol.result_queue_arguments(s, 60, "classic") == {**dead, "x-expires": 60_000}
+    classic = protocol.dead_queue_arguments("classic")
+    assert "x-queue-type" not in classic and classic["x-max-length"] > 0
+    assert protocol.dead_queue_arguments("quorum") == {**classic, "x-queue-type": "quorum"}
+    for bad in (lambda: protocol.task_queue_arguments(s, "mirrored"),
+                lambda: protocol.result_queue_arguments(s, 60, "mirrored"),
+                lambda: protocol.dead_queue_arguments("mirrored")):  # fmt: skip
+        with pytest.raises(ValueError, match="classic, quorum"):
+            bad()
 
 
 def test_a_url_setting_takes_the_nodes_of_a_cluster() -> None:
@@ -107,7 +115,10 @@ def test_a_dead_broker_in_the_list_is_skipped_and_none_alive_says_each_reason(
     cluster: RabbitCluster, key_file: Path
 ) -> None:
     dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
-    conn = Connection(f"{dead},{cluster.nodes[1].url}", name="sif-skip", queue_type="quorum")
+    s = scope(key_file)
+    conn = Connection(
+        f"{dead},{cluster.nodes[1].url}", scope=s, name="sif-skip", queue_type="quorum"
+    )
     conn.start()
     try:
         assert conn.node == 1 and conn.node_url == cluster.nodes[1].url
@@ -115,26 +126,33 @@ def test_a_dead_broker_in_the_list_is_skipped_and_none_alive_says_each_reason(
         conn.close()
     other = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
     with pytest.raises(BrokerError, match="none of the 2 brokers") as e:
-        Connection(f"{dead},{other}", name="sif-none", connect_timeout=2).start()
+        Connection(f"{dead},{other}", scope=s, name="sif-none", connect_timeout=2).start()
     assert str(e.value).count("connection refused") == 2
 
 
-def test_a_queue_of_the_other_type_is_a_clear_error(cluster: RabbitCluster) -> None:
+def test_a_queue_of_the_other_type_is_a_clear_error(cluster: RabbitCluster, key_file: Path) -> None:
     """Queues declared classic, then a quorum declaration: what to do, not a reconnect loop
     (in a vhost of its own: the dead-letter queue is declared too, with the queue type)."""
     cluster.ctl("add_vhost", "qtype")
     cluster.ctl("set_permissions", "-p", "qtype", "guest", ".*", ".*", ".*")
     url = ",".join(n.url_for("guest", "guest", "qtype") for n in cluster.nodes)
+    s = scope(key_file)
     try:
-        Connection(url, name="sif-classic", setup=lambda ch: declare_task_queue(ch, "r")).start()
+        classic = Connection(
+            url, scope=s, name="sif-classic", setup=lambda ch: declare_task_queue(ch, s, "r")
+        )
+        classic.start()
+        classic.close()
         with pytest.raises(BrokerError, match="queue_type") as e:
             Connection(
                 url,
+                scope=s,
                 name="sif-quorum",
                 queue_type="quorum",
-                setup=lambda ch: declare_task_queue(ch, "r", "quorum"),
+                setup=lambda ch: declare_task_queue(ch, s, "r", "quorum"),
             ).start()
         assert "rabbitmqctl delete_queue" in str(e.value)
+        assert protocol.scope_prefix(s) in str(e.value)  # names the queue to delete
     finally:
         cluster.ctl("delete_vhost", "qtype")
 
@@ -197,7 +215,8 @@ def test_losing_the_clients_node_then_a_workers_node_loses_no_call(
         # the node comes back and its queue replicas catch up (a 2nd loss needs 3 again)
         a.start()
         cluster.wait_members(3)
-        for queue in (protocol.task_queue(runtime), protocol.result_queue(job.job_id)):
+        s = scope(key_file)
+        for queue in (protocol.task_queue(s, runtime), protocol.result_queue(s, job.job_id)):
             wait_until(lambda q=queue: cluster.quorum_online(q) == 3, 120, f"{queue} on 3 nodes")
 
         # 2. a node a worker is connected to dies (not the client's, if there is one)

@@ -386,6 +386,7 @@ def test_start_without_container_passes_settings_by_env(tmp_path, home, url_file
         amqp_url_file=str(url_file),
         python=str(py),
         startup_check=0.5,
+        idle_timeout=90,
     )
     for r in recs:
         seen = json.loads((home / f"standin-{r.id}").read_text())
@@ -398,6 +399,7 @@ def test_start_without_container_passes_settings_by_env(tmp_path, home, url_file
             "SIF_MAGIC_CONTAINER": "none",
             "SIF_MAGIC_AMQP_URL_FILE": str(url_file),
             "SIF_MAGIC_KEY_FILE": str(home / "key"),
+            "SIF_MAGIC_IDLE_TIMEOUT": "90",
         }
         assert r.container == "none" and r.instance == ""
     pids = [r.pid for r in recs]

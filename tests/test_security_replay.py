@@ -22,10 +22,11 @@ from typing import Any
 
 import pika
 import pytest
-from queues import take_dead_letters
+from queues import scope, take_dead_letters
 
 from sif_magic import Executor, protocol
 from sif_magic.backends.rabbitmq.registry import WorkerRegistry
+from sif_magic.transport import declare_routed_queue, declare_topology
 
 KEY = b"k" * 32
 
@@ -105,8 +106,10 @@ def test_a_worker_takes_again_what_the_broker_redelivers_or_dead_letters_back() 
     from sif_magic.worker.gate import TaskGate
 
     class Broker:  # answers the gate's one question: the job's exchange exists
+        scope = protocol.key_id(KEY)
+
         def exchange_exists(self, name: str) -> bool:
-            return name == protocol.job_exchange("j")
+            return name == protocol.job_exchange(self.scope, "j")
 
     gate = TaskGate(Broker())  # type: ignore[arg-type]
     task = protocol.Task("j", 0, [0], "r", b"F", b"A")
@@ -149,6 +152,21 @@ def _channel(url: str) -> tuple[pika.BlockingConnection, Any]:
     return conn, conn.channel()
 
 
+def _scoped_channel(url: str, key_file: Path) -> tuple[pika.BlockingConnection, Any, str]:
+    """A channel on which the exchanges and the dead-letter queue of ``key_file``'s
+    scope exist (declared as every side declares them), and that scope."""
+    conn, ch = _channel(url)
+    s = scope(key_file)
+    declare_topology(ch, s)
+    return conn, ch, s
+
+
+def _exchange_of(queue: str) -> str:
+    """Where tasks and results for ``queue`` are published: its scope's direct exchange
+    (routing key: the queue's name)."""
+    return protocol.direct_exchange(queue.split(".")[1])
+
+
 class TaskSpy:
     """The attacker on a task queue: consumes it before any worker, keeps a copy of
     each task, and can forward the originals unchanged (so the job runs as usual)."""
@@ -157,7 +175,9 @@ class TaskSpy:
         self.url = url
         self.queue = queue
         self.conn, self.ch = _channel(url)
-        self.ch.queue_declare(queue, durable=True, arguments=protocol.task_queue_arguments())
+        s = queue.split(".")[1]
+        declare_topology(self.ch, s)
+        declare_routed_queue(self.ch, s, queue, protocol.task_queue_arguments(s))
         self.ch.confirm_delivery()
         self.ch.basic_qos(prefetch_count=1000)
         self.held: list[tuple[Any, Any, bytes]] = []
@@ -177,7 +197,7 @@ class TaskSpy:
     def forward(self) -> None:
         """The originals go back to the queue unchanged; the spy lets go of them."""
         for method, props, body in self.held:
-            self.ch.basic_publish("", self.queue, body, props, mandatory=True)
+            self.ch.basic_publish(_exchange_of(self.queue), self.queue, body, props, mandatory=True)
             self.ch.basic_ack(method.delivery_tag)
 
     def close(self) -> None:
@@ -191,7 +211,7 @@ def publish_copy(url: str, queue: str, props: Any, body: bytes, *, redelivered: 
     conn, ch = _channel(url)
     try:
         ch.confirm_delivery()
-        ch.basic_publish("", queue, body, props, mandatory=True)
+        ch.basic_publish(_exchange_of(queue), queue, body, props, mandatory=True)
         if redelivered:
             method, _, _ = ch.basic_get(queue, auto_ack=False)
             assert method is not None
@@ -273,6 +293,8 @@ def _captured_job(
         ex = make_ex()
         job = ex.map_job(_recorder(runs), range(3), chunksize=1)  # sent: the spy consumes
         captured = spy.take(3)
+        # the name the worker asks for: it exists while the job runs
+        assert exchange_exists(url, protocol.job_exchange(queue.split(".")[1], job.job_id))
         spy.forward()
     finally:
         spy.close()
@@ -286,15 +308,16 @@ def _sentinel(ex: Executor) -> None:
 
 
 def test_tasks_published_again_after_their_job_ended_do_not_run(
-    workers, make_ex, broker_url: str, runtime: str, tmp_path: Path
+    workers, make_ex, broker_url: str, runtime: str, key_file: Path, tmp_path: Path
 ) -> None:
-    queue = protocol.task_queue(runtime)
+    queue = protocol.task_queue(scope(key_file), runtime)
     runs = tmp_path / "runs"
     ex, job, captured = _captured_job(make_ex, broker_url, queue, runs, release=True)
     workers.start(runtime, processes=2)
     assert job.results(timeout=60) == [0, 1, 2]
     assert _runs(runs) == {0: 1, 1: 1, 2: 1}
-    wait_for(lambda: not exchange_exists(broker_url, protocol.job_exchange(job.job_id)), 20,
+    job_exchange = protocol.job_exchange(scope(key_file), job.job_id)
+    wait_for(lambda: not exchange_exists(broker_url, job_exchange), 20,
              "the job's exchange to go once the job is done")  # fmt: skip
     for _ in range(2):  # 3 runs became 9 before version 3
         for props, body in captured:
@@ -318,9 +341,9 @@ def test_tasks_published_again_after_their_job_ended_do_not_run(
 
 
 def test_a_copy_of_a_task_of_a_running_job_is_not_run_again(
-    workers, make_ex, broker_url: str, runtime: str, tmp_path: Path
+    workers, make_ex, broker_url: str, runtime: str, key_file: Path, tmp_path: Path
 ) -> None:
-    queue = protocol.task_queue(runtime)
+    queue = protocol.task_queue(scope(key_file), runtime)
     runs = tmp_path / "runs"
     ex, job, captured = _captured_job(make_ex, broker_url, queue, runs, release=False)
     workers.start(runtime, processes=2)
@@ -344,18 +367,21 @@ def test_an_old_task_of_a_running_job_still_runs(
     from sif_magic.transport import declare_job_exchange
 
     workers.start(runtime, processes=1)
-    conn, ch = _channel(broker_url)
+    conn, ch, s = _scoped_channel(broker_url, key_file)
     try:
-        reply = ch.queue_declare("", exclusive=True).method.queue
-        declare_job_exchange(ch, "old-job", reply)
+        ch.confirm_delivery()  # an unroutable task raises (mandatory)
+        reply = ch.queue_declare(protocol.result_queue(s, "old-job"), exclusive=True).method.queue
+        ch.queue_bind(reply, protocol.direct_exchange(s), reply)  # as a client's result queue
+        declare_job_exchange(ch, s, "old-job", reply)
         body = protocol.Task(
             "old-job", 0, [0], reply, cloudpickle.dumps(abs), cloudpickle.dumps([-4])
         ).encode()
         three_days_ago = int((time.time() - 3 * 86400) * 1000)
         headers = protocol.headers_for(load_key(key_file=str(key_file)), "task", body,
                                        t_ms=three_days_ago)  # fmt: skip
-        ch.basic_publish("", protocol.task_queue(runtime), body,
-                         pika.BasicProperties(type="task", headers=headers))  # fmt: skip
+        ch.basic_publish(protocol.direct_exchange(s), protocol.task_queue(s, runtime), body,
+                         pika.BasicProperties(type="task", headers=headers),
+                         mandatory=True)  # fmt: skip
         got = wait_for(lambda: ch.basic_get(reply, auto_ack=True)[2], 60, "its result")
     finally:
         conn.close()
@@ -364,9 +390,9 @@ def test_an_old_task_of_a_running_job_still_runs(
 
 
 def test_a_forged_lost_count_is_refused(
-    workers, make_ex, broker_url: str, runtime: str, tmp_path: Path
+    workers, make_ex, broker_url: str, runtime: str, key_file: Path, tmp_path: Path
 ) -> None:
-    queue = protocol.task_queue(runtime)
+    queue = protocol.task_queue(scope(key_file), runtime)
     take_dead_letters(broker_url, queue)
     spy = TaskSpy(broker_url, queue)
     try:
@@ -397,9 +423,10 @@ def test_a_replayed_heartbeat_does_not_show_a_stopped_worker_up(
 ) -> None:
     from sif_magic._keys import load_key
 
-    conn, ch = _channel(broker_url)
+    conn, ch, s = _scoped_channel(broker_url, key_file)
+    monitor = protocol.monitor_exchange(s)
     capture = ch.queue_declare("", exclusive=True).method.queue
-    ch.queue_bind(capture, protocol.MONITOR_EXCHANGE, "worker.#")
+    ch.queue_bind(capture, monitor, "worker.#")
     (proc,) = workers.start(runtime, processes=1, heartbeat=0.5)
     ex = make_ex()
     backend = ex.backend
@@ -431,9 +458,9 @@ def test_a_replayed_heartbeat_does_not_show_a_stopped_worker_up(
                                     1, 0, "3", "3", "0", time.time())  # fmt: skip
         c, chan = _channel(broker_url)
         try:
-            chan.basic_publish(protocol.MONITOR_EXCHANGE, key_, body, props)
+            chan.basic_publish(monitor, key_, body, props)
             mbody = marker.encode()
-            chan.basic_publish(protocol.MONITOR_EXCHANGE, protocol.heartbeat_key(marker.worker),
+            chan.basic_publish(monitor, protocol.heartbeat_key(marker.worker),
                                mbody, pika.BasicProperties(type="heartbeat", headers=protocol
                                .headers_for(key, "heartbeat", mbody)))  # fmt: skip
         finally:
@@ -461,26 +488,27 @@ def test_replayed_and_stale_control_messages_are_refused(
     from sif_magic._keys import load_key
 
     key = load_key(key_file=str(key_file))
-    conn, ch = _channel(broker_url)
+    conn, ch, s = _scoped_channel(broker_url, key_file)
+    control = protocol.control_exchange(s)
     capture = ch.queue_declare("", exclusive=True).method.queue
-    ch.queue_bind(capture, protocol.CONTROL_EXCHANGE)
+    ch.queue_bind(capture, control)
     (proc,) = workers.start(runtime, processes=1)
     ex = make_ex()
 
     # a cancel of an old job, taken off the broker as it went by and published again
     old_job = f"old-{uuid.uuid4().hex[:8]}"
     body = protocol.Control("cancel", job_id=old_job).encode()
-    ch.basic_publish(protocol.CONTROL_EXCHANGE, "", body,
+    ch.basic_publish(control, "", body,
                      pika.BasicProperties(type="control",
                                           headers=protocol.headers_for(key, "control", body)))  # fmt: skip
     copy = wait_for(lambda: _take_control(ch, capture, old_job), 20, "the cancel on the wire")
-    ch.basic_publish(protocol.CONTROL_EXCHANGE, "", copy[1], copy[0])
+    ch.basic_publish(control, "", copy[1], copy[0])
     wait_for(lambda: "received here before" in workers.logs(), 30, "the copy to be refused")
 
     # a shutdown for this runtime, signed ten minutes ago (a copy kept that long)
     body = protocol.Control("shutdown", runtime=runtime).encode()
     old = int((time.time() - 600) * 1000)
-    ch.basic_publish(protocol.CONTROL_EXCHANGE, "", body,
+    ch.basic_publish(control, "", body,
                      pika.BasicProperties(type="control", headers=protocol.headers_for(
                          key, "control", body, t_ms=old)))  # fmt: skip
     conn.close()

@@ -179,6 +179,7 @@ def test_script_stages_the_image_and_passes_secrets_by_environment(tmp_path, hom
         "SIF_MAGIC_IMAGE": str(image),
         "SIF_MAGIC_STAGE_DIR": str(stage),
         "SIF_MAGIC_PROCESSES": "1",  # what SLURM gave the task (no --cpus-per-task: 1)
+        "SIF_MAGIC_IDLE_TIMEOUT": "300",  # no call for 5 min: the worker leaves, the job ends
     }
     assert not Path(staged).parent.exists()  # removed when the worker exits
     assert "guest" not in script
@@ -565,15 +566,18 @@ def test_status_json_round_trip(home, monkeypatch, tmp_path, capsys) -> None:
     bin_dir.mkdir()
     (bin_dir / "squeue").write_text(
         "#!/bin/sh\necho '12|PENDING|Priority|2||0:00|sif-magic-ml.sif'\n"
-        "echo '13|RUNNING|None|1|node7|1:02|sif-magic-ml.sif'\n"
+        "echo '13|RUNNING|None|1|node7|1:02|sif-magic-ml.sif|13'\n"
+        "echo '15_1|RUNNING|None|1|node8|0:09|sif-adapt-ml.sif|15'\n"
+        "echo '15_2|PENDING|Priority|1||0:00|sif-adapt-ml.sif|15'\n"
     )
     (bin_dir / "squeue").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    rows = sl.status(["12", "13", "14"])
+    rows = sl.status(["12", "13", "14", "15"])
     assert [r.describe() for r in rows] == [
         "pending (Priority)",
         "running on node7 for 1:02",
         "finished (no longer known to squeue)",
+        "running on node8 for 0:09",  # an array: as its liveliest element
     ]
     assert cli("slurm", "status", "12", "--json") == 0
     assert json.loads(capsys.readouterr().out)[0]["description"] == "pending (Priority)"

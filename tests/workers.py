@@ -48,6 +48,7 @@ class WorkerProcs:
         heartbeat: float = 0.5,
         args: tuple[str, ...] = (),
         options: tuple[str, ...] = (),
+        extra: tuple[str, ...] = (),
     ) -> list[subprocess.Popen]:
         """``args`` / ``options``: more ``sif-magic worker`` flags (``--gpus 0,1``,
         ``("--lifetime", "10")``)."""
@@ -65,7 +66,7 @@ class WorkerProcs:
                 cmd += ["--key-file", str(self.key_file)]
             if ca_file:
                 cmd += ["--ca-file", str(ca_file)]
-            cmd += args
+            cmd += [*args, *extra]
             if self.queue_type:
                 cmd += ["--queue-type", self.queue_type]
             with open(self.log_dir / f"worker-{runtime}-{len(self.procs)}.log", "wb") as log:

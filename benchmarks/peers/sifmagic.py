@@ -34,6 +34,35 @@ def _setup_env(workdir: Path) -> None:
         os.environ.pop(var, None)
 
 
+def key_scope(key_file: Path) -> str:
+    """The key id of ``key_file``: every queue and exchange of its workers and clients is
+    named ``sif_magic.<key id>.*``."""
+    from sif_magic import protocol
+    from sif_magic._keys import load_key
+
+    return protocol.key_id(load_key(key_file=str(key_file)))
+
+
+def run_queues(runtime: str, key_file: Path) -> tuple[list[str], list[str]]:
+    """The queues and exchanges this run's key and runtime leave on the broker (the key is
+    the run's own: its dead-letter queue and exchanges go too)."""
+    from sif_magic import protocol
+
+    scope = key_scope(key_file)
+    queues = [
+        protocol.task_queue(scope, runtime),
+        protocol.retry_queue(scope, runtime),
+        protocol.dead_queue(scope),
+    ]
+    exchanges = [
+        protocol.direct_exchange(scope),
+        protocol.monitor_exchange(scope),
+        protocol.control_exchange(scope),
+        protocol.dead_exchange(scope),
+    ]
+    return queues, exchanges
+
+
 def start_workers(ctx: Context, runtime: str, key_file: Path, processes: int = 2) -> None:
     from sif_magic import protocol
 
@@ -57,13 +86,14 @@ def start_workers(ctx: Context, runtime: str, key_file: Path, processes: int = 2
         ],
         name=f"sif-worker-{runtime}",
     )
-    queue = protocol.task_queue(runtime)
+    scope = key_scope(key_file)
+    queue = protocol.task_queue(scope, runtime)
     try:
         _common.wait_until(
             lambda: (
                 proc.poll() is None
                 and _common.queue_consumers(
-                    queue, durable=True, arguments=protocol.task_queue_arguments()
+                    queue, durable=True, arguments=protocol.task_queue_arguments(scope)
                 )
                 >= 1
             ),
@@ -320,9 +350,8 @@ def run(ctx: Context) -> None:
             ex.shutdown(wait=False, cancel_futures=True)
         ctx.procs.stop_all()  # the workers
         if rabbit_wanted:
-            from sif_magic import protocol
-
-            _common.delete_queues(protocol.task_queue(runtime))
+            queues, exchanges = run_queues(runtime, key_file)
+            _common.delete_queues(*queues, exchanges=tuple(exchanges))
     if any(ctx.want(s) for s in ("s2", "s3", "s4", "s7")):
         lex = local_executor()
         try:

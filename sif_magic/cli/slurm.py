@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import containers
+from . import adapt
 from ._common import add_broker_args, guard
 
 
@@ -60,12 +61,21 @@ def add_slurm_submit_arguments(p: argparse.ArgumentParser) -> None:
         help="extra #SBATCH option, e.g. --constraint=avx2 (repeatable)",
     )
     p.add_argument("--python", default=sys.executable, help="Python for --container none")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="a worker with no call this long leaves and its job ends (default 300; 0: never)",
+    )
     add_broker_args(p)
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("slurm", help="workers on SLURM nodes: submit, status, cancel")
-    sub = p.add_subparsers(dest="slurm_command", metavar="{submit,status,cancel}", required=True)
+    sub = p.add_subparsers(
+        dest="slurm_command", metavar="{submit,adapt,status,cancel}", required=True
+    )
 
     s = sub.add_parser("submit", help="sbatch one worker per node")
     add_slurm_submit_arguments(s)
@@ -78,6 +88,8 @@ def register(subparsers: Any) -> None:
         help="then wait until the job runs, showing its state",
     )
     s.set_defaults(func=guard(_slurm_submit))
+
+    adapt.register(sub)
 
     st = sub.add_parser("status", help="state of the submitted jobs (squeue)")
     st.add_argument("job_ids", nargs="*", metavar="JOBID")
@@ -124,6 +136,7 @@ def slurm_spec_from_args(args: argparse.Namespace) -> Any:
         queue_type=args.queue_type or os.environ.get("SIF_MAGIC_QUEUE_TYPE", ""),
         python=args.python,
         job_name=args.job_name,
+        idle_timeout=args.idle_timeout,
     )
 
 

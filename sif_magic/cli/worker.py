@@ -18,9 +18,9 @@ def register(sub: Any) -> None:
         "come from the environment: SIF_MAGIC_AMQP_URL(_FILE), SIF_MAGIC_RUNTIME, "
         "SIF_MAGIC_PROCESSES, SIF_MAGIC_GPUS, SIF_MAGIC_CPUS, SIF_MAGIC_KEY_FILE (or "
         "SIF_MAGIC_KEY), SIF_MAGIC_WORKER_ID, SIF_MAGIC_QUEUE_TYPE, SIF_MAGIC_CLAIM_AFTER, "
-        "SIF_MAGIC_LEASE, SIF_MAGIC_LIFETIME, SIF_MAGIC_MAX_MESSAGE_MB. The broker URL may "
-        "list several brokers (the nodes of a cluster), separated by commas: the worker "
-        "moves to the next when its node is lost.",
+        "SIF_MAGIC_LEASE, SIF_MAGIC_LIFETIME, SIF_MAGIC_MAX_MESSAGE_MB, SIF_MAGIC_IDLE_TIMEOUT. "
+        "The broker URL may list several brokers (the nodes of a cluster), separated by "
+        "commas: the worker moves to the next when its node is lost.",
     )
     add_url_args(p, default="")
     p.add_argument(
@@ -86,6 +86,14 @@ def register(sub: Any) -> None:
         help="the broker's max_message_size in MB, if the site lowered it (default: RabbitMQ's "
         "default for the broker's version: 128 MiB on 3.x, 16 MiB on 4.x); results stay below",
     )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="leave after this long without a call (never in the middle of one); "
+        "default 0: never (workers of `slurm submit` get 300)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run)
 
@@ -113,9 +121,29 @@ def run(args: argparse.Namespace) -> int:
                 f"SIF_MAGIC_QUEUE_TYPE={queue_type!r}: use one of {', '.join(QUEUE_TYPES)}"
             )
         args.queue_type = queue_type
+        args.idle_timeout = idle_timeout(args.idle_timeout)
     except ConfigError as e:
         print(f"sif-magic worker: error: {e}", file=sys.stderr)
         return 2
     from ..worker import main
 
     return main(args)
+
+
+def idle_timeout(value: float | None) -> float:
+    """``--idle-timeout``, else ``SIF_MAGIC_IDLE_TIMEOUT``, else 0 (never); ConfigError
+    for anything but seconds >= 0."""
+    import os
+
+    from ..errors import ConfigError
+
+    raw = value if value is not None else os.environ.get("SIF_MAGIC_IDLE_TIMEOUT", "") or 0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also NaN
+        raise ConfigError(
+            f"--idle-timeout (or SIF_MAGIC_IDLE_TIMEOUT) must be seconds >= 0 (0: never), not {raw!r}"
+        )
+    return seconds

@@ -29,6 +29,13 @@ def add_workers_start_arguments(p: argparse.ArgumentParser) -> None:
         help="none: run `python -m sif_magic worker` without a container",
     )
     p.add_argument("--python", default=sys.executable, help="Python for --container none")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="a worker with no call this long leaves (default 0: never)",
+    )
     add_broker_args(p)
 
 
@@ -50,6 +57,7 @@ def start_from_args(args: argparse.Namespace, amqp_url: str = "") -> list:
         key_file=args.key_file,
         python=args.python,
         queue_type=args.queue_type,
+        idle_timeout=args.idle_timeout,
     )
 
 

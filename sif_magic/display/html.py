@@ -123,6 +123,13 @@ def workers_html(rows: list[dict[str, Any]], now: float | None = None) -> str:
     body = []
     for r in rows:
         state = r.get("state", "")
+        if r.get("scaler"):  # what the scaler decided last: one line across the table
+            text = f"scaler {r['scaler']}: {state}"
+            body.append(
+                f"<tr><td colspan='{len(WORKER_COLUMNS)}' style='padding:0 8px;"
+                f"font-style:italic'>{html.escape(text)}</td></tr>"
+            )
+            continue
         colour = {"up": COLOURS["done"], "lost": COLOURS["lost"]}.get(state, COLOURS["cancelled"])
         ago = now - float(r.get("last_seen") or now)
         cells = (

@@ -61,6 +61,8 @@ def error_text(err: BaseException, named: bool = True) -> str:
 
 def worker_line(w: dict[str, Any]) -> str:
     """One row of the workers table as ``%sif_workers`` prints it."""
+    if w.get("scaler"):
+        return f"scaler {w['scaler']} (runtime {w.get('runtime', '?')}): {w.get('state', '')}"
     slurm = f"  SLURM job {w['slurm_job']}" if w.get("slurm_job") else ""
     gpus = f"  GPUs {slot_gpus(w)}" if w.get("gpus") else ""
     return (

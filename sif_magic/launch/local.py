@@ -41,6 +41,7 @@ _WORKER_VARS = {
     "SIF_MAGIC_WORKER_ID",
     "SIF_MAGIC_CONTAINER",
     "SIF_MAGIC_QUEUE_TYPE",
+    "SIF_MAGIC_IDLE_TIMEOUT",
     "AMQP_URL",
 }
 
@@ -131,6 +132,7 @@ def start_workers(
     python: str = sys.executable,
     startup_check: float = 1.0,
     queue_type: str = "",
+    idle_timeout: float = 0.0,
 ) -> list[WorkerRecord]:
     """Start ``instances`` workers here and record them; returns their records.
 
@@ -138,6 +140,8 @@ def start_workers(
     """
     if instances < 1:
         raise ConfigError("--instances must be at least 1")
+    if not idle_timeout >= 0:
+        raise ConfigError("--idle-timeout must be seconds >= 0 (0: never)")
     runner = containers.get(container)
     runner.check_image(image, here=True)
     runtime = (
@@ -167,6 +171,8 @@ def start_workers(
             env["SIF_MAGIC_QUEUE_TYPE"] = queue_type
         if processes:
             env["SIF_MAGIC_PROCESSES"] = str(processes)
+        if idle_timeout:
+            env["SIF_MAGIC_IDLE_TIMEOUT"] = f"{idle_timeout:g}"
         log = str(logs / f"{wid}.log")
         rec = WorkerRecord(wid, host, 0, "", runtime, Path(tool).name if tool else runner.name)
         rec.tool, rec.image, rec.processes, rec.log = tool, image, processes, log

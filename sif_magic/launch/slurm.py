@@ -40,6 +40,9 @@ from .local import default_url_file
 
 STATE = "slurm.json"
 GPU_REQUESTS = ("gres", "gpus-per-node")
+#: seconds without a call after which a worker of ``slurm submit`` leaves and its job
+#: ends (docs/cluster.md, "Elastic workers", says why five minutes)
+IDLE_TIMEOUT = 300.0
 
 
 @dataclass
@@ -72,11 +75,18 @@ class SlurmSpec:
     python: str = sys.executable  # for container "none"
     job_name: str = ""
     output: str = ""  # default: ~/.sif_magic/slurm/%x-%j.out
+    idle_timeout: float = IDLE_TIMEOUT  # 0: the workers never leave for want of work
+    array: int = 0  # > 1: a job array of that many elements, each its own job and worker
+    dependency: str = ""  # e.g. "afterany:123": start only once job 123 has ended
 
     def check(self) -> None:
         """ConfigError for a value the script could not hold safely (``validate``'s rules)."""
         if self.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
+        if not self.idle_timeout >= 0:
+            raise ConfigError("--idle-timeout must be seconds >= 0 (0: never)")
+        if self.dependency:
+            check("sbatch", self.dependency, "dependency")
         containers.get(self.container).check_image(self.image, here=False)
         check_name(self.runtime, "runtime name")
         if self.queue_type and self.queue_type not in QUEUE_TYPES:
@@ -136,6 +146,10 @@ def render_script(spec: SlurmSpec) -> str:
         opts.append(
             f"--gres=gpu:{gpus}" if spec.gpu_request == "gres" else f"--gpus-per-node={gpus}"
         )
+    if spec.array > 1:
+        opts.append(f"--array=0-{spec.array - 1}")
+    if spec.dependency:
+        opts.append(f"--dependency={spec.dependency}")
     opts.append(f"--output={output}")
     from_env = not spec.amqp_url_file
     if from_env:
@@ -175,6 +189,10 @@ def render_script(spec: SlurmSpec) -> str:
             "# SLURM_STEP_GPUS or nvidia-smi; calls asking for CPUs share the task's CPUs",
             "export SIF_MAGIC_GPUS=auto",
         ]
+    lines.append(
+        f"export SIF_MAGIC_IDLE_TIMEOUT={spec.idle_timeout:g}"
+        "  # seconds without a call: the worker leaves, the job ends (0: never)"
+    )
     lines += runner.script_exports(spec.image, spec.stage_dir, spec.python)
     lines += [
         "",
@@ -194,7 +212,7 @@ def render_script(spec: SlurmSpec) -> str:
         "fi",
         "",
     ]
-    if spec.url_file_is_copy:
+    if spec.url_file_is_copy and spec.array <= 1:  # an array's elements share the copy
         lines += [
             "# This job's own copy of the broker URL goes when the job ends (each node has read",
             "# it as its worker started); on SIGTERM (scancel), once srun has ended.",
@@ -260,16 +278,9 @@ class Submitted:
     directory: str
 
 
-def submit(spec: SlurmSpec, *, amqp_url: str = "") -> Submitted:
-    """Write the script under ``~/.sif_magic/slurm/<tag>/`` and ``sbatch`` it.
-
-    The broker URL: ``amqp_url`` if given (written to a new file of mode 600 next
-    to the script: the nodes must see ``~/.sif_magic``), else ``spec.amqp_url_file``,
-    else ``SIF_MAGIC_AMQP_URL_FILE`` / ``SIF_MAGIC_AMQP_URL`` from the environment
-    (sbatch passes it on), else ``~/.sif_magic/amqp_url``.
-    """
-    spec.check()
-    sbatch = _tool("sbatch")
+def resolve_broker(spec: SlurmSpec, amqp_url: str = "") -> None:
+    """Where the workers of ``spec`` will read the broker URL (``submit``'s rules);
+    ``spec.amqp_url_file`` is set to the file found. ConfigError if there is none."""
     if amqp_url:
         amqp_url = check_urls(amqp_url, "the broker URL")  # one, or a cluster's nodes
     elif spec.amqp_url_file or os.environ.get("SIF_MAGIC_AMQP_URL_FILE"):
@@ -286,6 +297,19 @@ def submit(spec: SlurmSpec, *, amqp_url: str = "") -> Submitted:
             )
         spec.amqp_url_file = str(default_url_file())
         read_secret_file(spec.amqp_url_file, "broker URL")
+
+
+def submit(spec: SlurmSpec, *, amqp_url: str = "") -> Submitted:
+    """Write the script under ``~/.sif_magic/slurm/<tag>/`` and ``sbatch`` it.
+
+    The broker URL: ``amqp_url`` if given (written to a new file of mode 600 next
+    to the script: the nodes must see ``~/.sif_magic``), else ``spec.amqp_url_file``,
+    else ``SIF_MAGIC_AMQP_URL_FILE`` / ``SIF_MAGIC_AMQP_URL`` from the environment
+    (sbatch passes it on), else ``~/.sif_magic/amqp_url``.
+    """
+    spec.check()
+    sbatch = _tool("sbatch")
+    resolve_broker(spec, amqp_url)
     if not spec.key_file and not os.environ.get("SIF_MAGIC_KEY"):
         load_key()  # create the default key now: notebook and workers must share it
         spec.key_file = str(default_key_file())
@@ -317,6 +341,7 @@ def submit(spec: SlurmSpec, *, amqp_url: str = "") -> Submitted:
                 "dir": str(directory),
                 "secret": secret,
                 "submitted": time.time(),
+                "array": spec.array,
             }
         )
     return Submitted(job_id, str(path), str(directory))
@@ -343,7 +368,7 @@ class JobStatus:
         return self.state.lower()
 
 
-_FORMAT = "%i|%T|%r|%D|%N|%M|%j"
+_FORMAT = "%i|%T|%r|%D|%N|%M|%j|%F"
 #: states of a job that has ended (GONE: squeue no longer knows it)
 ENDED = ("GONE", "FAILED", "CANCELLED", "COMPLETED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
@@ -366,11 +391,17 @@ def _squeue(ids: Sequence[str]) -> dict[str, JobStatus]:
             return {}
         raise ConfigError(f"squeue failed: {res.stderr.strip()}")
     out = {}
+    rank = {"RUNNING": 0, "PENDING": 1}  # an array shows as its liveliest element
     for line in res.stdout.splitlines():
         parts = line.split("|")
-        if len(parts) == 7:
-            st = JobStatus(*parts)
+        if len(parts) in (7, 8):
+            st = JobStatus(*parts[:7])
             out[st.job_id] = st
+            array = parts[-1] if len(parts) == 8 else st.job_id  # an element's id: ARRAY_INDEX
+            if array != st.job_id and array in ids:
+                known = out.get(array)
+                if known is None or rank.get(st.state, 2) < rank.get(known.state, 2):
+                    out[array] = JobStatus(array, *parts[1:7])
     return out
 
 

@@ -91,10 +91,18 @@ PENDING = PendingSlurmJobs()
 
 
 def workers_table(backend: Backend, refresh: bool = False) -> list[dict[str, Any]]:
-    """The backend's workers (``refresh``: after asking them to announce themselves),
+    """The scaler of the runtime, if one runs here (``launch.scaler``: what it decided
+    last), the backend's workers (``refresh``: after asking them to announce themselves),
     then a row per SLURM job submitted from here for its runtime not joined yet."""
     rows = backend.refresh() if refresh else backend.workers()
     if not backend.runtime:
         return rows  # its calls go to no queue: no SLURM worker serves it
     joined = {str(r["slurm_job"]) for r in rows if r.get("slurm_job")}
-    return rows + PENDING.rows(backend.runtime, joined)
+    from .scaler import ACTIVE
+
+    scaler = ACTIVE.get(backend.runtime)
+    return (
+        ([scaler.row()] if scaler is not None else [])
+        + rows
+        + PENDING.rows(backend.runtime, joined)
+    )

@@ -13,7 +13,7 @@ Messages (AMQP ``type`` property):
 - ``events``: a batch of call-state changes and log lines of one job, from one
   worker, published to the monitoring exchange at most every ~100 ms.
 - ``heartbeat`` / ``bye``: a worker's presence and description.
-- ``control``: cancel / ping / shutdown, fanned out to every worker.
+- ``control``: cancel / ping / shutdown / hold, fanned out to every worker.
 
 Every message is signed, with its headers, an id and a time (``signing``). The package's modules, lowest first:
 
@@ -54,6 +54,7 @@ from .names import (
     HDR_SIG,
     HDR_TIME,
     HDR_VERSION,
+    HOLD_SECONDS,
     LOST,
     QUEUE_TYPES,
     QUEUED,
@@ -82,6 +83,7 @@ from .names import (
     result_queue,
     result_queue_arguments,
     retry_queue,
+    scaler_queue,
     scope_prefix,
     task_queue,
     task_queue_arguments,
@@ -127,6 +129,7 @@ __all__ = [
     "HDR_LOST",
     "HDR_SIG",
     "HDR_TIME",
+    "HOLD_SECONDS",
     "HDR_VERSION",
     "LOST",
     "MAGIC",
@@ -184,6 +187,7 @@ __all__ = [
     "result_queue",
     "result_queue_arguments",
     "retry_queue",
+    "scaler_queue",
     "scope_prefix",
     "seen_key",
     "sign",

@@ -18,6 +18,10 @@ VERSION = 3  # 3: the MAC covers the headers, a message id and a timestamp (repl
 
 # -- headers ----------------------------------------------------------------------
 
+# A ``hold`` control message keeps a worker with --idle-timeout this many seconds more
+# (a scaler re-sends it while it wants the worker: when the scaler stops, holds run out)
+HOLD_SECONDS = 30.0
+
 HDR_SIG = "sif-sig"
 HDR_VERSION = "sif-v"
 HDR_KEY_ID = "sif-kid"  # key_id() of the key that signed the message
@@ -131,6 +135,13 @@ def claim_queue_arguments(
             "x-expires": 4 * lease,
         },
     )
+
+
+def scaler_queue(scope: str, runtime: str) -> str:
+    """Exists while a scaler (``slurm adapt``) starts workers for ``runtime``: it
+    consumes it, and the broker deletes it when the scaler's connection goes (a
+    client then sends jobs to the runtime before any worker has joined)."""
+    return scope_prefix(scope) + f"scaler.{runtime}"
 
 
 def result_queue(scope: str, job_id: str) -> str:

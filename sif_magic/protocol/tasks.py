@@ -202,7 +202,8 @@ _OPTIONAL_HEARTBEAT = ("gpus", "cpus", "slot_devices")
 @dataclass(frozen=True)
 class Control:
     """``op`` is ``cancel`` (job_id, optional calls), ``ping`` (answer with a
-    heartbeat now) or ``shutdown`` (worker id or runtime, or everyone)."""
+    heartbeat now), ``shutdown`` (worker id or runtime, or everyone) or ``hold``
+    (worker id: a scaler keeps it ``HOLD_SECONDS`` more from idling out)."""
 
     op: str
     job_id: str = ""
@@ -217,7 +218,7 @@ class Control:
     def decode(cls, body: bytes) -> Control:
         d = _json_object(body)
         _require(d, "op")
-        if d["op"] not in ("cancel", "ping", "shutdown"):
+        if d["op"] not in ("cancel", "ping", "shutdown", "hold"):
             raise ProtocolError(f"unknown control op {d['op']!r}")
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})

@@ -25,7 +25,7 @@ Threads, and who owns what (one writer, as in dramatiq's worker):
   Reporter.
 - callers (the worker's I/O thread, the kernel, tests) call ``submit``,
   ``cancel``, ``drop_queued``, which post to the dispatcher; they read
-  ``busy``, ``pids``, ``slot_devices``, ``done_calls``, ``failed_calls``, ``seconds_per_call``:
+  ``busy``, ``queued``, ``pids``, ``slot_devices``, ``done_calls``, ``failed_calls``, ``seconds_per_call``:
   values the dispatcher replaces whole. ``cancels`` has its own lock.
 
 Why no reader thread per slot that forwards to the dispatcher: that costs a
@@ -132,6 +132,11 @@ class Pool:
     @property
     def busy(self) -> int:
         return sum(1 for s in self.slots if s.piece is not None)
+
+    @property
+    def queued(self) -> int:
+        """Pieces waiting for a slot."""
+        return len(self.queue)
 
     @property
     def pids(self) -> list[int]:

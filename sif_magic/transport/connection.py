@@ -345,6 +345,15 @@ class Connection(IOThread):
         )
         return stopped
 
+    def pause_consuming(self, queue: str, timeout: float | None = None) -> None:
+        """Take no more deliveries from ``queue``; those taken are still settled on
+        their channels (``Consumers.pause``)."""
+        self.call(lambda: self._consumers.pause(queue), timeout=timeout)
+
+    def unsettled(self, timeout: float | None = None) -> int:
+        """How many deliveries of transactional consumers wait to be settled."""
+        return self.call(self._consumers.unsettled, timeout=timeout)
+
     def cancel_consumer(self, tag: str) -> None:
         self.call(lambda: self._consumers.cancel(tag))
 

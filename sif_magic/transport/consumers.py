@@ -84,6 +84,8 @@ class Consumers:
         self.on_closed = on_closed
         self.channel_qos = channel_qos  # prefetch per channel (classic), else per consumer
         self.consumers: list[_Consumer] = []
+        # stopped with ``pause``: no new deliveries, channel kept until its own are settled
+        self.paused: list[_Consumer] = []
 
     def add(self, c: _Consumer, conn: Any, generation: int) -> str:
         """Start ``c`` on ``conn`` and keep it (started again on the next connections)."""
@@ -96,6 +98,7 @@ class Consumers:
 
     def restart(self, conn: Any, generation: int) -> None:
         """Start every consumer again on the new connection ``conn``."""
+        self.paused = []  # their channels died with the old connection
         for c in list(self.consumers):
             try:
                 self.start(c, conn, generation)
@@ -173,6 +176,26 @@ class Consumers:
         except pe.ChannelClosedByBroker as e:
             log.error("stopped consuming %s: the broker refused it again (%s)", c.queue, e)
             self.consumers.remove(c)
+
+    def pause(self, queue: str) -> None:
+        """Stop the consumers of ``queue`` (``basic.cancel``) but keep their channels, so
+        what they delivered is still settled there (a closed channel would hand it back
+        marked redelivered: a worker death to the next worker); not restarted after a
+        reconnect. Deliveries pika holds but has not dispatched yet go back unsettled."""
+        for c in [c for c in self.consumers if c.queue == queue]:
+            self.consumers.remove(c)
+            self.paused.append(c)
+            if c.channel is not None and c.channel.is_open:
+                c.channel.basic_cancel(c.tag)
+
+    def unsettled(self) -> int:
+        """Deliveries of the transactional consumers (running or paused) on open
+        channels that are neither settled nor staged to be."""
+        return sum(
+            len(c.tx.pending)
+            for c in (*self.consumers, *self.paused)
+            if c.tx is not None and c.channel is not None and c.channel.is_open
+        )
 
     def start(self, c: _Consumer, conn: Any, generation: int) -> str:
         ch = c.channel = conn.channel()

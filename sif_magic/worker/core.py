@@ -56,10 +56,11 @@ from ..transport import (
     declare_retry_queue,
     declare_task_queue,
 )
-from . import leaving
+from . import idle, leaving
 from .claims import CHUNKS_HELD, CLAIM_AFTER, LEASE, Claims, expired_claim
 from .foreign import ForeignTasks
 from .gate import TaskGate
+from .idle import IdleClock
 from .outbox import Outbox
 from .redelivery import redelivered
 from .walltime import END_MARGIN, Walltime, job_end
@@ -88,6 +89,7 @@ class Worker:
         lifetime: float = 0.0,
         end_margin: float = END_MARGIN,
         max_message_mb: float = 0,
+        idle_timeout: float = 0.0,
     ) -> None:
         """``gpus``: the device ids its call processes hold (one each, unless calls ask
         for more); ``processes`` then defaults to their number. ``cpus``: the CPUs it
@@ -112,6 +114,7 @@ class Worker:
         self.started = time.time()
         self.queue = protocol.task_queue(self.scope, runtime)
         self.stopping = threading.Event()
+        self.idle = IdleClock(idle_timeout)  # 0: never leaves for want of work
         self.rejected = 0
         self.seen_controls = protocol.SeenIds()
         self.conn = Connection(
@@ -196,6 +199,8 @@ class Worker:
             self.foreign.hand_back()
             self.claims.tick()
             leaving.check_end(self)
+            if self.idle.timeout and idle.check(self):
+                break
         self._shutdown()
         return 0
 
@@ -261,6 +266,9 @@ class Worker:
             self.pool.cancel(ctl.job_id)  # remembered in pool.cancels
         elif ctl.op == "ping":
             self.send_heartbeat(wait=False)
+        elif ctl.op == "hold":  # a scaler keeps this worker (see worker/idle.py)
+            if ctl.worker == self.worker_id:
+                self.idle.hold()
         elif ctl.op == "shutdown":
             if (not ctl.worker or ctl.worker == self.worker_id) and (
                 not ctl.runtime or ctl.runtime == self.runtime
@@ -290,6 +298,7 @@ class Worker:
             )
             self.conn.reject(delivery, requeue=False)
             return
+        self.idle.touch()
         if not self.gate.admit(task, signed, delivery.redelivered, headers, self.pool.cancels):
             self.conn.ack(delivery)  # a copy, or a task of a cancelled or ended job
             return

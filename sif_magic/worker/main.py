@@ -101,6 +101,7 @@ def main(args: Any) -> int:
             lease=_seconds(args.lease, env("SIF_MAGIC_LEASE"), LEASE),
             lifetime=_seconds(args.lifetime, env("SIF_MAGIC_LIFETIME"), 0.0),
             end_margin=args.end_margin if args.end_margin >= 0 else END_MARGIN,
+            idle_timeout=getattr(args, "idle_timeout", None) or 0.0,
         )
         signal.signal(signal.SIGTERM, worker.stop)
         signal.signal(signal.SIGINT, worker.stop)

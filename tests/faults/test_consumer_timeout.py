@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from faultkit import FaultWorkers, runs_of, slow_call, wait_until
-from queues import consumers
+from queues import consumers, task_queue
 from rabbit import RabbitNode
 
 from sif_magic import protocol
@@ -87,7 +87,12 @@ def test_a_worker_killed_in_a_claimed_call_loses_nothing(
 
 
 def test_a_channel_the_broker_closes_is_logged_and_consumed_again(
-    node: RabbitNode, node_workers: FaultWorkers, make_ex, runtime: str, tmp_path: Path
+    node: RabbitNode,
+    node_workers: FaultWorkers,
+    make_ex,
+    runtime: str,
+    key_file: Path,
+    tmp_path: Path,
 ) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -98,11 +103,10 @@ def test_a_channel_the_broker_closes_is_logged_and_consumed_again(
     wait_until(lambda: "closed the channel" in node_workers.logs(), 60, "the closed channel logged")
     logs = node_workers.logs()
     line = next(x for x in logs.splitlines() if "closed the channel" in x)
-    assert protocol.task_queue(runtime) in line and "PRECONDITION_FAILED" in line, line
+    queue = task_queue(runtime, key_file)
+    assert queue in line and "PRECONDITION_FAILED" in line, line
     assert "consumer_timeout" in line and "consuming" in line and "again" in line, line
     assert TIMED_OUT in broker_log(node)
     # the consumer is back on a new channel (the queue has its consumer again)
-    wait_until(
-        lambda: consumers(protocol.task_queue(runtime), node.url) == 1, 30, "consuming again"
-    )
+    wait_until(lambda: consumers(queue, node.url) == 1, 30, "consuming again")
     job.cancel()

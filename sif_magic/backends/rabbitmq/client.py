@@ -67,6 +67,7 @@ class RabbitBackend(Backend):
         self.session = uuid.uuid4().hex[:8]
         self.jobs: dict[str, Job] = {}
         self.registry = WorkerRegistry()
+        self.promised_slots = 0  # slots a scaler of this process may start (launch/scaler.py)
         self.rejected = 0
         self._up = True  # written by the I/O thread (on_state), read by views
         self._streams: dict[str, ResultStream] = {}  # job id -> our consumer of its results
@@ -149,7 +150,8 @@ class RabbitBackend(Backend):
         return self.registry.live(runtime or self.runtime)
 
     def slots(self) -> int:
-        return sum(int(w.get("slots", 0)) for w in self.live_workers()) or 0
+        live = sum(int(w.get("slots", 0)) for w in self.live_workers())
+        return max(live, self.promised_slots)
 
     # -- jobs ------------------------------------------------------------------------
     def start_job(self, job: Job, task: JobTask) -> None:

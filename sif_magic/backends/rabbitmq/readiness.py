@@ -15,6 +15,7 @@ Threads: the kernel thread (``start_job``); they read the backend's registry
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,7 @@ from ...transport import declare_routed_queue
 if TYPE_CHECKING:
     from .client import RabbitBackend
 
+log = logging.getLogger("sif_magic.rabbitmq")
 ANNOUNCE_WAIT = 1.0  # seconds a consumer of the task queue has to answer a ping
 
 
@@ -46,7 +48,11 @@ def wait_for_workers(b: RabbitBackend) -> None:
     """Until a worker that holds this kernel's key announces itself. Fails after
     ``no_worker_timeout`` (nothing sent) if nobody consumes the runtime's queue of
     this key; consumers that do not announce themselves within ANNOUNCE_WAIT of a
-    ping are sent the job."""
+    ping are sent the job. A runtime a scaler serves (``protocol.scaler_queue``) is
+    sent the job at once."""
+    if b.conn.queue_exists(protocol.scaler_queue(b.scope, b.runtime), timeout=10):
+        log.info("no worker of runtime %s yet: a scaler (slurm adapt) starts them", b.runtime)
+        return  # the calls wait in the queue for the workers it submits
     deadline = time.time() + b.config.no_worker_timeout
     b.ping()
     asked = time.time()
