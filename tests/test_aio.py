@@ -6,6 +6,7 @@ writes: if awaiting blocked the loop, they would wait until the deadline."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sys
 from collections.abc import Iterator
 
@@ -16,6 +17,13 @@ from sif_magic import Executor, RemoteError
 
 DEADLINE = 60.0
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers lack this file
+
+
+def _run(coro):  # noqa: ANN001, ANN202
+    """``asyncio.run`` on a thread of its own: as in a script, whatever event loop this
+    thread may hold (pytest plugins, a browser driver of an earlier test)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 @pytest.fixture
@@ -53,7 +61,7 @@ def test_await_job_leaves_the_event_loop_free(ex: Executor, tmp_path) -> None:
         await writer
         return values
 
-    assert asyncio.run(main()) == [flag] * 3
+    assert _run(main()) == [flag] * 3
 
 
 def test_await_a_future_of_submit(ex: Executor, tmp_path) -> None:
@@ -64,7 +72,7 @@ def test_await_a_future_of_submit(ex: Executor, tmp_path) -> None:
         asyncio.get_running_loop().call_later(0.05, lambda: open(flag, "w").close())
         return await asyncio.wait_for(fut, DEADLINE)
 
-    assert asyncio.run(main()) == flag
+    assert _run(main()) == flag
 
 
 def _odd_fails(x: int) -> int:
@@ -82,7 +90,7 @@ def test_async_for_as_completed_yields_each_call_once(ex: Executor) -> None:
             got[i] = value
         return got
 
-    got = asyncio.run(asyncio.wait_for(main(), DEADLINE))
+    got = _run(asyncio.wait_for(main(), DEADLINE))
     assert sorted(got) == list(range(20))
     assert all(got[i] == i * 10 for i in range(0, 20, 2))
     assert all(isinstance(got[i], RemoteError) and f"odd {i}" in str(got[i]) for i in (1, 19))
@@ -103,8 +111,8 @@ def test_as_completed_of_a_finished_job_and_plain_for(ex: Executor) -> None:
     async def again() -> list[tuple[int, int]]:
         return sorted([pair async for pair in job.as_completed()])
 
-    assert asyncio.run(again()) == [(0, 1), (1, 2), (2, 3)]
-    assert asyncio.run(_awaited(job)) == [1, 2, 3]
+    assert _run(again()) == [(0, 1), (1, 2), (2, 3)]
+    assert _run(_awaited(job)) == [1, 2, 3]
 
 
 async def _awaited(job: object) -> object:
@@ -114,4 +122,4 @@ async def _awaited(job: object) -> object:
 def test_await_a_failed_job_raises_like_results(ex: Executor) -> None:
     job = ex.map_job(_odd_fails, [0, 1])
     with pytest.raises(RemoteError, match="odd 1"):
-        asyncio.run(_awaited(job))
+        _run(_awaited(job))

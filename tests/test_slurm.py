@@ -281,7 +281,9 @@ def test_main_cli_has_the_cluster_commands(home) -> None:
 
 
 def job_processes(job_ids: set[str]) -> dict[int, tuple[str, dict[str, str]]]:
-    """pid -> (command line, environment) of every process that belongs to these jobs."""
+    """pid -> (command line, environment) of every process that belongs to these jobs
+    (of this test's SLURM: another test SLURM on the machine numbers its jobs alike)."""
+    ours = os.environ.get("SLURM_CONF")
     found = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -292,7 +294,7 @@ def job_processes(job_ids: set[str]) -> dict[int, tuple[str, dict[str, str]]]:
         except OSError:
             continue
         env = dict(kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0") if "=" in kv)
-        if env.get("SLURM_JOB_ID") in job_ids:
+        if env.get("SLURM_JOB_ID") in job_ids and env.get("SLURM_CONF", ours) == ours:
             found[int(entry.name)] = (cmd, env)
     return found
 
