@@ -20,6 +20,7 @@ from . import _serialize
 from ._origins import code_origins
 from .backends import Backend, JobTask, make_backend
 from .config import SifConfig, snapshot
+from .display import panel
 from .errors import ConfigError
 from .job import Job
 from .runner.scheduler import auto_chunksize
@@ -113,6 +114,7 @@ class Executor(concurrent.futures.Executor):
         )
         backend.start_job(job, task)
         self.jobs[job.job_id] = job  # only a job that started (shutdown waits for these)
+        panel.remember(job)  # listed in the JupyterLab side panel
         return job
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:

@@ -189,6 +189,8 @@ def test_axis_labels_are_readable_durations() -> None:
         "10 min",
     ]
     assert svg.nice_ticks(0, 20, 5) == [0, 5, 10, 15, 20]
+    assert svg.log_ticks(0.1, 4.0) == [0.1, 0.2, 0.5, 1.0, 2.0]  # one decade: 2 and 5 too
+    assert svg.log_ticks(1e-3, 20.0) == [1e-3, 1e-2, 0.1, 1.0, 10.0]
 
 
 # -- job.plot() -------------------------------------------------------------------------

@@ -54,6 +54,15 @@ def nice_ticks(lo: float, hi: float, count: int = 6) -> list[float]:
     return [first + k * step for k in range(int((hi - first) / step) + 1)]
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks of a log axis: the decades, with 2 and 5 times them when few decades show."""
+    decades = [10.0**e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)]
+    inside = [v for v in decades if lo <= v <= hi]
+    if len(inside) < 3:
+        decades += [m * v for v in decades for m in (2.0, 5.0)]
+    return sorted(v for v in decades if lo <= v <= hi)
+
+
 def colour_of(code: int) -> str:
     state = (code & ~RETRIED) - 1
     return COLOURS[STATE_NAMES[state]] if 0 <= state < len(STATE_NAMES) else "#000000"
@@ -139,29 +148,30 @@ def _histogram(h: dict[str, Any], top: float, out: list[str]) -> float:
                 f'height="{bh:.1f}" fill="{COLOURS["done"]}"/>'
             )
     out.append(f'<line x1="{LEFT}" y1="{y1}" x2="{WIDTH - RIGHT}" y2="{y1}" stroke="#999"/>')
-    ticks = (
-        [10.0**e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)]
-        if h["log"]
-        else nice_ticks(lo, hi, 5)
-    )
-    for v in ticks:
+    for v in log_ticks(lo, hi) if h["log"] else nice_ticks(lo, hi, 5):
         if lo <= v <= hi:
             x = xpos(v)
             out.append(
                 f'<text x="{x:.1f}" y="{y1 + 15}" text-anchor="middle" style="{TEXT}">{seconds(v)}</text>'
             )
-    for name, colour, dy in (("median", "#222", 0), ("p95", COLOURS["failed"], 13)):
+    legend_x = WIDTH - RIGHT  # the median and p95: dashed lines, named at the top right
+    for name, colour in (("p95", COLOURS["failed"]), ("median", "#222")):
         x = xpos(h[name])
+        dash = 'stroke-dasharray="4 3" stroke-width="1.5"'
         out.append(
-            f'<line x1="{x:.1f}" y1="{y0}" x2="{x:.1f}" y2="{y1}" stroke="{colour}" '
-            f'stroke-dasharray="4 3" stroke-width="1.5"/>'
+            f'<line x1="{x:.1f}" y1="{y0}" x2="{x:.1f}" y2="{y1}" stroke="{colour}" {dash}/>'
         )
-        anchor = "end" if x > WIDTH - 150 else "start"
-        shift = -4 if anchor == "end" else 4
+        label = f"{name} {seconds(h[name])}"
         out.append(
-            f'<text x="{x + shift:.1f}" y="{y0 + 10 + dy}" text-anchor="{anchor}" '
-            f'style="{TEXT};fill:{colour}">{name} {seconds(h[name])}</text>'
+            f'<text x="{legend_x}" y="{top + 12}" text-anchor="end" '
+            f'style="{TEXT};fill:{colour}">{label}</text>'
         )
+        width = 6.2 * len(label)  # about 11px sans-serif
+        out.append(
+            f'<line x1="{legend_x - width - 22:.1f}" y1="{top + 8}" x2="{legend_x - width - 6:.1f}" '
+            f'y2="{top + 8}" stroke="{colour}" {dash}/>'
+        )
+        legend_x -= width + 32
     return y1 + 24
 
 

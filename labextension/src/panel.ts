@@ -1,0 +1,276 @@
+/**
+ * The sif_magic side panel: the jobs of the current notebook's kernel (running
+ * and finished, with their bars) and its workers (SLURM jobs too); clicking a
+ * job opens its grid, timeline, histogram and log viewer in the panel, and
+ * clicking a call in that grid shows the call's lines.
+ *
+ * It talks to the kernel on the control channel (`sif_magic_request`, see
+ * sif_magic/display/panel.py), which ipykernel serves on a thread of its own:
+ * so the panel answers while a blocking %%sifmap cell holds the shell channel.
+ * The kernel's busy/idle around these requests is kept out of the notebook's
+ * status (`untracked_message_types`).
+ */
+import { JupyterFrontEnd } from '@jupyterlab/application';
+import { Kernel } from '@jupyterlab/services';
+import { Widget } from '@lumino/widgets';
+
+import { drawTimeline } from './charts';
+import { ask, b64bytes } from './control';
+import { make } from './dom';
+import { drawHistogram, seconds } from './histogram';
+import { STATE_COLOURS, STATE_NAMES, inflate, packedColours } from './states';
+
+const POLL_MS = 1000;
+const SLOW_POLL_MS = 5000; // while the kernel does not answer (sif_magic not loaded)
+const CELL = 6;
+const PANEL_LEFT = 70; // room for the row labels in a narrow panel
+const COLOURS = packedColours();
+
+function esc(text: unknown): string {
+  return String(text ?? '').replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+function barHtml(job: any): string {
+  const parts: string[] = [];
+  STATE_NAMES.forEach((name, code) => {
+    const count = job.counts?.[name] || 0;
+    if (count && name !== 'queued') {
+      const pct = (100 * count) / Math.max(1, job.n);
+      parts.push(`<i data-state="${name}" style="width:${pct}%;background:${STATE_COLOURS[code]}"></i>`);
+    }
+  });
+  return `<div class="sif-panel-bar">${parts.join('')}</div>`;
+}
+
+export class JobsPanel extends Widget {
+  private status: HTMLDivElement;
+  private jobsEl: HTMLDivElement;
+  private workersEl: HTMLDivElement;
+  private detail: HTMLDivElement;
+  private kernelOwner: any = null;
+  private selected = '';
+  private call = -1;
+  private timer = 0;
+  private busy = false;
+  private states: Uint8Array = new Uint8Array(0);
+  private replies = 0;
+
+  constructor(private app: JupyterFrontEnd) {
+    super();
+    this.id = 'sif-magic-panel';
+    this.title.caption = 'sif_magic: jobs and workers';
+    this.title.iconClass = 'sif-panel-icon';
+    this.addClass('sif-panel');
+    this.status = make('div', 'sif-panel-status');
+    this.jobsEl = make('div', 'sif-panel-jobs');
+    this.workersEl = make('div', 'sif-panel-workers-box');
+    this.detail = make('div', 'sif-panel-detail');
+    this.node.append(
+      this.status,
+      make('h3', '', 'Jobs'),
+      this.jobsEl,
+      make('h3', '', 'Workers'),
+      this.workersEl,
+      this.detail
+    );
+    this.jobsEl.addEventListener('click', this.onJobClick);
+    this.status.textContent = 'Open a notebook whose kernel runs sif_magic.';
+    this.schedule(0);
+  }
+
+  dispose(): void {
+    window.clearTimeout(this.timer);
+    super.dispose();
+  }
+
+  /** The kernel of the notebook (or console) in front, else of the last one that was. */
+  private kernel(): Kernel.IKernelConnection | null {
+    const current: any = this.app.shell.currentWidget;
+    if (current?.sessionContext?.session?.kernel) {
+      if (current !== this.kernelOwner) {
+        this.selected = '';
+        this.detail.innerHTML = '';
+      }
+      this.kernelOwner = current;
+    }
+    return this.kernelOwner?.sessionContext?.session?.kernel ?? null;
+  }
+
+  private schedule(ms: number): void {
+    window.clearTimeout(this.timer);
+    this.timer = window.setTimeout(() => void this.tick(), ms);
+  }
+
+  /** Ask for the jobs (and the selected job) while the panel is shown. */
+  async tick(): Promise<void> {
+    if (this.isDisposed) {
+      return;
+    }
+    const kernel = this.kernel();
+    if (!this.isVisible || !kernel || this.busy) {
+      this.schedule(POLL_MS);
+      return;
+    }
+    this.busy = true;
+    let next = POLL_MS;
+    try {
+      const listing = await ask(kernel, { op: 'jobs' });
+      this.showJobs(listing);
+      if (this.selected) {
+        this.showDetail(await ask(kernel, { op: 'job', job_id: this.selected, call: this.call }));
+      }
+      this.node.dataset.state = 'answering';
+      this.replies++;
+      this.node.dataset.replies = String(this.replies);
+    } catch (err) {
+      this.status.textContent = String((err as Error).message || err);
+      this.node.dataset.state = 'silent';
+      next = SLOW_POLL_MS;
+    } finally {
+      this.busy = false;
+    }
+    this.schedule(next);
+  }
+
+  private showJobs(reply: any): void {
+    const path = this.kernelOwner?.context?.path || this.kernelOwner?.sessionContext?.path || '';
+    if (reply.error) {
+      this.status.textContent = reply.error;
+      return;
+    }
+    const jobs: any[] = reply.jobs || [];
+    this.status.textContent = `${path} · ${jobs.length} job${jobs.length === 1 ? '' : 's'}`;
+    this.node.dataset.jobs = String(jobs.length);
+    this.jobsEl.innerHTML = jobs.length
+      ? jobs
+          .slice()
+          .reverse()
+          .map(
+            job =>
+              `<div class="sif-panel-job${job.job_id === this.selected ? ' sif-selected' : ''}"` +
+              ` data-job-id="${esc(job.job_id)}" data-done="${job.done}">` +
+              `<b>${esc(job.name || 'job')}</b> · <code>${esc(job.job_id)}</code><br>` +
+              `<span class="sif-panel-status">${job.n} calls · ${job.done ? 'finished' : 'running'}` +
+              ` · ${(job.counts?.done || 0) + (job.counts?.failed || 0)}/${job.n}` +
+              `${job.counts?.failed ? ` · ${job.counts.failed} failed` : ''}` +
+              ` · ${seconds(job.elapsed)}</span>${barHtml(job)}</div>`
+          )
+          .join('')
+      : '<i>No job yet in this kernel.</i>';
+    const rows: any[] = reply.workers || [];
+    this.node.dataset.workers = String(rows.length);
+    this.workersEl.innerHTML = rows.length
+      ? '<table class="sif-panel-workers"><tr><th>host</th><th>pid</th><th>busy</th><th>state</th></tr>' +
+        rows
+          .map(
+            r =>
+              `<tr class="sif-panel-worker"><td>${esc(r.host)}</td><td>${esc(r.pid)}</td>` +
+              `<td>${esc(r.busy)}/${esc(r.slots)}</td><td>${esc(r.state)}` +
+              `${r.slurm_job ? ` (SLURM ${esc(r.slurm_job)})` : ''}</td></tr>`
+          )
+          .join('') +
+        '</table>'
+      : '<i>No workers seen yet.</i>';
+  }
+
+  private onJobClick = (event: MouseEvent): void => {
+    const el = (event.target as HTMLElement).closest('.sif-panel-job') as HTMLElement | null;
+    if (!el) {
+      return;
+    }
+    this.selected = el.dataset.jobId || '';
+    this.call = -1;
+    this.jobsEl.querySelectorAll('.sif-panel-job').forEach(j => j.classList.remove('sif-selected'));
+    el.classList.add('sif-selected');
+    this.detail.innerHTML = '<i>Asking the kernel…</i>';
+    this.schedule(0);
+  };
+
+  private showDetail(reply: any): void {
+    if (reply.error || !reply.job || reply.job.job_id !== this.selected) {
+      return;
+    }
+    if (!this.detail.querySelector('.sif-panel-log')) {
+      this.buildDetail();
+    }
+    const d = this.detail;
+    d.dataset.jobId = reply.job.job_id;
+    (d.querySelector('.sif-panel-detail-title') as HTMLElement).textContent =
+      `${reply.job.name} · job ${reply.job.job_id} · ${reply.job.rate}`;
+    const log = reply.log || {};
+    (d.querySelector('.sif-panel-log-title') as HTMLElement).textContent = log.title || '';
+    const lines: Array<[number, string]> = log.lines || [];
+    const pre = d.querySelector('.sif-panel-log') as HTMLElement;
+    pre.innerHTML = lines
+      .map(([s, t]) => `<span class="sif-log-line${s === 2 ? ' sif-log-stderr' : ''}">${esc(t)}</span>`)
+      .join('');
+    const tb = d.querySelector('.sif-panel-traceback') as HTMLElement;
+    tb.textContent = log.traceback || '';
+    tb.style.display = log.traceback ? '' : 'none';
+    const width = Math.max(200, this.node.clientWidth - 20);
+    void inflate(b64bytes(reply.states_z)).then(states => {
+      this.states = states;
+      this.drawGrid(d.querySelector('.sif-panel-grid') as HTMLCanvasElement, width);
+    });
+    const tl = reply.timeline;
+    void inflate(b64bytes(tl.cells_z)).then(cells => {
+      const canvas = d.querySelector('.sif-panel-timeline') as HTMLCanvasElement;
+      canvas.width = width;
+      drawTimeline(canvas, { ...tl, cells, lo: tl.t0, hi: tl.t1 }, '#333333', PANEL_LEFT);
+      canvas.dataset.rows = String(tl.rows.length);
+    });
+    const hist = d.querySelector('.sif-panel-histogram') as HTMLCanvasElement;
+    hist.width = width;
+    drawHistogram(hist, reply.hist || {}, '#333333', PANEL_LEFT);
+  }
+
+  private buildDetail(): void {
+    this.detail.innerHTML =
+      '<h3 class="sif-panel-detail-title"></h3>' +
+      '<canvas class="sif-panel-grid" title="click a call to see its lines"></canvas>' +
+      '<div class="sif-log-bar"><span class="sif-panel-log-title sif-log-title"></span> ' +
+      '<button class="sif-panel-all">All calls</button></div>' +
+      '<pre class="sif-panel-log"></pre><pre class="sif-panel-traceback sif-log-traceback"></pre>' +
+      '<h3>Timeline</h3><canvas class="sif-panel-timeline"></canvas>' +
+      '<canvas class="sif-panel-histogram"></canvas>';
+    const grid = this.detail.querySelector('.sif-panel-grid') as HTMLCanvasElement;
+    grid.addEventListener('click', (event: MouseEvent) => {
+      const box = grid.getBoundingClientRect();
+      const cols = Math.max(1, Math.floor(box.width / CELL));
+      const i = Math.floor((event.clientY - box.top) / CELL) * cols + Math.floor((event.clientX - box.left) / CELL);
+      if (i >= 0 && i < this.states.length) {
+        this.call = i;
+        this.schedule(0);
+      }
+    });
+    (this.detail.querySelector('.sif-panel-all') as HTMLElement).addEventListener('click', () => {
+      this.call = -1;
+      this.schedule(0);
+    });
+  }
+
+  private drawGrid(canvas: HTMLCanvasElement, width: number): void {
+    const n = this.states.length;
+    const cols = Math.max(1, Math.floor(width / CELL));
+    const height = Math.max(CELL, Math.ceil(n / cols) * CELL);
+    canvas.width = cols * CELL;
+    canvas.height = height;
+    const ctx = canvas.getContext('2d');
+    if (!ctx) {
+      return;
+    }
+    const image = ctx.createImageData(canvas.width, height);
+    const px = new Uint32Array(image.data.buffer);
+    for (let i = 0; i < n; i++) {
+      const x0 = (i % cols) * CELL;
+      const y0 = Math.floor(i / cols) * CELL;
+      for (let dy = 0; dy < CELL - 1; dy++) {
+        px.fill(COLOURS[this.states[i]], (y0 + dy) * canvas.width + x0, (y0 + dy) * canvas.width + x0 + CELL - 1);
+      }
+    }
+    ctx.putImageData(image, 0, 0);
+    canvas.dataset.cols = String(cols);
+    canvas.dataset.cell = String(CELL);
+    canvas.dataset.drawn = String(n);
+  }
+}
