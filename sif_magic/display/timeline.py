@@ -85,25 +85,28 @@ def bin_timeline(
     cells = bytearray(n_rows * buckets)
     per_row = [0] * n_rows
     scale = buckets / (hi - lo)
-    by_state: dict[int, list[int]] = {}
+    last = buckets - 1
+    groups: dict[int, list[int]] = {}  # cell code -> its calls (one pass; painted by rank)
     for i in started:  # a call that started is running until its state says more
-        by_state.setdefault(states[i] or RUNNING, []).append(i)
-    for state in RANK:
-        for retried in (False, True):
-            code = (state + 1) | (RETRIED if retried else 0)
-            for i in by_state.get(state, ()):
-                if (attempts[i] > 1) != retried:
-                    continue
-                s = ts[i] - created
-                e = (te[i] or now) - created
-                if e < lo or s > hi:
-                    continue
-                b0 = max(0, int((s - lo) * scale))
-                b1 = min(buckets - 1, max(b0, int((e - lo) * scale)))
-                r = row_of[where[i]]
-                off = r * buckets
-                cells[off + b0 : off + b1 + 1] = bytes([code]) * (b1 - b0 + 1)
-                per_row[r] += 1
+        code = (states[i] or RUNNING) + 1
+        groups.setdefault(code | RETRIED if attempts[i] > 1 else code, []).append(i)
+    offset = {h: row_of[h] * buckets for h in used}
+    for code in [c for st in RANK for c in (st + 1, (st + 1) | RETRIED)]:
+        for i in groups.get(code, ()):
+            s = ts[i] - created
+            e = (te[i] or now) - created
+            if e < lo or s > hi:
+                continue
+            b0 = int((s - lo) * scale) if s > lo else 0
+            b0 = last if b0 > last else b0  # a call starting at the window's end
+            b1 = int((e - lo) * scale)
+            off = offset[where[i]]
+            if b1 <= b0:  # the common case of many short calls: one cell
+                cells[off + b0] = code
+            else:
+                b1 = last if b1 > last else b1
+                cells[off + b0 : off + b1 + 1] = bytes((code,)) * (b1 - b0 + 1)
+            per_row[off // buckets] += 1
     return Binned(lo, hi, buckets, labels, bytes(cells), per_row)
 
 
