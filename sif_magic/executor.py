@@ -149,6 +149,7 @@ class Executor(concurrent.futures.Executor):
         """Follow a job started elsewhere (another kernel, before a restart)."""
         job = self.backend.attach(job_id)
         self.jobs[job.job_id] = job
+        panel.remember(job)
         return job
 
     def workers(self) -> list[dict[str, Any]]:

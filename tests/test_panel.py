@@ -74,6 +74,28 @@ def test_the_timeline_reply_bins_the_span_asked() -> None:
     assert whole["t0"] == 0.0 and whole["t1"] == pytest.approx(40.0)
 
 
+def test_the_workers_table_has_the_slurm_jobs_not_joined_yet(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from sif_magic.launch import slurm_rows
+
+    class Backend:
+        runtime = "ml"
+
+        def workers(self):
+            return [{"host": "n1", "pid": 9, "slots": 4, "busy": 1, "state": "up"}]
+
+    status = SimpleNamespace(job_id="123", state="PENDING", describe=lambda: "PENDING (Priority)")
+    pending = slurm_rows.PendingSlurmJobs(status=lambda ids: [status])
+    pending.add("123", "ml")
+    monkeypatch.setattr(slurm_rows, "PENDING", pending)
+    job = Job("onslurm", 2, backend=Backend())
+    panel.remember(job)
+    rows = panel.answer({"op": "jobs"})["workers"]
+    assert [r["host"] for r in rows] == ["n1", "(not joined yet)"]
+    assert rows[1]["slurm_job"] == "123" and rows[1]["state"] == "SLURM PENDING (Priority)"
+
+
 def test_bad_requests_get_an_error_that_says_what_to_ask() -> None:
     assert "unknown request 'nope'" in panel.answer({"op": "nope"})["error"]
     assert "no job 'x'" in panel.answer({"op": "job", "job_id": "x"})["error"]

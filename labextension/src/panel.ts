@@ -208,6 +208,7 @@ export class JobsPanel extends Widget {
     tb.textContent = log.traceback || '';
     tb.style.display = log.traceback ? '' : 'none';
     const width = Math.max(200, this.node.clientWidth - 20);
+    const text = getComputedStyle(this.node).getPropertyValue('--jp-ui-font-color1').trim() || '#333333';
     void inflate(b64bytes(reply.states_z)).then(states => {
       this.states = states;
       this.drawGrid(d.querySelector('.sif-panel-grid') as HTMLCanvasElement, width);
@@ -216,12 +217,12 @@ export class JobsPanel extends Widget {
     void inflate(b64bytes(tl.cells_z)).then(cells => {
       const canvas = d.querySelector('.sif-panel-timeline') as HTMLCanvasElement;
       canvas.width = width;
-      drawTimeline(canvas, { ...tl, cells, lo: tl.t0, hi: tl.t1 }, '#333333', PANEL_LEFT);
+      drawTimeline(canvas, { ...tl, cells, lo: tl.t0, hi: tl.t1 }, text, PANEL_LEFT);
       canvas.dataset.rows = String(tl.rows.length);
     });
     const hist = d.querySelector('.sif-panel-histogram') as HTMLCanvasElement;
     hist.width = width;
-    drawHistogram(hist, reply.hist || {}, '#333333', PANEL_LEFT);
+    drawHistogram(hist, reply.hist || {}, text, PANEL_LEFT);
   }
 
   private buildDetail(): void {
