@@ -90,6 +90,10 @@ export function drawHistogram(
   }
   const width = canvas.width;
   const plotW = Math.max(1, width - LEFT - RIGHT);
+  // a narrow canvas (the side panel) names the median and p95 on a line of their own
+  const narrow = width < 480;
+  const top = narrow ? TOP + 14 : TOP;
+  const legendY = narrow ? 16 : 2;
   const lo = edges[0];
   const hi = edges[edges.length - 1];
   const f = h.log
@@ -105,13 +109,13 @@ export function drawHistogram(
   ctx.textBaseline = 'top';
   ctx.fillText(`Call durations: ${h.n} calls${h.log ? ' (log scale)' : ''}`, LEFT < 100 ? 4 : LEFT, 2);
   ctx.textAlign = 'right';
-  ctx.fillText(String(peak), LEFT - 6, TOP);
+  ctx.fillText(String(peak), LEFT - 6, top);
   ctx.fillStyle = BAR_COLOUR;
   counts.forEach((c, k) => {
     if (c) {
       const xa = xOf(edges[k]);
       const xb = xOf(edges[k + 1]);
-      const bh = Math.max(2, ((y1 - TOP) * c) / peak);
+      const bh = Math.max(2, ((y1 - top) * c) / peak);
       ctx.fillRect(xa, y1 - bh, Math.max(1, xb - xa - 1), bh);
     }
   });
@@ -120,9 +124,13 @@ export function drawHistogram(
   ctx.fillStyle = text;
   ctx.textAlign = 'center';
   const axis = h.log ? logTicks(lo, hi) : ticks(lo, hi, 5);
+  let free = -Infinity; // a tick's label is left out where it would overlap the last one
   for (const v of axis) {
-    if (v >= lo && v <= hi) {
-      ctx.fillText(seconds(v), xOf(v), y1 + 5);
+    const label = seconds(v);
+    const half = ctx.measureText(label).width / 2;
+    if (v >= lo && v <= hi && xOf(v) - half > free) {
+      ctx.fillText(label, xOf(v), y1 + 5);
+      free = xOf(v) + half + 6;
     }
   }
   // the median and p95: dashed lines, named in a legend at the top right
@@ -142,15 +150,15 @@ export function drawHistogram(
     ctx.lineWidth = 1.5;
     ctx.setLineDash([4, 3]);
     ctx.beginPath();
-    ctx.moveTo(x, TOP);
+    ctx.moveTo(x, top);
     ctx.lineTo(x, y1);
-    ctx.moveTo(legendX - ctx.measureText(`${name} ${seconds(value)}`).width - 22, 8);
-    ctx.lineTo(legendX - ctx.measureText(`${name} ${seconds(value)}`).width - 6, 8);
+    ctx.moveTo(legendX - ctx.measureText(`${name} ${seconds(value)}`).width - 22, legendY + 6);
+    ctx.lineTo(legendX - ctx.measureText(`${name} ${seconds(value)}`).width - 6, legendY + 6);
     ctx.stroke();
     ctx.setLineDash([]);
     ctx.fillStyle = colour;
     const label = `${name} ${seconds(value)}`;
-    ctx.fillText(label, legendX, 2);
+    ctx.fillText(label, legendX, legendY);
     legendX -= ctx.measureText(label).width + 32;
   }
 }

@@ -14,21 +14,14 @@ import { JupyterFrontEnd } from '@jupyterlab/application';
 import { Kernel } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
-import { drawTimeline } from './charts';
-import { ask, b64bytes } from './control';
+import { ask } from './control';
 import { make } from './dom';
-import { drawHistogram, seconds } from './histogram';
-import { STATE_COLOURS, STATE_NAMES, inflate, packedColours } from './states';
+import { seconds } from './histogram';
+import { JobDetail, esc } from './jobdetail';
+import { STATE_COLOURS, STATE_NAMES } from './states';
 
 const POLL_MS = 1000;
 const SLOW_POLL_MS = 5000; // while the kernel does not answer (sif_magic not loaded)
-const CELL = 6;
-const PANEL_LEFT = 70; // room for the row labels in a narrow panel
-const COLOURS = packedColours();
-
-function esc(text: unknown): string {
-  return String(text ?? '').replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-}
 
 function barHtml(job: any): string {
   const parts: string[] = [];
@@ -46,13 +39,12 @@ export class JobsPanel extends Widget {
   private status: HTMLDivElement;
   private jobsEl: HTMLDivElement;
   private workersEl: HTMLDivElement;
-  private detail: HTMLDivElement;
+  private detail: JobDetail;
   private kernelOwner: any = null;
   private selected = '';
   private call = -1;
   private timer = 0;
   private busy = false;
-  private states: Uint8Array = new Uint8Array(0);
   private replies = 0;
 
   constructor(private app: JupyterFrontEnd) {
@@ -64,14 +56,17 @@ export class JobsPanel extends Widget {
     this.status = make('div', 'sif-panel-status');
     this.jobsEl = make('div', 'sif-panel-jobs');
     this.workersEl = make('div', 'sif-panel-workers-box');
-    this.detail = make('div', 'sif-panel-detail');
+    this.detail = new JobDetail(call => {
+      this.call = call;
+      this.schedule(0);
+    });
     this.node.append(
       this.status,
       make('h3', '', 'Jobs'),
       this.jobsEl,
       make('h3', '', 'Workers'),
       this.workersEl,
-      this.detail
+      this.detail.node
     );
     this.jobsEl.addEventListener('click', this.onJobClick);
     this.status.textContent = 'Open a notebook whose kernel runs sif_magic.';
@@ -89,7 +84,7 @@ export class JobsPanel extends Widget {
     if (current?.sessionContext?.session?.kernel) {
       if (current !== this.kernelOwner) {
         this.selected = '';
-        this.detail.innerHTML = '';
+        this.detail.clear();
       }
       this.kernelOwner = current;
     }
@@ -117,7 +112,10 @@ export class JobsPanel extends Widget {
       const listing = await ask(kernel, { op: 'jobs' });
       this.showJobs(listing);
       if (this.selected) {
-        this.showDetail(await ask(kernel, { op: 'job', job_id: this.selected, call: this.call }));
+        const reply = await ask(kernel, { op: 'job', job_id: this.selected, call: this.call });
+        if (!reply.error && reply.job?.job_id === this.selected) {
+          this.detail.show(reply, Math.max(200, this.node.clientWidth - 20));
+        }
       }
       this.node.dataset.state = 'answering';
       this.replies++;
@@ -182,96 +180,7 @@ export class JobsPanel extends Widget {
     this.call = -1;
     this.jobsEl.querySelectorAll('.sif-panel-job').forEach(j => j.classList.remove('sif-selected'));
     el.classList.add('sif-selected');
-    this.detail.innerHTML = '<i>Asking the kernel…</i>';
+    this.detail.clear('<i>Asking the kernel…</i>');
     this.schedule(0);
   };
-
-  private showDetail(reply: any): void {
-    if (reply.error || !reply.job || reply.job.job_id !== this.selected) {
-      return;
-    }
-    if (!this.detail.querySelector('.sif-panel-log')) {
-      this.buildDetail();
-    }
-    const d = this.detail;
-    d.dataset.jobId = reply.job.job_id;
-    (d.querySelector('.sif-panel-detail-title') as HTMLElement).textContent =
-      `${reply.job.name} · job ${reply.job.job_id} · ${reply.job.rate}`;
-    const log = reply.log || {};
-    (d.querySelector('.sif-panel-log-title') as HTMLElement).textContent = log.title || '';
-    const lines: Array<[number, string]> = log.lines || [];
-    const pre = d.querySelector('.sif-panel-log') as HTMLElement;
-    pre.innerHTML = lines
-      .map(([s, t]) => `<span class="sif-log-line${s === 2 ? ' sif-log-stderr' : ''}">${esc(t)}</span>`)
-      .join('');
-    const tb = d.querySelector('.sif-panel-traceback') as HTMLElement;
-    tb.textContent = log.traceback || '';
-    tb.style.display = log.traceback ? '' : 'none';
-    const width = Math.max(200, this.node.clientWidth - 20);
-    const text = getComputedStyle(this.node).getPropertyValue('--jp-ui-font-color1').trim() || '#333333';
-    void inflate(b64bytes(reply.states_z)).then(states => {
-      this.states = states;
-      this.drawGrid(d.querySelector('.sif-panel-grid') as HTMLCanvasElement, width);
-    });
-    const tl = reply.timeline;
-    void inflate(b64bytes(tl.cells_z)).then(cells => {
-      const canvas = d.querySelector('.sif-panel-timeline') as HTMLCanvasElement;
-      canvas.width = width;
-      drawTimeline(canvas, { ...tl, cells, lo: tl.t0, hi: tl.t1 }, text, PANEL_LEFT);
-      canvas.dataset.rows = String(tl.rows.length);
-    });
-    const hist = d.querySelector('.sif-panel-histogram') as HTMLCanvasElement;
-    hist.width = width;
-    drawHistogram(hist, reply.hist || {}, text, PANEL_LEFT);
-  }
-
-  private buildDetail(): void {
-    this.detail.innerHTML =
-      '<h3 class="sif-panel-detail-title"></h3>' +
-      '<canvas class="sif-panel-grid" title="click a call to see its lines"></canvas>' +
-      '<div class="sif-log-bar"><span class="sif-panel-log-title sif-log-title"></span> ' +
-      '<button class="sif-panel-all">All calls</button></div>' +
-      '<pre class="sif-panel-log"></pre><pre class="sif-panel-traceback sif-log-traceback"></pre>' +
-      '<h3>Timeline</h3><canvas class="sif-panel-timeline"></canvas>' +
-      '<canvas class="sif-panel-histogram"></canvas>';
-    const grid = this.detail.querySelector('.sif-panel-grid') as HTMLCanvasElement;
-    grid.addEventListener('click', (event: MouseEvent) => {
-      const box = grid.getBoundingClientRect();
-      const cols = Math.max(1, Math.floor(box.width / CELL));
-      const i = Math.floor((event.clientY - box.top) / CELL) * cols + Math.floor((event.clientX - box.left) / CELL);
-      if (i >= 0 && i < this.states.length) {
-        this.call = i;
-        this.schedule(0);
-      }
-    });
-    (this.detail.querySelector('.sif-panel-all') as HTMLElement).addEventListener('click', () => {
-      this.call = -1;
-      this.schedule(0);
-    });
-  }
-
-  private drawGrid(canvas: HTMLCanvasElement, width: number): void {
-    const n = this.states.length;
-    const cols = Math.max(1, Math.floor(width / CELL));
-    const height = Math.max(CELL, Math.ceil(n / cols) * CELL);
-    canvas.width = cols * CELL;
-    canvas.height = height;
-    const ctx = canvas.getContext('2d');
-    if (!ctx) {
-      return;
-    }
-    const image = ctx.createImageData(canvas.width, height);
-    const px = new Uint32Array(image.data.buffer);
-    for (let i = 0; i < n; i++) {
-      const x0 = (i % cols) * CELL;
-      const y0 = Math.floor(i / cols) * CELL;
-      for (let dy = 0; dy < CELL - 1; dy++) {
-        px.fill(COLOURS[this.states[i]], (y0 + dy) * canvas.width + x0, (y0 + dy) * canvas.width + x0 + CELL - 1);
-      }
-    }
-    ctx.putImageData(image, 0, 0);
-    canvas.dataset.cols = String(cols);
-    canvas.dataset.cell = String(CELL);
-    canvas.dataset.drawn = String(n);
-  }
 }

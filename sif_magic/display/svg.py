@@ -68,6 +68,27 @@ def colour_of(code: int) -> str:
     return COLOURS[STATE_NAMES[state]] if 0 <= state < len(STATE_NAMES) else "#000000"
 
 
+def _legend(cells: bytes, top: float, out: list[str]) -> None:
+    """The states the timeline shows (and "retried"), right-aligned on its title line."""
+    present = set(cells)
+    keys = [
+        (name, COLOURS[name], 10.0)
+        for code, name in enumerate(STATE_NAMES)
+        if (code + 1) in present or ((code + 1) | RETRIED) in present
+    ]
+    if any(c & RETRIED for c in present):
+        keys.append(("retried", COLOURS["retrying"], 3.0))
+    x = WIDTH - RIGHT
+    for name, colour, h in reversed(keys):
+        x -= 6.2 * len(name)
+        out.append(f'<text x="{x:.1f}" y="{top + 12}" style="{TEXT}">{name}</text>')
+        out.append(
+            f'<rect x="{x - 14:.1f}" y="{top + 12 - 5 - h / 2:.1f}" width="10" height="{h}" '
+            f'fill="{colour}"/>'
+        )
+        x -= 26
+
+
 def _timeline(b: Binned, top: float, out: list[str]) -> float:
     """Draw the timeline from ``top``; returns the y below it."""
     plot_w = WIDTH - LEFT - RIGHT
@@ -75,6 +96,7 @@ def _timeline(b: Binned, top: float, out: list[str]) -> float:
     pitch = max(3.0, min(16.0, 260.0 / max(1, rows)))
     out.append(f'<text x="{LEFT}" y="{top + 12}" style="{TEXT};font-weight:bold">')
     out.append(f"Timeline: {rows} worker slots</text>")
+    _legend(b.cells, top, out)
     y0 = top + 20
     for r, label in enumerate(b.rows):
         y = y0 + r * pitch
