@@ -23,6 +23,7 @@ from ._origins import code_origins
 from ._ship import Shipment, plan
 from .backends import Backend, JobTask, make_backend
 from .config import SifConfig, snapshot
+from .display import panel
 from .errors import ConfigError
 from .job import Job
 from .pipeline import Feeder
@@ -224,6 +225,7 @@ class Executor(concurrent.futures.Executor):
         if upstream is not None:
             Feeder(backend, job, upstream, task, size, limit, spill_dir).start()
         self.jobs[job.job_id] = job  # only a job that started (shutdown waits for these)
+        panel.remember(job)  # listed in the JupyterLab side panel
         return job
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
@@ -258,6 +260,7 @@ class Executor(concurrent.futures.Executor):
         """Follow a job started elsewhere (another kernel, before a restart)."""
         job = self.backend.attach(job_id)
         self.jobs[job.job_id] = job
+        panel.remember(job)
         return job
 
     def workers(self) -> list[dict[str, Any]]:

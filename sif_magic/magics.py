@@ -345,7 +345,10 @@ class SifMagics(Magics):
 
 
 def load(ipython: Any) -> None:
+    from .display import panel
+
     ipython.register_magics(SifMagics)
+    panel.install(getattr(ipython, "kernel", None))  # the side panel's requests
 
 
 def unload(ipython: Any) -> None:

@@ -3,7 +3,11 @@
 - ``view.JobView``: the widgets of one job;
 - ``pusher.Pusher``: the one thread that writes them once shown;
 - ``html``: the snapshot, counts line, workers table and colours;
-- ``text``: progress lines and descriptions for terminals and hover boxes.
+- ``text``: progress lines and descriptions for terminals and hover boxes;
+- ``timeline``: the pictures of a run as data (a timeline binned per slot, the
+  duration histogram); ``chartsview``: the view's Timeline tab; ``svg``: both as
+  the snapshot's image; ``plots``: ``job.plot()`` (matplotlib);
+- ``panel``: the JupyterLab side panel's requests, on the kernel's control channel.
 
 A run shows a live view under its cell after ``progress_delay`` (fast runs do not
 flash a bar); when it ends, the pusher draws the end and sends it again, and the

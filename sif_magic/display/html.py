@@ -98,8 +98,11 @@ def notes_html(job: Any) -> str:
 
 
 def snapshot(job: Any) -> dict[str, str]:
-    """The text and HTML a saved notebook keeps of a job (no widgets needed)."""
-    return {"text/plain": job.summary(), "text/html": summary_html(job)}
+    """The text and HTML a saved notebook keeps of a job (no widgets needed): the
+    summary, then the pictures of the run as an embedded image (``svg``)."""
+    from .svg import job_charts
+
+    return {"text/plain": job.summary(), "text/html": summary_html(job) + job_charts(job)}
 
 
 def counts_html(

@@ -60,6 +60,7 @@ class JobView:
         self.notes = w.HTML()  # what was shipped; advice about the failures
         parts: list[Any] = [w.HBox([self.counts, self.cancel_button]), self.bar, self.notes]
         self.grid = self.logview = None
+        self.charts: Any = None
         from ..widgets._frontend import MISSING_HINT, frontend_missing
 
         if frontend_missing():  # the front-end could only show the custom widgets as errors
@@ -72,7 +73,10 @@ class JobView:
                 self.grid.on_select(self._select)
                 self.logview = LogView(mode="all")  # every call's live lines until one is clicked
                 self.logview.on_mode_change(self._mode_changed)
-                parts += [self.grid, self.logview]
+                from .chartsview import ChartsTab
+
+                self.charts = ChartsTab(job, self._ask)  # a Timeline tab beside the logs
+                parts += [self.grid, self.charts.tabs(self.logview)]
             except Exception:  # noqa: BLE001 - no custom widgets: bar and counts still work
                 pass
         parts.append(self.workers)
@@ -109,7 +113,8 @@ class JobView:
 
     def wants_draw(self) -> bool:
         """Something was asked since the last draw (a click, a mode, Cancel)."""
-        return self.asked or self._select_asked or self._logs_asked
+        charts = self.charts is not None and self.charts.asked
+        return self.asked or self._select_asked or self._logs_asked or charts
 
     def ask_finish(self) -> None:
         """Draw the end now, even if the job has not ended (an interrupted run)."""
@@ -150,6 +155,8 @@ class JobView:
             if self.grid is not None and (final or self.ticks % 2 == 0 or job.n < 1000):
                 self.grid.set_states(job.states)
                 self.grid.set_progress(reports)
+            if self.charts is not None:
+                self.charts.draw(final)
             self._logs()
 
     def _logs(self) -> None:
@@ -217,6 +224,8 @@ class JobView:
                 self.grid.resend()
             if self.logview is not None:
                 self.logview.resend()
+            if self.charts is not None:
+                self.charts.widget.resend()
             self.box.send_state()
             for child in (self.bar, self.counts):
                 child.send_state()

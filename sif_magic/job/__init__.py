@@ -46,6 +46,7 @@ from .logs import LogStore
 from .monitor import EventFolder
 from .outcomes import Outcomes, Printed, not_done
 from .rebuild import rebuild_error
+from .timings import Timings, timings_of
 
 HOLD = 2.0  # seconds ``wait()`` gives a view to draw the end of a finished job
 
@@ -301,6 +302,18 @@ class Job:
             fraction, message = self._events.progress.get(i, (None, ""))
             d["progress"], d["message"] = fraction, message
             return d
+
+    def timings(self) -> Timings:
+        """Per call its start, end, slot, state and attempt: a copy, for pictures."""
+        with self._lock:
+            return timings_of(self._outcomes, self.created, self.finished_at)
+
+    def plot(self, **kwargs: Any) -> Any:
+        """A matplotlib figure of the run: a timeline (a row per worker slot) and the
+        histogram of call durations; needs ``pip install "sif_magic[plots]"``."""
+        from ..display.plots import plot_job
+
+        return plot_job(self, **kwargs)
 
     def call_logs(self, i: int) -> tuple[list[tuple[int, str]], int]:
         """(entries, dropped bytes) of call ``i``'s output so far."""

@@ -8,6 +8,7 @@ still describe the job.
 
 from ._frontend import MODULE_NAME, MODULE_VERSION
 from .callgrid import CallGrid
+from .charts import RunCharts
 from .logview import STDERR, STDOUT, LogView
 
-__all__ = ["CallGrid", "LogView", "MODULE_NAME", "MODULE_VERSION", "STDERR", "STDOUT"]
+__all__ = ["CallGrid", "LogView", "MODULE_NAME", "MODULE_VERSION", "RunCharts", "STDERR", "STDOUT"]
