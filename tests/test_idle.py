@@ -74,12 +74,12 @@ def test_a_hold_keeps_an_idle_worker_and_it_leaves_when_holds_stop(
     try:
         ch = conn.channel()
         body = protocol.Control(op="hold", worker=wid).encode()
-        props = pika.BasicProperties(
-            type="control", headers=protocol.headers_for(key, "control", body)
-        )
         end = time.monotonic() + 6  # several idle timeouts
-        while time.monotonic() < end:
-            ch.basic_publish(protocol.CONTROL_EXCHANGE, "", body, props)
+        while time.monotonic() < end:  # each a new message (a copy would be a replay)
+            props = pika.BasicProperties(
+                type="control", headers=protocol.headers_for(key, "control", body)
+            )
+            ch.basic_publish(protocol.control_exchange(protocol.key_id(key)), "", body, props)
             assert proc.poll() is None, workers.logs()
             time.sleep(0.3)
     finally:
