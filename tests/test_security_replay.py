@@ -89,14 +89,13 @@ def test_a_control_message_is_stale_beyond_its_age_and_the_clock_skew() -> None:
         protocol.fresh(signed(-protocol.CLOCK_SKEW - 5), protocol.CONTROL_MAX_AGE, now)
 
 
-def test_seen_ids_let_a_dead_lettered_copy_in_once_and_forget_the_oldest() -> None:
+def test_seen_ids_refuse_a_copy_with_a_forged_x_death_and_forget_the_oldest() -> None:
     seen = protocol.SeenIds(size=3)
     s = protocol.Signed("task", "b" * 32, 0.0, 0)
     assert seen.first(protocol.seen_key(s, {}))
     assert not seen.first(protocol.seen_key(s, {}))  # a copy
-    expired = {"x-death": [{"count": 1, "queue": "claims", "reason": "expired"}]}
-    assert seen.first(protocol.seen_key(s, expired))  # back from a lease, once
-    assert not seen.first(protocol.seen_key(s, expired))
+    forged = {"x-death": [{"count": 1, "queue": "claims", "reason": "expired"}]}
+    assert not seen.first(protocol.seen_key(s, forged))  # x-death is not signed
     for i in range(3):
         seen.first(str(i))
     assert len(seen) == 3 and seen.first(protocol.seen_key(s, {}))  # the oldest went
@@ -117,8 +116,10 @@ def test_a_worker_takes_again_what_the_broker_redelivers_or_dead_letters_back() 
     assert gate.admit(task, signed, False, {}, set())
     assert not gate.admit(task, signed, False, {}, set())  # a copy published again
     assert gate.admit(task, signed, True, {}, set())  # redelivered (same worker, reconnect)
-    expired = {"x-death": [{"count": 1, "queue": "claims", "reason": "expired"}]}
-    assert gate.admit(task, signed, False, expired, set())  # back after a lease expired
+    forged = {"x-death": [{"count": 1, "queue": "claims", "reason": "expired"}]}
+    assert not gate.admit(task, signed, False, forged, set())  # a copy made to look expired
+    claim = signed._replace(msg_id="e" * 32)  # a claim is signed anew: its own id
+    assert gate.admit(task, claim, False, forged, set())  # back after its lease expired
     assert not gate.admit(task, signed, False, {}, {"j"})  # cancelled here
     other = protocol.Task("gone", 0, [0], "r", b"F", b"A")
     assert not gate.admit(other, signed._replace(msg_id="d" * 32), True, {}, set())

@@ -68,10 +68,12 @@ def deaths(headers: dict[str, Any] | None) -> int:
     return total
 
 
-def seen_key(signed: Signed, headers: dict[str, Any] | None) -> str:
-    """What makes a delivery new: its id, and how often the broker dead-lettered it
-    (a lease that expired brings the same id back once, with a higher count)."""
-    return f"{signed.msg_id}/{deaths(headers)}"
+def seen_key(signed: Signed, headers: dict[str, Any] | None = None) -> str:
+    """What makes a delivery new: its signed id, nothing else. (An unsigned header,
+    such as the broker's ``x-death``, can be forged on a copy; a claim that comes back
+    when its lease expired was signed anew, with an id of its own, when the worker
+    claimed it or renewed the lease, so it needs no exception.)"""
+    return signed.msg_id
 
 
 class SeenIds:
