@@ -45,14 +45,24 @@ def _checked(resources: dict[str, int] | None) -> dict[str, int] | None:
 
 
 def _pack(
-    fn: Callable, items: Any, size: int, cfg: SifConfig, limit: int, spill_dir: str
+    fn: Callable,
+    items: Any,
+    size: int,
+    cfg: SifConfig,
+    limit: int,
+    spill_dir: str,
+    upstream: Job | None = None,
 ) -> tuple[bytes, list[_serialize.PreparedChunk], Shipment]:
     """The function blob (with the user's modules it needs), the chunks of inputs
     (one over ``limit`` spills to ``spill_dir``) and what was shipped. Modules only
     the inputs need (their classes) join after the chunks are made; the chunks are
-    made again if the blob grew past their room."""
+    made again if the blob grew past their room. A pipeline's inputs are the
+    ``upstream`` job's results: the modules that job shipped travel again."""
     used: set[str] = set()
     func, _ = _serialize.dumps_function(fn, used)
+    shipped_before = getattr(upstream, "shipment", None)
+    if shipped_before is not None:
+        used |= {p.name for p in shipped_before.parts}
     shipment = plan(used, cfg.ship, cfg.ship_max_mb)
     blob = shipment.wrap(func)
     for_inputs = set(used)
@@ -184,7 +194,7 @@ class Executor(concurrent.futures.Executor):
         size = max(1, int(chunksize or cfg.chunksize or auto_chunksize(n, backend.slots())))
         limit, spill_dir = _spilling(backend, cfg, job_id, env)
         try:
-            func, chunks, shipment = _pack(fn, todo, size, cfg, limit, spill_dir)
+            func, chunks, shipment = _pack(fn, todo, size, cfg, limit, spill_dir, upstream)
         except BaseException:
             spill.remove(spill_dir)
             raise

@@ -353,3 +353,58 @@ def test_pending_jobs_no_longer_wanted_are_withdrawn(
         ex.shutdown(wait=False, cancel_futures=True)
         slurm.run("scancel", blocker, check=False)
         slurm.run("scancel", "-n", scaler.name, check=False)
+
+
+def _ten_seconds(x: tuple[int, str]) -> tuple[int, str]:
+    """A call of 10 s that leaves a file per run (the run counter) in the folder its
+    input names; its SLURM job id shows where it ran."""
+    import os
+    import time
+    import uuid
+
+    i, folder = x
+    time.sleep(10)
+    open(os.path.join(folder, f"{i}.{uuid.uuid4().hex}"), "w").close()
+    return i, os.environ.get("SLURM_JOB_ID", "")
+
+
+@pytest.mark.slurm
+def test_walltime_drains_and_replaces_without_losing_or_rerunning_a_call(
+    slurm: SlurmCluster, home: Path, url_file: Path, rt: str, tmp_path: Path
+) -> None:
+    """``--adapt 1:1 --time 00:01:00`` and 24 calls of 10 s on 2 processes (120 s of
+    work, jobs of 60 s): each job's worker takes only calls that finish before its
+    walltime and leaves in time, its replacement takes the rest: all done, none
+    failed, none run twice (counted by a file per run)."""
+    import cloudpickle
+
+    from sif_magic.cli.adapt import scaler_from_args
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # jobs lack this file
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    runs.chmod(0o777)
+    ex = Executor(backend="rabbitmq", amqp_url=URL, runtime=rt, errors="collect")
+    args = cli_args(
+        "--runtime", rt, "--container", "none", "--cpus-per-task", "2", "--processes", "2",
+        "--time", "00:01:00", "--idle-timeout", "20", "--amqp-url-file", str(url_file),
+        "--poll", "1", "--submit-every", "1",
+    )  # fmt: skip
+    scaler = scaler_from_args(args, ex.backend, 1, 1).start()
+    try:
+        job = ex.map_job(_ten_seconds, [(i, str(runs)) for i in range(24)], chunksize=1)
+        assert job.wait(timeout=900), job.state_counts()
+        counts = job.state_counts()
+        assert counts["done"] == 24 and counts["failed"] == 0, counts
+        ran = sorted(int(p.name.split(".")[0]) for p in runs.iterdir())
+        twice = sorted({i for i in ran if ran.count(i) > 1})
+        logs = "\n".join(p.read_text() for p in sorted(home.rglob("*.out")))
+        assert ran == list(range(24)), (  # each exactly once
+            f"runs per call: {ran}; {[job.describe_call(i) for i in twice]}\n{logs[-6000:]}"
+        )
+        where = {job_id for _, job_id in job.results()}
+        assert len(where) >= 2 and "" not in where, where  # a replacement took over
+    finally:
+        scaler.stop()
+        ex.shutdown(wait=False, cancel_futures=True)
+        slurm.run("scancel", "-n", scaler.name, check=False)

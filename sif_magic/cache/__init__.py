@@ -14,13 +14,17 @@ that folds the job's results (see ``store``).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..protocol import ResultSegment
+from ..runner import spill
 from .keys import function_key, input_keys
 from .store import CacheInfo, CacheStore
+
+log = logging.getLogger("sif_magic.cache")
 
 __all__ = ["CacheInfo", "CacheStore", "Resume", "function_key", "input_keys", "prepare", "store"]
 
@@ -50,8 +54,19 @@ class Resume:
 
     def record(self, segments: list[ResultSegment]) -> None:
         for seg in segments:
-            if seg.worker != "cache":  # what came from the cache is there already
-                self.cache.add(self.fn_key, self.keys, seg)
+            if seg.worker == "cache":  # what came from the cache is there already
+                continue
+            if spill.is_reference(seg.values):  # kept: the values, not the file (it goes)
+                try:
+                    values = spill.load(seg.values)
+                    seg = ResultSegment(
+                        *(getattr(seg, f) for f in ResultSegment.__slots__[:4]), values,
+                        seg.extra, seg.worker, seg.host, seg.pid, seg.devices,
+                    )  # fmt: skip
+                except spill.SpillError as e:
+                    log.warning("a result of this job is not kept in the cache: %s", e)
+                    continue
+            self.cache.add(self.fn_key, self.keys, seg)
 
 
 def prepare(

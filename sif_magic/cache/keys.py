@@ -44,8 +44,19 @@ def _by_reference(obj: Any) -> bool:
 
 
 def _module_version(module_name: str) -> str:
-    top = sys.modules.get(module_name.partition(".")[0])
-    return str(getattr(top, "__version__", ""))
+    """An installed module's version; for the user's own (a module that travels with
+    the job, ``_ship``: its version tells nothing), a hash of the source it and the
+    local modules it imports have now, so an edited file makes new keys."""
+    top_name = module_name.partition(".")[0]
+    top = sys.modules.get(top_name)
+    version = str(getattr(top, "__version__", ""))
+    from .._ship import plan
+
+    try:
+        bundle = plan([top_name], max_mb=1e9).bundle
+    except Exception:  # noqa: BLE001 - unreadable: then only its version says
+        bundle = b""
+    return f"{version}#{hashlib.sha256(bundle).hexdigest()[:16]}" if bundle else version
 
 
 class _Hasher:

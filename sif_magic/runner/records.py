@@ -77,7 +77,10 @@ class Records:
             self.run_id = run_id
             self.indices = indices
             self.sent = 0
-            self.spill = (spill_dir, int(over)) if spill_dir and over else None
+            over_n = int(over) if over else 0
+            if over_n and self.cap:  # what the broker takes here is the lower bound
+                over_n = min(over_n, self.cap)
+            self.spill = (spill_dir, over_n) if spill_dir and over_n else None
 
     def send(self, msg: object) -> None:
         with self.lock:

@@ -247,7 +247,7 @@ class Connection(IOThread):
             return None
         if method is None:
             return None
-        tx.delivered(method.delivery_tag)
+        tx.delivered(method.delivery_tag, got=True)
         return Delivery(tx.generation, method.delivery_tag, False, tx.channel, tx)
 
     def commit_now(self) -> None:
@@ -261,7 +261,11 @@ class Connection(IOThread):
 
     def delete_if_empty(self, name: str) -> None:
         """Delete queue ``name`` if it is empty, on a channel opened for it (the broker
-        closes the channel of a delete it refuses: not empty, or gone)."""
+        closes the channel of a delete it refuses: not empty, or gone). Not for quorum
+        queues: RabbitMQ refuses ``if_empty`` there with a connection error (540
+        NOT_IMPLEMENTED); a claim queue of that type goes by its ``x-expires``."""
+        if self.queue_type != "classic":
+            return
 
         def op() -> None:
             ch = self._conn.channel()  # type: ignore[union-attr]

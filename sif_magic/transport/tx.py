@@ -44,6 +44,8 @@ class _Tx:
         self.generation = generation
         self.unacked: collections.deque[int] = collections.deque()  # delivered, in tag order
         self.pending: set[int] = set()  # delivered and not settled (nor staged to be)
+        # tags of basic.get answers: never the tag of a ``multiple`` ack (see ack_frames)
+        self.gets: set[int] = set()
         self.publishes: list[_Publish] = []
         # publishes that stand or fall with this channel's acks (a split chunk's parts):
         # dropped, not re-sent, if the channel dies before the commit
@@ -51,7 +53,10 @@ class _Tx:
         self.acks: list[int] = []
         self.rejects: list[tuple[int, bool]] = []  # (tag, requeue)
 
-    def delivered(self, tag: int) -> None:
+    def delivered(self, tag: int, got: bool = False) -> None:
+        """Delivery ``tag`` arrived (``got``: the answer of a ``basic.get``)."""
+        if got:
+            self.gets.add(tag)
         self.unacked.append(tag)
         self.pending.add(tag)
         if len(self.unacked) > 1 and tag < self.unacked[-2]:
@@ -69,23 +74,30 @@ class _Tx:
             self.rejects.append((tag, requeue))
 
     def ack_frames(self) -> tuple[int, list[int]]:
-        """The staged acks as (tag to ack with ``multiple``, or 0; tags to ack one by one).
+        """The staged acks as (tag to ack with ``multiple``, or 0; tags to ack one by one,
+        none of them covered by that ``multiple``).
 
         ``multiple`` covers the longest run of the oldest deliveries that are all
         settled or settling now; a finished delivery behind one still running is
-        acked alone (``multiple`` would settle the running one too)."""
+        acked alone (``multiple`` would settle the running one too). Its tag is
+        always a consumer delivery's, never a ``basic.get`` answer's: pika may hold
+        consumer deliveries with lower tags that arrived while it waited for the
+        get's answer and are not handed on yet, and a ``multiple`` up to the get's
+        tag would ack them unseen (their chunk lost, and their own ack later closes
+        the channel: "unknown delivery tag"). Consumer deliveries are handed on in
+        order, so every tag below a consumer delivery's is known here."""
         finishing = set(self.acks)
         self.acks = []
         multi = 0
         unacked, pending = self.unacked, self.pending
         while unacked and unacked[0] not in pending:
             tag = unacked.popleft()
-            if tag in finishing:
-                finishing.discard(tag)
+            if tag in finishing and tag not in self.gets:
                 multi = tag
         if len(unacked) > 2 * len(pending) + 64:  # settled ones pile up behind a slow one
             self.unacked = collections.deque(t for t in unacked if t in pending)
-        return multi, sorted(finishing)
+        self.gets -= finishing
+        return multi, sorted(t for t in finishing if t > multi)
 
     def commit(self) -> None:
         """Publish, reject, ack and commit what is staged: all of it is stored, or none."""

@@ -133,7 +133,7 @@ class Worker:
         self.outbox = Outbox(
             self.conn, key, self.events, self.queue, self.processes, self.worker_id, self.host
         )
-        self.foreign = ForeignTasks(self.conn, self.key_id, self.key_source)
+        self.foreign = ForeignTasks(self.conn, key, self.key_source)
         self.gate = TaskGate(self.conn)
         reporter = EventReporter(
             self.events,
@@ -179,12 +179,12 @@ class Worker:
             closed_note=CHUNKS_HELD,
         )
         log.info(
-            "worker %s consuming %s with %d processes, %s GPU(s), %d CPUs for calls "
+            "worker %s consuming %s with %d processes, %s, %d CPUs for calls "
             "(python %s, cloudpickle %s)",
             self.worker_id,
             self.queue,
             self.processes,
-            ",".join(self.gpus) or "no",
+            f"{len(self.gpus)} GPU(s) ({','.join(self.gpus)})" if self.gpus else "no GPU",
             self.cpus,
             *versions(),
         )
@@ -209,7 +209,12 @@ class Worker:
 
     def _shutdown(self) -> None:
         log.info("worker %s stopping: unfinished tasks go back to the queue", self.worker_id)
-        try:  # tasks held for other workers go back as they came (not marked redelivered)
+        if self.conn.connected:
+            try:  # first: nothing more arrives (a hand-back's ack would let more in)
+                leaving.take_nothing_more(self).result(timeout=5)
+            except Exception:  # noqa: BLE001 - what arrives later comes back redelivered
+                pass
+        try:  # tasks held for other workers go back, re-signed (not marked redelivered)
             handed = self.foreign.hand_back(everything=True)
             if handed is not None:
                 handed.result(timeout=5)
@@ -298,26 +303,25 @@ class Worker:
             )
             self.conn.reject(delivery, requeue=False)
             return
-        self.idle.touch()
         if not self.gate.admit(task, signed, delivery.redelivered, headers, self.pool.cancels):
             self.conn.ack(delivery)  # a copy, or a task of a cancelled or ended job
             return
+        positions = list(task.only) if task.only is not None else list(range(len(task.calls)))
+        if delivery.redelivered or expired_claim(headers):  # its worker died holding it
+            redelivered(self, task, delivery, positions)  # (its parts: new messages)
+            return
         need = need_of(task.resources)
         if not self.pool.can_run(need):  # another worker may have them: hand it back
-            queue = source
             self.foreign.hold_for_others(
                 f"each call asks for {need.text()}, and this worker has "  # type: ignore[union-attr]
                 f"{len(self.gpus)} GPU(s) and {self.cpus} CPUs",
                 delivery,
-                queue,
+                source,
+                task,
                 body,
-                props,
             )
             return
-        positions = list(task.only) if task.only is not None else list(range(len(task.calls)))
-        if delivery.redelivered or expired_claim(headers):  # its worker died holding it
-            redelivered(self, task, delivery, positions)
-            return
+        self.idle.touch()  # work this worker can do (not what it holds for others)
         why = incompatibility((task.python, task.cloudpickle), versions())
         if why:
             self.outbox.fail(task, positions, wire_name(IncompatibleWorkerError), why, delivery)

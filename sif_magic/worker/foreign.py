@@ -14,7 +14,9 @@ signature, to the scope's dead-letter queue, where it is kept for inspection
 A task that asks for more GPUs or CPUs than this worker has (``hold_for_others``)
 is held ``HOLD`` seconds (a worker that has them may take the next ones
 meanwhile) and handed back to its queue, through the scope's direct exchange,
-as it came, acking the original in the same transaction (a requeue would mark it
+signed anew (a new message id: the copy it took is in this worker's seen ids, so
+one handed back unchanged would be refused here as a replay), with its loss
+count, acking the original in the same transaction (a requeue would mark it
 redelivered, which the next worker would count as a worker death).
 
 Threads: ``refuse``, ``hold_for_others`` and ``log`` run in the I/O thread
@@ -40,13 +42,14 @@ LOG_EVERY = 600.0  # the error about a key id is logged again after this long
 
 
 class ForeignTasks:
-    def __init__(self, conn: Connection, key_id: str, key_source: str) -> None:
+    def __init__(self, conn: Connection, key: bytes, key_source: str) -> None:
         self.conn = conn
-        self.key_id = key_id
+        self.key = key
+        self.key_id = protocol.key_id(key)
         self.key_source = key_source
         self.count = 0  # messages signed with another key, so far
-        # tasks for other workers, until handed back: (due, delivery, queue, body, props)
-        self._held: list[tuple[float, Any, str, bytes, Any]] = []
+        # tasks for other workers, until handed back: (due, delivery, queue, body, lost)
+        self._held: list[tuple[float, Any, str, bytes, int]] = []
         self._lock = threading.Lock()
         self._logged: dict[tuple[str, str], float] = {}  # (what, key id) -> last logged
 
@@ -56,8 +59,9 @@ class ForeignTasks:
         self.log(theirs, f"Tasks on {queue}")
         self.conn.reject(delivery, requeue=False)
 
-    def hold_for_others(self, why: str, delivery: Any, queue: str, body: bytes, props: Any) -> None:
-        """Keep a task this worker cannot run (``why``) until it goes back to ``queue``."""
+    def hold_for_others(self, why: str, delivery: Any, queue: str, task: Any, body: bytes) -> None:
+        """Keep ``task`` (its ``body``), which this worker cannot run (``why``), until it
+        goes back to ``queue``."""
         now = time.time()
         if now - self._logged.get(("resources", why), -LOG_EVERY) >= LOG_EVERY:
             self._logged[("resources", why)] = now
@@ -69,10 +73,10 @@ class ForeignTasks:
                 HOLD,
             )
         with self._lock:
-            self._held.append((now + HOLD, delivery, queue, body, props))
+            self._held.append((now + HOLD, delivery, queue, body, task.lost))
 
     def hand_back(self, everything: bool = False) -> Any:
-        """Republish held tasks as they came (their signature) and ack them, in one
+        """Republish held tasks, signed anew with their loss count, and ack them, in one
         transaction per channel; returns the operation's future (None if nothing was
         due)."""
         now = time.time()
@@ -83,11 +87,19 @@ class ForeignTasks:
             return None
 
         def op() -> None:
-            for _, delivery, queue, body, props in due:
-                self.conn.stage_forward(delivery, self.conn.exchange, queue, body, props)
+            for _, delivery, queue, body, lost in due:
+                self.conn.stage_publish(
+                    delivery, self.conn.exchange, queue, body, kind="task", key=self.key,
+                    headers={protocol.HDR_LOST: lost}, bound=True,
+                )  # fmt: skip
                 self.conn.ack(delivery)
 
         return self.conn.call(op, wait=False)
+
+    def held(self) -> int:
+        """How many tasks wait here to go back to other workers."""
+        with self._lock:
+            return len(self._held)
 
     def log(self, theirs: str, what: str) -> None:
         """An error, once per key id and kind of message (again after LOG_EVERY),

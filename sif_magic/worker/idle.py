@@ -71,7 +71,8 @@ def check(w: Worker) -> bool:
     if not clock.due(_pool_busy(w), time.time()):
         return False
     try:
-        if w.conn.unsettled(timeout=10):  # e.g. a task of another key held for its return
+        # deliveries it still holds, but for tasks it holds only for other workers
+        if w.conn.unsettled(timeout=10) > w.foreign.held():
             clock.touch()
             return False
     except Exception:  # noqa: BLE001 - broker unreachable: nothing of ours is held there
