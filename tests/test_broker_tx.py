@@ -62,13 +62,31 @@ def test_a_tag_told_late_is_never_covered_by_a_multiple_ack() -> None:
     """A basic.get answered (tag 3) while delivery 2 waited to be handed on: 3 is
     registered first; acking 1 and 3 must not settle 2 with ``multiple``."""
     tx, ch = _tx(range(1, 2))
-    tx.delivered(3)  # the claim message of a chunk (worker/claims.py)
+    tx.delivered(3, got=True)  # the claim message of a chunk (worker/claims.py)
     tx.delivered(2)  # the consumer's delivery, dispatched after
     tx.settle(1)
     tx.settle(3)
     tx.commit()
     assert ch.frames == [("ack", 1, True), ("ack", 3, False), ("commit",)]
     assert tx.pending == {2}
+
+
+def test_a_get_answer_is_never_the_tag_of_a_multiple_ack() -> None:
+    """A basic.get answered (tag 3) while delivery 2 is still inside pika, not handed
+    on (so unknown here): acking 1 and 3 in that round must not settle 2 (it was a
+    whole chunk lost, then its own ack closed the channel: 'unknown delivery tag')."""
+    tx, ch = _tx(range(1, 2))
+    tx.delivered(3, got=True)
+    tx.settle(1)
+    tx.settle(3)
+    tx.commit()
+    assert ch.frames == [("ack", 1, True), ("ack", 3, False), ("commit",)]
+    ch.frames.clear()
+    tx.delivered(2)  # handed on now
+    tx.settle(2)
+    tx.commit()
+    assert ch.frames == [("ack", 2, True), ("commit",)]  # a consumer tag: all below known
+    assert not tx.pending and not tx.gets
 
 
 def test_rejects_go_before_a_multiple_ack_and_nothing_is_settled_twice() -> None:
