@@ -271,7 +271,11 @@ def test_a_replacement_is_queued_ahead_of_walltime_and_max_holds(
             waiting = [r for r in rows if r.state == "PENDING" and r.reason == "Dependency"]
             return running and waiting and (running[0], waiting[0])
 
-        old, new = wait_until(replaced, 120, "a replacement queued behind the running job")
+        try:
+            old, new = wait_until(replaced, 120, "a replacement queued behind the running job")
+        except AssertionError as e:
+            rows = squeue.jobs_named(scaler.name)
+            raise AssertionError(f"{e}; the scaler said {scaler.lines}; squeue: {rows}") from None
         line = wait_until(
             lambda: [ln for ln in scaler.lines if f"replacement {new.job_id}" in ln],
             30,

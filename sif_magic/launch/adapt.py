@@ -16,7 +16,7 @@ not own (started by hand, by ``slurm submit``), ``slots_per_node`` per node; no
 new node for a backlog that clears before one could start (``lead``: observed
 queue wait plus start-up); never more than MAX nodes live, ``max_pending``
 jobs pending, or one submission per ``submit_every`` seconds. A running job
-whose walltime ends within ``lead`` is draining: it no longer counts, so its
+whose walltime ends within ``lead`` plus ``drain`` (how early its worker leaves) is draining: it no longer counts, so its
 replacement is submitted ahead of time; at MAX the replacement waits for it
 (``--dependency=afterany``) so MAX still holds. Scaling in is left to the
 workers' idle timeout (never a busy node cancelled); only pending jobs no
@@ -67,6 +67,9 @@ class Policy:
     submit_every: float = 10.0  # seconds between two submissions
     max_array: int = 1001  # the site's MaxArraySize (0 or 1: no arrays)
     lead: float = 60.0  # seconds from sbatch to a working node (queue wait + start-up)
+    # seconds before its walltime a job's worker is gone at most (it hands back what it
+    # holds and leaves then: worker/walltime.py END_MARGIN): its job drains that early
+    drain: float = 30.0
     withdraw_after: float = 60.0  # seconds of low demand before pending jobs are withdrawn
 
     def check(self) -> None:
@@ -98,7 +101,7 @@ def decide(
     """The next step of the scaler (see the module docstring)."""
     running = [j for j in jobs if j.state in RUNNING_STATES]
     pending = [j for j in jobs if j.state in PENDING_STATES]
-    draining = [j for j in running if j.ends and j.ends - now <= policy.lead]
+    draining = [j for j in running if j.ends and j.ends - now <= policy.lead + policy.drain]
     steady = [j for j in running if j not in draining]
     live_nodes = sum(j.nodes for j in running + pending)
     capacity = sum(j.nodes for j in steady + pending)
