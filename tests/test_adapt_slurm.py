@@ -373,6 +373,7 @@ def _ten_seconds(x: tuple[int, str]) -> tuple[int, str]:
 
 
 @pytest.mark.slurm
+@pytest.mark.timeout(900)  # 120 s of calls in jobs of 60 s, and their starts: a net only
 def test_walltime_drains_and_replaces_without_losing_or_rerunning_a_call(
     slurm: SlurmCluster, home: Path, url_file: Path, rt: str, tmp_path: Path
 ) -> None:
