@@ -37,7 +37,7 @@ handed on, never shared while it changes.
 from __future__ import annotations
 
 from .events import EventBatch, compress_ranges, expand_ranges
-from .framing import MAGIC, ProtocolError, pack, unpack
+from .framing import MAGIC, ProtocolError, pack, pack_parts, unpack
 from .names import (
     CANCELLED,
     CONTROL_EXCHANGE,
@@ -157,6 +157,7 @@ __all__ = [
     "job_exchange",
     "key_id",
     "pack",
+    "pack_parts",
     "queue_type_of",
     "result_queue",
     "result_queue_arguments",

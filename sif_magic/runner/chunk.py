@@ -42,6 +42,7 @@ class Chunk:
     only: list[int] | range | None = None  # positions to run (a split chunk); None: all
     remaining: int = -1  # calls without a final result yet
     need: Need | None = None  # what each call asks for (resources.py); None: nothing
+    buffers: list[Any] | tuple = ()  # the out-of-band buffers of ``args`` (oob.py)
 
     def __post_init__(self) -> None:
         if self.only is None:
@@ -68,7 +69,13 @@ class Chunk:
             attempt_base=1 + task.lost,
             only=list(task.only) if task.only is not None else None,
             need=need_of(task.resources),
+            buffers=task.buffers,
         )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes a slot is sent to run it: function, inputs and their buffers."""
+        return len(self.func) + len(self.args) + sum(memoryview(b).nbytes for b in self.buffers)
 
 
 @dataclass(eq=False)

@@ -20,6 +20,7 @@ import threading
 import time
 from array import array
 
+from .oob import cloud_pickler, dumps
 from .slotio import DONE, FAILED, MAX_CALL_OUTPUT, write_msg
 from .spill import SpillError
 from .spill import write as spill_write
@@ -87,32 +88,34 @@ class Records:
                             special[k] = [r.status, r.error, r.out, r.err, r.dropped, r.blob]
                             entries[k] = r.value
                     self.specials_sent += len(special)
-                values = self._pickle_values(entries, special)
-                if self.spill is not None and len(values) > self.spill[1]:
-                    values = self._spill(values, special, n)
+                buffers: list[memoryview] = []
+                values = self._pickle_values(entries, special, buffers)
+                if self.spill is not None and _size(values, buffers) > self.spill[1]:
+                    values = self._spill(values, buffers, special, n)
+                    buffers = []
                 self.sent += n
                 kind = "finished" if final else "results"
-                write_msg(self.resp_fd, (kind, self.run_id, values, n, times, special))
+                oob = [pickle.PickleBuffer(b) for b in buffers]  # written beside the message
+                write_msg(self.resp_fd, (kind, self.run_id, values, n, times, special, oob))
             self.last_flush = time.time()
 
-    def _pickle_values(self, values: list, special: dict[int, list]) -> bytes:
-        """One pickle of the calls' return values; a value that cannot be pickled
-        (even by cloudpickle) fails its call with a SerializationError instead."""
+    def _pickle_values(self, values: list, special: dict[int, list], buffers: list) -> bytes:
+        """One pickle of the calls' return values (their arrays' memory appended to
+        ``buffers``: ``oob.py``); a value that cannot be pickled (even by
+        cloudpickle) fails its call with a SerializationError instead."""
         try:
-            return pickle.dumps(values, protocol=5)
+            return dumps(values, buffers)
         except Exception:  # noqa: BLE001 - a lambda, a local class, an open file ...
-            pass
-        import cloudpickle
-
+            del buffers[:]
         try:
-            return cloudpickle.dumps(values, protocol=5)
+            return dumps(values, buffers, cloud_pickler())
         except Exception:  # noqa: BLE001
-            pass
+            del buffers[:]
         for k, value in enumerate(values):
             if value is None:
                 continue
             try:
-                cloudpickle.dumps(value, protocol=5)
+                dumps(value, None, cloud_pickler())
             except Exception as e:  # noqa: BLE001
                 entry = special.setdefault(k, [DONE, None, b"", b"", 0, b""])
                 i = self.sent + k
@@ -125,13 +128,13 @@ class Records:
                     "frames": [],
                 }
                 values[k] = None
-        return cloudpickle.dumps(values, protocol=5)
+        return dumps(values, buffers, cloud_pickler())
 
-    def _spill(self, values: bytes, special: dict[int, list], n: int) -> bytes:
+    def _spill(self, values: bytes, buffers: list, special: dict[int, list], n: int) -> bytes:
         """Results too big for a message: a file of the job's spill directory, and a
         reference in their place; where it cannot be written, the calls fail saying so."""
         try:
-            return spill_write(self.spill[0], "result", values)  # type: ignore[index]
+            return spill_write(self.spill[0], "result", values, buffers)  # type: ignore[index]
         except SpillError as e:
             error = {"type": "sif_magic.errors.SerializationError", "message": str(e), "frames": []}
             for k in range(n):
@@ -219,3 +222,7 @@ def dumps_value(value: object) -> bytes:
         import cloudpickle
 
         return cloudpickle.dumps(value, protocol=5)
+
+
+def _size(values: bytes, buffers: list[memoryview]) -> int:
+    return len(values) + sum(b.nbytes for b in buffers)

@@ -2,7 +2,8 @@
 
 Results wait here while the previous commit awaits the broker, so under load
 one AMQP transaction carries many calls: each flush stages everything in the
-outbox, one message per job and consumer channel, on that channel, followed
+outbox, one message per job and consumer channel (several, of at most
+MESSAGE_BYTES each, when big values add up: ``batches``), on that channel, followed
 by the acks of the chunks whose every result is staged; the connection
 commits each channel's lot as one transaction (``transport``), so a chunk's
 ack is never stored without its results. The task queue's prefetch follows
@@ -30,6 +31,7 @@ from ..runner.scheduler import Prefetch
 from ..transport import Connection
 
 log = logging.getLogger("sif_magic.worker")
+MESSAGE_BYTES = 16 << 20  # a result message holds segments up to this size (one bigger alone)
 
 
 class Outbox:
@@ -129,8 +131,9 @@ class Outbox:
             finished, self._finished = self._finished, []
             self._flush_queued = False
         for (_, job_id, reply_to), (delivery, results) in outbox.items():
-            body = protocol.ResultBatch(job_id, -1, results).encode()
-            self.conn.stage_publish(delivery, "", reply_to, body, kind="result", key=self.key)
+            for batch in batches(results):
+                body = protocol.ResultBatch(job_id, -1, batch).encode_parts()
+                self.conn.stage_publish(delivery, "", reply_to, body, kind="result", key=self.key)
         for delivery in finished:
             self.conn.ack(delivery)
 
@@ -147,3 +150,19 @@ class Outbox:
             log.error(
                 "the broker could not route a %s message to %r: it is lost", kind, routing_key
             )
+
+
+def batches(segments: list[ResultSegment]) -> list[list[ResultSegment]]:
+    """``segments`` in runs of at most MESSAGE_BYTES (a bigger segment alone): one
+    message each. Under load the outbox holds many segments of one job (big arrays
+    add up fast), and the broker refuses a message over its limit (128 MB by default)."""
+    out: list[list[ResultSegment]] = []
+    size = MESSAGE_BYTES
+    for seg in segments:
+        n = seg.nbytes
+        if size + n > MESSAGE_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(seg)
+        size += n
+    return out

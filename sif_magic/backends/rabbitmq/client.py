@@ -178,7 +178,7 @@ class RabbitBackend(Backend):
             return stream.queue
 
         self._streams[job.job_id] = stream
-        self.conn.consume(setup, stream.on_message, prefetch=0)
+        self.conn.consume(setup, stream.on_message, prefetch=0, writable=True)
         job.add_done_callback(self._ended)
 
     def _ended(self, job: Job) -> None:
@@ -267,7 +267,7 @@ class RabbitBackend(Backend):
             return reply_to
 
         self.conn.call(lambda: self.monitor.bind(self.conn.sub_channel, job_id))
-        self.conn.consume(bind, stream.on_message, prefetch=0, timeout=timeout)
+        self.conn.consume(bind, stream.on_message, prefetch=0, timeout=timeout, writable=True)
         if not stream.ready.wait(timeout):
             raise ConfigError(
                 f"job {job_id}: its results are held by another live client (a kernel still "
