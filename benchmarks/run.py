@@ -45,6 +45,7 @@ SCENARIOS = {
     "s5": "5. client memory added by a run, results held",
     "s6": "6. monitoring on vs off (rabbitmq)",
     "s7": "7. local backend vs ProcessPoolExecutor, same chunk size",
+    "s9": "9. big arrays: 40 NumPy arrays of 8 MB in and out, 2 processes (MB/s in + out)",
 }
 
 
@@ -58,14 +59,17 @@ class Runner:
 
 RUNNERS = [
     Runner(
-        "sif_magic", "benchmarks.peers.sifmagic", ["s1", "s2", "s3", "s4", "s5", "s6", "s7"], 600
+        "sif_magic",
+        "benchmarks.peers.sifmagic",
+        ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s9"],
+        900,
     ),
-    Runner("pika", "benchmarks.peers.pika_rt", ["s1"], 180),
+    Runner("pika", "benchmarks.peers.pika_rt", ["s1", "s9"], 300),
     Runner("celery", "benchmarks.peers.celery_peer", ["s1"], 240),
     Runner("dask", "benchmarks.peers.dask_peer", ["s1"], 240),
     Runner("ipyparallel", "benchmarks.peers.ipp_peer", ["s1"], 300),
     Runner("lithops", "benchmarks.peers.lithops_peer", ["s1"], 300),
-    Runner("processpool", "benchmarks.peers.processpool", ["s7"], 120),
+    Runner("processpool", "benchmarks.peers.processpool", ["s7", "s9"], 240),
     # memory: a fresh client process per measurement
     Runner("dask-memory", "benchmarks.peers.dask_peer", ["s5"], 300),
     Runner("ipyparallel-memory", "benchmarks.peers.ipp_peer", ["s5"], 420),
@@ -87,6 +91,8 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
     ("s5", RABBIT, "max", 150.0, "< 150 MB"),
     ("s5", LOCAL, "max", 150.0, "< 150 MB"),
     ("s7", "ProcessPoolExecutor(2)", "ratio", 0.5, "sif_magic local within 2x"),
+    ("s9", "pika round trip (bare)", "ratio", 0.8, "sif_magic rabbitmq >= 0.8x bare pika"),
+    ("s9", "ProcessPoolExecutor(2)", "ratio", 1.0, "sif_magic local >= 1.0x"),
 ]
 S6_TARGET = 0.9  # on / off throughput
 
@@ -264,7 +270,8 @@ def summarise(measurements: list[dict[str, Any]]) -> list[Row]:
     for r in out:
         if r.tool.startswith("sif_magic"):
             continue
-        base = find(r.scenario, LOCAL if r.scenario == "s7" else RABBIT)
+        # ProcessPoolExecutor is the local backend's peer; the others the rabbitmq one's
+        base = find(r.scenario, LOCAL if r.tool.startswith("ProcessPool") else RABBIT)
         if base is None or not r.median or not base.median:
             continue
         if r.scenario == "s5":  # per call: the runs differ in size
@@ -341,7 +348,7 @@ def _calls(row: Row) -> float:
 def fmt(value: float, unit: str) -> str:
     if unit == "calls/s":
         return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
-    if unit == "ms":
+    if unit in ("ms", "MB/s"):
         return f"{value:.1f}"
     if unit == "s":
         return f"{value:.3f}"
@@ -517,11 +524,11 @@ def main(argv: list[str] | None = None) -> int:
     # s6 with automatic chunks: 100,000 calls last ~0.1 s now, where a scheduler
     # hiccup is 10%; a million give the on/off ratio a second to settle
     params["n6"] = 1_000_000
-    params.update(n5_peers=10_000, n1_lithops=40, inner=2)
+    params.update(n5_peers=10_000, n1_lithops=40, inner=2, n9=40, mb9=8)
     repeats = max(1, args.repeats)
     if args.quick:
         params.update(n1=500, n2=20_000, n4=10, n5=20_000, n5_peers=1000, n1_lithops=6, inner=1)
-        params.update(n6=20_000)
+        params.update(n6=20_000, n9=8)
         repeats = 1
     wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
@@ -576,7 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     print()
-    print("ratio: how many times better sif_magic (rabbitmq; local in s7) is than the tool,")
+    print("ratio: how many times better sif_magic (rabbitmq; local against ProcessPoolExecutor)")
+    print("       is than the tool,")
     print("       median of all runs [min-max of the per-round ratios]")
     print("       (its throughput / theirs, or their time or memory / its); s5 per call;")
     print("       s6 sif_magic throughput with monitoring on / off.")
