@@ -22,7 +22,6 @@ caller that needs it). Threads: any; a FrameReader has one reader.
 from __future__ import annotations
 
 import io
-import mmap
 import os
 import pickle
 import struct
@@ -34,7 +33,6 @@ SIZE = struct.Struct(">Q")
 READ_SIZE = 1 << 16  # bytes read from a non-blocking pipe at once
 DIRECT = 1 << 18  # a message this much short of whole is read straight into its buffers
 IOV_MAX = 512  # iovecs per writev/readv call (Linux allows 1024)
-BIG = 1 << 20  # buffers from this size on are anonymous mappings (``alloc``)
 
 
 def reduce_memoryview(obj: memoryview) -> Any:
@@ -122,16 +120,16 @@ def _writable(b: Any) -> Any:
     if not m.readonly:
         return b
     owner = m.obj
-    if type(owner) in (bytearray, mmap.mmap) and len(owner) == m.nbytes and m.contiguous:
+    if type(owner) is bytearray and len(owner) == m.nbytes and m.contiguous:
         return owner
     return bytearray(m)
 
 
-def alloc(n: int) -> Any:
-    """A writable buffer of ``n`` bytes to read into: a big one is an anonymous
-    mapping, whose pages the kernel zeroes as they are first written (a bytearray
-    would be zeroed once more, by Python, before the read)."""
-    return bytearray(n) if n < BIG else mmap.mmap(-1, n)
+def alloc(n: int) -> bytearray:
+    """A writable buffer of ``n`` bytes to read into. (A bytearray: malloc hands back
+    the memory of the last ones, already mapped; a fresh anonymous mapping per
+    buffer measured ten times slower, for its page faults.)"""
+    return bytearray(n)
 
 
 # -- pipes ----------------------------------------------------------------------
