@@ -133,3 +133,24 @@ def test_a_redelivered_chunk_of_arrays_is_split_with_their_buffers(
     assert job.describe_call(0)["attempt"] >= 2  # it did come back
     log = Path(second.log_path).read_text()
     assert "could not re-pack" not in log, log[-2000:]  # split one input per message
+
+
+def test_kept_results_of_arrays_come_back_from_the_cache(tmp_path: Path) -> None:
+    """resume=True keeps a segment's buffers in its cache file (cache/segfile.py)."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    def plus(a):  # noqa: ANN001, ANN202
+        import uuid
+
+        (runs / uuid.uuid4().hex).touch()  # one file per call run
+        return a + 1
+
+    items = [np.full(100_000, float(i)) for i in range(4)]
+    with Executor(backend="local", processes=2, cache_dir=str(tmp_path / "cache")) as ex:
+        first = ex.map_job(plus, items, chunksize=2, resume=True).results(timeout=120)
+        n_runs = len(list(runs.iterdir()))
+        again = ex.map_job(plus, items, chunksize=2, resume=True).results(timeout=120)
+    assert n_runs == 4 and len(list(runs.iterdir())) == 4  # the second run ran nothing
+    for a, b, c in zip(items, first, again):
+        assert same(a + 1, b) and same(a + 1, c) and c.flags.writeable

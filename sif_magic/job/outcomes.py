@@ -46,7 +46,8 @@ Printed = tuple[int, bytes, bytes, int]
 class Block:
     """The values of one result segment, kept pickled as they came: unpickled (the
     whole list at once) only when asked for (``results()``, a future), never
-    while folding."""
+    while folding. Their arrays are built on the segment's ``buffers`` (the
+    memory they came in: ``runner/oob.py``), not copied."""
 
     __slots__ = ("indices", "values", "buffers", "status", "own", "first", "_list", "_pos")
 
