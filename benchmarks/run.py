@@ -50,6 +50,7 @@ SCENARIOS = {
     "e1": "e1. elastic SLURM (--adapt 0:2): zero workers to the first result",
     "e2": "e2. elastic SLURM: seconds a node stays allocated after the last call (worst node)",
     "e3": "e3. elastic SLURM (--adapt 1:1 --time 1 min): calls rerun because of walltime",
+    "s9": "9. big arrays: 40 NumPy arrays of 8 MB in and out, 2 processes (MB/s in + out)",
 }
 
 
@@ -63,14 +64,17 @@ class Runner:
 
 RUNNERS = [
     Runner(
-        "sif_magic", "benchmarks.peers.sifmagic", ["s1", "s2", "s3", "s4", "s5", "s6", "s7"], 600
+        "sif_magic",
+        "benchmarks.peers.sifmagic",
+        ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s9"],
+        900,
     ),
-    Runner("pika", "benchmarks.peers.pika_rt", ["s1"], 180),
+    Runner("pika", "benchmarks.peers.pika_rt", ["s1", "s9"], 300),
     Runner("celery", "benchmarks.peers.celery_peer", ["s1"], 240),
     Runner("dask", "benchmarks.peers.dask_peer", ["s1"], 240),
     Runner("ipyparallel", "benchmarks.peers.ipp_peer", ["s1"], 300),
     Runner("lithops", "benchmarks.peers.lithops_peer", ["s1"], 300),
-    Runner("processpool", "benchmarks.peers.processpool", ["s7"], 120),
+    Runner("processpool", "benchmarks.peers.processpool", ["s7", "s9"], 240),
     # its own one-node SLURM cluster (tests/slurm_cluster.py); an error where SLURM is missing
     Runner("elastic", "benchmarks.peers.elastic", ["e1", "e2", "e3"], 900),
     # memory: a fresh client process per measurement
@@ -96,6 +100,8 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
     ("s7", "ProcessPoolExecutor(2)", "ratio", 0.5, "sif_magic local within 2x"),
     ("e2", ELASTIC, "max", ELASTIC_IDLE + 5, f"<= idle timeout ({ELASTIC_IDLE:g} s) + 5 s"),
     ("e3", ELASTIC, "max", 0, "0 calls"),
+    ("s9", "pika round trip (bare)", "ratio", 0.8, "sif_magic rabbitmq >= 0.8x bare pika"),
+    ("s9", "ProcessPoolExecutor(2)", "ratio", 1.0, "sif_magic local >= 1.0x"),
 ]
 S6_TARGET = 0.9  # on / off throughput
 
@@ -273,7 +279,8 @@ def summarise(measurements: list[dict[str, Any]]) -> list[Row]:
     for r in out:
         if r.tool.startswith("sif_magic"):
             continue
-        base = find(r.scenario, LOCAL if r.scenario == "s7" else RABBIT)
+        # ProcessPoolExecutor is the local backend's peer; the others the rabbitmq one's
+        base = find(r.scenario, LOCAL if r.tool.startswith("ProcessPool") else RABBIT)
         if base is None or not r.median or not base.median:
             continue
         if r.scenario == "s5":  # per call: the runs differ in size
@@ -354,7 +361,7 @@ def _calls(row: Row) -> float:
 def fmt(value: float, unit: str) -> str:
     if unit == "calls/s":
         return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
-    if unit == "ms":
+    if unit in ("ms", "MB/s"):
         return f"{value:.1f}"
     if unit == "s":
         return f"{value:.3f}"
@@ -530,14 +537,14 @@ def main(argv: list[str] | None = None) -> int:
     # s6 with automatic chunks: 100,000 calls last ~0.1 s now, where a scheduler
     # hiccup is 10%; a million give the on/off ratio a second to settle
     params["n6"] = 1_000_000
-    params.update(n5_peers=10_000, n1_lithops=40, inner=2)
+    params.update(n5_peers=10_000, n1_lithops=40, inner=2, n9=40, mb9=8)
     params.update(
         idle=ELASTIC_IDLE, n_e1=8, n_e3=24, s_e3=10
     )  # e3: 120 s of calls on 2 processes, 60 s jobs
     repeats = max(1, args.repeats)
     if args.quick:
         params.update(n1=500, n2=20_000, n4=10, n5=20_000, n5_peers=1000, n1_lithops=6, inner=1)
-        params.update(n6=20_000)  # e3 as it is: fewer calls would not reach the walltime
+        params.update(n6=20_000, n9=8)  # e3 as it is: fewer calls would not reach the walltime
         repeats = 1
     wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
@@ -592,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     print()
-    print("ratio: how many times better sif_magic (rabbitmq; local in s7) is than the tool,")
+    print("ratio: how many times better sif_magic (rabbitmq; local against ProcessPoolExecutor)")
+    print("       is than the tool,")
     print("       median of all runs [min-max of the per-round ratios]")
     print("       (its throughput / theirs, or their time or memory / its); s5 per call;")
     print("       s6 sif_magic throughput with monitoring on / off.")

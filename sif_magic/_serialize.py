@@ -7,6 +7,13 @@ Given a set, the pickling notes in it the name of every module the pickle
 refers to: the modules of the functions and classes it refers to by name (the
 inputs' classes too), the modules themselves, and what ``import`` statements in
 code pickled by value import. ``_ship`` picks the user's own among them.
+
+The arrays among the inputs (anything pickle protocol 5 takes out of band) are
+not copied into a chunk's pickle: their memory travels beside it as the chunk's
+``buffers`` (``runner.oob``), read when the chunk is sent to a worker or a call
+process. So an input array changed in place after ``map`` returned, before its
+call ran, is seen changed (as with ProcessPoolExecutor): copy it first if you
+mean to change it.
 """
 
 from __future__ import annotations
@@ -17,13 +24,13 @@ import io
 import pickle
 import types
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
 
 from .errors import SerializationError
-from .runner import spill
+from .runner import oob, spill
 
 MB = 1024 * 1024
 _NAMED = (types.FunctionType, types.BuiltinFunctionType)
@@ -41,11 +48,12 @@ def code_imports(code: types.CodeType) -> list[str]:
     return found
 
 
-class _Noting(cloudpickle.Pickler):
-    """cloudpickle's pickler, noting the modules the pickle refers to in ``modules``."""
+class _Noting(oob.cloud_pickler()):  # type: ignore[misc]
+    """cloudpickle's pickler (memoryviews too), noting the modules the pickle refers
+    to in ``modules``."""
 
-    def __init__(self, file: io.BytesIO, modules: set[str]) -> None:
-        super().__init__(file, protocol=5)
+    def __init__(self, file: io.BytesIO, modules: set[str], callback: Any = None) -> None:
+        super().__init__(file, protocol=5, buffer_callback=callback)
         self.modules = modules
 
     def reducer_override(self, obj: Any) -> Any:
@@ -62,11 +70,15 @@ class _Noting(cloudpickle.Pickler):
         return reduced
 
 
-def _dumps(obj: Any, modules: set[str] | None) -> bytes:
+def _dumps(obj: Any, modules: set[str] | None, buffers: list[memoryview] | None = None) -> bytes:
+    """``obj`` pickled; with ``buffers``, its arrays' memory goes there (``oob``)."""
     if modules is None:
-        return cloudpickle.dumps(obj, protocol=5)
+        return oob.dumps(obj, buffers, oob.cloud_pickler())
+    found: list[pickle.PickleBuffer] = []
     with io.BytesIO() as f:
-        _Noting(f, modules).dump(obj)
+        _Noting(f, modules, None if buffers is None else found.append).dump(obj)
+        if buffers is not None:
+            buffers.extend(b.raw() for b in found)
         return f.getvalue()
 
 
@@ -106,14 +118,19 @@ def _function_culprit(fn: Callable, error: Exception) -> str:
     return f"function {name!r} cannot be pickled to send it to workers: {error}"
 
 
-def dumps_items(items: Sequence[Any], first: int, modules: set[str] | None = None) -> bytes:
+def dumps_items(
+    items: Sequence[Any], first: int, modules: set[str] | None = None
+) -> tuple[bytes, list[memoryview]]:
+    """The pickle of ``items`` and its out-of-band buffers: the memory of the arrays
+    among them, not copied (read when the chunk is sent: see ``oob``)."""
+    buffers: list[memoryview] = []
     try:
-        return _dumps(list(items), modules)
+        return _dumps(list(items), modules, buffers), buffers
     except Exception:
         pass
     for k, item in enumerate(items):
         try:
-            cloudpickle.dumps(item, protocol=5)
+            oob.dumps(item, None, oob.cloud_pickler())
         except Exception as e:
             raise SerializationError(
                 f"input #{first + k} ({type(item).__name__}) cannot be pickled to send it to "
@@ -127,6 +144,7 @@ class PreparedChunk:
     number: int
     calls: list[int]
     args: bytes
+    buffers: list[memoryview] = field(default_factory=list)  # of ``args`` (oob)
 
 
 def make_chunks(
@@ -152,18 +170,19 @@ def make_chunks(
     stack.reverse()
     while stack:
         a, b = stack.pop()
-        blob = dumps_items(items[a:b], a, modules)
-        if len(blob) > limit:
+        blob, buffers = dumps_items(items[a:b], a, modules)
+        size = len(blob) + oob.nbytes(buffers)
+        if size > limit:
             if b - a == 1 and spill_dir:
                 try:
-                    ref = spill.write(spill_dir, "input", blob)
+                    ref = spill.write(spill_dir, "input", blob, buffers)
                 except spill.SpillError as e:
                     raise SerializationError(f"input #{a}: {e}") from None
                 chunks.append(PreparedChunk(len(chunks), [a], ref))
                 continue
             if b - a == 1:
                 raise SerializationError(
-                    f"input #{a} is {len(blob) / MB:.1f} MB once pickled, over the "
+                    f"input #{a} is {size / MB:.1f} MB once pickled, over the "
                     f"{max_bytes / MB:.0f} MB message limit (max_message_mb, at most the broker's "
                     "max_message_size). Put large data "
                     "on storage the workers can read and pass its path instead."
@@ -172,7 +191,7 @@ def make_chunks(
             stack.append((mid, b))
             stack.append((a, mid))
             continue
-        chunks.append(PreparedChunk(len(chunks), list(range(a, b)), blob))
+        chunks.append(PreparedChunk(len(chunks), list(range(a, b)), blob, buffers))
     return chunks
 
 

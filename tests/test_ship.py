@@ -100,7 +100,7 @@ def test_a_redelivered_chunk_is_split_with_the_modules_of_its_inputs(
     def split(blob: bytes) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, SLOT_SCRIPT, "split"],
-            input=pickle.dumps((blob, args, [1, 0])),
+            input=pickle.dumps((blob, args, [1, 0], [])),
             capture_output=True,
             cwd=tmp_path,  # not the folder: only the bundle has ucpkg
         )
@@ -108,7 +108,7 @@ def test_a_redelivered_chunk_is_split_with_the_modules_of_its_inputs(
     assert b"No module named 'ucpkg'" in split(func).stderr  # without the bundle
     proc = split(plan({"ucpkg"}).wrap(func))
     assert proc.returncode == 0, proc.stderr
-    parts = [pickle.loads(b) for b in pickle.loads(proc.stdout)]
+    parts = [pickle.loads(b, buffers=bufs) for b, bufs in pickle.loads(proc.stdout)]
     assert parts == [[ucpkg.Point(3, 4)], [ucpkg.Point(1, 2)]]
 
 

@@ -51,7 +51,8 @@ class SlotUnderTest:
         indices = [100 + p for p in positions]
         func_bytes = cloudpickle.dumps(func) if send_func else None
         write_msg(self.req_w, ("run", self.runs, func_hash, func_bytes, cloudpickle.dumps(items),
-                               positions, indices, [1] * len(positions), star, env or {}))  # fmt: skip
+                               positions, indices, [1] * len(positions), star, env or {},
+                               []))  # fmt: skip
         return self.runs
 
     def run(self, func, items, **kw) -> list[tuple]:
@@ -86,8 +87,8 @@ def slot(tmp_path: Path):
 def _calls(msgs: list[tuple]) -> list[tuple]:
     """(value, special entry or None, t_start, t_end) per call, over the messages."""
     out = []
-    for _, _, values, n, times, special in msgs:
-        values = pickle.loads(values)
+    for _, _, values, n, times, special, buffers in msgs:
+        values = pickle.loads(values, buffers=buffers)
         assert len(values) == n and len(times) == 2 * n
         for k in range(n):
             out.append((values[k], special.get(k), times[2 * k], times[2 * k + 1]))
@@ -241,9 +242,10 @@ def test_split_repacks_inputs_one_pickle_per_call(tmp_path: Path) -> None:
     args = cloudpickle.dumps([10, 20, 30])
     proc = subprocess.run(
         [sys.executable, SLOT_SCRIPT, "split"],
-        input=pickle.dumps((cloudpickle.dumps(len), args, [2, 0])),
+        input=pickle.dumps((cloudpickle.dumps(len), args, [2, 0], [])),
         capture_output=True,
         check=True,
         cwd=tmp_path,
     )
-    assert [pickle.loads(b) for b in pickle.loads(proc.stdout)] == [[30], [10]]
+    parts = pickle.loads(proc.stdout)
+    assert [pickle.loads(b, buffers=bufs) for b, bufs in parts] == [[30], [10]]

@@ -74,7 +74,7 @@ def test_a_reference_the_worker_cannot_follow_says_what_to_set(tmp_path: Path) -
     try:
         write_msg(
             slot.req_w,
-            ("run", 1, "h", cloudpickle.dumps(len), ref, [0, 1], [7, 8], [1, 1], False, {}),
+            ("run", 1, "h", cloudpickle.dumps(len), ref, [0, 1], [7, 8], [1, 1], False, {}, []),
         )
         msg = slot.read()
         while msg[0] != "finished":
@@ -93,13 +93,14 @@ def test_a_reference_the_worker_cannot_follow_says_what_to_set(tmp_path: Path) -
 
 def test_a_changed_file_is_refused_and_old_directories_are_swept(tmp_path: Path) -> None:
     ref = spill.write(str(tmp_path / "a"), "input", b"payload")
-    assert spill.load(ref) == b"payload" and spill.load(b"plain") == b"plain"
+    assert bytes(spill.load_parts(ref)[0]) == b"payload" and spill.load_parts(ref)[1] == []
+    assert spill.load_parts(b"plain") == (b"plain", ())
     (path,) = (tmp_path / "a").iterdir()
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert oct((tmp_path / "a").stat().st_mode & 0o777) == "0o700"
     path.write_bytes(b"PAYLOAD")
     with pytest.raises(spill.SpillError, match="changed after it was spilled"):
-        spill.load(ref)
+        spill.load_parts(ref)
     (tmp_path / "b").mkdir()
     os.utime(tmp_path / "a", (time.time() - 100, time.time() - 100))
     spill.sweep(str(tmp_path), older_than=50)

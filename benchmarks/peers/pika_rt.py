@@ -9,6 +9,13 @@ Two variants: ``bare`` (the body is the number as text) and ``cloudpickle +
 event`` (the body is a cloudpickled (function, argument), the reply a pickled
 value, and each call also publishes a small JSON status event that the client
 consumes, as a monitored tool would).
+
+s9 (``arrays``): the same round trip with the bytes of the big arrays
+(``_arrays.py``): one message per array, its raw bytes as the body; the two
+consumers (prefetch 2) send each body back as it came (``echo``). Twice: with
+transient messages, as in s1 (``bare``), and with persistent messages on durable
+queues (``bare, persistent``: the broker writes each body to disk, as it does
+sif_magic's tasks and results). The bodies are made before the clock starts.
 """
 
 from __future__ import annotations
@@ -25,17 +32,21 @@ from ._common import PY, Context
 EVENTS_EXCHANGE = "sif_bench.events"
 
 
-def consumer(queue: str, pickled: bool, prefetch: int) -> None:
+def consumer(
+    queue: str, pickled: bool, prefetch: int, echo: bool = False, persistent: bool = False
+) -> None:
     import pika
 
     conn = pika.BlockingConnection(pika.URLParameters(_common.BROKER_URL))
     ch = conn.channel()
-    ch.queue_declare(queue, auto_delete=False)
+    ch.queue_declare(queue, durable=persistent, auto_delete=False)
     ch.basic_qos(prefetch_count=prefetch)
     funcs: dict[bytes, Any] = {}
 
     def on_message(ch: Any, method: Any, props: Any, body: bytes) -> None:
-        if pickled:
+        if echo:
+            reply = body
+        elif pickled:
             fb, x = pickle.loads(body)
             fn = funcs.get(fb)
             if fn is None:
@@ -46,12 +57,49 @@ def consumer(queue: str, pickled: bool, prefetch: int) -> None:
         else:
             reply = str(int(body) + 1).encode()
         ch.basic_publish(
-            "", props.reply_to, reply, pika.BasicProperties(correlation_id=props.correlation_id)
+            "",
+            props.reply_to,
+            reply,
+            pika.BasicProperties(
+                correlation_id=props.correlation_id, delivery_mode=2 if persistent else 1
+            ),
         )
         ch.basic_ack(method.delivery_tag)
 
     ch.basic_consume(queue, on_message)
     ch.start_consuming()
+
+
+def start_consumers(ctx: Context, params: dict[str, Any], count: int, name: str) -> list[Any]:
+    """``count`` consumer processes (``consumer``) with ``params``."""
+    return [
+        ctx.procs.start(
+            [
+                PY,
+                "-m",
+                "benchmarks.peers.pika_rt",
+                "--scenarios",
+                "consumer",
+                "--params",
+                json.dumps(params),
+                "--out",
+                str(ctx.workdir / f"{name}-{k}.json"),
+            ],
+            name=f"pika-{name}-{k}",
+        )  # fmt: skip
+        for k in range(count)
+    ]
+
+
+def stop(ctx: Context, procs: list[Any], ch: Any, conn: Any, queue: str) -> None:
+    """Stop the consumers, delete their queue, close the connection."""
+    for p in procs:
+        ctx.procs.stop(p, grace=3)
+    try:
+        ch.queue_delete(queue)
+        conn.close()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def round_trip(ctx: Context, n: int, pickled: bool, consumers: int = 2, inner: int = 1) -> None:
@@ -68,23 +116,9 @@ def round_trip(ctx: Context, n: int, pickled: bool, consumers: int = 2, inner: i
     reply_q = ch.queue_declare("", exclusive=True).method.queue
     event_q = ch.queue_declare("", exclusive=True).method.queue
     ch.queue_bind(event_q, EVENTS_EXCHANGE, "job.#")
-    procs = [
-        ctx.procs.start(
-            [
-                PY,
-                "-m",
-                "benchmarks.peers.pika_rt",
-                "--scenarios",
-                "consumer",
-                "--params",
-                json.dumps({"queue": queue, "pickled": pickled, "prefetch": 16}),
-                "--out",
-                str(ctx.workdir / f"consumer-{k}.json"),
-            ],
-            name=f"pika-consumer-{k}",
-        )
-        for k in range(consumers)
-    ]
+    procs = start_consumers(
+        ctx, {"queue": queue, "pickled": pickled, "prefetch": 16}, consumers, "consumer"
+    )
     try:
         _common.wait_until(
             lambda: ch.queue_declare(queue, passive=True).method.consumer_count >= consumers,
@@ -131,19 +165,75 @@ def round_trip(ctx: Context, n: int, pickled: bool, consumers: int = 2, inner: i
             dt = run(n)
             ctx.throughput("s1", tool, n, dt, consumers=consumers)
     finally:
-        for p in procs:
-            ctx.procs.stop(p, grace=3)
-        try:
-            ch.queue_delete(queue)
-            conn.close()
-        except Exception:  # noqa: BLE001
-            pass
+        stop(ctx, procs, ch, conn, queue)
+
+
+def arrays(ctx: Context, persistent: bool, consumers: int = 2) -> None:
+    """s9: the big arrays' bytes there and back, one message each way per array."""
+    import pika
+
+    from . import _arrays
+
+    data = _arrays.make(ctx.params)
+    bodies = [a.tobytes() for a in data]
+    queue = _common.unique("sif_bench.pika9")
+    conn = pika.BlockingConnection(pika.URLParameters(_common.BROKER_URL))
+    ch = conn.channel()
+    ch.queue_declare(queue, durable=persistent, auto_delete=False)
+    reply_q = ch.queue_declare("", durable=persistent, exclusive=True).method.queue
+    params = {"queue": queue, "pickled": False, "prefetch": 2, "echo": True}
+    params["persistent"] = persistent
+    tool = "pika round trip (bare, persistent)" if persistent else "pika round trip (bare)"
+    procs = start_consumers(ctx, params, consumers, "echo")
+    try:
+        _common.wait_until(
+            lambda: ch.queue_declare(queue, passive=True).method.consumer_count >= consumers,
+            30,
+            "pika consumers",
+        )
+        got: dict[int, int] = {}
+        ch.basic_consume(
+            reply_q,
+            lambda c, m, props, body: got.__setitem__(int(props.correlation_id), len(body)),
+            auto_ack=True,
+        )
+
+        def run(count: int) -> float:
+            got.clear()
+            t0 = time.perf_counter()
+            for i, body in enumerate(bodies[:count]):
+                props = pika.BasicProperties(
+                    reply_to=reply_q, correlation_id=str(i), delivery_mode=2 if persistent else 1
+                )
+                ch.basic_publish("", queue, body, props)
+            deadline = time.monotonic() + 600
+            while len(got) < count:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"only {len(got)} of {count} replies in 600 s")
+                conn.process_data_events(time_limit=0.05)
+            dt = time.perf_counter() - t0
+            if any(got[i] != len(bodies[i]) for i in range(count)):
+                raise RuntimeError("wrong replies")
+            return dt
+
+        run(2)  # warm
+        for _ in range(ctx.params.get("inner", 2)):
+            dt = run(len(bodies))
+            ctx.record(
+                "s9", tool, "throughput", _arrays.moved_mb(data) / dt,
+                "MB/s", higher_is_better=True, seconds=dt, arrays=len(data), consumers=consumers,
+            )  # fmt: skip
+    finally:
+        stop(ctx, procs, ch, conn, queue)
 
 
 def run(ctx: Context) -> None:
     p = ctx.params
     if ctx.want("consumer"):
-        consumer(p["queue"], bool(p["pickled"]), int(p["prefetch"]))
+        consumer(
+            p["queue"], bool(p["pickled"]), int(p["prefetch"]), bool(p.get("echo")),
+            bool(p.get("persistent")),
+        )  # fmt: skip
         return
     _common.ship_by_value()
     if ctx.want("s1"):
@@ -152,6 +242,11 @@ def run(ctx: Context) -> None:
         with ctx.attempt("s1", "pika round trip (cloudpickle + event)"):
             round_trip(ctx, p.get("n1", 3000), pickled=True, inner=p.get("inner", 2))
         _common.delete_queues(exchanges=(EVENTS_EXCHANGE,))
+    if ctx.want("s9"):
+        with ctx.attempt("s9", "pika round trip (bare)"):
+            arrays(ctx, persistent=False)
+        with ctx.attempt("s9", "pika round trip (bare, persistent)"):
+            arrays(ctx, persistent=True)
 
 
 if __name__ == "__main__":

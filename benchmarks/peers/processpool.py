@@ -1,8 +1,10 @@
-"""concurrent.futures.ProcessPoolExecutor(2) with sif_magic's automatic chunk size (s7).
+"""concurrent.futures.ProcessPoolExecutor(2): s7 and s9.
 
-``list(pool.map(inc, range(n), chunksize=k))`` with ``k = auto_chunksize(n, 2)``,
+s7: ``list(pool.map(inc, range(n), chunksize=k))`` with ``k = auto_chunksize(n, 2)``,
 the chunk size sif_magic's local backend picks for the same run; the pool is
 started and warm before the timed run, as the local backend's is.
+s9: ``list(pool.map(plus_one, arrays))`` over the big arrays (``_arrays.py``),
+its default chunk size (1), pool warm.
 """
 
 from __future__ import annotations
@@ -17,7 +19,31 @@ from ._common import Context
 TOOL = "ProcessPoolExecutor(2)"
 
 
+def arrays(ctx: Context) -> None:
+    from . import _arrays
+    from ._funcs import plus_one
+
+    data = _arrays.make(ctx.params)
+    with ctx.attempt("s9", TOOL), ProcessPoolExecutor(2) as pool:
+        _arrays.check(data[:2], list(pool.map(plus_one, data[:2])))  # processes up and warm
+        for p in pool._processes.values() if pool._processes else ():
+            ctx.procs.adopt(p.pid)
+        ctx.procs.note_descendants()
+        for _ in range(ctx.params.get("inner", 2)):
+            t0 = time.perf_counter()
+            out = list(pool.map(plus_one, data))
+            dt = time.perf_counter() - t0
+            _arrays.check(data, out)
+            del out
+            ctx.record(
+                "s9", TOOL, "throughput", _arrays.moved_mb(data) / dt, "MB/s",
+                higher_is_better=True, seconds=dt, arrays=len(data), chunksize=1,
+            )  # fmt: skip
+
+
 def run(ctx: Context) -> None:
+    if ctx.want("s9"):
+        arrays(ctx)
     if not ctx.want("s7"):
         return
     from sif_magic.runner.scheduler import auto_chunksize

@@ -3,7 +3,9 @@
 Scenarios (see ``benchmarks/run.py``): s1 one message per call, s2 automatic
 chunking, s3 sleeps, s4 time to first result, s5 client memory (each in a
 fresh client process), s6 monitoring on/off, s7 the local backend (compared
-with ProcessPoolExecutor by ``processpool.py``).
+with ProcessPoolExecutor by ``processpool.py``), s9 big NumPy arrays in and out
+on both backends (``_arrays.py``; compared with a bare pika round trip of the
+same bytes and with ProcessPoolExecutor).
 """
 
 from __future__ import annotations
@@ -203,6 +205,37 @@ def sleeps(ctx: Context, tool: str, ex: Any, n: int) -> None:
     close_job(job)
 
 
+def arrays(ctx: Context, tool: str, ex: Any, inner: int) -> None:
+    """s9: MB/s in and out of ``map`` over the big arrays (automatic chunks)."""
+    from sif_magic.runner import scheduler
+
+    from . import _arrays
+    from ._funcs import plus_one
+
+    data = _arrays.make(ctx.params)
+    _arrays.check(data[:2], list(ex.map(plus_one, data[:2])))  # the function is cached
+    for _ in range(inner):
+        t0 = time.perf_counter()
+        job = ex.map_job(plus_one, data)
+        out = job.results(timeout=600)
+        dt = time.perf_counter() - t0
+        _arrays.check(data, out)
+        del out
+        ctx.record(
+            "s9",
+            tool,
+            "throughput",
+            _arrays.moved_mb(data) / dt,
+            "MB/s",
+            higher_is_better=True,
+            seconds=dt,
+            arrays=len(data),
+            chunksize=scheduler.auto_chunksize(len(data), ex.backend.slots()),
+        )
+        close_job(job)
+        gc.collect()
+
+
 def monitoring(ctx: Context, ex: Any, n: int, chunksize: int | None, label: str, rnd: int) -> None:
     """Throughput with the client following the job live (default) and with
     ``monitor=False`` (workers still publish their events; the broker drops them)."""
@@ -314,7 +347,7 @@ def run(ctx: Context) -> None:
     key_file = ctx.workdir / "key"
     load_key(key_file=str(key_file))  # created, mode 600
     runtime = _common.unique("bench")
-    rabbit_wanted = any(ctx.want(s) for s in ("s1", "s2", "s3", "s4", "s5", "s6"))
+    rabbit_wanted = any(ctx.want(s) for s in ("s1", "s2", "s3", "s4", "s5", "s6", "s9"))
     ex = None
     try:
         if rabbit_wanted:
@@ -342,6 +375,9 @@ def run(ctx: Context) -> None:
                 for k in range(p.get("inner", 2)):
                     monitoring(ctx, ex, p.get("n6", 1_000_000), None, "automatic chunks", rnd + k)
                     monitoring(ctx, ex, p.get("n1", 3000), 1, "chunksize 1", rnd + k)
+        if ctx.want("s9"):
+            with ctx.attempt("s9", RABBIT):
+                arrays(ctx, RABBIT, ex, p.get("inner", 2))
         if ctx.want("s5"):
             with ctx.attempt("s5", RABBIT):
                 memory(ctx, RABBIT, "rabbitmq", p.get("n5", 100000), runtime, key_file)
@@ -352,7 +388,7 @@ def run(ctx: Context) -> None:
         if rabbit_wanted:
             queues, exchanges = run_queues(runtime, key_file)
             _common.delete_queues(*queues, exchanges=tuple(exchanges))
-    if any(ctx.want(s) for s in ("s2", "s3", "s4", "s7")):
+    if any(ctx.want(s) for s in ("s2", "s3", "s4", "s7", "s9")):
         lex = local_executor()
         try:
             from ._funcs import inc
@@ -370,6 +406,9 @@ def run(ctx: Context) -> None:
             if ctx.want("s4"):
                 with ctx.attempt("s4", LOCAL):
                     first_result(ctx, LOCAL, lex, p.get("n4", 30))
+            if ctx.want("s9"):
+                with ctx.attempt("s9", LOCAL):
+                    arrays(ctx, LOCAL, lex, p.get("inner", 2))
         finally:
             lex.shutdown(wait=False, cancel_futures=True)
     if ctx.want("s5"):

@@ -37,6 +37,7 @@ class JobTask:
             reply_to=reply_to,
             func=self.func,
             args=chunk.args,
+            buffers=chunk.buffers,
             func_hash=self.func_hash,
             star=self.star,
             timeout=self.timeout,

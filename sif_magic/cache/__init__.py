@@ -58,10 +58,10 @@ class Resume:
                 continue
             if spill.is_reference(seg.values):  # kept: the values, not the file (it goes)
                 try:
-                    values = spill.load(seg.values)
+                    values, buffers = spill.load_parts(seg.values, seg.buffers)
                     seg = ResultSegment(
-                        *(getattr(seg, f) for f in ResultSegment.__slots__[:4]), values,
-                        seg.extra, seg.worker, seg.host, seg.pid, seg.devices,
+                        seg.indices, seg.status, seg.attempts, seg.times, bytes(values),
+                        seg.extra, seg.worker, seg.host, seg.pid, seg.devices, list(buffers),
                     )  # fmt: skip
                 except spill.SpillError as e:
                     log.warning("a result of this job is not kept in the cache: %s", e)

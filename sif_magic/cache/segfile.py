@@ -1,7 +1,9 @@
 """One file of the result cache: the calls of one result segment, as the job folded it.
 
 A header (per call: its input key, status, times, output and own pickle) and
-the segment's values pickle as it came: nothing is unpickled to keep it.
+the segment's values pickle as it came, then its out-of-band buffers (the
+arrays' memory; their lengths in the header's ``parts``, absent without):
+nothing is unpickled to keep it.
 Reading one back gives ``ResultSegment``s the job folds like any other (the
 calls it does not need are SKIP). Pure functions; any thread.
 """
@@ -29,26 +31,41 @@ def header(keys: list[bytes], seg: ResultSegment, done: list[int]) -> bytes:
         e = seg.extra.get(k)
         if e is not None:
             extra[k] = (e[1], e[2], e[3], e[4])
-    head = pickle.dumps(
-        {"keys": b"".join(column), "status": bytes(seg.status), "times": seg.times.tobytes(),
-         "extra": extra},
-        protocol=5,
-    )  # fmt: skip
+    fields = {"keys": b"".join(column), "status": bytes(seg.status),
+              "times": seg.times.tobytes(), "extra": extra}  # fmt: skip
+    if seg.buffers:
+        fields["parts"] = [len(seg.values), *(memoryview(b).nbytes for b in seg.buffers)]
+    head = pickle.dumps(fields, protocol=5)
     return MAGIC + len(head).to_bytes(HEAD, "big") + head
 
 
-def read(path: str, header_only: bool = False) -> tuple[dict, bytes]:
-    """(header, values pickle) of a cache file (values b"" with ``header_only``)."""
+def read(path: str, header_only: bool = False) -> tuple[dict, bytes, list[memoryview]]:
+    """(header, values pickle, its buffers) of a cache file (values b"" and no buffers
+    with ``header_only``)."""
     with open(path, "rb") as f:
         head = f.read(len(MAGIC) + HEAD)
         if not head.startswith(MAGIC):
             raise ValueError("not a sif_magic cache file")
         size = int.from_bytes(head[len(MAGIC) :], "big")
         header = pickle.loads(f.read(size))
-        return header, (b"" if header_only else f.read())
+        if header_only:
+            return header, b"", []
+        rest = f.read()
+    parts = header.get("parts")
+    if not parts:
+        return header, rest, []
+    if sum(parts) != len(rest):
+        raise ValueError("its parts do not add up to its size")
+    view, out, at = memoryview(bytearray(rest)), [], 0  # writable: arrays built on it
+    for n in parts:
+        out.append(view[at : at + n])
+        at += n
+    return header, out[0], out[1:]
 
 
-def segments(header: dict, values: bytes, found: dict[int, list[int]]) -> list[ResultSegment]:
+def segments(
+    header: dict, values: bytes, found: dict[int, list[int]], buffers: list | tuple = ()
+) -> list[ResultSegment]:
     """One segment per round: a kept call wanted by several calls of the job (the same
     input twice) gives each of them its value, in turn."""
     m = len(header["status"])
@@ -67,7 +84,15 @@ def segments(header: dict, values: bytes, found: dict[int, list[int]]) -> list[R
                     extra[k] = CallExtra(None, *header["extra"][k])
         out.append(
             ResultSegment(
-                indices, bytes(status), b"\x01" * m, times, values, extra, "cache", "cache"
+                indices,
+                bytes(status),
+                b"\x01" * m,
+                times,
+                values,
+                extra,
+                "cache",
+                "cache",
+                buffers=buffers,
             )
         )
     return out

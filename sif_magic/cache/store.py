@@ -100,6 +100,8 @@ class CacheStore:
             with os.fdopen(fd, "wb") as f:
                 f.write(header)
                 f.write(seg.values)
+                for b in seg.buffers:
+                    f.write(b)
             os.replace(tmp, os.path.join(folder, name + ".seg"))
         except OSError as e:
             log.warning("could not keep results in the cache %s: %s; they are not kept", folder, e)
@@ -108,7 +110,7 @@ class CacheStore:
             except OSError:
                 pass
             return
-        self._grew(len(header) + len(seg.values))
+        self._grew(len(header) + len(seg.values) + sum(memoryview(b).nbytes for b in seg.buffers))
 
     def _grew(self, added: int) -> None:
         with self._lock:
@@ -156,7 +158,7 @@ class CacheStore:
         for name in names:  # the newest first
             path = os.path.join(folder, name)
             try:
-                header, values = segfile.read(path)
+                header, values, buffers = segfile.read(path)
                 column, status = header["keys"], header["status"]
                 found = {}
                 for k in range(len(status)):
@@ -170,7 +172,7 @@ class CacheStore:
             if not found:
                 continue
             os.utime(path)  # used: it is evicted last
-            segments += segfile.segments(header, values, found)
+            segments += segfile.segments(header, values, found, buffers)
             for calls in found.values():
                 hit.update(calls)
             if not want:

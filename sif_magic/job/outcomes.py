@@ -32,7 +32,7 @@ from ..protocol import (
     ResultSegment,
     consecutive,
 )
-from ..runner import spill
+from ..runner import oob, spill
 
 _ONE = b"\x01"
 # a status byte that is not an outcome is taken for "failed"; attempt 0 for 1
@@ -47,13 +47,15 @@ Printed = tuple[int, bytes, bytes, int]
 class Block:
     """The values of one result segment, kept pickled as they came: unpickled (the
     whole list at once) only when asked for (``results()``, a future), never
-    while folding."""
+    while folding. Their arrays are built on the segment's ``buffers`` (the
+    memory they came in: ``runner/oob.py``), not copied."""
 
-    __slots__ = ("indices", "values", "status", "own", "first", "_list", "_pos")
+    __slots__ = ("indices", "values", "buffers", "status", "own", "first", "_list", "_pos")
 
     def __init__(self, seg: ResultSegment, contiguous: bool) -> None:
         self.indices = seg.indices
         self.values = seg.values
+        self.buffers = seg.buffers  # the arrays' memory, as it came (runner/oob.py)
         self.status = seg.status
         # a call's own pickle: the exception of a failed call, a value sent alone
         self.own = {k: e[4] for k, e in seg.extra.items() if e[4]} if seg.extra else {}
@@ -72,7 +74,9 @@ class Block:
 
     def decoded(self) -> list[Any]:
         if self._list is None:
-            values = pickle.loads(spill.load(self.values)) if self.values else None
+            values = (
+                oob.loads(*spill.load_parts(self.values, self.buffers)) if self.values else None
+            )
             if not isinstance(values, list) or len(values) != len(self.indices):
                 raise ProtocolError("a result segment's values do not match its calls")
             self._list = values

@@ -38,7 +38,7 @@ handed on, never shared while it changes.
 from __future__ import annotations
 
 from .events import EventBatch, compress_ranges, expand_ranges
-from .framing import MAGIC, ProtocolError, pack, unpack
+from .framing import MAGIC, ProtocolError, pack, pack_parts, unpack
 from .names import (
     CANCELLED,
     CLAIM_MARK,
@@ -182,6 +182,7 @@ __all__ = [
     "key_id",
     "monitor_exchange",
     "pack",
+    "pack_parts",
     "private_queue",
     "queue_type_of",
     "result_queue",

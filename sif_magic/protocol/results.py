@@ -16,7 +16,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypedDict
 
-from .framing import ProtocolError, _require, pack, unpack
+from .framing import ProtocolError, _buffers_of, _require, pack, pack_parts, unpack
 from .names import DONE, SKIP
 
 
@@ -90,11 +90,13 @@ class ResultSegment:
     (None where a call has none). ``extra`` holds what only some calls have, by
     position in the segment: a CallExtra for each call that failed, wrote output
     or carries its own pickle. ``devices``: the GPUs the process held ("0,1"; "" none).
+    ``buffers``: the out-of-band buffers of ``values`` (pickle protocol 5: the
+    arrays among the values, as raw memory), in order; never copied on the way.
     """
 
     __slots__ = (
         "indices", "status", "attempts", "times", "values", "extra", "worker", "host", "pid",
-        "devices",
+        "devices", "buffers",
     )  # fmt: skip
 
     def __init__(
@@ -109,6 +111,7 @@ class ResultSegment:
         host: str = "",
         pid: int = 0,
         devices: str = "",
+        buffers: list[Any] | tuple = (),
     ) -> None:
         self.indices = indices  # array('q')
         self.status = status
@@ -120,9 +123,16 @@ class ResultSegment:
         self.host = host
         self.pid = pid
         self.devices = devices
+        self.buffers = buffers
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    @property
+    def nbytes(self) -> int:
+        """About the bytes it takes in a message: values, their buffers, output."""
+        extra = sum(len(e[1]) + len(e[2]) + len(e[4]) for e in self.extra.values())
+        return len(self.values) + sum(memoryview(b).nbytes for b in self.buffers) + extra
 
     @property
     def outcomes(self) -> int:
@@ -167,7 +177,9 @@ class ResultSegment:
     def results(self) -> list[CallResult]:
         """One CallResult per call (``value``: its own pickle). Unpickles ``values``:
         for tests and clients, never on a worker."""
-        decoded = pickle.loads(self.values) if self.values else [None] * len(self)
+        decoded = (
+            pickle.loads(self.values, buffers=self.buffers) if self.values else [None] * len(self)
+        )
         out = []
         for k, i in enumerate(self.indices):
             extra = CallExtra._make(self.extra.get(k, _NO_EXTRA))  # a plain 5-tuple too
@@ -229,11 +241,13 @@ class ResultBatch:
 
     Body: meta ``{"job", "chunk", "final", "segs": [[n, worker, host, pid,
     values_len(, devices)], ...], "extra": {"<position>": [error | null, stdout_len,
-    stderr_len, dropped, blob_len]}}``, then the parts ``index`` (int64),
-    ``status`` (u8), ``attempt`` (u8), ``times`` (float64 pairs), all little
-    endian, one entry per call of all segments in order; ``values`` (each
-    segment's pickled list, in order); and ``output`` (stdout, stderr and blob
-    of each call listed in ``extra``, in position order).
+    stderr_len, dropped, blob_len]}(, "bufs": [count per segment])}``, then the parts
+    ``index`` (int64), ``status`` (u8), ``attempt`` (u8), ``times`` (float64
+    pairs), all little endian, one entry per call of all segments in order;
+    ``values`` (each segment's pickled list, in order); ``output`` (stdout, stderr
+    and blob of each call listed in ``extra``, in position order); then each
+    segment's out-of-band buffers, in order (``bufs`` absent when none: the bytes
+    of a batch without arrays are those of before).
     """
 
     __slots__ = ("job_id", "chunk", "segments", "final")
@@ -260,6 +274,14 @@ class ResultBatch:
         return sum(len(s) for s in self.segments)
 
     def encode(self) -> bytes:
+        return pack(*self._fields())
+
+    def encode_parts(self) -> list[Any]:
+        """The body ``encode`` gives, as its pieces (``framing.pack_parts``): the
+        arrays' buffers are not copied into one body."""
+        return pack_parts(*self._fields())
+
+    def _fields(self) -> tuple[Any, ...]:
         segs = self.segments
         extra: dict[str, list] = {}
         output: list[bytes] = []
@@ -288,6 +310,9 @@ class ResultBatch:
             ],
             "extra": extra,
         }
+        buffers = [b for s in segs for b in s.buffers]
+        if buffers:
+            meta["bufs"] = [len(s.buffers) for s in segs]
         if len(segs) == 1:
             s = segs[0]
             cols = [_le(s.indices), s.status, s.attempts, _le(s.times), s.values]
@@ -299,14 +324,19 @@ class ResultBatch:
                 b"".join(_le(s.times) for s in segs),
                 b"".join(s.values for s in segs),
             ]
-        return pack(meta, *cols, b"".join(output))
+        return (meta, *cols, b"".join(output), *buffers)
 
     @classmethod
     def decode(cls, body: bytes) -> ResultBatch:
-        meta, (index, status, attempt, times, values, output) = unpack(body, 6)
+        meta, parts = unpack(body, 6)
+        buffers = _buffers_of(meta, parts, 6)
+        index, status, attempt, times, values, output = parts[:6]
         _require(meta, "job", "chunk", "segs")
         try:
             segs = meta["segs"]
+            counts = meta.get("bufs") or [0] * len(segs)
+            if not isinstance(counts, list) or len(counts) != len(segs):
+                raise ProtocolError("result batch: 'bufs' must count each segment's buffers")
             n = sum(int(s[0]) for s in segs)
             indices = _from_le("q", index, n, "index")
             t = _from_le("d", times, 2 * n, "times")
@@ -341,12 +371,12 @@ class ResultBatch:
             if pos != end:
                 raise ProtocolError("result batch output lengths do not match its data")
             segments = []
-            k0 = vpos = 0
-            for seg_n, worker, host, pid, nvalues, *devices in segs:
-                seg_n, nvalues = int(seg_n), int(nvalues)
-                if seg_n < 0 or nvalues < 0:
+            k0 = vpos = b0 = 0
+            for (seg_n, worker, host, pid, nvalues, *devices), nbufs in zip(segs, counts):
+                seg_n, nvalues, nbufs = int(seg_n), int(nvalues), int(nbufs)
+                if seg_n < 0 or nvalues < 0 or nbufs < 0:
                     raise ProtocolError("result batch: a negative segment")
-                k1 = k0 + seg_n
+                k1, b1 = k0 + seg_n, b0 + nbufs
                 segments.append(
                     ResultSegment(
                         indices[k0:k1],
@@ -359,9 +389,10 @@ class ResultBatch:
                         str(host),
                         int(pid),
                         str(devices[0]) if devices else "",
+                        buffers[b0:b1],
                     )
                 )
-                k0, vpos = k1, vpos + nvalues
+                k0, vpos, b0 = k1, vpos + nvalues, b1
         except (IndexError, TypeError, ValueError) as e:
             raise ProtocolError(f"malformed result batch: {e}") from None
         return cls(str(meta["job"]), int(meta["chunk"]), segments, bool(meta.get("final")))

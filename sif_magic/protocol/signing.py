@@ -38,6 +38,7 @@ from .names import (
     VERSION,
 )
 
+Body = Any  # bytes, or a list of bytes-like pieces (framing.pack_parts)
 _HEX = re.compile(r"[0-9a-f]+")
 _UPGRADE = (
     "upgrade sif_magic on the older side so both speak the same version: in the notebook's "
@@ -98,13 +99,15 @@ def header_str(headers: dict | None, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def sign(key: bytes, kind: str, body: bytes, headers: dict[str, Any]) -> str:
-    """The hex MAC of ``kind``, the signed ``headers`` and ``body`` (module docstring)."""
+def sign(key: bytes, kind: str, body: Body, headers: dict[str, Any]) -> str:
+    """The hex MAC of ``kind``, the signed ``headers`` and ``body`` (module docstring);
+    ``body`` may be given as the list of its pieces (``framing.pack_parts``)."""
     signed = [kind] + [headers.get(h) for h in SIGNED_HEADERS]
     mac = hmac.new(key, b"sif3\0", hashlib.sha256)
     mac.update(json.dumps(signed, separators=(",", ":")).encode())
     mac.update(b"\0")
-    mac.update(body)
+    for part in body if type(body) is list else (body,):
+        mac.update(part)
     return mac.hexdigest()
 
 
@@ -115,7 +118,7 @@ def _new_id() -> str:
 def headers_for(
     key: bytes,
     kind: str,
-    body: bytes,
+    body: Body,
     *,
     msg_id: str | None = None,
     t_ms: int | None = None,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
-from .framing import ProtocolError, _json_object, _require, pack, unpack
+from .framing import ProtocolError, _buffers_of, _json_object, _require, pack, pack_parts, unpack
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,10 @@ class Task:
 
     ``func`` is the cloudpickled function (identical for every chunk of a job,
     so workers cache it by ``func_hash``); ``args`` is the cloudpickled list of
-    this chunk's items, in the order of ``calls`` (the calls' indices in the job).
+    this chunk's items, in the order of ``calls`` (the calls' indices in the job),
+    ``buffers`` its out-of-band buffers (pickle protocol 5: the arrays among the
+    items, as raw memory), parts of the body after ``args`` (meta ``bufs``: their
+    number, absent when none). Decoded, they are views of the body.
     """
 
     job_id: str
@@ -42,8 +46,16 @@ class Task:
     lost: int = 0  # from the HDR_LOST header, not the body
     # what each call needs, e.g. {"gpus": 2, "cpus": 8} (runner/resources.py); None: nothing
     resources: dict[str, int] | None = None
+    buffers: list[Any] | tuple = ()  # bytes-like, each a part of the body
 
     def encode(self) -> bytes:
+        return pack(*self._fields())
+
+    def encode_parts(self) -> list[Any]:
+        """The body ``encode`` gives, as its pieces (``framing.pack_parts``)."""
+        return pack_parts(*self._fields())
+
+    def _fields(self) -> tuple[Any, ...]:
         meta = {
             "job": self.job_id,
             "chunk": self.chunk,
@@ -63,11 +75,15 @@ class Task:
             meta["only"] = self.only
         if self.resources:  # absent when none: a task without it has the bytes of before
             meta["resources"] = self.resources
-        return pack(meta, self.func, self.args)
+        if self.buffers:  # absent when none, as "resources"
+            meta["bufs"] = len(self.buffers)
+        return (meta, self.func, self.args, *self.buffers)
 
     @classmethod
     def decode(cls, body: bytes, lost: int = 0) -> Task:
-        meta, (func, args) = unpack(body, 2)
+        meta, parts = unpack(body, 2)
+        buffers = _buffers_of(meta, parts, 2)
+        func, args = parts[:2]
         _require(meta, "job", "chunk", "calls", "reply_to")
         calls = meta["calls"]
         if not isinstance(calls, list) or not all(isinstance(c, int) for c in calls):
@@ -97,6 +113,7 @@ class Task:
             only=meta.get("only"),
             lost=lost,
             resources=resources or None,
+            buffers=buffers,
         )
 
 

@@ -44,6 +44,7 @@ class Chunk:
     remaining: int = -1  # calls without a final result yet
     need: Need | None = None  # what each call asks for (resources.py); None: nothing
     started: bool = False  # a piece of it went to a slot
+    buffers: list[Any] | tuple = ()  # the out-of-band buffers of ``args`` (oob.py)
 
     def __post_init__(self) -> None:
         if self.only is None:
@@ -70,7 +71,13 @@ class Chunk:
             attempt_base=1 + task.lost,
             only=list(task.only) if task.only is not None else None,
             need=need_of(task.resources),
+            buffers=task.buffers,
         )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes a slot is sent to run it: function, inputs and their buffers."""
+        return len(self.func) + len(self.args) + sum(memoryview(b).nbytes for b in self.buffers)
 
 
 @dataclass(eq=False)

@@ -49,10 +49,12 @@ class Outcomes:
         n: int,
         times: array,
         special: dict[int, list],
+        buffers: list,
         tail: Tail | None,
         devices: str = "",
     ) -> tuple[list[Piece], bool]:
-        """Report the next ``n`` calls of ``piece`` (see ``slotio.py``). ``tail``: the
+        """Report the next ``n`` calls of ``piece`` (see ``slotio.py``; ``buffers``:
+        those of ``values``, handed on as they came). ``tail``: the
         slot's live tail, whose call's output was partly sent already; ``devices``:
         the GPUs the slot holds. Returns the
         pieces to run again (retries) and whether the tail's call is among these."""
@@ -89,7 +91,7 @@ class Outcomes:
             attempt_bytes = bytes(min(255, a) for a in attempts)
         seg = ResultSegment(
             indices, bytes(status), attempt_bytes, times, values, extra,
-            self.worker, self.host, pid, devices,
+            self.worker, self.host, pid, devices, buffers,
         )  # fmt: skip
         if len(retries) < n:
             self._final(c, seg, n - len(retries) - failed, failed)

@@ -272,7 +272,7 @@ class Pool:
                 if c.job_id == s.piece.chunk.job_id and send_ahead(
                     len(queue[0].positions),
                     self.call_times.get(c.func_hash),
-                    len(c.func) + len(c.args),
+                    c.nbytes,
                     s.room,
                 ):
                     c.started = True

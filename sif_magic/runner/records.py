@@ -25,6 +25,7 @@ import threading
 import time
 from array import array
 
+from .oob import cloud_pickler, dumps
 from .slotio import DONE, FAILED, MAX_CALL_OUTPUT, write_msg
 from .spill import SpillError
 from .spill import write as spill_write
@@ -115,16 +116,18 @@ class Records:
         values over the cap go in two halves (and so on), and a single value over it
         fails its call (``why``: the spill error, said too)."""
         n = len(entries)
-        values = self._pickle_values(entries, special)
-        if not why and self.spill is not None and len(values) > self.spill[1]:
-            try:
-                values = spill_write(self.spill[0], "result", values)  # the client reads it
+        buffers: list[memoryview] = []
+        values = self._pickle_values(entries, special, buffers)
+        size = _size(values, buffers)
+        if not why and self.spill is not None and size > self.spill[1]:
+            try:  # the client reads it
+                values = spill_write(self.spill[0], "result", values, buffers)
             except SpillError as e:
                 why = str(e)
             else:
-                self._write(n, times, special, final, values)
+                self._write(n, times, special, final, values, [])
                 return
-        if self.cap and len(values) > self.cap:
+        if self.cap and size > self.cap:
             if n > 1:
                 h = n // 2
                 first = {k: v for k, v in special.items() if k < h}
@@ -132,17 +135,24 @@ class Records:
                 rest = {k - h: v for k, v in special.items() if k >= h}
                 self._send(entries[h:], times[2 * h :], rest, final, why)
                 return
-            values = self._too_large(special, len(values), why)
-        elif why and len(values) > self.spill[1]:  # type: ignore[index]  # no cap (local)
-            values = self._spill_failed(special, n, why)
-        self._write(n, times, special, final, values)
+            values, buffers = self._too_large(special, size, why), []
+        elif why and self.spill is not None and size > self.spill[1]:  # no cap (local)
+            values, buffers = self._spill_failed(special, n, why), []
+        self._write(n, times, special, final, values, buffers)
 
     def _write(
-        self, n: int, times: array, special: dict[int, list], final: bool, values: bytes
+        self,
+        n: int,
+        times: array,
+        special: dict[int, list],
+        final: bool,
+        values: bytes,
+        buffers: list,
     ) -> None:
         self.sent += n
         kind = "finished" if final else "results"
-        write_msg(self.resp_fd, (kind, self.run_id, values, n, times, special))
+        oob = [pickle.PickleBuffer(b) for b in buffers]  # written beside the message
+        write_msg(self.resp_fd, (kind, self.run_id, values, n, times, special, oob))
 
     def _too_large(self, special: dict[int, list], size: int, why: str = "") -> bytes:
         """The one call of this message returned more than the cap: it fails (``why``:
@@ -161,24 +171,23 @@ class Records:
         }
         return pickle.dumps([None], protocol=5)
 
-    def _pickle_values(self, values: list, special: dict[int, list]) -> bytes:
-        """One pickle of the calls' return values; a value that cannot be pickled
-        (even by cloudpickle) fails its call with a SerializationError instead."""
+    def _pickle_values(self, values: list, special: dict[int, list], buffers: list) -> bytes:
+        """One pickle of the calls' return values (their arrays' memory appended to
+        ``buffers``: ``oob.py``); a value that cannot be pickled (even by
+        cloudpickle) fails its call with a SerializationError instead."""
         try:
-            return pickle.dumps(values, protocol=5)
+            return dumps(values, buffers)
         except Exception:  # noqa: BLE001 - a lambda, a local class, an open file ...
-            pass
-        import cloudpickle
-
+            del buffers[:]
         try:
-            return cloudpickle.dumps(values, protocol=5)
+            return dumps(values, buffers, cloud_pickler())
         except Exception:  # noqa: BLE001
-            pass
+            del buffers[:]
         for k, value in enumerate(values):
             if value is None:
                 continue
             try:
-                cloudpickle.dumps(value, protocol=5)
+                dumps(value, None, cloud_pickler())
             except Exception as e:  # noqa: BLE001
                 entry = special.setdefault(k, [DONE, None, b"", b"", 0, b""])
                 i = self.sent + k
@@ -191,7 +200,7 @@ class Records:
                     "frames": [],
                 }
                 values[k] = None
-        return cloudpickle.dumps(values, protocol=5)
+        return dumps(values, buffers, cloud_pickler())
 
     def _spill_failed(self, special: dict[int, list], n: int, why: str) -> bytes:
         """Results too big for a message whose spill file could not be written (and no
@@ -282,3 +291,7 @@ def dumps_value(value: object) -> bytes:
         import cloudpickle
 
         return cloudpickle.dumps(value, protocol=5)
+
+
+def _size(values: bytes, buffers: list[memoryview]) -> int:
+    return len(values) + sum(b.nbytes for b in buffers)

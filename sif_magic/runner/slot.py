@@ -61,10 +61,10 @@ def _siblings(*names: str) -> list[types.ModuleType]:
 
 
 if __package__:  # imported (by tests) as sif_magic.runner.slot
-    from . import records, shipped, slotio, spill, tracebacks  # noqa: E402
+    from . import oob, records, shipped, slotio, spill, tracebacks  # noqa: E402
 else:  # run by path
-    records, shipped, slotio, spill, tracebacks = _siblings(
-        "records", "shipped", "slotio", "spill", "tracebacks"
+    oob, records, shipped, slotio, spill, tracebacks = _siblings(
+        "oob", "records", "shipped", "slotio", "spill", "tracebacks"
     )
 
 
@@ -169,7 +169,17 @@ class Slot:
         return func
 
     def run(
-        self, run_id, func_hash, func_bytes, args_bytes, positions, indices, attempts, star, env
+        self,
+        run_id,
+        func_hash,
+        func_bytes,
+        args_bytes,
+        positions,
+        indices,
+        attempts,
+        star,
+        env,
+        buffers,
     ) -> None:  # noqa: ANN001
         self.records.start(run_id, indices, env.get(spill.ENV_DIR), env.get(spill.ENV_OVER))
         saved_env = {k: os.environ.get(k) for k in env}
@@ -179,7 +189,7 @@ class Slot:
                 func = self._function(func_hash, func_bytes)
                 import cloudpickle  # noqa: F401
 
-                items = pickle.loads(spill.load(args_bytes))
+                items = oob.loads(*spill.load_parts(args_bytes, buffers))
             except BaseException as e:  # cannot even load the chunk: every call fails
                 err = tracebacks.describe_exception(e)
                 err["message"] = (
@@ -302,19 +312,22 @@ class Slot:
 
 
 def split_main() -> None:
-    """``slot.py split``: stdin (func_bytes, args_bytes, positions) -> stdout
-    [pickled [item], ...].
+    """``slot.py split``: stdin (func_bytes, args_bytes, positions, buffers) -> stdout
+    [(pickled [item], its buffers), ...] (in band: a rare path, kept simple).
 
     Re-packs a chunk's inputs into one pickle per call, for a worker that splits a
     redelivered chunk: user data is unpickled here, never in the worker itself
-    (with the modules shipped with the function: the inputs may be their objects)."""
-    import cloudpickle
-
-    func_bytes, args_bytes, positions = pickle.loads(sys.stdin.buffer.read())
+    (with the modules shipped with the function: the inputs may be their objects).
+    Each call's arrays stay out of band, beside its pickle (``oob.py``)."""
+    func_bytes, args_bytes, positions, buffers = pickle.loads(sys.stdin.buffer.read())
     modules = shipped.ShippedModules()
     modules.activate(modules.take(func_bytes)[0])
-    items = pickle.loads(spill.load(args_bytes))
-    out = [cloudpickle.dumps([items[p]], protocol=5) for p in positions]
+    items = oob.loads(*spill.load_parts(args_bytes, buffers))
+    out = []
+    for p in positions:
+        bufs: list[memoryview] = []
+        blob = oob.dumps([items[p]], bufs, oob.cloud_pickler())
+        out.append((blob, [bytes(b) for b in bufs]))
     sys.stdout.buffer.write(pickle.dumps(out, protocol=5))
 
 

@@ -6,20 +6,23 @@ library only. Threads: each pipe end has one reader or writer (see
 ``slotproc.py``, ``records.py``); the state file has one writer, the slot's
 main thread, and one reader, the pool's dispatcher.
 
-Parent -> slot (length-prefixed pickles on the request pipe)::
+Messages are pickles whose ``PickleBuffer``s travel beside them (``oob.py``:
+``write_msg``, ``read_msg``, ``FrameReader``). Parent -> slot (request pipe)::
 
-    ("run", run_id, func_hash, func_bytes | None, args_bytes, positions, indices,
-     attempts, star, env)    # positions: a list, or (start, stop) for a range
+    ("run", run_id, func_hash, func_bytes | None, args, positions, indices,
+     attempts, star, env, buffers)  # positions: a list, or (start, stop) for a range
 
 Slot -> parent (on the response pipe)::
 
     ("ready", pid)
-    ("results", run_id, values, n, times, special)   # some calls of the run finished
-    ("finished", run_id, values, n, times, special)  # the last ones: the run is over
+    ("results", run_id, values, n, times, special, buffers)   # some calls finished
+    ("finished", run_id, values, n, times, special, buffers)  # the last ones: run over
 
 The calls of a run report in order, ``n`` at a time, in columns: ``values`` is
 one pickle of the list of their return values (taken when the message is
 sent, as ProcessPoolExecutor does for a chunk; None for calls that failed),
+``buffers`` its out-of-band buffers (and ``args`` the inputs' pickle, ``buffers``
+of the request theirs: arrays travel as their raw memory, ``oob.py``),
 ``times`` an ``array('d')`` of ``t_start, t_end`` per call; ``special`` maps
 the position (in this message) of each call that failed or wrote output to
 ``[status, error, out, err, dropped, blob]``, ``blob`` being the pickled
@@ -42,10 +45,10 @@ from __future__ import annotations
 
 import mmap
 import os
-import pickle
 import struct
 
-LEN = struct.Struct(">I")  # the length before each message
+from .oob import read_msg, write_msg  # noqa: F401  (the pipes' messages)
+
 # seq, run_id, position in the run (-1: between calls), start time, out offset, err offset
 STATE = struct.Struct("=qqqdqq")
 # between calls of a run whose output offsets did not move, the slot stores just the
@@ -62,39 +65,6 @@ PROGRESS = struct.Struct("=qqqdq")
 PROGRESS_AT = 64
 MAX_MESSAGE = 240  # bytes of a reported message kept (UTF-8, cut at a character)
 STATE_SIZE = PROGRESS_AT + PROGRESS.size + MAX_MESSAGE
-
-
-def read_msg(fd: int) -> object | None:
-    head = _read_exact(fd, 4)
-    if head is None:
-        return None
-    (n,) = LEN.unpack(head)
-    body = _read_exact(fd, n)
-    if body is None:
-        return None
-    return pickle.loads(body)
-
-
-def _read_exact(fd: int, n: int) -> bytes | None:
-    chunks = []
-    while n:
-        try:
-            b = os.read(fd, min(n, 1 << 20))
-        except InterruptedError:
-            continue
-        if not b:
-            return None
-        chunks.append(b)
-        n -= len(b)
-    return b"".join(chunks)
-
-
-def write_msg(fd: int, msg: object) -> None:
-    body = pickle.dumps(msg, protocol=5)
-    data = memoryview(LEN.pack(len(body)) + body)
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
 
 
 class SharedState:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 
-from . import slotio
+from . import oob, slotio
 from .chunk import Piece
 from .reporter import Reporter
 from .resources import Need
@@ -27,7 +27,7 @@ from .resources import Need
 log = logging.getLogger("sif_magic.pool")
 ANNOUNCE_AFTER = 0.02  # a call running this long is shown as running
 
-READ_SIZE = 1 << 16  # bytes read from a slot at once (a bigger buffer costs an mmap per read)
+IN_BAND = 1 << 16  # function and inputs pickles shorter than this go inside the message
 # the call process, run by path (see slot.py)
 SLOT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slot.py")
 
@@ -87,6 +87,8 @@ class SlotProc:
         self.state = slotio.SharedState(state_path, create=True)
         req_r, self.req_w = os.pipe()
         self.resp_r, resp_w = os.pipe()
+        for fd in (req_r, resp_w):  # big pipes: arrays pass in fewer wake-ups of either side
+            oob.widen(fd)
         self.proc = subprocess.Popen(
             [sys.executable, SLOT_SCRIPT, str(req_r), str(resp_w), *self.paths, state_path],
             pass_fds=(req_r, resp_w),
@@ -98,7 +100,7 @@ class SlotProc:
         os.close(req_r)
         os.close(resp_w)
         os.set_blocking(self.resp_r, False)
-        self.buf = bytearray()  # what arrived of the next message
+        self.reader = oob.FrameReader(self.resp_r, self.signal_kill)
         self.pid = self.proc.pid
         try:  # a message this small never blocks in the request pipe while the slot runs
             self.room = fcntl.fcntl(self.req_w, fcntl.F_GETPIPE_SZ) // 2
@@ -134,8 +136,9 @@ class SlotProc:
         positions = piece.positions
         if type(positions) is range and positions.step == 1:
             positions = (positions.start, positions.stop)  # cheaper to pickle than a range
-        msg = ("run", self.runs, c.func_hash, func, c.args, positions,
-               piece.indices().tolist(), piece.attempts, c.star, c.env)  # fmt: skip
+        msg = ("run", self.runs, c.func_hash, _beside(func), _beside(c.args), positions,
+               piece.indices().tolist(), piece.attempts, c.star, c.env,
+               [pickle.PickleBuffer(b) for b in c.buffers])  # fmt: skip
         try:
             slotio.write_msg(self.req_w, msg)
         except OSError:  # it died just now: its exit settles the piece
@@ -216,32 +219,9 @@ class SlotProc:
         return f"its process exited with code {rc}"
 
     def receive(self) -> list[tuple] | None:
-        """The whole messages that arrived (the start of the next one stays in
-        ``buf``); None once the slot closed its pipe (it died) or garbled it."""
-        try:
-            data = os.read(self.resp_r, READ_SIZE)
-        except BlockingIOError:
-            return []
-        except OSError:
-            data = b""
-        if not data:
-            return None
-        buf = self.buf
-        buf += data
-        msgs, pos, end = [], 0, len(buf)
-        with memoryview(buf) as view:
-            while end - pos >= 4:
-                (size,) = slotio.LEN.unpack_from(buf, pos)
-                if end - pos - 4 < size:
-                    break
-                try:
-                    msgs.append(pickle.loads(view[pos + 4 : pos + 4 + size]))
-                except Exception:  # noqa: BLE001 - a garbled pipe is a dead slot
-                    self.signal_kill()
-                    return None
-                pos += 4 + size
-        del buf[:pos]
-        return msgs
+        """The whole messages that arrived (a part of the next one waits in the
+        reader); None once the slot closed its pipe (it died) or garbled it."""
+        return self.reader.receive()
 
     def close(self) -> None:
         """After its exit: the pipes and the state file."""
@@ -251,3 +231,10 @@ class SlotProc:
             except OSError:
                 pass
         self.state.close()
+
+
+def _beside(blob: bytes | None) -> object:
+    """A big pickle travels beside the message (written as it is), a small one inside."""
+    if blob is not None and len(blob) >= IN_BAND:
+        return pickle.PickleBuffer(blob)
+    return blob

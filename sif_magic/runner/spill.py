@@ -11,7 +11,9 @@ file's size and sha256 against it, so a file changed on disk is refused.
 The client writes inputs (``_serialize.make_chunks``), a call process writes
 results when its run's environment names a directory and a limit (``ENV_DIR``,
 ``ENV_OVER``: the client sets them for backends whose messages are bounded);
-``load`` reads either kind back. The client removes a job's directory once its
+``load_parts`` reads either kind back. Out-of-band buffers of the pickle
+(``oob.py``) follow it in the file, their lengths in the reference (``parts``),
+and come back as views of one writable buffer the file is read into. The client removes a job's directory once its
 results are read (or the Job is gone), its inputs once the job is over, and
 directories older than the result queues' lifetime (``sweep``).
 
@@ -28,6 +30,10 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Sequence
+from typing import Any
+
+Buffer = Any  # bytes, bytearray, memoryview: anything with the buffer protocol
 
 MAGIC = b"SIFSPILL1"
 ENV_DIR = "SIF_MAGIC_SPILL_DIR"  # the job's spill directory, for results (set per run)
@@ -43,38 +49,48 @@ def default_dir() -> str:
     return os.path.join(home, "spill")
 
 
-def is_reference(blob: bytes | memoryview) -> bool:
+def is_reference(blob: Buffer) -> bool:
     return bytes(blob[: len(MAGIC)]) == MAGIC
 
 
-def write(directory: str, prefix: str, data: bytes | memoryview) -> bytes:
-    """Write ``data`` to a new file of ``directory`` (made mode 700); its reference."""
+def write(directory: str, prefix: str, data: Buffer, buffers: Sequence[Buffer] = ()) -> bytes:
+    """Write ``data`` (a pickle) and its out-of-band ``buffers`` to a new file of
+    ``directory`` (made mode 700), one after the other; their reference."""
+    parts = [memoryview(p).cast("B") for p in (data, *buffers)]
+    size = sum(len(p) for p in parts)
+    digest = hashlib.sha256()
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         path = os.path.join(directory, f"{prefix}-{uuid.uuid4().hex[:12]}")
         fd = os.open(path + ".part", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for p in parts:
+                f.write(p)
+                digest.update(p)
         os.rename(path + ".part", path)
     except OSError as e:
         raise SpillError(
-            f"cannot write {len(data) / 2**20:.1f} MB to the spill directory {directory} on "
+            f"cannot write {size / 2**20:.1f} MB to the spill directory {directory} on "
             f"{socket.gethostname()} ({e.strerror or e}): set spill_dir to a directory that "
             "the notebook and the workers can both write (%sif_config spill_dir=/shared/dir)"
         ) from None
-    meta = {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    meta: dict = {"path": path, "size": size, "sha256": digest.hexdigest()}
+    if buffers:  # absent without: the reference of a plain pickle
+        meta["parts"] = [len(p) for p in parts]
     return MAGIC + json.dumps(meta).encode()
 
 
-def load(blob: bytes) -> bytes:
-    """``blob`` itself, or the bytes of the file it refers to (checked)."""
+def load_parts(blob: Buffer, buffers: Sequence[Buffer] = ()) -> tuple[Buffer, Sequence[Buffer]]:
+    """(pickle, its out-of-band buffers): ``blob`` and ``buffers`` themselves, or what
+    the file ``blob`` refers to holds (checked; read into one writable buffer)."""
     if not is_reference(blob):
-        return blob
-    meta = json.loads(bytes(blob[len(MAGIC) :]))
+        return blob, buffers
+    meta = json.loads(bytes(memoryview(blob)[len(MAGIC) :]))
     path = str(meta["path"])
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = bytearray(os.fstat(f.fileno()).st_size)
+            f.readinto(data)
     except OSError as e:
         raise SpillError(
             f"{path} (spilled: over the message limit) cannot be read on "
@@ -83,7 +99,14 @@ def load(blob: bytes) -> bytes:
         ) from None
     if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
         raise SpillError(f"{path} changed after it was spilled: refused")
-    return data
+    sizes = meta.get("parts") or [len(data)]
+    if sum(sizes) != len(data):
+        raise SpillError(f"{path}: its parts do not add up to its size: refused")
+    view, parts, at = memoryview(data), [], 0
+    for n in sizes:
+        parts.append(view[at : at + n])
+        at += n
+    return parts[0], parts[1:]
 
 
 def remove(directory: str, prefix: str = "") -> None:

@@ -12,7 +12,9 @@ sends again the staged publishes that had not been committed; deliveries of the 
 connection are never acked (the broker redelivers them). pika's exceptions stop
 here: callers see BrokerError. Every message published here is signed when it is
 made (``_properties``), with a fresh message id and time, re-publishes of a
-worker included; only ``stage_forward`` sends a message on as it came.
+worker included; only ``stage_forward`` sends a message on as it came. A body
+may be given as the list of its pieces (``protocol.pack_parts``): it is signed
+and sent piece by piece, never joined (``parts``).
 
 Threads and ownership: any thread calls the public methods (``stage_publish`` and
 ``stage_forward`` only on the I/O thread: from a consumer callback or an
@@ -39,6 +41,7 @@ from .. import protocol
 from .connect import MIB, broker_max_message, parameters_list
 from .consumers import Consumers, Delivery, _Consumer
 from .iothread import IOThread
+from .parts import wire
 from .topology import declare_routed_queue, declare_topology
 from .tx import Staging, _unflushed
 
@@ -48,7 +51,7 @@ log = logging.getLogger("sif_magic.broker")
 def _properties(
     kind: str,
     key: bytes,
-    body: bytes,
+    body: bytes | list[Any],
     headers: dict[str, Any] | None,
     persistent: bool,
     expiration: str | None,
@@ -149,7 +152,7 @@ class Connection(IOThread):
         self,
         exchange: str,
         routing_key: str,
-        body: bytes,
+        body: bytes | list[Any],
         *,
         kind: str,
         key: bytes,
@@ -173,13 +176,13 @@ class Connection(IOThread):
             if not signed:
                 signed.append(_properties(kind, key, body, headers, persistent, expiration))
             ch = self._pub if confirm else self._fast
-            ch.basic_publish(exchange, routing_key, body, signed[0], mandatory=mandatory)
+            ch.basic_publish(exchange, routing_key, wire(body), signed[0], mandatory=mandatory)
 
         return self.call(op, wait=wait)
 
     def publish_batch(
         self,
-        messages: list[tuple[str, str, bytes, str]],
+        messages: list[tuple[str, str, Any, str]],
         *,
         key: bytes,
         wait: bool = True,
@@ -193,7 +196,7 @@ class Connection(IOThread):
         def op() -> None:
             ch = _unflushed(self._tx)
             for (exchange, routing_key, body, _), p in zip(messages, props):
-                ch.basic_publish(exchange, routing_key, body, p, mandatory=True)
+                ch.basic_publish(exchange, routing_key, wire(body), p, mandatory=True)
             self._tx.tx_commit()  # sends the lot, then waits for the broker once
 
         return self.call(op, wait=wait)
@@ -203,7 +206,7 @@ class Connection(IOThread):
         delivery: Delivery,
         exchange: str,
         routing_key: str,
-        body: bytes,
+        body: bytes | list[Any],
         *,
         kind: str,
         key: bytes,
@@ -217,7 +220,8 @@ class Connection(IOThread):
         whose result then arrives twice: the client keeps the first) unless ``bound``:
         then it is dropped, as it is if the channel dies before the commit (a split
         chunk's parts: the chunk comes back whole, and is split again)."""
-        message = (exchange, routing_key, body, _properties(kind, key, body, headers, True, None))
+        props = _properties(kind, key, body, headers, True, None)
+        message = (exchange, routing_key, wire(body), props)
         if bound:
             self._staging.bind(delivery.tx, self.generation, message)
         else:
@@ -322,15 +326,18 @@ class Connection(IOThread):
         transactional: bool = False,
         timeout: float | None = None,
         closed_note: str = "",
+        writable: bool = False,
     ) -> str:
         """Declare a queue with ``setup(channel) -> name`` and consume it (again after reconnects).
 
         ``transactional``: the channel is in tx mode; its acks and rejects, and what
         ``stage_publish`` puts there, are committed together at the end of each round.
         ``closed_note``: what becomes of what it held, for the log line when the broker
-        closes its channel (it consumes again on a new one)."""
+        closes its channel (it consumes again on a new one). ``writable``: bodies come
+        as bytearrays (``consumers``)."""
         c = _Consumer(setup, on_message, prefetch, auto_ack, exclusive, transactional)
         c.closed_note = closed_note
+        c.writable = writable
         return self.call(
             lambda: self._consumers.add(c, self._conn, self.generation), timeout=timeout
         )

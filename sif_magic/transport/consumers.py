@@ -12,7 +12,10 @@ cancelling the consumer, and pika hands back what was on its way with
 ``requeue=True``: redelivered, those chunks would count as lost by a dead worker. What a consumer hands its callback
 is a ``Delivery``: the tag, the connection generation it came on (a delivery of an
 older connection is never acked: the broker redelivers it) and, for a transactional
-consumer, its channel's ``_Tx``.
+consumer, its channel's ``_Tx``. A ``writable`` consumer gets its bodies as
+``bytearray``s, assembled from the frames at the cost pika's ``bytes`` would have
+(the arrays a client unpickles from a result body are built on that memory, and
+must be writable: ``runner/oob.py``).
 
 Threads: the transport's I/O thread only; it owns ``Consumers`` and every channel.
 Callbacks run there too, and must not block on other threads' work. A channel's
@@ -27,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pika.channel
 import pika.exceptions as pe
 
 from ..errors import BrokerError
@@ -58,12 +62,29 @@ class _Consumer:
     queue: str = ""
     tx: _Tx | None = None  # its channel's transaction (transactional consumers)
     closed_note: str = ""  # what becomes of what it held if the broker closes its channel
+    writable: bool = False  # bodies as bytearrays (_WritableAssembler)
 
 
 _TIMEOUT_HINT = (
     " (RabbitMQ's consumer_timeout: a delivery was held unacknowledged longer than the "
     "broker allows)"
 )
+
+
+class _WritableAssembler(pika.channel.ContentFrameAssembler):
+    """pika's assembly of a message's frames into its body, into a bytearray."""
+
+    def _finish(self) -> Any:
+        content = (self._method_frame, self._header_frame, bytearray().join(self._body_fragments))
+        self._reset()
+        return content
+
+
+def _writable_bodies(ch: Any) -> None:
+    """Have channel ``ch`` hand its consumer bytearray bodies (where pika lets us)."""
+    impl = getattr(ch, "_impl", None)
+    if isinstance(getattr(impl, "_content_assembler", None), pika.channel.ContentFrameAssembler):
+        impl._content_assembler = _WritableAssembler()
 
 
 class Consumers:
@@ -202,6 +223,8 @@ class Consumers:
         ch._impl.add_on_close_callback(  # pika's own channel: BlockingChannel offers none
             lambda _ch, reason: self._closed(c, ch, conn, generation, reason)
         )
+        if c.writable:
+            _writable_bodies(ch)
         queue = c.queue = c.setup(ch)
         # one consumer per channel: a channel-wide limit (RabbitMQ's "global") is the
         # consumer's, and unlike a per-consumer one it can be changed while consuming

@@ -2,10 +2,10 @@
 
 Results wait here while the previous commit awaits the broker, so under load
 one AMQP transaction carries many calls: each flush stages everything in the
-outbox, one message per job and consumer channel (more if they would not fit in one
-under the broker's size limit), on that channel, followed
-by the acks of the chunks whose every result is staged (of a claimed chunk: the
-get + ack of its claim message there, ``claims``); the connection
+outbox, one message per job and consumer channel (several, each under the broker's
+size limit and at most MESSAGE_BYTES, when big values add up: ``batches``), on that
+channel, followed by the acks of the chunks whose every result is staged (of a
+claimed chunk: the get + ack of its claim message there, ``claims``); the connection
 commits each channel's lot as one transaction (``transport``), so a chunk's
 ack is never stored without its results. The task queue's prefetch follows
 how long chunks take (``runner.scheduler.Prefetch``).
@@ -32,6 +32,7 @@ from ..runner.scheduler import Prefetch
 from ..transport import Connection
 
 log = logging.getLogger("sif_magic.worker")
+MESSAGE_BYTES = 16 << 20  # a result message holds segments up to this size (one bigger alone)
 
 
 class Outbox:
@@ -134,8 +135,8 @@ class Outbox:
             self._flush_queued = False
         limit = self.conn.max_message - 256 * 1024
         for (_, job_id, reply_to), (delivery, results) in outbox.items():
-            for part in _parts(results, limit):
-                body = protocol.ResultBatch(job_id, -1, part).encode()
+            for part in batches(results, min(limit, MESSAGE_BYTES)):
+                body = protocol.ResultBatch(job_id, -1, part).encode_parts()
                 self.conn.stage_publish(
                     delivery, self.conn.exchange, reply_to, body, kind="result", key=self.key
                 )
@@ -157,18 +158,20 @@ class Outbox:
             )
 
 
-def _parts(segments: list[ResultSegment], limit: int) -> list[list[ResultSegment]]:
-    """Segments in groups that each fit in one message of ``limit`` bytes (a segment
-    alone always does: the slot keeps its values under the result cap)."""
-    parts: list[list[ResultSegment]] = []
+def batches(segments: list[ResultSegment], limit: int = 0) -> list[list[ResultSegment]]:
+    """``segments`` in runs of at most ``limit`` bytes (default MESSAGE_BYTES; a bigger
+    segment alone): one message each. Under load the outbox holds many segments of one
+    job (big arrays add up fast), and the broker refuses a message over its limit."""
+    limit = limit or MESSAGE_BYTES
+    out: list[list[ResultSegment]] = []
     size = limit
     for seg in segments:
         # extras: (error, stdout, stderr, dropped, blob) tuples (or CallExtra)
         extras = sum(len(e[1]) + len(e[2]) + len(e[4]) + 512 for e in seg.extra.values())
-        n = len(seg.values) + 64 * len(seg) + extras
+        n = seg.nbytes + 64 * len(seg) + extras
         if size + n > limit:
-            parts.append([])
+            out.append([])
             size = 0
-        parts[-1].append(seg)
+        out[-1].append(seg)
         size += n
-    return parts
+    return out

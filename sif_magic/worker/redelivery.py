@@ -60,11 +60,13 @@ def redelivered(w: Worker, task: Task, delivery: Any, positions: list[int]) -> N
     ).start()
 
 
-def _repack(task: Task, positions: list[int], cwd: str) -> list[bytes]:
-    """Each position's input pickled alone (in a helper process: it unpickles them)."""
+def _repack(task: Task, positions: list[int], cwd: str) -> list[tuple[bytes, list[bytes]]]:
+    """Each position's input pickled alone, with its out-of-band buffers (in a helper
+    process: it unpickles them)."""
+    buffers = [bytes(b) for b in task.buffers]
     proc = subprocess.run(
         [sys.executable, SLOT_SCRIPT, "split"],
-        input=pickle.dumps((task.func, task.args, positions), protocol=5),
+        input=pickle.dumps((task.func, bytes(task.args), positions, buffers), protocol=5),
         capture_output=True,
         timeout=600,
         cwd=cwd,
@@ -87,11 +89,12 @@ def split(w: Worker, task: Task, delivery: Any, positions: list[int], lost: int)
                         **task.__dict__,
                         "calls": [task.calls[p]],
                         "args": blob,
+                        "buffers": bufs,
                         "only": None,
                         "lost": lost,
                     }
                 )
-                for p, blob in zip(positions, blobs)
+                for p, (blob, bufs) in zip(positions, blobs)
             ]
         except Exception as e:  # noqa: BLE001 - fall back to the whole inputs per call
             log.warning(
@@ -104,7 +107,7 @@ def split(w: Worker, task: Task, delivery: Any, positions: list[int], lost: int)
     if not parts:
         parts = [Task(**{**task.__dict__, "only": [p], "lost": lost}) for p in positions]
     queue = protocol.retry_queue(w.scope, w.runtime) if lost >= task.max_lost - 1 else w.queue
-    bodies = [part.encode() for part in parts]
+    bodies = [part.encode_parts() for part in parts]
 
     def op() -> None:
         for body in bodies:

@@ -195,7 +195,9 @@ class RabbitBackend(Backend):
             return stream.queue
 
         self._streams[job.job_id] = stream
-        self.conn.consume(setup, stream.on_message, prefetch=0, closed_note=RESULTS_HELD)
+        self.conn.consume(
+            setup, stream.on_message, prefetch=0, closed_note=RESULTS_HELD, writable=True
+        )
         job.add_done_callback(self._ended)
 
     def _ended(self, job: Job) -> None:
@@ -276,8 +278,9 @@ class RabbitBackend(Backend):
 
         self.conn.call(lambda: self.monitor.bind(self.conn.sub_channel, job_id))
         self.conn.consume(
-            bind, stream.on_message, prefetch=0, timeout=timeout, closed_note=RESULTS_HELD
-        )
+            bind, stream.on_message, prefetch=0, timeout=timeout, closed_note=RESULTS_HELD,
+            writable=True,
+        )  # fmt: skip
         if not stream.ready.wait(timeout):
             raise ConfigError(
                 f"job {job_id}: its results are held by another live client (a kernel still "

@@ -34,7 +34,7 @@ def publish_chunks(
     with a few transactions in flight (the I/O thread commits them in order)."""
     queue = protocol.task_queue(conn.scope, runtime)
     pending: list = []
-    batch: list[tuple[str, str, bytes, str]] = []
+    batch: list[tuple[str, str, Any, str]] = []
     size = 0
     for c in task.chunks:
         if job.cancel_requested:
@@ -46,9 +46,9 @@ def publish_chunks(
             python=versions()[0],
             cloudpickle=versions()[1],
             client=session,
-        ).encode()
+        ).encode_parts()
         batch.append((conn.exchange, queue, body, "task"))
-        size += len(body)
+        size += sum(memoryview(p).nbytes for p in body)
         if len(batch) >= BATCH or size >= 4 * 1024 * 1024:
             pending.append(conn.publish_batch(batch, key=key, wait=False))
             batch, size = [], 0
