@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from queues import consumers, delete_queue
+from queues import consumers, delete_queue, task_queue
 from test_gpu_pool import meet
 
 from sif_magic.errors import ConfigError
@@ -95,7 +95,7 @@ def test_workers_on_a_node_with_fake_gpus_pin_a_call_process_per_gpu(
     monkeypatch.setenv("SLURM_CONF", str(gpu_cluster.conf))
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     runtime = f"gpu-{secrets.token_hex(4)}"
-    queue = f"sif_magic.tasks.{runtime}"
+    queue = task_queue(runtime, key_file)
     spec = sl.SlurmSpec(
         runtime=runtime,
         container="none",

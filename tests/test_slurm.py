@@ -399,7 +399,7 @@ def test_a_worker_in_a_slurm_job_knows_when_its_job_ends(
     the container, whose image has no squeue) and the worker drains before it."""
     _need_broker()
     runtime = f"slurm-{secrets.token_hex(4)}"
-    queue = f"sif_magic.tasks.{runtime}"
+    queue = task_queue(runtime)
     spec = sl.SlurmSpec(
         runtime=runtime, container="none", cpus_per_task=1, processes=1,
         amqp_url_file=str(url_file), time="00:10:00",
