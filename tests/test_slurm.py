@@ -742,7 +742,7 @@ def test_a_real_sif_runs_the_worker_as_nobody_through_sbatch(
         assert images.check_versions(info.versions()) == []
 
         runtime = f"sif-{secrets.token_hex(3)}"
-        queue = task_queue(runtime)
+        queue = task_queue(runtime, shared / "key")  # the scope of the key the job holds
         job = sl.submit(
             sl.SlurmSpec(
                 runtime=runtime,
