@@ -21,6 +21,7 @@ from typing import Any
 
 import pika
 import pika.exceptions
+import procs
 from procs import descendants  # noqa: F401 (the fault tests import it from here)
 from queues import take_dead_letters  # noqa: F401 (the fault tests import it from here)
 from workers import ROOT, WorkerProcs  # noqa: F401 (ROOT: the fault tests import it from here)
@@ -176,14 +177,8 @@ class Watcher:
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> Any:
-    deadline = time.time() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(every)
+    """``procs.wait_until``, polling more often (fault tests watch quick transitions)."""
+    return procs.wait_until(cond, timeout, what, poll=every)
 
 
 # -- raw AMQP -----------------------------------------------------------------------------
