@@ -292,6 +292,9 @@ def test_a_staged_result_the_broker_refuses_is_dropped_after_a_few_tries(
         conn.call(op, wait=False)
         _until(lambda: "dropped" in caplog.text, 60)
         assert f"result message to 'r' {MAX_REFUSALS} times (404 NOT_FOUND" in caplog.text
+        # the refusal that dropped it also closed the connection: once the I/O thread
+        # runs an op again it has reconnected, and nothing more should bring it down
+        assert conn.call(lambda: "up", timeout=30) == "up"
         settled = conn.generation
         assert settled <= MAX_REFUSALS + 1
         time.sleep(2)
