@@ -256,6 +256,31 @@ def test_queue_exists_asks_without_harming_the_connection(conn: Connection, chan
         channel.queue_delete(name)
 
 
+def test_stopping_a_consumer_the_broker_cancelled_does_not_wait_for_a_cancel_ok(
+    conn: Connection, channel: Any
+) -> None:
+    """A worker whose task queue was deleted under it (the broker cancels its consumer)
+    waited for a cancel-ok that never comes: every such stop took the full 5 s."""
+    name = f"sif_magic.test-cancelled-{uuid.uuid4().hex[:8]}"
+    kept = f"sif_magic.test-kept-{uuid.uuid4().hex[:8]}"
+    for q in (name, kept):
+        conn.consume(lambda ch, q=q: ch.queue_declare(q).method.queue, lambda *a: None)
+    try:
+        channel.queue_delete(name)  # the broker sends basic.cancel to its consumer
+        (c,) = [c for c in conn._consumers.consumers if c.queue == name]
+        deadline = time.monotonic() + 10
+        while conn.call(lambda: c.tag in c.channel._impl._consumers):  # pika heard it
+            assert time.monotonic() < deadline, "the broker never cancelled the consumer"
+            time.sleep(0.02)
+        stopped = conn.stop_consuming({name})
+        assert stopped.result(timeout=2) is None  # before: never done (the caller's 5 s)
+        # a live consumer still waits for the broker's cancel-ok, and gets it
+        assert conn.stop_consuming({kept}).result(timeout=10) is None
+        assert channel.queue_declare(kept, passive=True).method.consumer_count == 0
+    finally:
+        channel.queue_delete(kept)
+
+
 # -- staging ---------------------------------------------------------------------------------
 class _Channel:
     def __init__(self, name: str) -> None:

@@ -141,7 +141,13 @@ class Consumers:
         callback as usual: pika would reject it (requeued, it would come back marked
         redelivered, which a worker counts as a loss), so its bookkeeping is undone."""
         stopping = [c for c in self.consumers if c.queue in queues]
-        live = [c for c in stopping if c.channel is not None and c.channel.is_open and c.tag]
+        # a consumer the broker cancelled (its queue was deleted) gets no cancel-ok:
+        # pika drops a cancel of a tag it no longer has, and we would wait for nothing
+        live = [
+            c
+            for c in stopping
+            if c.channel is not None and c.channel.is_open and c.tag in c.channel._impl._consumers
+        ]
         for c in stopping:
             self.consumers.remove(c)  # not started again after a reconnect
         left = [len(live)]
