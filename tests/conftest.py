@@ -63,6 +63,19 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"sif_magic on Python {platform.python_version()} ({sys.prefix}): " + ", ".join(found)]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (scripts/test runs ``-n 2 --dist loadgroup``): the tests of the
+    one-node SLURM cluster share one process, so one cluster (a session fixture per
+    process would start a second); the browser tests share one too (each drives a
+    Chromium and a Jupyter server: two at once only slow both down)."""
+    browser = ROOT / "tests" / "browser"
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif browser in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.xdist_group("browser"))
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """SIF_MAGIC_TEST_ONLY=test_a.py,test_b.py: collect only those files of tests/ (how
     scripts/test runs the core of the suite again in .venv-oldest, which has no browser)."""

@@ -106,7 +106,8 @@ def test_a_channel_the_broker_closes_is_logged_and_consumed_again(
     queue = task_queue(runtime, key_file)
     assert queue in line and "PRECONDITION_FAILED" in line, line
     assert "consumer_timeout" in line and "consuming" in line and "again" in line, line
-    assert TIMED_OUT in broker_log(node)
+    # the broker writes its own line about it soon after it closes the channel
+    wait_until(lambda: TIMED_OUT in broker_log(node), 30, "the broker's log line")
     # the consumer is back on a new channel (the queue has its consumer again)
     wait_until(lambda: consumers(queue, node.url) == 1, 30, "consuming again")
     job.cancel()
