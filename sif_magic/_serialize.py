@@ -154,10 +154,13 @@ def make_chunks(
     func_size: int,
     modules: set[str] | None = None,
     spill_dir: str = "",
+    arrays_over: int = 0,
 ) -> list[PreparedChunk]:
     """Split ``items`` into pickled chunks of ``chunksize`` calls and at most ``max_bytes``
     (the modules they refer to are added to ``modules``); one input over that goes to
-    a file of ``spill_dir`` and its chunk carries a reference (``runner.spill``)."""
+    a file of ``spill_dir`` and its chunk carries a reference (``runner.spill``), and
+    so does a chunk whose arrays take ``arrays_over`` bytes or more (if not 0; inline
+    where its file cannot be written)."""
     chunks: list[PreparedChunk] = []
     limit = max_bytes - func_size - 64 * 1024
     if limit <= 0:
@@ -191,6 +194,14 @@ def make_chunks(
             stack.append((mid, b))
             stack.append((a, mid))
             continue
+        if arrays_over and spill_dir and oob.nbytes(buffers) >= arrays_over:
+            try:  # big arrays off the broker: every worker sees the directory
+                ref = spill.write(spill_dir, "input", blob, buffers)
+            except spill.SpillError:
+                pass  # inline, as for a worker that does not see it
+            else:
+                chunks.append(PreparedChunk(len(chunks), list(range(a, b)), ref))
+                continue
         chunks.append(PreparedChunk(len(chunks), list(range(a, b)), blob, buffers))
     return chunks
 

@@ -111,6 +111,12 @@ class Backend(ABC):
         chunks stay below it whatever ``max_message_mb`` says."""
         return 0
 
+    def sees_spill(self, root: list[str]) -> bool:
+        """Whether every worker that may take this backend's calls now said it reads
+        and writes the spill root ``[path, id]`` (``runner/spill.py``): big arrays may
+        then go through it instead of the messages. False by default."""
+        return False
+
     def reachable(self) -> bool:
         """False while the backend cannot reach what runs its calls (it retries meanwhile)."""
         return True

@@ -1,0 +1,165 @@
+"""Big arrays under the message limit go through the spill directory when every worker
+of the runtime says it sees it, inline otherwise (issue 14 part 3, issue 16 item 3):
+real RabbitMQ workers, the heartbeat's ``spill`` field, the slot's fallback when a
+file cannot be written, files removed once read, a changed file refused before
+anything in it is unpickled (``runner/spill.py``)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pytest
+from test_slot import SlotUnderTest
+
+from sif_magic import Executor
+from sif_magic.protocol import Heartbeat
+from sif_magic.runner import spill
+from sif_magic.runner.slotio import DONE, write_msg
+
+MB = 1 << 20
+
+
+def listing(a):  # noqa: ANN001, ANN201 - the call sees its input and the job's spill files
+    import os
+
+    d = os.environ.get("SIF_MAGIC_SPILL_DIR", "")
+    names = sorted(os.listdir(d)) if d and os.path.isdir(d) else []
+    return a + 1, [n.split("-")[0] for n in names]
+
+
+def _executor(broker_url: str, runtime: str, key_file: Path, **kw) -> Executor:  # noqa: ANN003
+    return Executor(
+        backend="rabbitmq", amqp_url=broker_url, runtime=runtime, key_file=str(key_file), **kw
+    )
+
+
+def _wait_heartbeat(ex: Executor) -> list[dict]:
+    deadline = time.time() + 20
+    while not ex.backend.live_workers() and time.time() < deadline:
+        time.sleep(0.1)
+    return ex.backend.live_workers()
+
+
+def test_arrays_go_through_the_shared_directory_and_its_files_go_once_read(
+    broker_url: str, runtime: str, workers, key_file: Path
+) -> None:  # noqa: ANN001
+    workers.start(runtime, processes=2)  # the same SIF_MAGIC_HOME: it sees our spill root
+    ex = _executor(broker_url, runtime, key_file)
+    try:
+        (w,) = _wait_heartbeat(ex)
+        root = spill.default_dir()
+        assert w["spill"] == [root, spill.root_id(root)]
+        arrays = [np.full(MB // 4, float(i)) for i in range(6)]  # 2 MB each: under the limit
+        job = ex.map_job(listing, arrays, chunksize=3)
+        assert job.wait(120)
+        blocks = job._outcomes._blocks
+        assert blocks and all(spill.is_reference(b.values) for b in blocks)  # results by file
+        assert sorted(os.listdir(job.spill_dir)) and all(
+            n.startswith("result-") for n in os.listdir(job.spill_dir)
+        )  # the inputs went when the job ended; the results wait to be read
+        out = job.results()
+        for i, (plus, files) in enumerate(out):
+            assert plus.shape == (MB // 4,) and plus[0] == plus[-1] == i + 1
+            assert plus.flags.writeable
+            assert files.count("input") == 2  # both chunks' inputs came by file
+        assert not os.path.exists(job.spill_dir)  # read: gone
+        small = ex.map_job(listing, [np.zeros(10)]).results(timeout=60)
+        assert small[0][1] == []  # small arrays stay in the message
+    finally:
+        ex.shutdown(cancel_futures=True)
+
+
+def test_a_worker_that_cannot_see_the_directory_still_gets_the_arrays(
+    broker_url: str, runtime: str, workers, key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    monkeypatch.setenv("SIF_MAGIC_SPILL_DIR", "/proc/sif-no-such-dir")  # the worker's root
+    workers.start(runtime, processes=1)
+    monkeypatch.delenv("SIF_MAGIC_SPILL_DIR")
+    ex = _executor(broker_url, runtime, key_file)
+    try:
+        (w,) = _wait_heartbeat(ex)
+        assert w["spill"] == []  # it said it sees none
+        arrays = [np.full(MB // 4, float(i)) for i in range(4)]
+        job = ex.map_job(listing, arrays, chunksize=2)
+        out = job.results(timeout=120)
+        assert [(p[0], files) for p, files in out] == [(i + 1.0, []) for i in range(4)]
+        assert not os.path.exists(job.spill_dir)  # nothing was written there
+    finally:
+        ex.shutdown(cancel_futures=True)
+
+
+class _Planted:
+    """Unpickling it creates a file: proof that something was unpickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (open, (self.path, "w"))
+
+
+def test_a_result_file_changed_on_disk_is_refused_before_unpickling(
+    broker_url: str, runtime: str, workers, key_file: Path, tmp_path: Path
+) -> None:  # noqa: ANN001
+    workers.start(runtime, processes=1)
+    ex = _executor(broker_url, runtime, key_file)
+    try:
+        _wait_heartbeat(ex)
+        job = ex.map_job(listing, [np.zeros(MB // 4)])
+        assert job.wait(120)
+        (name,) = os.listdir(job.spill_dir)
+        path = Path(job.spill_dir) / name
+        planted = tmp_path / "unpickled"
+        evil = pickle.dumps([_Planted(str(planted))], protocol=5)
+        data = bytearray(path.read_bytes())
+        data[: len(evil)] = evil  # same size: only the hash can tell
+        path.write_bytes(bytes(data))
+        with pytest.raises(spill.SpillError, match="changed after it was spilled"):
+            job.results()
+        assert not planted.exists()
+    finally:
+        ex.shutdown(cancel_futures=True)
+
+
+def test_results_whose_file_cannot_be_written_come_back_inline(tmp_path: Path) -> None:
+    slot = SlotUnderTest(tmp_path)
+    env = {
+        spill.ENV_DIR: "/proc/sif-no-such-dir/job",
+        spill.ENV_OVER: str(64 * MB),
+        spill.ENV_ARRAYS: str(MB),
+    }
+    args = pickle.dumps([3 * MB], protocol=5)
+    try:
+        write_msg(
+            slot.req_w,
+            ("run", 1, "h", cloudpickle.dumps(bytearray), args, [0], [7], [1], False, env, []),
+        )
+        msgs = [slot.read()]
+        while msgs[-1][0] != "finished":
+            msgs.append(slot.read())
+    finally:
+        slot.proc.kill()
+        slot.proc.wait()
+    (msg,) = [m for m in msgs if m[0] in ("results", "finished") and m[3]]  # the call's
+    _, _, values, n, _, special, oob = msg
+    assert n == 1 and special.get(0, [DONE])[0] == DONE
+    assert not spill.is_reference(values)  # inline: the file only spared the broker
+    (value,) = pickle.loads(values, buffers=oob)
+    assert len(value) == 3 * MB
+
+
+def test_a_spill_root_has_one_id_and_an_unusable_one_none(tmp_path: Path) -> None:
+    root = str(tmp_path / "root")
+    first = spill.root_id(root)
+    assert len(first) == 32 and spill.root_id(root) == first  # made once, then read
+    assert oct(os.stat(root).st_mode & 0o777) == "0o700"
+    assert spill.root_id("/proc/sif-no-such-dir") == ""
+    hb = Heartbeat("w", "h", 1, "rt", 2, 0, "3.11", "3.1", "0", 1.0)
+    assert b'"spill"' not in hb.encode()  # absent when unset: the bytes of before
+    seen = Heartbeat("w", "h", 1, "rt", 2, 0, "3.11", "3.1", "0", 1.0, spill=[root, first])
+    assert Heartbeat.decode(seen.encode()).spill == [root, first]
