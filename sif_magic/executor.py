@@ -248,7 +248,7 @@ class Executor(concurrent.futures.Executor):
         if upstream is not None or todo or not n:  # not when every call came from the cache
             backend.start_job(job, task)
         if upstream is not None:
-            Feeder(backend, job, upstream, task, size, limit, spill_dir).start()
+            Feeder(backend, job, upstream, task, size, limit, spill_dir, arrays_over).start()
         self.jobs[job.job_id] = job  # only a job that started (shutdown waits for these)
         panel.remember(job)  # listed in the JupyterLab side panel
         return job

@@ -163,3 +163,25 @@ def test_a_spill_root_has_one_id_and_an_unusable_one_none(tmp_path: Path) -> Non
     assert b'"spill"' not in hb.encode()  # absent when unset: the bytes of before
     seen = Heartbeat("w", "h", 1, "rt", 2, 0, "3.11", "3.1", "0", 1.0, spill=[root, first])
     assert Heartbeat.decode(seen.encode()).spill == [root, first]
+
+
+def plus_one(a):  # noqa: ANN001, ANN201
+    return a + 1
+
+
+def test_a_pipeline_sends_its_upstream_arrays_on_by_file(
+    broker_url: str, runtime: str, workers, key_file: Path
+) -> None:  # noqa: ANN001
+    workers.start(runtime, processes=2)
+    ex = _executor(broker_url, runtime, key_file)
+    try:
+        _wait_heartbeat(ex)
+        first = ex.map_job(plus_one, [np.full(MB // 4, float(i)) for i in range(4)], chunksize=2)
+        second = ex.map_job(listing, first, chunksize=2)
+        out = second.results(timeout=120)
+        assert [p[0] for p, _ in out] == [i + 2.0 for i in range(4)]
+        assert all("input" in files for _, files in out)  # the upstream values went by file
+        first.results()
+        assert not os.path.exists(second.spill_dir) and not os.path.exists(first.spill_dir)
+    finally:
+        ex.shutdown(cancel_futures=True)
