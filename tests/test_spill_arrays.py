@@ -185,3 +185,26 @@ def test_a_pipeline_sends_its_upstream_arrays_on_by_file(
         assert not os.path.exists(second.spill_dir) and not os.path.exists(first.spill_dir)
     finally:
         ex.shutdown(cancel_futures=True)
+
+
+def test_a_chunk_of_arrays_is_written_when_it_is_sent_and_inline_if_it_cannot_be(
+    tmp_path: Path,
+) -> None:
+    from sif_magic._serialize import make_chunks
+
+    items = [np.full(MB // 8, float(i)) for i in range(4)]  # 1 MB each
+    job_dir = tmp_path / "job"
+    chunks = make_chunks(items, 2, 64 * MB, 1000, None, str(job_dir), arrays_over=MB)
+    assert [c.calls for c in chunks] == [[0, 1], [2, 3]]
+    assert not job_dir.exists()  # nothing written before the chunks are sent
+    args, buffers = chunks[0].sendable()
+    assert spill.is_reference(args) and buffers == []
+    assert chunks[0].sendable() == (args, [])  # written once
+    assert len(list(job_dir.iterdir())) == 1 and chunks[0].payload() == len(args)
+    blob, bufs = spill.load_parts(args)
+    assert [a[0] for a in pickle.loads(blob, buffers=bufs)] == [0.0, 1.0]
+    small = make_chunks([np.zeros(10)], 1, 64 * MB, 1000, None, str(job_dir), arrays_over=MB)
+    assert not spill.is_reference(small[0].sendable()[0])  # under the threshold: inline
+    bad = make_chunks(items[:1], 1, 64 * MB, 1000, None, "/proc/sif-no-dir/job", arrays_over=MB)
+    args, buffers = bad[0].sendable()
+    assert not spill.is_reference(args) and len(buffers) == 1  # no file: in the message

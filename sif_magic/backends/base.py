@@ -29,15 +29,17 @@ class JobTask:
     resources: dict[str, int] | None = None  # what each call asks for (runner/resources.py)
 
     def task(self, job_id: str, chunk: PreparedChunk, reply_to: str = "", **meta: Any) -> Task:
-        """The task message of one of the chunks (``meta``: python, cloudpickle, client)."""
+        """The task message of one of the chunks (``meta``: python, cloudpickle, client);
+        a chunk whose arrays go through the spill directory is written there now."""
+        args, buffers = chunk.sendable()
         return Task(
             job_id=job_id,
             chunk=chunk.number,
             calls=chunk.calls,
             reply_to=reply_to,
             func=self.func,
-            args=chunk.args,
-            buffers=chunk.buffers,
+            args=args,
+            buffers=buffers,
             func_hash=self.func_hash,
             star=self.star,
             timeout=self.timeout,
