@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import numpy as np
 import pytest
+from segments import segment
 from test_slot import SlotUnderTest
 
 from sif_magic import Executor
+from sif_magic.job import Job
 from sif_magic.protocol import Heartbeat
 from sif_magic.runner import spill
 from sif_magic.runner.slotio import DONE, write_msg
@@ -103,27 +107,67 @@ class _Planted:
         return (open, (self.path, "w"))
 
 
-def test_a_result_file_changed_on_disk_is_refused_before_unpickling(
+def test_an_input_file_changed_on_disk_is_refused_before_unpickling(
     broker_url: str, runtime: str, workers, key_file: Path, tmp_path: Path
 ) -> None:  # noqa: ANN001
-    workers.start(runtime, processes=1)
+    (proc,) = workers.start(runtime, processes=1)
     ex = _executor(broker_url, runtime, key_file)
     try:
         _wait_heartbeat(ex)
-        job = ex.map_job(listing, [np.zeros(MB // 4)])
-        assert job.wait(120)
-        (name,) = os.listdir(job.spill_dir)
-        path = Path(job.spill_dir) / name
-        planted = tmp_path / "unpickled"
-        evil = pickle.dumps([_Planted(str(planted))], protocol=5)
-        data = bytearray(path.read_bytes())
-        data[: len(evil)] = evil  # same size: only the hash can tell
-        path.write_bytes(bytes(data))
-        with pytest.raises(spill.SpillError, match="changed after it was spilled"):
-            job.results()
+        os.kill(proc.pid, signal.SIGSTOP)  # it takes nothing while the file is changed
+        try:
+            job = ex.map_job(listing, [np.zeros(MB // 4)])
+            deadline = time.time() + 20
+            while time.time() < deadline and not (
+                os.path.isdir(job.spill_dir) and os.listdir(job.spill_dir)
+            ):
+                time.sleep(0.01)
+            (name,) = os.listdir(job.spill_dir)
+            path = Path(job.spill_dir) / name
+            planted = tmp_path / "unpickled"
+            evil = pickle.dumps([_Planted(str(planted))], protocol=5)
+            data = bytearray(path.read_bytes())
+            data[: len(evil)] = evil  # same size: only the hash can tell
+            path.write_bytes(bytes(data))
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        (err,) = job.results(timeout=120, errors="collect")
+        assert type(err).__name__ == "SerializationError"
+        assert "changed after it was spilled" in str(err)
         assert not planted.exists()
     finally:
         ex.shutdown(cancel_futures=True)
+
+
+def _spilled_job(tmp_path: Path, values: list) -> tuple[Job, Any, Path]:
+    """A job of one call, and a result segment whose values are in a spill file."""
+    ref = spill.write(str(tmp_path / "job"), "result", pickle.dumps(values, protocol=5))
+    seg = segment([0], [None])
+    seg.values = ref
+    job = Job("j", 1, spill_dir=str(tmp_path / "job"))
+    return job, seg, next((tmp_path / "job").iterdir())
+
+
+def test_result_files_are_read_as_they_arrive_and_a_changed_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    job, seg, path = _spilled_job(tmp_path / "a", [b"value"])
+    job.apply_segments([seg])
+    deadline = time.time() + 20
+    while job._outcomes._blocks[0]._loaded is None and time.time() < deadline:
+        time.sleep(0.01)
+    path.unlink()  # read and checked already: the values are here
+    assert job.results() == [b"value"]
+    planted = tmp_path / "unpickled"
+    job, seg, path = _spilled_job(tmp_path / "b", [b"x" * 100])
+    evil = pickle.dumps([_Planted(str(planted))], protocol=5)
+    data = bytearray(path.read_bytes())
+    data[: len(evil)] = evil
+    path.write_bytes(bytes(data))  # before it arrives: the read-ahead refuses it too
+    job.apply_segments([seg])
+    with pytest.raises(spill.SpillError, match="changed after it was spilled"):
+        job.results()
+    assert not planted.exists()
 
 
 def test_results_whose_file_cannot_be_written_come_back_inline(tmp_path: Path) -> None:

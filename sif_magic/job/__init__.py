@@ -44,7 +44,7 @@ from .aio import AsCompleted, wait_job
 from .futures import CallFutures
 from .logs import LogStore
 from .monitor import EventFolder
-from .outcomes import Outcomes, Printed, not_done
+from .outcomes import READ_AHEAD, Outcomes, Printed, not_done
 from .rebuild import rebuild_error
 from .timings import Timings, timings_of
 
@@ -152,6 +152,9 @@ class Job:
                     fold(seg, applied, printed)
             for i, out, err, dropped in printed:
                 self._logs.settle(i, out, err, dropped)
+            if self._outcomes.to_read:  # values in spill files: read them now, aside
+                READ_AHEAD.put(self._outcomes.to_read)
+                self._outcomes.to_read = []
             for i in applied or ():
                 self._futures.resolve(i)
             self._version += 1

@@ -6,11 +6,16 @@ transport's I/O thread, or the local pool's threads), and by the kernel thread
 when it cancels, always under the owning Job's lock; read under that lock by
 the kernel thread (results, futures) and the display's pusher thread (states
 for the grid). Owner: the ``Job`` that made the table; nothing else writes it.
+One exception: a Block whose values are in a spill file is read by the
+read-ahead thread (``ReadAhead``) or by whoever decodes it first, under the
+Block's own lock (``Block.load``).
 """
 
 from __future__ import annotations
 
 import pickle
+import queue
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
@@ -50,7 +55,18 @@ class Block:
     while folding. Their arrays are built on the segment's ``buffers`` (the
     memory they came in: ``runner/oob.py``), not copied."""
 
-    __slots__ = ("indices", "values", "buffers", "status", "own", "first", "_list", "_pos")
+    __slots__ = (
+        "indices",
+        "values",
+        "buffers",
+        "status",
+        "own",
+        "first",
+        "_list",
+        "_pos",
+        "_loaded",
+        "_reading",
+    )
 
     def __init__(self, seg: ResultSegment, contiguous: bool) -> None:
         self.indices = seg.indices
@@ -62,6 +78,11 @@ class Block:
         self.first = seg.indices[0] if contiguous else -1
         self._list: list[Any] | None = None
         self._pos: dict[int, int] | None = None
+        # values in a spill file (runner/spill.py): read and checked once, by the read-
+        # ahead thread as they arrive or by whoever decodes them first
+        self._loaded: tuple[Any, Any] | None = None
+        spilled = bool(self.values) and spill.is_reference(self.values)
+        self._reading = threading.Lock() if spilled else None
 
     def position(self, i: int) -> int:
         if self.first >= 0:
@@ -72,14 +93,36 @@ class Block:
                 self._pos.setdefault(j, k)  # the first of a call wins, as in the job
         return self._pos[i]
 
+    @property
+    def spilled(self) -> bool:
+        return self._reading is not None
+
+    def load(self) -> tuple[Any, Any]:
+        """(pickle of the values, its buffers): from the message, or read from the spill
+        file and checked (once: a second thread waits for the first)."""
+        if self._reading is None:
+            return self.values, self.buffers
+        with self._reading:
+            if self._loaded is None:
+                self._loaded = spill.load_parts(self.values, self.buffers)
+            return self._loaded
+
+    def read_ahead(self) -> None:
+        """Read the spill file now, unless decoded already (the read-ahead thread);
+        a file that fails its check fails again, saying so, when decoded."""
+        if self._list is None:
+            try:
+                self.load()
+            except Exception:  # noqa: BLE001 - raised to whoever decodes it
+                pass
+
     def decoded(self) -> list[Any]:
         if self._list is None:
-            values = (
-                oob.loads(*spill.load_parts(self.values, self.buffers)) if self.values else None
-            )
+            values = oob.loads(*self.load()) if self.values else None
             if not isinstance(values, list) or len(values) != len(self.indices):
                 raise ProtocolError("a result segment's values do not match its calls")
             self._list = values
+            self._loaded = None
         return self._list
 
     def value(self, k: int) -> Any:
@@ -114,6 +157,7 @@ class Outcomes:
         self.duplicates = 0  # results that arrived twice (after a redelivery) and were dropped
         self.cancel_requested = False  # results of calls cancelled here are dropped
         self.decoded: list[Any] | None = None  # every call's value or exception, once asked
+        self.to_read: list[Block] = []  # blocks whose values are in spill files, new
 
     def _set_state(self, i: int, state: int) -> None:
         old = self.states[i]
@@ -157,6 +201,8 @@ class Outcomes:
         status = seg.status.translate(_STATUS_FIX)
         attempts = seg.attempts.translate(_ATTEMPT_FIX)
         block = Block(seg, contiguous)
+        if block.spilled:
+            self.to_read.append(block)
         if contiguous:
             self._blocks.append(block)
             states, counts = self.states, self.counts
@@ -340,6 +386,34 @@ class Outcomes:
             self._blocks = []
             self.decoded = out
         return self.decoded
+
+
+class ReadAhead:
+    """One daemon thread that reads result spill files as their segments arrive
+    (``Block.read_ahead``), so ``results()`` finds them read and checked: the
+    reading overlaps the calls still running instead of following them."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Block] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def put(self, blocks: list[Block]) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sif-read-ahead", daemon=True
+                )
+                self._thread.start()
+        for b in blocks:
+            self._queue.put(b)
+
+    def _run(self) -> None:
+        while True:
+            self._queue.get().read_ahead()
+
+
+READ_AHEAD = ReadAhead()
 
 
 def not_done(states: bytearray) -> Iterator[int]:
