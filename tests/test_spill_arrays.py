@@ -118,11 +118,12 @@ def test_an_input_file_changed_on_disk_is_refused_before_unpickling(
         try:
             job = ex.map_job(listing, [np.zeros(MB // 4)])
             deadline = time.time() + 20
-            while time.time() < deadline and not (
-                os.path.isdir(job.spill_dir) and os.listdir(job.spill_dir)
-            ):
+            names: list[str] = []
+            while time.time() < deadline and not names:  # written whole (renamed from .part)
                 time.sleep(0.01)
-            (name,) = os.listdir(job.spill_dir)
+                if os.path.isdir(job.spill_dir):
+                    names = [n for n in os.listdir(job.spill_dir) if not n.endswith(".part")]
+            (name,) = names
             path = Path(job.spill_dir) / name
             planted = tmp_path / "unpickled"
             evil = pickle.dumps([_Planted(str(planted))], protocol=5)
@@ -132,7 +133,7 @@ def test_an_input_file_changed_on_disk_is_refused_before_unpickling(
         finally:
             os.kill(proc.pid, signal.SIGCONT)
         (err,) = job.results(timeout=120, errors="collect")
-        assert type(err).__name__ == "SerializationError"
+        assert type(err).__name__ == "SerializationError", err
         assert "changed after it was spilled" in str(err)
         assert not planted.exists()
     finally:
@@ -252,3 +253,40 @@ def test_a_chunk_of_arrays_is_written_when_it_is_sent_and_inline_if_it_cannot_be
     bad = make_chunks(items[:1], 1, 64 * MB, 1000, None, "/proc/sif-no-dir/job", arrays_over=MB)
     args, buffers = bad[0].sendable()
     assert not spill.is_reference(args) and len(buffers) == 1  # no file: in the message
+
+
+def test_map_resolves_futures_of_spilled_values_and_removes_each_file_once_read(
+    broker_url: str, runtime: str, workers, key_file: Path
+) -> None:  # noqa: ANN001
+    workers.start(runtime, processes=2)
+    ex = _executor(broker_url, runtime, key_file)
+    try:
+        _wait_heartbeat(ex)
+        arrays = [np.full(MB // 4, float(i)) for i in range(6)]
+        out = list(ex.map(plus_one, arrays, timeout=120))  # futures, no results()
+        assert [a[0] for a in out] == [i + 1.0 for i in range(6)]
+        (job,) = ex.jobs.values()
+        assert job.spill_dir and os.path.isdir(job.spill_dir)  # it did go by file
+        assert os.listdir(job.spill_dir) == []  # each file went once its values were read
+    finally:
+        ex.shutdown(cancel_futures=True)
+
+
+def test_spilled_results_are_kept_by_resume_and_come_back_from_the_cache(
+    broker_url: str, runtime: str, workers, key_file: Path, tmp_path: Path
+) -> None:  # noqa: ANN001
+    workers.start(runtime, processes=2)
+    ex = _executor(broker_url, runtime, key_file, cache_dir=str(tmp_path / "cache"))
+    try:
+        _wait_heartbeat(ex)
+        arrays = [np.full(MB // 4, float(i)) for i in range(4)]
+        first = ex.map_job(plus_one, arrays, chunksize=2, resume=True)
+        got = [f.result(timeout=120) for f in first.futures]  # read by the read-ahead thread
+        assert [a[0] for a in got] == [1.0, 2.0, 3.0, 4.0]
+        assert first._outcomes._blocks and all(b.spilled for b in first._outcomes._blocks)
+        again = ex.map_job(plus_one, arrays, chunksize=2, resume=True)
+        assert again.reused == 4  # every result was kept, though its file went
+        back = again.results(timeout=60)
+        assert all(np.array_equal(a + 1, b) and b.flags.writeable for a, b in zip(arrays, back))
+    finally:
+        ex.shutdown(cancel_futures=True)

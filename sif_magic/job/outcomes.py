@@ -13,6 +13,7 @@ Block's own lock (``Block.load``).
 
 from __future__ import annotations
 
+import logging
 import pickle
 import queue
 import threading
@@ -66,9 +67,10 @@ class Block:
         "_pos",
         "_loaded",
         "_reading",
+        "_home",
     )
 
-    def __init__(self, seg: ResultSegment, contiguous: bool) -> None:
+    def __init__(self, seg: ResultSegment, contiguous: bool, home: str = "") -> None:
         self.indices = seg.indices
         self.values = seg.values
         self.buffers = seg.buffers  # the arrays' memory, as it came (runner/oob.py)
@@ -83,6 +85,7 @@ class Block:
         self._loaded: tuple[Any, Any] | None = None
         spilled = bool(self.values) and spill.is_reference(self.values)
         self._reading = threading.Lock() if spilled else None
+        self._home = home  # the job's spill directory: a file of it goes once decoded
 
     def position(self, i: int) -> int:
         if self.first >= 0:
@@ -122,7 +125,9 @@ class Block:
             if not isinstance(values, list) or len(values) != len(self.indices):
                 raise ProtocolError("a result segment's values do not match its calls")
             self._list = values
-            self._loaded = None
+            if self._loaded is not None:  # consumed: its file goes (the job's own only)
+                self._loaded = None
+                spill.discard(self.values, self._home)
         return self._list
 
     def value(self, k: int) -> Any:
@@ -158,6 +163,7 @@ class Outcomes:
         self.cancel_requested = False  # results of calls cancelled here are dropped
         self.decoded: list[Any] | None = None  # every call's value or exception, once asked
         self.to_read: list[Block] = []  # blocks whose values are in spill files, new
+        self.spill_dir = ""  # the job's: a result file of it goes once its values are decoded
 
     def _set_state(self, i: int, state: int) -> None:
         old = self.states[i]
@@ -200,7 +206,7 @@ class Outcomes:
             self.devices[hid] = seg.devices
         status = seg.status.translate(_STATUS_FIX)
         attempts = seg.attempts.translate(_ATTEMPT_FIX)
-        block = Block(seg, contiguous)
+        block = Block(seg, contiguous, self.spill_dir)
         if block.spilled:
             self.to_read.append(block)
         if contiguous:
@@ -345,6 +351,13 @@ class Outcomes:
         block = self._values[i]
         return block.raw(i) if block is not None else b""
 
+    def unread(self, i: int) -> Block | None:
+        """The block of call ``i``'s value if its spill file is not read yet."""
+        block = self._values[i]
+        if block is not None and block.spilled and block._loaded is None and block._list is None:
+            return block
+        return None
+
     def value(self, i: int) -> Any:
         block = self._values[i]
         return block.value(block.position(i)) if block is not None else None
@@ -394,23 +407,31 @@ class ReadAhead:
     reading overlaps the calls still running instead of following them."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Block] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Block, Callable[[], None] | None]] = (
+            queue.SimpleQueue()
+        )
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def put(self, blocks: list[Block]) -> None:
+    def put(self, block: Block, then: Callable[[], None] | None = None) -> None:
+        """Read ``block``'s file, then call ``then`` (on the read-ahead thread)."""
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="sif-read-ahead", daemon=True
                 )
                 self._thread.start()
-        for b in blocks:
-            self._queue.put(b)
+        self._queue.put((block, then))
 
     def _run(self) -> None:
         while True:
-            self._queue.get().read_ahead()
+            block, then = self._queue.get()
+            block.read_ahead()
+            if then is not None:
+                try:
+                    then()
+                except Exception:  # noqa: BLE001 - one job's trouble stops no other's reads
+                    logging.getLogger("sif_magic.job").exception("resolving read-ahead results")
 
 
 READ_AHEAD = ReadAhead()

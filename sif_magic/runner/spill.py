@@ -24,9 +24,10 @@ written, they travel inline. (RabbitMQ's advice: keep big payloads off the
 broker; the nodes of a cluster share the home directory.)
 Out-of-band buffers of the pickle
 (``oob.py``) follow it in the file, their lengths in the reference (``parts``),
-and come back as views of one writable buffer the file is read into. The client removes a job's directory once its
-results are read (or the Job is gone), its inputs once the job is over, and
-directories older than the result queues' lifetime (``sweep``).
+and come back as views of one writable buffer the file is read into. The client
+removes a result's file once its values are unpickled (``discard``), a job's
+directory once its results are read (or the Job is gone), its inputs once the
+job is over, and directories older than the result queues' lifetime (``sweep``).
 
 Standard library only (the slot loads it by path). Threads: any; a file is
 written by one thread and read after the message that names it.
@@ -177,6 +178,19 @@ def _read_into(f: Any, block: memoryview) -> None:
         if not n:
             raise OSError("shorter than when it was written")
         at += n
+
+
+def discard(blob: Buffer, directory: str) -> None:
+    """Remove the file the reference ``blob`` names, if it is one of ``directory``'s
+    (a reader done with it; a path elsewhere is never touched)."""
+    if not directory or not is_reference(blob):
+        return
+    try:
+        path = str(json.loads(bytes(memoryview(blob)[len(MAGIC) :]))["path"])
+        if os.path.dirname(os.path.abspath(path)) == os.path.abspath(directory):
+            os.unlink(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
 
 
 def remove(directory: str, prefix: str = "") -> None:
