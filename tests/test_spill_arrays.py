@@ -10,6 +10,7 @@ import os
 import pickle
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,33 +50,42 @@ def _wait_heartbeat(ex: Executor) -> list[dict]:
     return ex.backend.live_workers()
 
 
-def test_arrays_go_through_the_shared_directory_and_its_files_go_once_read(
-    broker_url: str, runtime: str, workers, key_file: Path
-) -> None:  # noqa: ANN001
-    workers.start(runtime, processes=2)  # the same SIF_MAGIC_HOME: it sees our spill root
+@pytest.fixture
+def shared(broker_url: str, runtime: str, workers, key_file: Path) -> Iterator[Executor]:  # noqa: ANN001
+    """A worker of 2 processes that sees our spill root (the same SIF_MAGIC_HOME), and
+    an executor that heard its heartbeat."""
+    workers.start(runtime, processes=2)
     ex = _executor(broker_url, runtime, key_file)
     try:
-        (w,) = _wait_heartbeat(ex)
-        root = spill.default_dir()
-        assert w["spill"] == [root, spill.root_id(root)]
-        arrays = [np.full(MB // 4, float(i)) for i in range(6)]  # 2 MB each: under the limit
-        job = ex.map_job(listing, arrays, chunksize=3)
-        assert job.wait(120)
-        blocks = job._outcomes._blocks
-        assert blocks and all(spill.is_reference(b.values) for b in blocks)  # results by file
-        assert sorted(os.listdir(job.spill_dir)) and all(
-            n.startswith("result-") for n in os.listdir(job.spill_dir)
-        )  # the inputs went when the job ended; the results wait to be read
-        out = job.results()
-        for i, (plus, files) in enumerate(out):
-            assert plus.shape == (MB // 4,) and plus[0] == plus[-1] == i + 1
-            assert plus.flags.writeable
-            assert files.count("input") == 2  # both chunks' inputs came by file
-        assert not os.path.exists(job.spill_dir)  # read: gone
-        small = ex.map_job(listing, [np.zeros(10)]).results(timeout=60)
-        assert small[0][1] == []  # small arrays stay in the message
+        _wait_heartbeat(ex)
+        yield ex
     finally:
         ex.shutdown(cancel_futures=True)
+
+
+def test_arrays_go_through_the_shared_directory_and_its_files_go_once_read(
+    shared: Executor,
+) -> None:
+    ex = shared
+    (w,) = ex.backend.live_workers()
+    root = spill.default_dir()
+    assert w["spill"] == [root, spill.root_id(root)]
+    arrays = [np.full(MB // 4, float(i)) for i in range(6)]  # 2 MB each: under the limit
+    job = ex.map_job(listing, arrays, chunksize=3)
+    assert job.wait(120)
+    blocks = job._outcomes._blocks
+    assert blocks and all(spill.is_reference(b.values) for b in blocks)  # results by file
+    assert sorted(os.listdir(job.spill_dir)) and all(
+        n.startswith("result-") for n in os.listdir(job.spill_dir)
+    )  # the inputs went when the job ended; the results wait to be read
+    out = job.results()
+    for i, (plus, files) in enumerate(out):
+        assert plus.shape == (MB // 4,) and plus[0] == plus[-1] == i + 1
+        assert plus.flags.writeable
+        assert files.count("input") == 2  # both chunks' inputs came by file
+    assert not os.path.exists(job.spill_dir)  # read: gone
+    small = ex.map_job(listing, [np.zeros(10)]).results(timeout=60)
+    assert small[0][1] == []  # small arrays stay in the message
 
 
 def test_a_worker_that_cannot_see_the_directory_still_gets_the_arrays(
@@ -214,22 +224,14 @@ def plus_one(a):  # noqa: ANN001, ANN201
     return a + 1
 
 
-def test_a_pipeline_sends_its_upstream_arrays_on_by_file(
-    broker_url: str, runtime: str, workers, key_file: Path
-) -> None:  # noqa: ANN001
-    workers.start(runtime, processes=2)
-    ex = _executor(broker_url, runtime, key_file)
-    try:
-        _wait_heartbeat(ex)
-        first = ex.map_job(plus_one, [np.full(MB // 4, float(i)) for i in range(4)], chunksize=2)
-        second = ex.map_job(listing, first, chunksize=2)
-        out = second.results(timeout=120)
-        assert [p[0] for p, _ in out] == [i + 2.0 for i in range(4)]
-        assert all("input" in files for _, files in out)  # the upstream values went by file
-        first.results()
-        assert not os.path.exists(second.spill_dir) and not os.path.exists(first.spill_dir)
-    finally:
-        ex.shutdown(cancel_futures=True)
+def test_a_pipeline_sends_its_upstream_arrays_on_by_file(shared: Executor) -> None:
+    first = shared.map_job(plus_one, [np.full(MB // 4, float(i)) for i in range(4)], chunksize=2)
+    second = shared.map_job(listing, first, chunksize=2)
+    out = second.results(timeout=120)
+    assert [p[0] for p, _ in out] == [i + 2.0 for i in range(4)]
+    assert all("input" in files for _, files in out)  # the upstream values went by file
+    first.results()
+    assert not os.path.exists(second.spill_dir) and not os.path.exists(first.spill_dir)
 
 
 def test_a_chunk_of_arrays_is_written_when_it_is_sent_and_inline_if_it_cannot_be(
@@ -256,37 +258,26 @@ def test_a_chunk_of_arrays_is_written_when_it_is_sent_and_inline_if_it_cannot_be
 
 
 def test_map_resolves_futures_of_spilled_values_and_removes_each_file_once_read(
-    broker_url: str, runtime: str, workers, key_file: Path
-) -> None:  # noqa: ANN001
-    workers.start(runtime, processes=2)
-    ex = _executor(broker_url, runtime, key_file)
-    try:
-        _wait_heartbeat(ex)
-        arrays = [np.full(MB // 4, float(i)) for i in range(6)]
-        out = list(ex.map(plus_one, arrays, timeout=120))  # futures, no results()
-        assert [a[0] for a in out] == [i + 1.0 for i in range(6)]
-        (job,) = ex.jobs.values()
-        assert job.spill_dir and os.path.isdir(job.spill_dir)  # it did go by file
-        assert os.listdir(job.spill_dir) == []  # each file went once its values were read
-    finally:
-        ex.shutdown(cancel_futures=True)
+    shared: Executor,
+) -> None:
+    arrays = [np.full(MB // 4, float(i)) for i in range(6)]
+    out = list(shared.map(plus_one, arrays, timeout=120))  # futures, no results()
+    assert [a[0] for a in out] == [i + 1.0 for i in range(6)]
+    (job,) = shared.jobs.values()
+    assert job.spill_dir and os.path.isdir(job.spill_dir)  # it did go by file
+    assert os.listdir(job.spill_dir) == []  # each file went once its values were read
 
 
 def test_spilled_results_are_kept_by_resume_and_come_back_from_the_cache(
-    broker_url: str, runtime: str, workers, key_file: Path, tmp_path: Path
-) -> None:  # noqa: ANN001
-    workers.start(runtime, processes=2)
-    ex = _executor(broker_url, runtime, key_file, cache_dir=str(tmp_path / "cache"))
-    try:
-        _wait_heartbeat(ex)
-        arrays = [np.full(MB // 4, float(i)) for i in range(4)]
-        first = ex.map_job(plus_one, arrays, chunksize=2, resume=True)
-        got = [f.result(timeout=120) for f in first.futures]  # read by the read-ahead thread
-        assert [a[0] for a in got] == [1.0, 2.0, 3.0, 4.0]
-        assert first._outcomes._blocks and all(b.spilled for b in first._outcomes._blocks)
-        again = ex.map_job(plus_one, arrays, chunksize=2, resume=True)
-        assert again.reused == 4  # every result was kept, though its file went
-        back = again.results(timeout=60)
-        assert all(np.array_equal(a + 1, b) and b.flags.writeable for a, b in zip(arrays, back))
-    finally:
-        ex.shutdown(cancel_futures=True)
+    shared: Executor, tmp_path: Path
+) -> None:
+    shared.config.cache_dir = str(tmp_path / "cache")
+    arrays = [np.full(MB // 4, float(i)) for i in range(4)]
+    first = shared.map_job(plus_one, arrays, chunksize=2, resume=True)
+    got = [f.result(timeout=120) for f in first.futures]  # read by the read-ahead thread
+    assert [a[0] for a in got] == [1.0, 2.0, 3.0, 4.0]
+    assert first._outcomes._blocks and all(b.spilled for b in first._outcomes._blocks)
+    again = shared.map_job(plus_one, arrays, chunksize=2, resume=True)
+    assert again.reused == 4  # every result was kept, though its file went
+    back = again.results(timeout=60)
+    assert all(np.array_equal(a + 1, b) and b.flags.writeable for a, b in zip(arrays, back))
