@@ -18,6 +18,7 @@ import cloudpickle
 import numpy as np
 import pytest
 from segments import segment
+from test_arrays import kill_while_stalled, stalls_first
 from test_slot import SlotUnderTest
 
 from sif_magic import Executor
@@ -281,3 +282,26 @@ def test_spilled_results_are_kept_by_resume_and_come_back_from_the_cache(
     assert again.reused == 4  # every result was kept, though its file went
     back = again.results(timeout=60)
     assert all(np.array_equal(a + 1, b) and b.flags.writeable for a, b in zip(arrays, back))
+
+
+def test_a_redelivered_chunk_that_came_by_file_is_split_and_runs_again(
+    broker_url: str, runtime: str, workers, key_file: Path, tmp_path: Path
+) -> None:  # noqa: ANN001
+    (victim,) = workers.start(runtime, processes=1)
+    mark = str(tmp_path / "running")
+    items = [np.full(MB // 8, float(i)) for i in range(4)]  # 1 MB each, one chunk
+    ex = _executor(broker_url, runtime, key_file)
+    try:
+        _wait_heartbeat(ex)
+        job = ex.map_job(stalls_first(mark), items, chunksize=4)
+        wait_file = time.monotonic() + 60
+        while not os.path.exists(mark) and time.monotonic() < wait_file:
+            time.sleep(0.05)
+        assert [n.split("-")[0] for n in os.listdir(job.spill_dir)] == ["input"]  # by file
+        second = kill_while_stalled(mark, victim, workers, runtime)
+        out = job.results(timeout=120)
+    finally:
+        ex.shutdown(cancel_futures=True)
+    assert all(np.array_equal(a * 3, b) for a, b in zip(items, out))
+    assert job.describe_call(0)["attempt"] >= 2  # it did come back
+    assert "could not re-pack" not in Path(second.log_path).read_text()
