@@ -111,13 +111,16 @@ class Block:
             return self._loaded
 
     def read_ahead(self) -> None:
-        """Read the spill file now, unless decoded already (the read-ahead thread);
-        a file that fails its check fails again, saying so, when decoded."""
-        if self._list is None:
-            try:
-                self.load()
-            except Exception:  # noqa: BLE001 - raised to whoever decodes it
-                pass
+        """Read the spill file now, unless read or decoded already (the read-ahead
+        thread); a file that fails its check fails again, saying so, when decoded."""
+        if self._reading is None:
+            return
+        with self._reading:
+            if self._list is None and self._loaded is None:
+                try:
+                    self._loaded = spill.load_parts(self.values, self.buffers)
+                except Exception:  # noqa: BLE001 - raised to whoever decodes it
+                    pass
 
     def decoded(self) -> list[Any]:
         if self._list is None:
