@@ -36,6 +36,7 @@ from benchmarks.peers import _common  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 RABBIT = "sif_magic (rabbitmq)"
 LOCAL = "sif_magic (local)"
+RABBIT_BROKER = "sif_magic (rabbitmq, arrays through the broker)"  # s9, spill_arrays_mb=0
 ELASTIC = "sif_magic (elastic SLURM)"
 ELASTIC_IDLE = 10.0  # the workers' --idle-timeout in e1-e2
 
@@ -294,6 +295,13 @@ def summarise(measurements: list[dict[str, Any]]) -> list[Row]:
         else:
             r.ratio = r.median / base.median
             r.ratio_range = _round_ratios(base, r, lambda a, b: b / a)
+    for r in out:  # s9's arrays through the broker (spill_arrays_mb=0): against bare pika
+        if r.scenario == "s9" and r.tool == RABBIT_BROKER:
+            bare = find("s9", "pika round trip (bare)")
+            if bare is not None and bare.median and r.median:
+                r.ratio = r.median / bare.median
+                r.ratio_range = _round_ratios(r, bare, lambda a, b: a / b)
+                r.ratio_note = "its MB/s / bare pika's"
     for r in out:  # monitoring: on / off of the same workload
         if r.scenario == "s6" and " monitoring on, " in r.tool:
             off = find("s6", r.tool.replace(" monitoring on, ", " monitoring off, "))

@@ -25,6 +25,8 @@ from ._common import PY, Context, rss_mb
 TOOL = "sif_magic"
 RABBIT = "sif_magic (rabbitmq)"
 LOCAL = "sif_magic (local)"
+# s9 with spill_arrays_mb=0: the arrays in the messages, through the broker
+RABBIT_BROKER = "sif_magic (rabbitmq, arrays through the broker)"
 
 
 def _setup_env(workdir: Path) -> None:
@@ -205,6 +207,19 @@ def sleeps(ctx: Context, tool: str, ex: Any, n: int) -> None:
     close_job(job)
 
 
+def arrays_path(ex: Any) -> str:
+    """How s9's arrays travel on ``ex``: "spill_dir" when every worker sees the client's
+    spill root and ``spill_arrays_mb`` lets them (the default), else "broker" (or
+    "pipes": the local backend)."""
+    from sif_magic.runner import spill
+
+    if not ex.backend.bounded:
+        return "pipes"
+    root = os.path.abspath(os.path.expanduser(ex.config.spill_dir or spill.default_dir()))
+    seen = ex.backend.sees_spill([root, spill.root_id(root)])
+    return "spill_dir" if seen and ex.config.spill_arrays_mb > 0 else "broker"
+
+
 def arrays(ctx: Context, tool: str, ex: Any, inner: int) -> None:
     """s9: MB/s in and out of ``map`` over the big arrays (automatic chunks)."""
     from sif_magic.runner import scheduler
@@ -231,6 +246,8 @@ def arrays(ctx: Context, tool: str, ex: Any, inner: int) -> None:
             seconds=dt,
             arrays=len(data),
             chunksize=scheduler.auto_chunksize(len(data), ex.backend.slots()),
+            path=arrays_path(ex),
+            spill_arrays_mb=ex.config.spill_arrays_mb,
         )
         close_job(job)
         gc.collect()
@@ -376,8 +393,14 @@ def run(ctx: Context) -> None:
                     monitoring(ctx, ex, p.get("n6", 1_000_000), None, "automatic chunks", rnd + k)
                     monitoring(ctx, ex, p.get("n1", 3000), 1, "chunksize 1", rnd + k)
         if ctx.want("s9"):
-            with ctx.attempt("s9", RABBIT):
+            with ctx.attempt("s9", RABBIT):  # the default: through spill_dir (workers see it)
                 arrays(ctx, RABBIT, ex, p.get("inner", 2))
+            with ctx.attempt("s9", RABBIT_BROKER):
+                ex.config.spill_arrays_mb = 0
+                try:
+                    arrays(ctx, RABBIT_BROKER, ex, p.get("inner", 2))
+                finally:
+                    ex.config.spill_arrays_mb = 1.0
         if ctx.want("s5"):
             with ctx.attempt("s5", RABBIT):
                 memory(ctx, RABBIT, "rabbitmq", p.get("n5", 100000), runtime, key_file)

@@ -191,6 +191,9 @@ class Heartbeat:
     gpus: list[str] = field(default_factory=list)
     cpus: int = 0
     slot_devices: list[str] = field(default_factory=list)
+    # [path, id] of the spill root it reads and writes (runner/spill.py), sent only when
+    # set: a client whose root has the same path and id sends big arrays through it
+    spill: list[str] = field(default_factory=list)
 
     def encode(self) -> bytes:
         d = dict(self.__dict__)
@@ -210,7 +213,7 @@ class Heartbeat:
             raise ProtocolError(f"malformed heartbeat: {e}") from None
 
 
-_OPTIONAL_HEARTBEAT = ("gpus", "cpus", "slot_devices")
+_OPTIONAL_HEARTBEAT = ("gpus", "cpus", "slot_devices", "spill")
 
 
 # -- control -----------------------------------------------------------------

@@ -181,7 +181,13 @@ class Slot:
         env,
         buffers,
     ) -> None:  # noqa: ANN001
-        self.records.start(run_id, indices, env.get(spill.ENV_DIR), env.get(spill.ENV_OVER))
+        self.records.start(
+            run_id,
+            indices,
+            env.get(spill.ENV_DIR),
+            env.get(spill.ENV_OVER),
+            env.get(spill.ENV_ARRAYS),
+        )
         saved_env = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:

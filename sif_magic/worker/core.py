@@ -43,6 +43,7 @@ from typing import Any
 from .. import _version, protocol
 from ..errors import IncompatibleWorkerError, wire_name
 from ..protocol import ForeignKeyError, Heartbeat, ProtocolError, Task
+from ..runner import spill
 from ..runner.chunk import Chunk
 from ..runner.events import EventBuffer
 from ..runner.pool import Pool, usable_cpus
@@ -111,6 +112,7 @@ class Worker:
         self.heartbeat_interval = heartbeat
         self.container = container or os.environ.get("SIF_MAGIC_CONTAINER", "none")
         self.slurm_job = os.environ.get("SLURM_JOB_ID", "")
+        self.spill_root = spill.seen_root()  # [path, id], or [] if it cannot use one
         self.started = time.time()
         self.queue = protocol.task_queue(self.scope, runtime)
         self.stopping = threading.Event()
@@ -379,6 +381,7 @@ class Worker:
             gpus=self.gpus,
             cpus=self.cpus,
             slot_devices=self.pool.slot_devices if self.gpus else [],
+            spill=self.spill_root,
         )
 
     def send_heartbeat(self, state: str = "up", wait: bool = False) -> Any:
