@@ -125,6 +125,27 @@ def test_every_call_reports_once_in_order_and_each_chunk_is_done_after_its_resul
     assert rec.threads == {"sif-pool"}  # the one thread that reports (and owns the state)
 
 
+def test_submit_many_queues_each_chunk_in_order_and_front_ones_first(
+    rec: Recorder, tmp_path: Path
+) -> None:
+    pool = Pool(1, rec, cwd=str(tmp_path)).start()
+    try:
+        pool.submit(chunk(time.sleep, [0.5], number=0, first=0))
+        rec.wait("call 0 running", lambda: any(e[1] == 0 for e in rec.of("started")))
+        pool.submit_many(
+            [
+                (chunk(abs, [1], number=1, first=1), False),
+                (chunk(abs, [2], number=2, first=2), False),
+                (chunk(abs, [3], number=3, first=3), True),  # a retry: before the others
+            ]
+        )
+        rec.wait("four chunks", lambda: len(rec.chunks_done) == 4)
+        assert [n for _, n in rec.chunks_done] == [0, 3, 1, 2]
+        assert {i: rec.outcomes[i][0] for i in range(4)} == dict.fromkeys(range(4), DONE)
+    finally:
+        pool.close()
+
+
 def test_a_quick_piece_of_the_same_job_goes_ahead_to_a_busy_slot(
     rec: Recorder, tmp_path: Path
 ) -> None:

@@ -12,7 +12,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .framing import ProtocolError, _buffers_of, _json_object, _require, pack, pack_parts, unpack
+from .framing import (
+    ProtocolError,
+    _buffers_of,
+    _json_object,
+    _require,
+    compact_json,
+    pack,
+    pack_parts,
+    unpack,
+)
 
 
 @dataclass(frozen=True)
@@ -200,7 +209,7 @@ class Heartbeat:
         for name in _OPTIONAL_HEARTBEAT:
             if not d[name]:  # absent when unset: the bytes of a worker without resources
                 del d[name]
-        return json.dumps(d, separators=(",", ":")).encode()
+        return compact_json(d).encode()
 
     @classmethod
     def decode(cls, body: bytes) -> Heartbeat:
@@ -232,7 +241,7 @@ class Control:
     runtime: str = ""
 
     def encode(self) -> bytes:
-        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+        return compact_json(self.__dict__).encode()
 
     @classmethod
     def decode(cls, body: bytes) -> Control:

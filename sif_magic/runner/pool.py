@@ -167,6 +167,11 @@ class Pool:
         """Queue ``chunk``'s calls (``front``: before everything queued, e.g. a retry)."""
         self._loop.post(self._on_submit, chunk, front)
 
+    def submit_many(self, chunks: list[tuple[Chunk, bool]]) -> None:
+        """``submit`` each ``(chunk, front)``, in order, with one hand-over to the
+        dispatcher (a worker's burst of one-call chunks: one wake-up, not one each)."""
+        self._loop.post(self._on_submit_many, chunks)
+
     def cancel(self, job_id: str) -> None:
         """Drop queued calls of ``job_id``, kill its running calls (others untouched)."""
         self.cancels.add(job_id)
@@ -204,7 +209,12 @@ class Pool:
         self.slots = (*self.slots, s)
         self._loop.watch(s.resp_r, self._receive, s)
 
-    def _on_submit(self, chunk: Chunk, front: bool) -> None:
+    def _on_submit_many(self, chunks: list[tuple[Chunk, bool]]) -> None:
+        for chunk, front in chunks:
+            self._loop.safely(self._on_submit, chunk, front, False)
+        self._dispatch()
+
+    def _on_submit(self, chunk: Chunk, front: bool, dispatch: bool = True) -> None:
         positions = chunk.only if chunk.only is not None else range(len(chunk.calls))
         if chunk.job_id in self.cancels:
             self.outcomes.cancelled(chunk, positions)
@@ -221,7 +231,8 @@ class Pool:
             self.queue.appendleft(piece)
         else:
             self.queue.append(piece)
-        self._dispatch()
+        if dispatch:
+            self._dispatch()
 
     def _on_cancel(self, job_id: str) -> None:
         keep: collections.deque[Piece] = collections.deque()

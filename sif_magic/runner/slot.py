@@ -33,6 +33,7 @@ import importlib.util
 import io
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
@@ -122,6 +123,8 @@ class Slot:
         self.leftover: tuple[int, int] | None = None  # output offsets no call took yet
         self.funcs: dict[str, tuple[object, str]] = {}  # hash -> (function, its bundle)
         self.shipped = shipped.ShippedModules()
+        self.env: dict = {}  # the job variables set now (``_use_env``), their old values:
+        self.saved_env: dict[str, str | None] = {}
         threading.Thread(target=self._watchdog, daemon=True).start()
 
     def _watchdog(self) -> None:
@@ -188,8 +191,7 @@ class Slot:
             env.get(spill.ENV_OVER),
             env.get(spill.ENV_ARRAYS),
         )
-        saved_env = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
+        self._use_env(env)
         try:
             try:
                 func = self._function(func_hash, func_bytes)
@@ -209,12 +211,32 @@ class Slot:
                 positions = range(*positions)
             self._calls(func, func_hash, items, positions, star)
         finally:
-            for k, v in saved_env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
             self.records.flush(final=True)
+            if not self._next_request_waiting():
+                self._use_env({})  # idle: nothing of a job's env lingers
+
+    def _use_env(self, env: dict) -> None:
+        """Set the run's ``env`` (a job's variables), undoing the previous run's first;
+        a run with the same env as the one before it (the next call of the same job,
+        already waiting in the pipe) finds it set and costs nothing."""
+        environ = os.environ
+        if env == self.env and all(environ.get(k) == v for k, v in env.items()):
+            return  # (a call that changed one of them has it set again)
+        for k, v in self.saved_env.items():
+            if v is None:
+                environ.pop(k, None)
+            else:
+                environ[k] = v
+        self.saved_env = {k: environ.get(k) for k in env}
+        environ.update(env)
+        self.env = dict(env)
+
+    def _next_request_waiting(self) -> bool:
+        """Whether another request is in the pipe already (then the env may stay)."""
+        try:
+            return bool(select.select([self.req_fd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
 
     def _calls(self, func, func_hash, items, positions, star: bool) -> None:  # noqa: ANN001
         """Run the calls of a run, in order. The hot path: per call, the state is

@@ -22,7 +22,7 @@ Threads: the main thread runs ``run`` (heartbeats, shutdown); the transport's I/
 (``_on_task``, ``_on_control``, ``_on_broker_state``); the pool's dispatcher
 thread reports through the ``EventReporter`` into the outbox and the events
 buffer; the events flusher thread publishes event batches. The worker's own
-fields are written in ``__init__``, except ``rejected``, which only the I/O
+fields are written in ``__init__``, except ``rejected`` and ``_taken``, which only the I/O
 thread writes (it alone uses ``seen_controls`` and ``gate``), and ``stop_note``
 (why what it holds goes back), which the main thread writes before it stops;
 each part guards its own state.
@@ -118,6 +118,7 @@ class Worker:
         self.stopping = threading.Event()
         self.idle = IdleClock(idle_timeout)  # 0: never leaves for want of work
         self.rejected = 0
+        self._taken: list[tuple[Chunk, bool]] = []  # chunks for the pool, handed on together
         self.seen_controls = protocol.SeenIds()
         self.conn = Connection(
             url,
@@ -129,6 +130,7 @@ class Worker:
             on_state=self._on_broker_state,
             on_return=Outbox.returned,
             on_channel_closed=self._on_channel_closed,
+            on_events_done=self._submit_taken,
             max_message=int(max_message_mb * (1 << 20)),
         )
         self.events = EventBuffer(self.worker_id, self.host, self._publish_events)
@@ -231,6 +233,7 @@ class Worker:
         self.conn.close()
 
     def _on_broker_state(self, up: bool) -> None:
+        self._submit_taken()  # before any drop_queued below: it must see them
         if not up:
             return
         # chunks delivered on the lost connection come again from the broker: do not
@@ -251,6 +254,7 @@ class Worker:
         """The broker closed the channel of our consumer of ``queue`` (logged by the
         transport): its deliveries come again, marked redelivered; forget the ones
         not started (running ones finish, their results go out)."""
+        self._submit_taken()
         self.pool.drop_queued(lambda c: c.tag[0].channel is channel and not c.started)
         self.claims.lost(lambda d: d.channel is not channel)
 
@@ -340,7 +344,14 @@ class Worker:
             return
         chunk = Chunk.from_task(task, tag=(delivery, task.reply_to))
         self.claims.hold(delivery, task, body, source, chunk)
-        self.pool.submit(chunk, front=retry)
+        self._taken.append((chunk, retry))  # to the pool once pika's burst is handed out
+
+    def _submit_taken(self) -> None:
+        """On the I/O thread: the chunks taken since the last call go to the pool in
+        one hand-over (one wake-up of its dispatcher, not one per delivery)."""
+        if self._taken:
+            taken, self._taken = self._taken, []
+            self.pool.submit_many(taken)
 
     def _publish_monitor(self, routing_key: str, body: bytes, kind: str, wait: bool) -> Any:
         """Events and heartbeats: best effort (not persistent, no confirms)."""
