@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import test_pool
+from procs import wait_until
 from test_pool import Recorder, chunk
 
 from sif_magic.protocol import CANCELLED, DONE, FAILED
@@ -199,3 +200,28 @@ def test_the_finished_message_says_where_a_run_stopped() -> None:
     msg = slotio.read_msg(r)
     assert msg[0] == "finished" and msg[7] == 2
     assert pickle.loads(msg[2]) == []
+
+
+def test_the_local_backend_shows_which_slot_ran_each_call_of_a_split_chunk(
+    tmp_path: Path,
+) -> None:
+    from sif_magic import Executor
+    from sif_magic.job import Job
+
+    go = tmp_path / "go"
+    ex = Executor(backend="local", processes=2)
+    try:
+        job: Job = ex.map_job(waits_at(SLOW, go), range(N), chunksize=N)  # one chunk
+        others = [i for i in range(N) if i != SLOW]
+        wait_until(lambda: all(job.describe_call(i)["state"] == "done" for i in others),
+                   60, "the calls behind the slow one")  # fmt: skip
+        assert job.describe_call(SLOW)["state"] == "running"
+        go.touch()
+        values = job.results(timeout=60)
+        assert [x for x, _ in values] == list(range(N)) and job.state_counts()["done"] == N
+        pid = {i: job.describe_call(i)["pid"] for i in range(N)}
+        assert pid == {i: values[i][1] for i in range(N)}  # what describe_call says is right
+        assert all(pid[i] != pid[SLOW] for i in range(SLOW + 1, N))
+        assert all(job.describe_call(i)["attempt"] == 1 for i in range(N))
+    finally:
+        ex.shutdown(wait=False, cancel_futures=True)
