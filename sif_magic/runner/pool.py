@@ -300,13 +300,14 @@ class Pool:
                 idle[s.need] -= s.asked_for  # asked already: its answer is for them
             elif s.piece is not None and not s.killed_for:
                 left, running_for = s.unstarted(now)
-                if s.next is not None and running_for >= SPLIT_ABOVE and idle[s.need] > 0:
-                    s.ask_split(0, 1, ahead=True)  # the piece sent ahead waits behind a slow call
+                spc = self.call_times.get(s.piece.chunk.func_hash)
+                wait = max(left * spc, running_for)  # before the piece sent ahead starts
+                if s.next is not None and wait >= SPLIT_ABOVE and idle[s.need] > 0:
+                    s.ask_split(0, 1, ahead=True)  # it waits behind slow calls: back it comes
                     idle[s.need] -= 1
                     continue
                 if left > 0:
-                    spc = self.call_times.get(s.piece.chunk.func_hash)
-                    busy.append((max(left * spc, running_for), left, spc, running_for, s))
+                    busy.append((wait, left, spc, running_for, s))
         busy.sort(key=lambda b: -b[0])
         for k, (_, left, spc, running_for, s) in enumerate(busy):
             free = idle[s.need]
