@@ -107,6 +107,7 @@ class Pool:
         self.slots: tuple[SlotProc, ...] = ()
         self.closed = False
         self._spawned = 0
+        self._idle: set[int] = set()  # slots idle at the last tick
 
     # -- any thread -------------------------------------------------------------
     def start(self, wait: bool = True) -> Pool:
@@ -224,7 +225,8 @@ class Pool:
             self.queue.appendleft(piece)
         else:
             self.queue.append(piece)
-        self._dispatch()
+        # no split now: the caller is likely submitting the job's other chunks
+        self._dispatch(split=False)
 
     def _on_cancel(self, job_id: str) -> None:
         keep: collections.deque[Piece] = collections.deque()
@@ -260,10 +262,13 @@ class Pool:
         p = self.placement
         return {"worker": self.outcomes.worker or "local", "gpus": p.devices, "cpus": p.cpus}
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, split: bool = True) -> None:
+        """Hand queued pieces to slots (``split``: then, if nothing is queued, have
+        idle slots take calls of busy ones)."""
         queue = self.queue
         if not queue:
-            self._split()
+            if split:
+                self._split()
             return
         self.placement.place(queue, lambda: self.slots, self._spawn)
         # quick pieces of the job a slot runs go ahead of time: the slot starts
@@ -281,7 +286,7 @@ class Pool:
                 ):
                     c.started = True
                     s.send(queue.popleft(), ahead=True)
-        if not queue:
+        if not queue and split:
             self._split()
 
     def _split(self) -> None:
@@ -439,5 +444,10 @@ class Pool:
         now = time.time()
         for s in self.slots:
             s.watch(now, self.reporter)
-        if not self.queue:  # quick calls wait behind one that turned out slow
+        # a slot idle since the last tick (not one that a job's next chunk, being
+        # submitted, will keep busy) takes calls of a busy one: a job of fewer
+        # chunks than slots, quick calls behind one that turned out slow
+        idle = {s.n for s in self.slots if s.up and s.piece is None}
+        if not self.queue and idle & self._idle:
             self._split()
+        self._idle = idle
