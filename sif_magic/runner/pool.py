@@ -3,9 +3,10 @@
 The pool owns its slots (``slotproc.py``, ``slot.py``): it hands each idle slot
 the next piece of work (and a busy slot its next piece ahead of time, when
 that piece is of the same job and quick, so the slot never waits for us);
-when nothing is queued and a slot is idle, a busy slot gives it half of the
-calls of its piece it has not started (``scheduler.split_share``: skewed calls,
-one slow call among quick ones, no longer hold the quick ones behind it),
+when nothing is queued and a slot is idle (it finished a piece, or was idle
+at the previous tick), a busy slot gives it half of the calls of its piece it
+has not started (``scheduler.split_share``: skewed calls, one slow call among
+quick ones, no longer hold the quick ones behind it),
 reads what the slot reports, enforces per-call time limits, notices a slot
 that died under a call, retries failed calls, tails the slots' output files
 for live logs, and cancels. It never unpickles user data: the function and
