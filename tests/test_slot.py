@@ -87,7 +87,7 @@ def slot(tmp_path: Path):
 def _calls(msgs: list[tuple]) -> list[tuple]:
     """(value, special entry or None, t_start, t_end) per call, over the messages."""
     out = []
-    for _, _, values, n, times, special, buffers in msgs:
+    for _, _, values, n, times, special, buffers, *_ in msgs:
         values = pickle.loads(values, buffers=buffers)
         assert len(values) == n and len(times) == 2 * n
         for k in range(n):

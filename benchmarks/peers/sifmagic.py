@@ -3,7 +3,8 @@
 Scenarios (see ``benchmarks/run.py``): s1 one message per call, s2 automatic
 chunking, s3 sleeps, s4 time to first result, s5 client memory (each in a
 fresh client process), s6 monitoring on/off, s7 the local backend (compared
-with ProcessPoolExecutor by ``processpool.py``), s9 big NumPy arrays in and out
+with ProcessPoolExecutor by ``processpool.py``), s8 skewed call durations on
+both backends (``_skew.py``), s9 big NumPy arrays in and out
 on both backends (``_arrays.py``; compared with a bare pika round trip of the
 same bytes and with ProcessPoolExecutor).
 """
@@ -253,6 +254,31 @@ def arrays(ctx: Context, tool: str, ex: Any, inner: int) -> None:
         gc.collect()
 
 
+def skewed(ctx: Context, tool: str, ex: Any, inner: int) -> None:
+    """s8: the makespan of calls of skewed durations, as a share of the ideal
+    (automatic chunks)."""
+    from sif_magic.runner import scheduler
+
+    from . import _skew
+    from ._funcs import sleep_for
+
+    work = _skew.durations(ctx.params)
+    ex.map(sleep_for, [0.0] * 4)  # the function is cached on the workers
+    for _ in range(inner):
+        t0 = time.perf_counter()
+        job = ex.map_job(sleep_for, work)
+        out = job.results(timeout=120)
+        dt = time.perf_counter() - t0
+        _skew.check(work, out)
+        s = _skew.score(work, dt)
+        ctx.record(
+            "s8", tool, "share of the ideal makespan", s.pop("value"), "%",
+            higher_is_better=True, chunksize=scheduler.auto_chunksize(len(work), ex.backend.slots()),
+            **s,
+        )  # fmt: skip
+        close_job(job)
+
+
 def monitoring(ctx: Context, ex: Any, n: int, chunksize: int | None, label: str, rnd: int) -> None:
     """Throughput with the client following the job live (default) and with
     ``monitor=False`` (workers still publish their events; the broker drops them)."""
@@ -364,7 +390,7 @@ def run(ctx: Context) -> None:
     key_file = ctx.workdir / "key"
     load_key(key_file=str(key_file))  # created, mode 600
     runtime = _common.unique("bench")
-    rabbit_wanted = any(ctx.want(s) for s in ("s1", "s2", "s3", "s4", "s5", "s6", "s9"))
+    rabbit_wanted = any(ctx.want(s) for s in ("s1", "s2", "s3", "s4", "s5", "s6", "s8", "s9"))
     ex = None
     try:
         if rabbit_wanted:
@@ -392,6 +418,9 @@ def run(ctx: Context) -> None:
                 for k in range(p.get("inner", 2)):
                     monitoring(ctx, ex, p.get("n6", 1_000_000), None, "automatic chunks", rnd + k)
                     monitoring(ctx, ex, p.get("n1", 3000), 1, "chunksize 1", rnd + k)
+        if ctx.want("s8"):
+            with ctx.attempt("s8", RABBIT):
+                skewed(ctx, RABBIT, ex, p.get("inner", 2))
         if ctx.want("s9"):
             with ctx.attempt("s9", RABBIT):  # the default: through spill_dir (workers see it)
                 arrays(ctx, RABBIT, ex, p.get("inner", 2))
@@ -411,7 +440,7 @@ def run(ctx: Context) -> None:
         if rabbit_wanted:
             queues, exchanges = run_queues(runtime, key_file)
             _common.delete_queues(*queues, exchanges=tuple(exchanges))
-    if any(ctx.want(s) for s in ("s2", "s3", "s4", "s7", "s9")):
+    if any(ctx.want(s) for s in ("s2", "s3", "s4", "s7", "s8", "s9")):
         lex = local_executor()
         try:
             from ._funcs import inc
@@ -429,6 +458,9 @@ def run(ctx: Context) -> None:
             if ctx.want("s4"):
                 with ctx.attempt("s4", LOCAL):
                     first_result(ctx, LOCAL, lex, p.get("n4", 30))
+            if ctx.want("s8"):
+                with ctx.attempt("s8", LOCAL):
+                    skewed(ctx, LOCAL, lex, p.get("inner", 2))
             if ctx.want("s9"):
                 with ctx.attempt("s9", LOCAL):
                     arrays(ctx, LOCAL, lex, p.get("inner", 2))
