@@ -361,3 +361,19 @@ def test_reported_progress_reaches_the_reporter_newest_only(
     flag.write_text("go")
     rec.wait("the call's outcome", lambda: 0 in rec.outcomes)
     assert rec.outcomes[0] == (DONE, 1, "ok")
+
+
+def test_a_chunk_submitted_as_the_pool_closes_starts_no_slot_and_runs_nothing(
+    rec: Recorder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's last burst of deliveries can reach the pool after it began to close:
+    it started a new slot for it (the killed one had freed its place), ran the call,
+    and close() waited 10 s for a dispatcher that never finished, leaving that slot."""
+    p = Pool(1, rec, cwd=str(tmp_path)).start()
+    closer = threading.Thread(target=p.close)
+    closer.start()
+    time.sleep(0.001)  # the submit lands while the old slot dies (as a worker's can)
+    p.submit(chunk(abs, [-5]))
+    closer.join()
+    assert p.slots == () and not rec.outcomes
+    assert "did not stop" not in caplog.text

@@ -305,3 +305,33 @@ def test_a_redelivered_chunk_that_came_by_file_is_split_and_runs_again(
     assert all(np.array_equal(a * 3, b) for a, b in zip(items, out))
     assert job.describe_call(0)["attempt"] >= 2  # it did come back
     assert "could not re-pack" not in Path(second.log_path).read_text()
+
+
+def test_a_chunk_whose_inputs_are_in_a_file_counts_the_file(tmp_path: Path) -> None:
+    """What a split or a send-ahead weighs: a piece given to another slot makes it read
+    the whole file, so a 3 MB file is 3 MB, not the 100-byte reference."""
+    from sif_magic.protocol import Task
+    from sif_magic.runner.chunk import Chunk
+
+    data = pickle.dumps([bytes(3 * MB)], protocol=5)
+    ref = spill.write(str(tmp_path), "in", data)
+    task = Task(job_id="j", chunk=0, calls=[0], reply_to="", func=b"f", args=ref, func_hash="h")
+    assert len(ref) < 1000 and Chunk.from_task(task).nbytes >= len(data)
+
+
+def test_a_result_file_of_duplicates_only_is_not_read_ahead(tmp_path: Path) -> None:
+    """A segment all of whose calls already have a result (a redelivered chunk run
+    again) is dropped: its file is not read and hashed for nothing."""
+    from segments import segment
+
+    from sif_magic.job.outcomes import Outcomes
+
+    o = Outcomes(2)
+    first, again = segment([0, 1], [1, 2]), segment([0, 1], [1, 2])
+    for seg in (first, again):
+        seg.values = spill.write(str(tmp_path), "out", seg.values)
+    o.fold(first, [], [])
+    assert len(o.to_read) == 1
+    o.to_read.clear()
+    o.fold(again, [], [])  # call by call: both duplicates
+    assert o.to_read == [] and o.duplicates == 2

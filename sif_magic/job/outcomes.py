@@ -210,10 +210,10 @@ class Outcomes:
         status = seg.status.translate(_STATUS_FIX)
         attempts = seg.attempts.translate(_ATTEMPT_FIX)
         block = Block(seg, contiguous, self.spill_dir)
-        if block.spilled:
-            self.to_read.append(block)
         if contiguous:
             self._blocks.append(block)
+            if block.spilled:
+                self.to_read.append(block)
             states, counts = self.states, self.counts
             old = states[a:b]
             for code in range(len(counts)):
@@ -257,6 +257,8 @@ class Outcomes:
             if not kept:
                 self._blocks.append(block)
                 kept = True
+                if block.spilled:  # (a segment of duplicates only is not read at all;
+                    self.to_read.append(block)  # its file may be a kept one's: left)
             self.final += 1
             if applied is not None:
                 applied.append(i)

@@ -215,11 +215,15 @@ class Pool:
         self._loop.watch(s.resp_r, self._receive, s)
 
     def _on_submit_many(self, chunks: list[tuple[Chunk, bool]]) -> None:
+        if self.closed:
+            return
         for chunk, front in chunks:
             self._loop.safely(self._on_submit, chunk, front, False)
         self._dispatch(split=False)  # more of the job's chunks may follow
 
     def _on_submit(self, chunk: Chunk, front: bool, dispatch: bool = True) -> None:
+        if self.closed:  # shutting down: the worker hands back what it holds
+            return
         positions = chunk.only if chunk.only is not None else range(len(chunk.calls))
         if chunk.job_id in self.cancels:
             self.outcomes.cancelled(chunk, positions)
@@ -449,7 +453,8 @@ class Pool:
                 if retry is not None:
                     self.queue.append(retry)
         s.close()
-        self._dispatch()
+        if not self.closed:  # (a closed pool starts nothing: its place is free now)
+            self._dispatch()
 
     def _tick(self) -> None:
         now = time.time()

@@ -287,6 +287,8 @@ class Slot:
                     self._function(func_hash, func_bytes)
                 except BaseException:  # noqa: BLE001 - kept, raised when it runs
                     pass
+            if not self._next_request_waiting():
+                self._use_env({})  # idle: nothing of a job's env lingers
             return
         self._use_env(env)
         try:

@@ -103,6 +103,16 @@ def is_reference(blob: Buffer) -> bool:
     return bytes(blob[: len(MAGIC)]) == MAGIC
 
 
+def size_of(blob: Buffer) -> int:
+    """Bytes ``blob`` stands for: its own, or those of the file it refers to."""
+    if not is_reference(blob):
+        return len(blob)
+    try:
+        return int(json.loads(bytes(memoryview(blob)[len(MAGIC) :]))["size"])
+    except (ValueError, KeyError, TypeError):
+        return len(blob)
+
+
 def write(directory: str, prefix: str, data: Buffer, buffers: Sequence[Buffer] = ()) -> bytes:
     """Write ``data`` (a pickle) and its out-of-band ``buffers`` to a new file of
     ``directory`` (made mode 700), one after the other; their reference."""
@@ -142,7 +152,10 @@ def load_parts(blob: Buffer, buffers: Sequence[Buffer] = ()) -> tuple[Buffer, Se
     digest = hashlib.sha256()
     try:
         with open(path, "rb", buffering=0) as f:
-            data = bytearray(os.fstat(f.fileno()).st_size)
+            size = os.fstat(f.fileno()).st_size
+            if size != meta["size"]:  # (before a buffer of that size is made)
+                raise SpillError(f"{path} changed after it was spilled: refused")
+            data = bytearray(size)
             view = memoryview(data)
             for at in range(0, len(data), BLOCK):
                 block = view[at : at + BLOCK]
@@ -150,9 +163,11 @@ def load_parts(blob: Buffer, buffers: Sequence[Buffer] = ()) -> tuple[Buffer, Se
                 digest.update(block)
     except OSError as e:
         raise SpillError(
-            f"{path} (spilled: over the message limit) cannot be read on "
+            f"{path} (spilled beside its message) cannot be read on "
             f"{socket.gethostname()} ({e.strerror or e}): set spill_dir to a directory the "
-            "notebook and the workers both see (%sif_config spill_dir=/shared/dir)"
+            "notebook and the workers both see (%sif_config spill_dir=/shared/dir, and "
+            "SIF_MAGIC_SPILL_DIR for the workers), or send arrays through the broker "
+            "(%sif_config spill_arrays_mb=0)"
         ) from None
     if len(data) != meta["size"] or digest.hexdigest() != meta["sha256"]:
         raise SpillError(f"{path} changed after it was spilled: refused")

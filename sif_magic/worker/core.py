@@ -247,7 +247,11 @@ class Worker:
                     len(chunks),
                 )
 
-        self.pool.drop_queued(lambda c: c.tag[0].generation != generation, dropped)
+        # (not the pieces of a claimed chunk: acked, the broker never sends it again)
+        self.pool.drop_queued(
+            lambda c: c.tag[0].generation != generation and not self.claims.claimed(c.tag[0]),
+            dropped,
+        )
         self.claims.lost(lambda d: d.generation == generation)
 
     def _on_channel_closed(self, queue: str, channel: Any) -> None:
@@ -255,7 +259,11 @@ class Worker:
         transport): its deliveries come again, marked redelivered; forget the ones
         not started (running ones finish, their results go out)."""
         self._submit_taken()
-        self.pool.drop_queued(lambda c: c.tag[0].channel is channel and not c.started)
+        self.pool.drop_queued(
+            lambda c: (
+                c.tag[0].channel is channel and not c.started and not self.claims.claimed(c.tag[0])
+            )
+        )
         self.claims.lost(lambda d: d.channel is not channel)
 
     # -- messages in -------------------------------------------------------------
