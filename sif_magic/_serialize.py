@@ -145,6 +145,26 @@ class PreparedChunk:
     calls: list[int]
     args: bytes
     buffers: list[memoryview] = field(default_factory=list)  # of ``args`` (oob)
+    # the job's spill directory, if ``args`` and ``buffers`` go there when the chunk is
+    # sent (``sendable``): big arrays, written while the chunks before run
+    spill_to: str = ""
+
+    def sendable(self) -> tuple[bytes, list[memoryview]]:
+        """(inputs part, its buffers) as the chunk travels: a spill reference once its
+        file is written (here, the first time: by the thread that sends it), or the
+        pickle and its buffers (also where the file cannot be written)."""
+        if self.spill_to:
+            directory, self.spill_to = self.spill_to, ""
+            try:
+                self.args = spill.write(directory, "input", self.args, self.buffers)
+                self.buffers = []
+            except spill.SpillError:
+                pass  # inline, as for a worker that does not see the directory
+        return self.args, self.buffers
+
+    def payload(self) -> int:
+        """Bytes of inputs the chunk carries, in its message or in its file."""
+        return len(self.args) + oob.nbytes(self.buffers)
 
 
 def make_chunks(
@@ -154,10 +174,13 @@ def make_chunks(
     func_size: int,
     modules: set[str] | None = None,
     spill_dir: str = "",
+    arrays_over: int = 0,
 ) -> list[PreparedChunk]:
     """Split ``items`` into pickled chunks of ``chunksize`` calls and at most ``max_bytes``
     (the modules they refer to are added to ``modules``); one input over that goes to
-    a file of ``spill_dir`` and its chunk carries a reference (``runner.spill``)."""
+    a file of ``spill_dir`` and its chunk carries a reference (``runner.spill``), and
+    so does a chunk whose arrays take ``arrays_over`` bytes or more (if not 0), once it
+    is sent (``PreparedChunk.sendable``; inline where its file cannot be written)."""
     chunks: list[PreparedChunk] = []
     limit = max_bytes - func_size - 64 * 1024
     if limit <= 0:
@@ -191,7 +214,9 @@ def make_chunks(
             stack.append((mid, b))
             stack.append((a, mid))
             continue
-        chunks.append(PreparedChunk(len(chunks), list(range(a, b)), blob, buffers))
+        # big arrays off the broker (every worker sees the directory): written when sent
+        to = spill_dir if arrays_over and oob.nbytes(buffers) >= arrays_over else ""
+        chunks.append(PreparedChunk(len(chunks), list(range(a, b)), blob, buffers, to))
     return chunks
 
 

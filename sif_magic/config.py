@@ -90,6 +90,14 @@ class SifConfig(Configurable):
         help="Where an input or a result over max_message_mb goes instead (a directory "
         "the notebook and the workers both see; default ~/.sif_magic/spill).",
     )
+    spill_arrays_mb = CFloat(
+        1.0,
+        config=True,
+        help="Inputs of a chunk, or results of a call process's batch, whose arrays "
+        "(pickle out-of-band buffers) take this many MB or more go through spill_dir "
+        "instead of the broker when every worker of the runtime reports it sees that "
+        "directory (0: only what is over max_message_mb goes there).",
+    )
     ship = Unicode(
         config=True,
         help="The user's modules that travel with the function, beyond those found: "

@@ -52,9 +52,11 @@ def _pack(
     limit: int,
     spill_dir: str,
     upstream: Job | None = None,
+    arrays_over: int = 0,
 ) -> tuple[bytes, list[_serialize.PreparedChunk], Shipment]:
     """The function blob (with the user's modules it needs), the chunks of inputs
-    (one over ``limit`` spills to ``spill_dir``) and what was shipped. Modules only
+    (one over ``limit`` spills to ``spill_dir``, and so do those whose arrays take
+    ``arrays_over`` bytes or more) and what was shipped. Modules only
     the inputs need (their classes) join after the chunks are made; the chunks are
     made again if the blob grew past their room. A pipeline's inputs are the
     ``upstream`` job's results: the modules that job shipped travel again."""
@@ -66,24 +68,30 @@ def _pack(
     shipment = plan(used, cfg.ship, cfg.ship_max_mb)
     blob = shipment.wrap(func)
     for_inputs = set(used)
-    chunks = _serialize.make_chunks(items, size, limit, len(blob), for_inputs, spill_dir)
+    chunks = _serialize.make_chunks(
+        items, size, limit, len(blob), for_inputs, spill_dir, arrays_over
+    )
     if for_inputs - used:
         shipment = plan(for_inputs, cfg.ship, cfg.ship_max_mb)
         grown = shipment.wrap(func)
         if len(grown) > len(blob):
             spill.remove(spill_dir)
-            chunks = _serialize.make_chunks(items, size, limit, len(grown), None, spill_dir)
+            chunks = _serialize.make_chunks(
+                items, size, limit, len(grown), None, spill_dir, arrays_over
+            )
         blob = grown
     return blob, chunks, shipment
 
 
 def _spilling(
     backend: Backend, cfg: SifConfig, job_id: str, env: dict[str, str]
-) -> tuple[int, str]:
-    """(message limit, the job's spill directory) for a job on ``backend``; its calls'
-    ``env`` tells the workers where and past what size results spill."""
+) -> tuple[int, str, int]:
+    """(message limit, the job's spill directory, the bytes of arrays from which a
+    chunk's inputs or results go through it: 0 unless every worker sees it) for a job
+    on ``backend``; its calls' ``env`` tells the workers where and past what size
+    results spill."""
     if not backend.bounded:
-        return 2**62, ""
+        return 2**62, "", 0
     limit = int(cfg.max_message_mb * _serialize.MB)
     if backend.max_message_bytes():  # never over what the broker takes
         limit = min(limit, backend.max_message_bytes())
@@ -91,7 +99,12 @@ def _spilling(
     spill.sweep(root, cfg.result_ttl)  # the directories of jobs long gone
     spill_dir = os.path.join(root, job_id)
     env.update({spill.ENV_DIR: spill_dir, spill.ENV_OVER: str(limit - 2**20)})
-    return limit, spill_dir
+    arrays_over = int(cfg.spill_arrays_mb * _serialize.MB)
+    if arrays_over > 0 and backend.sees_spill([root, spill.root_id(root)]):
+        env[spill.ENV_ARRAYS] = str(arrays_over)
+    else:
+        arrays_over = 0
+    return limit, spill_dir, arrays_over
 
 
 def new_job_id() -> str:
@@ -192,9 +205,11 @@ class Executor(concurrent.futures.Executor):
             todo = [values[i] for i in run]
         n = upstream.n if upstream is not None else len(values)
         size = max(1, int(chunksize or cfg.chunksize or auto_chunksize(n, backend.slots())))
-        limit, spill_dir = _spilling(backend, cfg, job_id, env)
+        limit, spill_dir, arrays_over = _spilling(backend, cfg, job_id, env)
         try:
-            func, chunks, shipment = _pack(fn, todo, size, cfg, limit, spill_dir, upstream)
+            func, chunks, shipment = _pack(
+                fn, todo, size, cfg, limit, spill_dir, upstream, arrays_over
+            )
         except BaseException:
             spill.remove(spill_dir)
             raise
@@ -233,7 +248,7 @@ class Executor(concurrent.futures.Executor):
         if upstream is not None or todo or not n:  # not when every call came from the cache
             backend.start_job(job, task)
         if upstream is not None:
-            Feeder(backend, job, upstream, task, size, limit, spill_dir).start()
+            Feeder(backend, job, upstream, task, size, limit, spill_dir, arrays_over).start()
         self.jobs[job.job_id] = job  # only a job that started (shutdown waits for these)
         panel.remember(job)  # listed in the JupyterLab side panel
         return job

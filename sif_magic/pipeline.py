@@ -47,9 +47,11 @@ class Feeder:
         size: int,
         max_bytes: int,
         spill_dir: str = "",
+        arrays_over: int = 0,
     ) -> None:
         self.backend, self.job, self.upstream, self.task = backend, job, upstream, task
         self.size, self.max_bytes, self.spill_dir = size, max_bytes, spill_dir
+        self.arrays_over = arrays_over  # chunks whose arrays take this much go by file
         self._ready: collections.deque[int] = collections.deque()
         self._cond = threading.Condition()
         self._number = 0  # chunks sent so far (their numbers)
@@ -95,7 +97,13 @@ class Feeder:
             return
         try:
             chunks = _serialize.make_chunks(
-                values, self.size, self.max_bytes, len(self.task.func), None, self.spill_dir
+                values,
+                self.size,
+                self.max_bytes,
+                len(self.task.func),
+                None,
+                self.spill_dir,
+                self.arrays_over,
             )
         except SifMagicError as e:  # an upstream value that cannot travel: its call fails
             self._settle(ok, FAILED, f"its value cannot be sent on: {e}")

@@ -95,15 +95,9 @@ def test_arrays_over_the_limit_spill_with_their_buffers(spilling) -> None:  # no
     assert not os.path.exists(job.spill_dir)  # its results (spilled too) read: gone
 
 
-def test_a_redelivered_chunk_of_arrays_is_split_with_their_buffers(
-    broker_url: str,
-    runtime: str,
-    workers,  # noqa: ANN001
-    key_file: Path,
-    tmp_path: Path,
-) -> None:
-    (victim,) = workers.start(runtime, processes=1)
-    mark = str(tmp_path / "running")
+def stalls_first(mark: str):  # noqa: ANN201
+    """``x * 3``, whose call on the input that starts with 0 stalls the first time
+    (it leaves ``mark``)."""
 
     def slow_first(x):  # noqa: ANN001, ANN202
         import os
@@ -114,18 +108,37 @@ def test_a_redelivered_chunk_of_arrays_is_split_with_their_buffers(
             time.sleep(60)  # killed with its worker meanwhile
         return x * 3
 
+    return slow_first
+
+
+def kill_while_stalled(mark: str, victim, workers, runtime: str):  # noqa: ANN001, ANN201
+    """SIGKILL ``victim`` once the stalled call runs; the second worker started then
+    takes the chunk back and splits it."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(mark):
+        assert time.monotonic() < deadline, "the first call did not start"
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    (second,) = workers.start(runtime, processes=1)
+    return second
+
+
+def test_a_redelivered_chunk_of_arrays_is_split_with_their_buffers(
+    broker_url: str,
+    runtime: str,
+    workers,  # noqa: ANN001
+    key_file: Path,
+    tmp_path: Path,
+) -> None:
+    (victim,) = workers.start(runtime, processes=1)
+    mark = str(tmp_path / "running")
     items = [np.full(200_000, float(i)) for i in range(5)]
     items[3] = items[3][::2]  # one not contiguous
     ex = Executor(backend="rabbitmq", amqp_url=broker_url, runtime=runtime, key_file=str(key_file))
     try:
-        job = ex.map_job(slow_first, items, chunksize=5)
-        deadline = time.monotonic() + 60
-        while not os.path.exists(mark):
-            assert time.monotonic() < deadline, "the first call did not start"
-            time.sleep(0.05)
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait(10)
-        (second,) = workers.start(runtime, processes=1)  # takes the chunk back and splits it
+        job = ex.map_job(stalls_first(mark), items, chunksize=5)
+        second = kill_while_stalled(mark, victim, workers, runtime)
         out = job.results(timeout=120)
     finally:
         ex.shutdown(cancel_futures=True)

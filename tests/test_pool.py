@@ -125,6 +125,27 @@ def test_every_call_reports_once_in_order_and_each_chunk_is_done_after_its_resul
     assert rec.threads == {"sif-pool"}  # the one thread that reports (and owns the state)
 
 
+def test_submit_many_queues_each_chunk_in_order_and_front_ones_first(
+    rec: Recorder, tmp_path: Path
+) -> None:
+    pool = Pool(1, rec, cwd=str(tmp_path)).start()
+    try:
+        pool.submit(chunk(time.sleep, [0.5], number=0, first=0))
+        rec.wait("call 0 running", lambda: any(e[1] == 0 for e in rec.of("started")))
+        pool.submit_many(
+            [
+                (chunk(abs, [1], number=1, first=1), False),
+                (chunk(abs, [2], number=2, first=2), False),
+                (chunk(abs, [3], number=3, first=3), True),  # a retry: before the others
+            ]
+        )
+        rec.wait("four chunks", lambda: len(rec.chunks_done) == 4)
+        assert [n for _, n in rec.chunks_done] == [0, 3, 1, 2]
+        assert {i: rec.outcomes[i][0] for i in range(4)} == dict.fromkeys(range(4), DONE)
+    finally:
+        pool.close()
+
+
 def test_a_quick_piece_of_the_same_job_goes_ahead_to_a_busy_slot(
     rec: Recorder, tmp_path: Path
 ) -> None:
@@ -340,3 +361,19 @@ def test_reported_progress_reaches_the_reporter_newest_only(
     flag.write_text("go")
     rec.wait("the call's outcome", lambda: 0 in rec.outcomes)
     assert rec.outcomes[0] == (DONE, 1, "ok")
+
+
+def test_a_chunk_submitted_as_the_pool_closes_starts_no_slot_and_runs_nothing(
+    rec: Recorder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's last burst of deliveries can reach the pool after it began to close:
+    it started a new slot for it (the killed one had freed its place), ran the call,
+    and close() waited 10 s for a dispatcher that never finished, leaving that slot."""
+    p = Pool(1, rec, cwd=str(tmp_path)).start()
+    closer = threading.Thread(target=p.close)
+    closer.start()
+    time.sleep(0.001)  # the submit lands while the old slot dies (as a worker's can)
+    p.submit(chunk(abs, [-5]))
+    closer.join()
+    assert p.slots == () and not rec.outcomes
+    assert "did not stop" not in caplog.text

@@ -14,6 +14,7 @@ from sif_magic.runner.scheduler import (
     auto_chunksize,
     send_ahead,
     should_retry,
+    split_share,
 )
 from sif_magic.runner.versions import incompatibility
 
@@ -46,6 +47,19 @@ def test_send_ahead_only_quick_pieces_that_fit_in_the_pipe() -> None:
     assert not send_ahead(10, PREFETCH_BELOW / 10, 1000, room)  # exactly the limit: not ahead
     assert not send_ahead(1, 1.0, 1000, room)  # a slow call waits for an idle slot
     assert not send_ahead(10, 1e-5, room, room)  # would block in the request pipe
+
+
+def test_split_share_halves_work_worth_the_trip_and_nothing_else() -> None:
+    assert split_share(100, 0.005, 1000, 1) == 500  # 0.5 s of calls: half to the idle slot
+    assert split_share(100, 0.005, 1000, 3) == 750  # three idle slots: a quarter each
+    assert split_share(1, 0.005, 1000, 1) == 500  # one slow call: it goes (rounded up)
+    assert split_share(2000, 0.5e-6, 1000, 1) == 0  # 1 ms of quick calls: not worth it
+    assert split_share(0, 1.0, 1000, 1) == split_share(10, 1.0, 1000, 0) == 0
+    # quick calls stuck behind one that has run for a while go anyway
+    assert split_share(2000, 0.5e-6, 1000, 1, running_for=0.05) == 500
+    # inputs are sent again: 40 MB of arrays need more work behind them
+    assert split_share(5, 0.01, 40 << 20, 1) == 0
+    assert split_share(50, 0.01, 40 << 20, 1) == 500
 
 
 def test_should_retry_counts_attempts_from_the_chunks_first() -> None:

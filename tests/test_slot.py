@@ -87,7 +87,7 @@ def slot(tmp_path: Path):
 def _calls(msgs: list[tuple]) -> list[tuple]:
     """(value, special entry or None, t_start, t_end) per call, over the messages."""
     out = []
-    for _, _, values, n, times, special, buffers in msgs:
+    for _, _, values, n, times, special, buffers, *_ in msgs:
         values = pickle.loads(values, buffers=buffers)
         assert len(values) == n and len(times) == 2 * n
         for k in range(n):
@@ -187,6 +187,35 @@ def test_env_is_set_for_the_run_and_restored_after(slot: SlotUnderTest) -> None:
 
     assert [c[0] for c in _calls(slot.run(get, ["SIF_T"], env={"SIF_T": "yes"}))] == ["yes"]
     assert [c[0] for c in _calls(slot.run(get, ["SIF_T"]))] == [None]
+
+
+def test_env_of_back_to_back_runs_is_each_runs_own_and_gone_when_idle(
+    slot: SlotUnderTest,
+) -> None:
+    """Runs waiting in the pipe one after the other (one-call chunks of one job) keep
+    the env set between them; a call that changed one of its variables has it set
+    again for the next run; a run of another env, or none, never sees the previous
+    one's."""
+
+    def touch(name: str) -> str | None:
+        import os
+
+        seen = os.environ.get(name)
+        os.environ[name] = "changed by the call"
+        return seen
+
+    env = {"SIF_T": "yes"}
+    runs = [slot.send(touch, ["SIF_T"], env=env) for _ in range(3)]
+    runs.append(slot.send(touch, ["SIF_T"], env={"SIF_T": "other"}))
+    runs.append(slot.send(touch, ["SIF_T"]))
+    seen: dict[int, list] = {r: [] for r in runs}
+    finished = 0
+    while finished < len(runs):
+        msg = slot.read()
+        seen[msg[1]].append(msg)
+        finished += msg[0] == "finished"
+    values = [[c[0] for c in _calls(seen[r])] for r in runs]
+    assert values == [["yes"], ["yes"], ["yes"], ["other"], [None]]
 
 
 def test_the_state_file_says_which_call_runs_and_results_leave_during_a_long_call(

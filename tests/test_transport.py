@@ -380,3 +380,37 @@ def test_a_publish_the_broker_refuses_is_dropped_after_a_few_tries(broker_url: s
         assert c.generation == settled  # no more reconnects
     finally:
         c.close()
+
+
+def test_events_done_runs_on_the_io_thread_after_a_burst_of_deliveries(broker_url: str) -> None:
+    """A worker hands the chunks of a burst of deliveries to its pool together: the
+    hook runs after pika handed the consumer what arrived, not once per delivery."""
+    got: list[int] = []
+    bursts: list[tuple[int, str]] = []  # deliveries seen so far, thread, at each hook
+    queue = f"sif_magic.{SCOPE}.test-burst-{uuid.uuid4().hex[:8]}"
+    pub = pika.BlockingConnection(pika.URLParameters(broker_url))
+    ch = pub.channel()
+    ch.queue_declare(queue)
+    for k in range(200):  # waiting before anyone consumes: they arrive in bursts
+        ch.basic_publish("", queue, str(k).encode())
+    c = Connection(
+        broker_url,
+        scope=SCOPE,
+        name="sif_magic-test-burst",
+        on_events_done=lambda: bursts.append((len(got), threading.current_thread().name)),
+    ).start()
+    try:
+        c.consume(lambda _ch: queue, lambda props, d, m, body: got.append(int(body)), auto_ack=True)
+        deadline = time.monotonic() + 30
+        while len(got) < 200 or not bursts or bursts[-1][0] < 200:
+            assert time.monotonic() < deadline, (len(got), bursts[-3:])
+            time.sleep(0.02)
+        assert got == list(range(200))
+        assert {name for _, name in bursts} == {"sif_magic-test-burst-io"}
+        seen = [n for n, _ in bursts]
+        grew = [b for a, b in zip([0, *seen], seen) if b > a]
+        assert len(grew) < 200  # bursts, not a hook per delivery
+    finally:
+        c.close()
+        ch.queue_delete(queue)
+        pub.close()

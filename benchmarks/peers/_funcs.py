@@ -16,3 +16,8 @@ def nap(x: int) -> int:
 
 def plus_one(a):  # noqa: ANN001, ANN201 - a NumPy array (NumPy is not imported here)
     return a + 1
+
+
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

@@ -1,10 +1,13 @@
-"""concurrent.futures.ProcessPoolExecutor(2): s7 and s9.
+"""concurrent.futures.ProcessPoolExecutor(2): s7, s8 and s9.
 
 s7: ``list(pool.map(inc, range(n), chunksize=k))`` with ``k = auto_chunksize(n, 2)``,
 the chunk size sif_magic's local backend picks for the same run; the pool is
 started and warm before the timed run, as the local backend's is.
 s9: ``list(pool.map(plus_one, arrays))`` over the big arrays (``_arrays.py``),
 its default chunk size (1), pool warm.
+s8: ``list(pool.map(sleep_for, durations, chunksize=1))`` over the skewed
+durations (``_skew.py``): one call per task, each process taking the next as
+it goes idle, pool warm.
 """
 
 from __future__ import annotations
@@ -41,9 +44,33 @@ def arrays(ctx: Context) -> None:
             )  # fmt: skip
 
 
+def skewed(ctx: Context) -> None:
+    from . import _skew
+    from ._funcs import sleep_for
+
+    work = _skew.durations(ctx.params)
+    with ctx.attempt("s8", TOOL), ProcessPoolExecutor(2) as pool:
+        list(pool.map(sleep_for, [0.0] * 4))  # processes up and warm
+        for p in pool._processes.values() if pool._processes else ():
+            ctx.procs.adopt(p.pid)
+        ctx.procs.note_descendants()
+        for _ in range(ctx.params.get("inner", 2)):
+            t0 = time.perf_counter()
+            out = list(pool.map(sleep_for, work, chunksize=1))
+            dt = time.perf_counter() - t0
+            _skew.check(work, out)
+            s = _skew.score(work, dt)
+            ctx.record(
+                "s8", TOOL, "share of the ideal makespan", s.pop("value"), "%",
+                higher_is_better=True, chunksize=1, **s,
+            )  # fmt: skip
+
+
 def run(ctx: Context) -> None:
     if ctx.want("s9"):
         arrays(ctx)
+    if ctx.want("s8"):
+        skewed(ctx)
     if not ctx.want("s7"):
         return
     from sif_magic.runner.scheduler import auto_chunksize

@@ -3,7 +3,8 @@
 Scenarios (see ``benchmarks/run.py``): s1 one message per call, s2 automatic
 chunking, s3 sleeps, s4 time to first result, s5 client memory (each in a
 fresh client process), s6 monitoring on/off, s7 the local backend (compared
-with ProcessPoolExecutor by ``processpool.py``), s9 big NumPy arrays in and out
+with ProcessPoolExecutor by ``processpool.py``), s8 skewed call durations on
+both backends (``_skew.py``), s9 big NumPy arrays in and out
 on both backends (``_arrays.py``; compared with a bare pika round trip of the
 same bytes and with ProcessPoolExecutor).
 """
@@ -25,6 +26,8 @@ from ._common import PY, Context, rss_mb
 TOOL = "sif_magic"
 RABBIT = "sif_magic (rabbitmq)"
 LOCAL = "sif_magic (local)"
+# s9 with spill_arrays_mb=0: the arrays in the messages, through the broker
+RABBIT_BROKER = "sif_magic (rabbitmq, arrays through the broker)"
 
 
 def _setup_env(workdir: Path) -> None:
@@ -205,6 +208,19 @@ def sleeps(ctx: Context, tool: str, ex: Any, n: int) -> None:
     close_job(job)
 
 
+def arrays_path(ex: Any) -> str:
+    """How s9's arrays travel on ``ex``: "spill_dir" when every worker sees the client's
+    spill root and ``spill_arrays_mb`` lets them (the default), else "broker" (or
+    "pipes": the local backend)."""
+    from sif_magic.runner import spill
+
+    if not ex.backend.bounded:
+        return "pipes"
+    root = os.path.abspath(os.path.expanduser(ex.config.spill_dir or spill.default_dir()))
+    seen = ex.backend.sees_spill([root, spill.root_id(root)])
+    return "spill_dir" if seen and ex.config.spill_arrays_mb > 0 else "broker"
+
+
 def arrays(ctx: Context, tool: str, ex: Any, inner: int) -> None:
     """s9: MB/s in and out of ``map`` over the big arrays (automatic chunks)."""
     from sif_magic.runner import scheduler
@@ -231,9 +247,36 @@ def arrays(ctx: Context, tool: str, ex: Any, inner: int) -> None:
             seconds=dt,
             arrays=len(data),
             chunksize=scheduler.auto_chunksize(len(data), ex.backend.slots()),
+            path=arrays_path(ex),
+            spill_arrays_mb=ex.config.spill_arrays_mb,
         )
         close_job(job)
         gc.collect()
+
+
+def skewed(ctx: Context, tool: str, ex: Any, inner: int) -> None:
+    """s8: the makespan of calls of skewed durations, as a share of the ideal
+    (automatic chunks)."""
+    from sif_magic.runner import scheduler
+
+    from . import _skew
+    from ._funcs import sleep_for
+
+    work = _skew.durations(ctx.params)
+    ex.map(sleep_for, [0.0] * 4)  # the function is cached on the workers
+    for _ in range(inner):
+        t0 = time.perf_counter()
+        job = ex.map_job(sleep_for, work)
+        out = job.results(timeout=120)
+        dt = time.perf_counter() - t0
+        _skew.check(work, out)
+        s = _skew.score(work, dt)
+        ctx.record(
+            "s8", tool, "share of the ideal makespan", s.pop("value"), "%",
+            higher_is_better=True, chunksize=scheduler.auto_chunksize(len(work), ex.backend.slots()),
+            **s,
+        )  # fmt: skip
+        close_job(job)
 
 
 def monitoring(ctx: Context, ex: Any, n: int, chunksize: int | None, label: str, rnd: int) -> None:
@@ -347,7 +390,7 @@ def run(ctx: Context) -> None:
     key_file = ctx.workdir / "key"
     load_key(key_file=str(key_file))  # created, mode 600
     runtime = _common.unique("bench")
-    rabbit_wanted = any(ctx.want(s) for s in ("s1", "s2", "s3", "s4", "s5", "s6", "s9"))
+    rabbit_wanted = any(ctx.want(s) for s in ("s1", "s2", "s3", "s4", "s5", "s6", "s8", "s9"))
     ex = None
     try:
         if rabbit_wanted:
@@ -375,9 +418,18 @@ def run(ctx: Context) -> None:
                 for k in range(p.get("inner", 2)):
                     monitoring(ctx, ex, p.get("n6", 1_000_000), None, "automatic chunks", rnd + k)
                     monitoring(ctx, ex, p.get("n1", 3000), 1, "chunksize 1", rnd + k)
+        if ctx.want("s8"):
+            with ctx.attempt("s8", RABBIT):
+                skewed(ctx, RABBIT, ex, p.get("inner", 2))
         if ctx.want("s9"):
-            with ctx.attempt("s9", RABBIT):
+            with ctx.attempt("s9", RABBIT):  # the default: through spill_dir (workers see it)
                 arrays(ctx, RABBIT, ex, p.get("inner", 2))
+            with ctx.attempt("s9", RABBIT_BROKER):
+                ex.config.spill_arrays_mb = 0
+                try:
+                    arrays(ctx, RABBIT_BROKER, ex, p.get("inner", 2))
+                finally:
+                    ex.config.spill_arrays_mb = 1.0
         if ctx.want("s5"):
             with ctx.attempt("s5", RABBIT):
                 memory(ctx, RABBIT, "rabbitmq", p.get("n5", 100000), runtime, key_file)
@@ -388,7 +440,7 @@ def run(ctx: Context) -> None:
         if rabbit_wanted:
             queues, exchanges = run_queues(runtime, key_file)
             _common.delete_queues(*queues, exchanges=tuple(exchanges))
-    if any(ctx.want(s) for s in ("s2", "s3", "s4", "s7", "s9")):
+    if any(ctx.want(s) for s in ("s2", "s3", "s4", "s7", "s8", "s9")):
         lex = local_executor()
         try:
             from ._funcs import inc
@@ -406,6 +458,9 @@ def run(ctx: Context) -> None:
             if ctx.want("s4"):
                 with ctx.attempt("s4", LOCAL):
                     first_result(ctx, LOCAL, lex, p.get("n4", 30))
+            if ctx.want("s8"):
+                with ctx.attempt("s8", LOCAL):
+                    skewed(ctx, LOCAL, lex, p.get("inner", 2))
             if ctx.want("s9"):
                 with ctx.attempt("s9", LOCAL):
                     arrays(ctx, LOCAL, lex, p.get("inner", 2))

@@ -29,15 +29,17 @@ class JobTask:
     resources: dict[str, int] | None = None  # what each call asks for (runner/resources.py)
 
     def task(self, job_id: str, chunk: PreparedChunk, reply_to: str = "", **meta: Any) -> Task:
-        """The task message of one of the chunks (``meta``: python, cloudpickle, client)."""
+        """The task message of one of the chunks (``meta``: python, cloudpickle, client);
+        a chunk whose arrays go through the spill directory is written there now."""
+        args, buffers = chunk.sendable()
         return Task(
             job_id=job_id,
             chunk=chunk.number,
             calls=chunk.calls,
             reply_to=reply_to,
             func=self.func,
-            args=chunk.args,
-            buffers=chunk.buffers,
+            args=args,
+            buffers=buffers,
             func_hash=self.func_hash,
             star=self.star,
             timeout=self.timeout,
@@ -110,6 +112,12 @@ class Backend(ABC):
         """The largest message this backend's transport takes (0: no limit); a job's
         chunks stay below it whatever ``max_message_mb`` says."""
         return 0
+
+    def sees_spill(self, root: list[str]) -> bool:
+        """Whether every worker that may take this backend's calls now said it reads
+        and writes the spill root ``[path, id]`` (``runner/spill.py``): big arrays may
+        then go through it instead of the messages. False by default."""
+        return False
 
     def reachable(self) -> bool:
         """False while the backend cannot reach what runs its calls (it retries meanwhile)."""

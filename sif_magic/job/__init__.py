@@ -21,6 +21,7 @@ wake a thread, never write a widget or block.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import threading
 import time
@@ -44,7 +45,7 @@ from .aio import AsCompleted, wait_job
 from .futures import CallFutures
 from .logs import LogStore
 from .monitor import EventFolder
-from .outcomes import Outcomes, Printed, not_done
+from .outcomes import READ_AHEAD, Outcomes, Printed, not_done
 from .rebuild import rebuild_error
 from .timings import Timings, timings_of
 
@@ -114,6 +115,7 @@ class Job:
         self.finished_at: float | None = None
         self.reused = reused  # calls whose results came from the cache (resume)
         self._outcomes = Outcomes(n)
+        self._outcomes.spill_dir = spill_dir
         self._logs = LogStore()
         self._events = EventFolder(self._outcomes, self._logs)
         self._version = 0
@@ -152,6 +154,9 @@ class Job:
                     fold(seg, applied, printed)
             for i, out, err, dropped in printed:
                 self._logs.settle(i, out, err, dropped)
+            to_read: list = []
+            if self._outcomes.to_read:  # values in spill files: read them now, aside
+                applied, to_read = self._read_ahead(applied)
             for i in applied or ():
                 self._futures.resolve(i)
             self._version += 1
@@ -162,6 +167,36 @@ class Job:
                     listeners = []
                 self._finish()
         self._tell(listeners, segments)
+        for block, then in to_read:  # after the listeners (the cache reads the files too)
+            READ_AHEAD.put(block, then)
+
+    def _read_ahead(self, applied: list[int] | None) -> tuple[list[int] | None, list]:
+        """With the lock held: the blocks of values in spill files, for the read-ahead
+        thread, each with what to do once read: resolve the futures of its calls (not
+        here: the folding thread is the transport's); and the calls to resolve now."""
+        o = self._outcomes
+        later: dict[int, list[int]] = {}
+        if applied:
+            now = []
+            for i in applied:
+                block = o.unread(i)
+                if block is None:
+                    now.append(i)
+                else:
+                    later.setdefault(id(block), []).append(i)
+            applied = now
+        to_read = []
+        for block in o.to_read:
+            calls = later.get(id(block))
+            to_read.append((block, functools.partial(self._resolve, calls) if calls else None))
+        o.to_read = []
+        return applied, to_read
+
+    def _resolve(self, calls: list[int]) -> None:
+        """Settle the futures of ``calls`` (the read-ahead thread, their values read)."""
+        with self._lock:
+            for i in calls:
+                self._futures.resolve(i)  # type: ignore[union-attr]
 
     @staticmethod
     def _tell(listeners: list[Callable[[list[ResultSegment]], None]], segments: list) -> None:

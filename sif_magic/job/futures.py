@@ -1,8 +1,10 @@
 """A concurrent.futures.Future per call of a job, resolved as outcomes come.
 
 Threads: made by whichever thread first asks for ``Job.futures`` and resolved
-by the thread that folds results (or cancels), always under the owning Job's
-lock; a Future itself is safe to wait on from any thread. Owner: the ``Job``.
+by the thread that folds results (or cancels), or, for values in spill files,
+by the read-ahead thread once it read them (``outcomes.ReadAhead``), always
+under the owning Job's lock; a Future itself is safe to wait on from any
+thread. Owner: the ``Job``.
 """
 
 from __future__ import annotations

@@ -6,11 +6,17 @@ transport's I/O thread, or the local pool's threads), and by the kernel thread
 when it cancels, always under the owning Job's lock; read under that lock by
 the kernel thread (results, futures) and the display's pusher thread (states
 for the grid). Owner: the ``Job`` that made the table; nothing else writes it.
+One exception: a Block whose values are in a spill file is read by the
+read-ahead thread (``ReadAhead``) or by whoever decodes it first, under the
+Block's own lock (``Block.load``).
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
+import queue
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
@@ -50,9 +56,21 @@ class Block:
     while folding. Their arrays are built on the segment's ``buffers`` (the
     memory they came in: ``runner/oob.py``), not copied."""
 
-    __slots__ = ("indices", "values", "buffers", "status", "own", "first", "_list", "_pos")
+    __slots__ = (
+        "indices",
+        "values",
+        "buffers",
+        "status",
+        "own",
+        "first",
+        "_list",
+        "_pos",
+        "_loaded",
+        "_reading",
+        "_home",
+    )
 
-    def __init__(self, seg: ResultSegment, contiguous: bool) -> None:
+    def __init__(self, seg: ResultSegment, contiguous: bool, home: str = "") -> None:
         self.indices = seg.indices
         self.values = seg.values
         self.buffers = seg.buffers  # the arrays' memory, as it came (runner/oob.py)
@@ -62,6 +80,12 @@ class Block:
         self.first = seg.indices[0] if contiguous else -1
         self._list: list[Any] | None = None
         self._pos: dict[int, int] | None = None
+        # values in a spill file (runner/spill.py): read and checked once, by the read-
+        # ahead thread as they arrive or by whoever decodes them first
+        self._loaded: tuple[Any, Any] | None = None
+        spilled = bool(self.values) and spill.is_reference(self.values)
+        self._reading = threading.Lock() if spilled else None
+        self._home = home  # the job's spill directory: a file of it goes once decoded
 
     def position(self, i: int) -> int:
         if self.first >= 0:
@@ -72,14 +96,41 @@ class Block:
                 self._pos.setdefault(j, k)  # the first of a call wins, as in the job
         return self._pos[i]
 
+    @property
+    def spilled(self) -> bool:
+        return self._reading is not None
+
+    def load(self) -> tuple[Any, Any]:
+        """(pickle of the values, its buffers): from the message, or read from the spill
+        file and checked (once: a second thread waits for the first)."""
+        if self._reading is None:
+            return self.values, self.buffers
+        with self._reading:
+            if self._loaded is None:
+                self._loaded = spill.load_parts(self.values, self.buffers)
+            return self._loaded
+
+    def read_ahead(self) -> None:
+        """Read the spill file now, unless read or decoded already (the read-ahead
+        thread); a file that fails its check fails again, saying so, when decoded."""
+        if self._reading is None:
+            return
+        with self._reading:
+            if self._list is None and self._loaded is None:
+                try:
+                    self._loaded = spill.load_parts(self.values, self.buffers)
+                except Exception:  # noqa: BLE001 - raised to whoever decodes it
+                    pass
+
     def decoded(self) -> list[Any]:
         if self._list is None:
-            values = (
-                oob.loads(*spill.load_parts(self.values, self.buffers)) if self.values else None
-            )
+            values = oob.loads(*self.load()) if self.values else None
             if not isinstance(values, list) or len(values) != len(self.indices):
                 raise ProtocolError("a result segment's values do not match its calls")
             self._list = values
+            if self._loaded is not None:  # consumed: its file goes (the job's own only)
+                self._loaded = None
+                spill.discard(self.values, self._home)
         return self._list
 
     def value(self, k: int) -> Any:
@@ -114,6 +165,8 @@ class Outcomes:
         self.duplicates = 0  # results that arrived twice (after a redelivery) and were dropped
         self.cancel_requested = False  # results of calls cancelled here are dropped
         self.decoded: list[Any] | None = None  # every call's value or exception, once asked
+        self.to_read: list[Block] = []  # blocks whose values are in spill files, new
+        self.spill_dir = ""  # the job's: a result file of it goes once its values are decoded
 
     def _set_state(self, i: int, state: int) -> None:
         old = self.states[i]
@@ -156,9 +209,11 @@ class Outcomes:
             self.devices[hid] = seg.devices
         status = seg.status.translate(_STATUS_FIX)
         attempts = seg.attempts.translate(_ATTEMPT_FIX)
-        block = Block(seg, contiguous)
+        block = Block(seg, contiguous, self.spill_dir)
         if contiguous:
             self._blocks.append(block)
+            if block.spilled:
+                self.to_read.append(block)
             states, counts = self.states, self.counts
             old = states[a:b]
             for code in range(len(counts)):
@@ -202,6 +257,8 @@ class Outcomes:
             if not kept:
                 self._blocks.append(block)
                 kept = True
+                if block.spilled:  # (a segment of duplicates only is not read at all;
+                    self.to_read.append(block)  # its file may be a kept one's: left)
             self.final += 1
             if applied is not None:
                 applied.append(i)
@@ -299,6 +356,13 @@ class Outcomes:
         block = self._values[i]
         return block.raw(i) if block is not None else b""
 
+    def unread(self, i: int) -> Block | None:
+        """The block of call ``i``'s value if its spill file is not read yet."""
+        block = self._values[i]
+        if block is not None and block.spilled and block._loaded is None and block._list is None:
+            return block
+        return None
+
     def value(self, i: int) -> Any:
         block = self._values[i]
         return block.value(block.position(i)) if block is not None else None
@@ -340,6 +404,42 @@ class Outcomes:
             self._blocks = []
             self.decoded = out
         return self.decoded
+
+
+class ReadAhead:
+    """One daemon thread that reads result spill files as their segments arrive
+    (``Block.read_ahead``), so ``results()`` finds them read and checked: the
+    reading overlaps the calls still running instead of following them."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Block, Callable[[], None] | None]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def put(self, block: Block, then: Callable[[], None] | None = None) -> None:
+        """Read ``block``'s file, then call ``then`` (on the read-ahead thread)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sif-read-ahead", daemon=True
+                )
+                self._thread.start()
+        self._queue.put((block, then))
+
+    def _run(self) -> None:
+        while True:
+            block, then = self._queue.get()
+            block.read_ahead()
+            if then is not None:
+                try:
+                    then()
+                except Exception:  # noqa: BLE001 - one job's trouble stops no other's reads
+                    logging.getLogger("sif_magic.job").exception("resolving read-ahead results")
+
+
+READ_AHEAD = ReadAhead()
 
 
 def not_done(states: bytearray) -> Iterator[int]:

@@ -7,11 +7,10 @@ handed on, never shared while it changes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .framing import ProtocolError, _json_object, _require
+from .framing import ProtocolError, _json_object, _require, compact_json
 from .names import STATE_CODES
 
 
@@ -53,7 +52,7 @@ class EventBatch:
         }
         if self.progress:
             d["progress"] = self.progress
-        return json.dumps(d, separators=(",", ":")).encode()
+        return compact_json(d).encode()
 
     @classmethod
     def decode(cls, body: bytes) -> EventBatch:

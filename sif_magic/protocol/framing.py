@@ -23,12 +23,14 @@ class ProtocolError(Exception):
 
 
 MAGIC = b"SIF1"
+# ``json.dumps(x, separators=(",", ":"))`` without making an encoder per call
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
 _LEN = struct.Struct(">I")
 
 
 def pack(meta: dict[str, Any], *blobs: Any) -> bytes:
     """The body of ``meta`` and ``blobs`` (bytes-like: bytes, bytearray, memoryview)."""
-    head = json.dumps(meta, separators=(",", ":")).encode()
+    head = compact_json(meta).encode()
     parts = [MAGIC, _LEN.pack(len(head)), head]
     for blob in blobs:
         parts.append(_LEN.pack(memoryview(blob).nbytes))
@@ -40,7 +42,7 @@ def pack_parts(meta: dict[str, Any], *blobs: Any) -> list[Any]:
     """The body ``pack`` makes, as the pieces it is made of: the big blobs as they
     are, everything between them joined. For a sender that sends the pieces one
     after the other (a big buffer is then never copied into one body)."""
-    head = json.dumps(meta, separators=(",", ":")).encode()
+    head = compact_json(meta).encode()
     parts: list[Any] = []
     piece = bytearray(MAGIC + _LEN.pack(len(head)) + head)
     for blob in blobs:

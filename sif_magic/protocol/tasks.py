@@ -12,7 +12,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .framing import ProtocolError, _buffers_of, _json_object, _require, pack, pack_parts, unpack
+from .framing import (
+    ProtocolError,
+    _buffers_of,
+    _json_object,
+    _require,
+    compact_json,
+    pack,
+    pack_parts,
+    unpack,
+)
 
 
 @dataclass(frozen=True)
@@ -191,13 +200,16 @@ class Heartbeat:
     gpus: list[str] = field(default_factory=list)
     cpus: int = 0
     slot_devices: list[str] = field(default_factory=list)
+    # [path, id] of the spill root it reads and writes (runner/spill.py), sent only when
+    # set: a client whose root has the same path and id sends big arrays through it
+    spill: list[str] = field(default_factory=list)
 
     def encode(self) -> bytes:
         d = dict(self.__dict__)
         for name in _OPTIONAL_HEARTBEAT:
             if not d[name]:  # absent when unset: the bytes of a worker without resources
                 del d[name]
-        return json.dumps(d, separators=(",", ":")).encode()
+        return compact_json(d).encode()
 
     @classmethod
     def decode(cls, body: bytes) -> Heartbeat:
@@ -210,7 +222,7 @@ class Heartbeat:
             raise ProtocolError(f"malformed heartbeat: {e}") from None
 
 
-_OPTIONAL_HEARTBEAT = ("gpus", "cpus", "slot_devices")
+_OPTIONAL_HEARTBEAT = ("gpus", "cpus", "slot_devices", "spill")
 
 
 # -- control -----------------------------------------------------------------
@@ -229,7 +241,7 @@ class Control:
     runtime: str = ""
 
     def encode(self) -> bytes:
-        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+        return compact_json(self.__dict__).encode()
 
     @classmethod
     def decode(cls, body: bytes) -> Control:

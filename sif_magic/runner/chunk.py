@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import Task
+from . import spill
 from .resources import Need, need_of
 
 
@@ -77,7 +78,9 @@ class Chunk:
     @property
     def nbytes(self) -> int:
         """Bytes a slot is sent to run it: function, inputs and their buffers."""
-        return len(self.func) + len(self.args) + sum(memoryview(b).nbytes for b in self.buffers)
+        # (inputs in a spill file count their file: each slot given a piece reads it)
+        args = spill.size_of(self.args)
+        return len(self.func) + args + sum(memoryview(b).nbytes for b in self.buffers)
 
 
 @dataclass(eq=False)

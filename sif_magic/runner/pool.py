@@ -2,7 +2,11 @@
 
 The pool owns its slots (``slotproc.py``, ``slot.py``): it hands each idle slot
 the next piece of work (and a busy slot its next piece ahead of time, when
-that piece is of the same job and quick, so the slot never waits for us),
+that piece is of the same job and quick, so the slot never waits for us);
+when nothing is queued and a slot is idle (it finished a piece, or was idle
+at the previous tick), a busy slot gives it half of the calls of its piece it
+has not started (``scheduler.split_share``: skewed calls, one slow call among
+quick ones, no longer hold the quick ones behind it),
 reads what the slot reports, enforces per-call time limits, notices a slot
 that died under a call, retries failed calls, tails the slots' output files
 for live logs, and cancels. It never unpickles user data: the function and
@@ -52,7 +56,7 @@ from .outcomes import LOST_ERROR, Outcomes, error
 from .placement import RESHAPE, Placement
 from .reporter import Reporter
 from .resources import Need, unsatisfiable
-from .scheduler import CallTimes, send_ahead
+from .scheduler import SPLIT_ABOVE, CallTimes, send_ahead, split_share
 from .slotproc import SlotProc, Tail
 
 log = logging.getLogger("sif_magic.pool")
@@ -104,6 +108,7 @@ class Pool:
         self.slots: tuple[SlotProc, ...] = ()
         self.closed = False
         self._spawned = 0
+        self._idle: set[int] = set()  # slots idle at the last tick
 
     # -- any thread -------------------------------------------------------------
     def start(self, wait: bool = True) -> Pool:
@@ -167,6 +172,11 @@ class Pool:
         """Queue ``chunk``'s calls (``front``: before everything queued, e.g. a retry)."""
         self._loop.post(self._on_submit, chunk, front)
 
+    def submit_many(self, chunks: list[tuple[Chunk, bool]]) -> None:
+        """``submit`` each ``(chunk, front)``, in order, with one hand-over to the
+        dispatcher (a worker's burst of one-call chunks: one wake-up, not one each)."""
+        self._loop.post(self._on_submit_many, chunks)
+
     def cancel(self, job_id: str) -> None:
         """Drop queued calls of ``job_id``, kill its running calls (others untouched)."""
         self.cancels.add(job_id)
@@ -204,7 +214,16 @@ class Pool:
         self.slots = (*self.slots, s)
         self._loop.watch(s.resp_r, self._receive, s)
 
-    def _on_submit(self, chunk: Chunk, front: bool) -> None:
+    def _on_submit_many(self, chunks: list[tuple[Chunk, bool]]) -> None:
+        if self.closed:
+            return
+        for chunk, front in chunks:
+            self._loop.safely(self._on_submit, chunk, front, False)
+        self._dispatch(split=False)  # more of the job's chunks may follow
+
+    def _on_submit(self, chunk: Chunk, front: bool, dispatch: bool = True) -> None:
+        if self.closed:  # shutting down: the worker hands back what it holds
+            return
         positions = chunk.only if chunk.only is not None else range(len(chunk.calls))
         if chunk.job_id in self.cancels:
             self.outcomes.cancelled(chunk, positions)
@@ -221,7 +240,8 @@ class Pool:
             self.queue.appendleft(piece)
         else:
             self.queue.append(piece)
-        self._dispatch()
+        if dispatch:  # no split now: the caller is likely submitting the job's other chunks
+            self._dispatch(split=False)
 
     def _on_cancel(self, job_id: str) -> None:
         keep: collections.deque[Piece] = collections.deque()
@@ -257,16 +277,20 @@ class Pool:
         p = self.placement
         return {"worker": self.outcomes.worker or "local", "gpus": p.devices, "cpus": p.cpus}
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, split: bool = True) -> None:
+        """Hand queued pieces to slots (``split``: then, if nothing is queued, have
+        idle slots take calls of busy ones)."""
         queue = self.queue
         if not queue:
+            if split:
+                self._split()
             return
         self.placement.place(queue, lambda: self.slots, self._spawn)
         # quick pieces of the job a slot runs go ahead of time: the slot starts
         # them without waiting for this process to read its results
         for s in self.slots:
             if not queue:
-                return
+                break
             if s.piece is not None and s.next is None and not s.killed_for:
                 c = queue[0].chunk
                 if c.job_id == s.piece.chunk.job_id and send_ahead(
@@ -277,6 +301,89 @@ class Pool:
                 ):
                     c.started = True
                     s.send(queue.popleft(), ahead=True)
+        if not queue and split:
+            self._split()
+
+    def _split(self) -> None:
+        """Nothing queued: slots that are idle get calls a busy slot of their shape
+        has not started (each busy slot, the one with the most work left first, is
+        asked for a share of its piece: its answer, ``_on_split``, queues them)."""
+        idle: collections.Counter = collections.Counter(
+            s.need for s in self.slots if s.up and s.piece is None and not s.killed_for
+        )
+        if not idle:
+            return
+        busy = []
+        now = time.time()
+        for s in self.slots:
+            if s.asked and s.asked in (s.run_id, s.next_run_id):
+                idle[s.need] -= s.asked_for  # asked already: its answer is for them
+            elif s.piece is not None and not s.killed_for:
+                left, running_for = s.unstarted(now)
+                spc = self.call_times.get(s.piece.chunk.func_hash)
+                wait = max(left * spc, running_for)  # before the piece sent ahead starts
+                if s.next is not None and wait >= SPLIT_ABOVE and idle[s.need] > 0:
+                    s.ask_split(0, 1, ahead=True)  # it waits behind slow calls: back it comes
+                    idle[s.need] -= 1
+                    continue
+                if left > 0:
+                    busy.append((wait, left, spc, running_for, s))
+        busy.sort(key=lambda b: -b[0])
+        for k, (_, left, spc, running_for, s) in enumerate(busy):
+            free = idle[s.need]
+            if free <= 0:
+                continue
+            others = sum(1 for b in busy[k:] if b[-1].need == s.need)
+            slots = min(free, max(1, free // others))
+            nbytes = s.piece.chunk.nbytes  # type: ignore[union-attr]
+            share = split_share(left, spc, nbytes, slots, running_for)
+            if share:
+                s.ask_split(share, slots)
+                idle[s.need] -= slots
+
+    def _on_split(self, s: SlotProc, run_id: int, e: int, end: int) -> None:
+        """Slot ``s`` gave away positions ``e:end`` of its run ``run_id``: they go
+        first in the queue, in as many pieces as idle slots they were asked for."""
+        slots, s.asked_for = s.asked_for, 0
+        if end < 0:  # the run sent ahead: given back (e == 0), or started already
+            s.asked = 0
+            if e != 0:
+                return
+            if run_id == s.next_run_id and s.next is not None:
+                ahead, s.next, s.next_run_id = s.next, None, 0
+            elif run_id == s.run_id and s.piece is not None:  # its turn came meanwhile
+                ahead, s.piece, s.run_id, s.tail = s.piece, s.next, s.next_run_id, None
+                s.next, s.next_run_id = None, 0  # it skips it: on to the next, or idle
+            else:  # never happens: the run is not ours to give
+                log.warning("slot %s gave back run %s it was not given", s.n, run_id)
+                return
+            self._requeue(ahead)
+            return
+        piece = s.piece
+        if e >= end:  # none (any more): not asked again during this run
+            return
+        s.asked = 0
+        if piece is None or run_id != s.run_id or end != len(piece.positions):
+            # never happens; if it did, the run reports where it stopped (its end)
+            log.warning("slot %s gave away calls %s:%s of a run it is not running", s.n, e, end)
+            return
+        c = piece.chunk
+        given = Piece(c, piece.positions[e:], piece.attempts[e:])
+        piece.positions, piece.attempts = piece.positions[:e], piece.attempts[:e]
+        self._requeue(given, slots)
+
+    def _requeue(self, piece: Piece, parts: int = 1) -> None:
+        """Calls of a started piece that did not run: first in the queue (in ``parts``
+        pieces), or cancelled with their job."""
+        if piece.chunk.job_id in self.cancels:
+            self.outcomes.cancelled(piece.chunk, piece.positions)
+            return
+        n = len(piece.positions)
+        parts = max(1, min(parts, n))
+        for k in reversed(range(parts)):
+            k0, k1 = n * k // parts, n * (k + 1) // parts
+            self.queue.appendleft(Piece(piece.chunk, piece.positions[k0:k1], piece.attempts[k0:k1]))
+        self._dispatch()
 
     def _on_message(self, s: SlotProc, msg: tuple) -> None:
         kind = msg[0]
@@ -294,12 +401,23 @@ class Pool:
                 return
             if msg[3]:
                 self._records(s, piece, msg, tail)
+            stopped = msg[7]
+            if 0 <= stopped == piece.done < len(piece.positions):
+                # it stopped short, its end given away: the rest did not run here
+                rest = Piece(piece.chunk, piece.positions[stopped:], piece.attempts[stopped:])
+                piece.positions, piece.attempts = (
+                    piece.positions[:stopped],
+                    piece.attempts[:stopped],
+                )
+                self._requeue(rest)
             if piece.done < len(piece.positions):
                 # never lose a call silently, even to a bug of ours in the slot
                 why = "the worker's call runner stopped before reporting it"
                 rest = piece.positions[piece.done :], piece.attempts[piece.done :]
                 piece.done = len(piece.positions)
                 self.outcomes.failed(piece.chunk, *rest, error(LOST_ERROR, why))
+        elif kind == "split":
+            self._on_split(s, *msg[1:])
         elif kind == "ready":
             s.up = True
             s.ready.set()
@@ -307,7 +425,7 @@ class Pool:
 
     def _records(self, s: SlotProc, piece: Piece, msg: tuple, tail: Tail | None) -> bool:
         retries, tail_over = self.outcomes.records(
-            piece, s.pid, *msg[2:], tail=tail, devices=s.devices
+            piece, s.pid, *msg[2:7], tail=tail, devices=s.devices
         )
         if retries:
             self.queue.extend(retries)
@@ -335,9 +453,17 @@ class Pool:
                 if retry is not None:
                     self.queue.append(retry)
         s.close()
-        self._dispatch()
+        if not self.closed:  # (a closed pool starts nothing: its place is free now)
+            self._dispatch()
 
     def _tick(self) -> None:
         now = time.time()
         for s in self.slots:
             s.watch(now, self.reporter)
+        # a slot idle since the last tick (not one that a job's next chunk, being
+        # submitted, will keep busy) takes calls of a busy one: a job of fewer
+        # chunks than slots, quick calls behind one that turned out slow
+        idle = {s.n for s in self.slots if s.up and s.piece is None}
+        if not self.queue and idle & self._idle:
+            self._split()
+        self._idle = idle

@@ -67,21 +67,31 @@ class Records:
         self.specials_sent = 0
         self.last_flush = 0.0
         self.run_id = 0
+        self.stopped = -1  # the position the run stopped at, its end given away (slot.py)
         self.spill: tuple[str, int] | None = None  # (directory, over how many bytes)
+        self.spill_arrays = 0  # results whose arrays take this many bytes spill too
         self.cap = int(os.environ.get(RESULT_CAP_ENV, "0") or 0)  # 0: no cap (local backend)
 
     def start(
-        self, run_id: int, indices: list[int], spill_dir: str | None = None, over: str | None = None
+        self,
+        run_id: int,
+        indices: list[int],
+        spill_dir: str | None = None,
+        over: str | None = None,
+        arrays: str | None = None,
     ) -> None:
-        """A new run; its results pickled past ``over`` bytes go to ``spill_dir``."""
-        with self.lock:
-            self.run_id = run_id
-            self.indices = indices
-            self.sent = 0
-            over_n = int(over) if over else 0
-            if over_n and self.cap:  # what the broker takes here is the lower bound
-                over_n = min(over_n, self.cap)
-            self.spill = (spill_dir, over_n) if spill_dir and over_n else None
+        """A new run (with ``lock`` held); its results pickled past ``over`` bytes go
+        to ``spill_dir``, and so do those whose arrays take ``arrays`` bytes or more
+        (inline if the file cannot be written)."""
+        self.run_id = run_id
+        self.stopped = -1
+        self.indices = indices
+        self.sent = 0
+        over_n = int(over) if over else 0
+        if over_n and self.cap:  # what the broker takes here is the lower bound
+            over_n = min(over_n, self.cap)
+        self.spill = (spill_dir, over_n) if spill_dir and over_n else None
+        self.spill_arrays = int(arrays) if self.spill is not None and arrays else 0
 
     def send(self, msg: object) -> None:
         with self.lock:
@@ -119,11 +129,14 @@ class Records:
         buffers: list[memoryview] = []
         values = self._pickle_values(entries, special, buffers)
         size = _size(values, buffers)
-        if not why and self.spill is not None and size > self.spill[1]:
+        must = self.spill is not None and size > self.spill[1]
+        arrays = buffers and self.spill_arrays and _size(b"", buffers) >= self.spill_arrays
+        if not why and (must or arrays):
             try:  # the client reads it
-                values = spill_write(self.spill[0], "result", values, buffers)
+                values = spill_write(self.spill[0], "result", values, buffers)  # type: ignore[index]
             except SpillError as e:
-                why = str(e)
+                if must:
+                    why = str(e)  # else inline: the file only spared the broker
             else:
                 self._write(n, times, special, final, values, [])
                 return
@@ -150,9 +163,12 @@ class Records:
         buffers: list,
     ) -> None:
         self.sent += n
-        kind = "finished" if final else "results"
         oob = [pickle.PickleBuffer(b) for b in buffers]  # written beside the message
-        write_msg(self.resp_fd, (kind, self.run_id, values, n, times, special, oob))
+        if final:
+            msg = ("finished", self.run_id, values, n, times, special, oob, self.stopped)
+        else:
+            msg = ("results", self.run_id, values, n, times, special, oob)
+        write_msg(self.resp_fd, msg)
 
     def _too_large(self, special: dict[int, list], size: int, why: str = "") -> bytes:
         """The one call of this message returned more than the cap: it fails (``why``:

@@ -4,6 +4,8 @@
   (the client, when it splits a job).
 - ``send_ahead``: whether a busy slot gets its next piece before it finishes
   the one it runs (the pool).
+- ``split_share``: whether a slot gives away calls of the piece it runs to
+  an idle slot, and how many (the pool).
 - ``should_retry``: whether a failed attempt of a call runs again (the pool).
 - ``CallTimes``: how long a call of each function took lately, overhead
   included (the pool notes; ``send_ahead`` and ``Prefetch`` use it).
@@ -43,6 +45,33 @@ def send_ahead(calls: int, seconds_per_call: float, size: int, room: int) -> boo
     (a slow one would wait there while another slot could run it) that fits in
     the ``room`` of the slot's request pipe (so sending never blocks)."""
     return calls * seconds_per_call < PREFETCH_BELOW and size < room
+
+
+# a piece's calls not started yet go (half of them) to an idle slot when they should
+# take longer than this, plus the time to send the chunk's inputs once more
+SPLIT_ABOVE = 0.002
+SPLIT_BYTES_PER_SECOND = 200e6
+
+
+def split_share(
+    unstarted: int, seconds_per_call: float, size: int, idle: int, running_for: float = 0.0
+) -> int:
+    """Per mille of the ``unstarted`` calls of a running piece (``size`` bytes of
+    function and inputs) that go to ``idle`` idle slots: 0 when they are too few
+    to pay for the trip (the idle slot is sent the whole chunk's inputs again),
+    else an equal share for each slot, the busy one included. The calls are
+    worth it when they should take SPLIT_ABOVE (at ``seconds_per_call``, the
+    function's recent average), or when the call in front of them has run that
+    long already (``running_for``: they wait for it, however quick they are).
+    Pieces of a job split in halves like this: a slow call holds only its own
+    slot, the calls queued behind it in its piece run on the others (work
+    stealing, as Cilk, TBB and Go's scheduler do it)."""
+    if unstarted < 1 or idle < 1:
+        return 0
+    cost = SPLIT_ABOVE + size / SPLIT_BYTES_PER_SECOND
+    if max(unstarted * seconds_per_call, running_for) < cost:
+        return 0
+    return 1000 * idle // (idle + 1)
 
 
 def should_retry(attempt: int, attempt_base: int, retries: int) -> bool:

@@ -1,4 +1,4 @@
-"""One warm process that runs calls: ``python slot.py REQ_FD RESP_FD OUT ERR STATE``.
+"""One warm process that runs calls: ``python slot.py REQ_FD RESP_FD OUT ERR STATE [CTL_FD]``.
 
 Its file descriptors 1 and 2 point at two files (``OUT``, ``ERR``, opened
 O_APPEND), so whatever a call writes, from Python, C code or a subprocess, lands
@@ -18,9 +18,25 @@ cloudpickle: this runs inside the worker image. The user's modules that travel
 with a function (``shipped``) are imported through a finder of this process,
 the bundle of the function that runs being the one served.
 
+Splitting a run: the parent may ask (on ``CTL_FD``, ``slotio.SPLIT``) for a
+share of the calls of the run this slot has not started, for another slot
+that went idle. The watchdog thread gives them away at once, even while the
+main thread is inside a long call: it lowers the run's ``end`` and answers
+``("split", run_id, e, old_end)``; the main thread runs positions ``< end``
+only. Who runs a position is decided without a lock per call: the main thread
+*claims* position ``k`` (writes it to the state record) and only then reads
+``end``; the watchdog stores ``end = e`` and only then reads the claim. Both
+run under the GIL, one bytecode at a time: if the claim read afterwards is
+below ``e``, every later claim ``>= e`` reads ``e`` and stops. If the main
+thread raced past ``e``, the watchdog moves ``e`` up past that claim (the
+main thread may then stop one position early: it says where it stopped,
+``Records.stopped``, and the parent runs the rest again). Nothing is run twice,
+nothing left out.
+
 Threads: the main thread runs calls and appends their records; a watchdog
-thread sends records that wait while a long call runs, and kills the slot's
-process group if the parent died. ``sif_magic.report`` (from any thread of a
+thread sends records that wait while a long call runs, gives away calls the
+parent asks for (under the records' lock, so its answer always precedes the
+run's ``finished``), and kills the slot's process group if the parent died. ``sif_magic.report`` (from any thread of a
 call) writes the state file's progress record under its own lock.
 """
 
@@ -33,6 +49,7 @@ import importlib.util
 import io
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
@@ -113,27 +130,95 @@ def _die_with_parent() -> None:
 
 
 class Slot:
-    def __init__(self, req_fd: int, resp_fd: int, state: slotio.SharedState) -> None:
+    def __init__(
+        self, req_fd: int, resp_fd: int, state: slotio.SharedState, ctl_fd: int = -1
+    ) -> None:
         self.req_fd = req_fd
+        self.ctl_fd = ctl_fd  # the parent's split requests (-1: none)
         self.state = state
         self.records = records.Records(resp_fd)
+        # positions of the current run at or past end[0] are not run here (given away);
+        # phase: 0 loading the run, 1 running its calls (they may be given away), 2 over
+        self.end = [0]
+        self.phase = 2
+        self.wanted: list[tuple[int, int]] = []  # split requests for a run not running yet
+        self.skip: set[int] = set()  # runs sent ahead and given back: they do not run
         self.calls_seen: dict[str, int] = {}  # per function hash
         self.untracked: set[str] = set()  # functions seen writing past sys.stdout/stderr
         self.leftover: tuple[int, int] | None = None  # output offsets no call took yet
         self.funcs: dict[str, tuple[object, str]] = {}  # hash -> (function, its bundle)
         self.shipped = shipped.ShippedModules()
+        self.env: dict = {}  # the job variables set now (``_use_env``), their old values:
+        self.saved_env: dict[str, str | None] = {}
         threading.Thread(target=self._watchdog, daemon=True).start()
 
     def _watchdog(self) -> None:
         ppid = os.getppid()
         out = self.records
         while True:
-            time.sleep(WATCH_EVERY)
+            if self.ctl_fd < 0:
+                time.sleep(WATCH_EVERY)
+            elif select.select([self.ctl_fd], [], [], WATCH_EVERY)[0]:
+                self._requests()
+            if self.wanted:
+                self._requests(read=False)
             if os.getppid() != ppid:  # the parent died (and the signal did not get through)
                 _kill_group()
             # finished calls wait while the main thread runs a long call: send them
             if out.entries and time.time() - out.last_flush >= FLUSH_EVERY:
                 out.flush()
+
+    # -- giving calls away (the watchdog thread) ------------------------------
+    def _requests(self, read: bool = True) -> None:
+        """Split requests of the parent: those it sent (``read``), and those of a
+        run that had not reached its calls when they came (kept in ``wanted``)."""
+        if read:
+            try:
+                data = os.read(self.ctl_fd, 4096)  # whole records: each one write < PIPE_BUF
+            except OSError:
+                data = b""
+            if not data:  # the parent closed its end: no more requests
+                self.ctl_fd = -1
+            size = slotio.SPLIT.size
+            self.wanted += [slotio.SPLIT.unpack_from(data, at) for at in range(0, len(data), size)]
+        keep = []
+        for run_id, share in self.wanted:
+            with self.records.lock:
+                current = self.records.run_id
+                if share == slotio.WHOLE:  # a run sent ahead: back if not started
+                    given = run_id > current
+                    if given:
+                        self.skip.add(run_id)
+                    answer = ("split", run_id, 0 if given else -1, -1)
+                    slotio.write_msg(self.records.resp_fd, answer)
+                elif run_id > current or (run_id == current and self.phase == 0):
+                    keep.append((run_id, share))  # its calls have not started yet
+                elif run_id == current:
+                    self._give(run_id, share if self.phase == 1 else 0)
+        self.wanted = keep
+
+    def _claimed(self) -> int:
+        """The last position the main thread claimed in this run (-1: none yet)."""
+        return slotio.POS.unpack_from(self.state.mem, slotio.POS_AT)[0]
+
+    def _give(self, run_id: int, share: int) -> None:
+        """With the records' lock held, the run's calls running: give away ``share``
+        per mille of the positions not claimed yet (rounded up), the last ones, and
+        say which (``e == old``: none)."""
+        end = self.end
+        old = end[0]
+        left = old - self._claimed() - 1
+        e = old - -(-left * share // 1000)
+        if left <= 0 or e >= old:
+            slotio.write_msg(self.records.resp_fd, ("split", run_id, old, old))
+            return
+        while True:  # see the module's docstring: store the end, then read the claim
+            end[0] = e
+            claimed = self._claimed()
+            if claimed < e:
+                break
+            e = claimed + 1
+        slotio.write_msg(self.records.resp_fd, ("split", run_id, e, old))
 
     # -- running -------------------------------------------------------------
     def loop(self) -> None:
@@ -181,9 +266,31 @@ class Slot:
         env,
         buffers,
     ) -> None:  # noqa: ANN001
-        self.records.start(run_id, indices, env.get(spill.ENV_DIR), env.get(spill.ENV_OVER))
-        saved_env = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
+        n = positions[1] - positions[0] if type(positions) is tuple else len(positions)
+        with self.records.lock:  # one step for the watchdog: skipped, or started
+            if run_id in self.skip:  # given back before it started: another slot runs it
+                self.skip.discard(run_id)
+                skipped = True
+            else:
+                skipped = False
+                self.end[0], self.phase = n, 0
+                self.records.start(
+                    run_id,
+                    indices,
+                    env.get(spill.ENV_DIR),
+                    env.get(spill.ENV_OVER),
+                    env.get(spill.ENV_ARRAYS),
+                )
+        if skipped:
+            if func_bytes is not None:  # the parent counts it loaded here (slotproc.funcs)
+                try:
+                    self._function(func_hash, func_bytes)
+                except BaseException:  # noqa: BLE001 - kept, raised when it runs
+                    pass
+            if not self._next_request_waiting():
+                self._use_env({})  # idle: nothing of a job's env lingers
+            return
+        self._use_env(env)
         try:
             try:
                 func = self._function(func_hash, func_bytes)
@@ -197,18 +304,40 @@ class Slot:
                 )
                 if isinstance(e, spill.SpillError):  # arrives as ours, saying what to set
                     err["type"] = "sif_magic.errors.SerializationError"
+                with self.records.lock:
+                    self.phase = 2
                 self.records.all_failed(err, len(indices))
                 return
             if type(positions) is tuple:
                 positions = range(*positions)
             self._calls(func, func_hash, items, positions, star)
         finally:
-            for k, v in saved_env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
             self.records.flush(final=True)
+            if not self._next_request_waiting():
+                self._use_env({})  # idle: nothing of a job's env lingers
+
+    def _use_env(self, env: dict) -> None:
+        """Set the run's ``env`` (a job's variables), undoing the previous run's first;
+        a run with the same env as the one before it (the next call of the same job,
+        already waiting in the pipe) finds it set and costs nothing."""
+        environ = os.environ
+        if env == self.env and all(environ.get(k) == v for k, v in env.items()):
+            return  # (a call that changed one of them has it set again)
+        for k, v in self.saved_env.items():
+            if v is None:
+                environ.pop(k, None)
+            else:
+                environ[k] = v
+        self.saved_env = {k: environ.get(k) for k in env}
+        environ.update(env)
+        self.env = dict(env)
+
+    def _next_request_waiting(self) -> bool:
+        """Whether another request is in the pipe already (then the env may stay)."""
+        try:
+            return bool(select.select([self.req_fd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
 
     def _calls(self, func, func_hash, items, positions, star: bool) -> None:  # noqa: ANN001
         """Run the calls of a run, in order. The hot path: per call, the state is
@@ -240,6 +369,9 @@ class Slot:
         self.calls_seen[func_hash] = seen + len(positions)
         fast = seen >= PRECISE_FIRST and func_hash not in self.untracked
         quick = QUICK if fast else -1.0
+        limit = self.end
+        with out.lock:
+            self.phase = 1  # its calls may be given away from now on
         try:
             for k, pos in enumerate(positions):
                 item = items[pos]
@@ -258,6 +390,9 @@ class Slot:
                 else:
                     pack_start(mem, start_at, start)
                     pack_pos(mem, pos_at, k)
+                if k >= limit[0]:  # claimed, then read: given away (see the docstring)
+                    out.stopped = k
+                    break
                 try:
                     value = func(*item) if star else func(item)
                 except BaseException as e:  # noqa: BLE001 - report everything, even SystemExit
@@ -293,6 +428,8 @@ class Slot:
                 tim(end)
                 rec(value)
         finally:
+            with out.lock:
+                self.phase = 2  # before the state says no call runs (the claim read)
             if fast:
                 mark = self._check_quick(func_hash, out0, err0)
                 if mark == (out0, err0) and func_hash in self.untracked:
@@ -337,6 +474,7 @@ def main(argv: list[str]) -> None:
         return
     req_fd, resp_fd = int(argv[0]), int(argv[1])
     out_path, err_path, state_path = argv[2], argv[3], argv[4]
+    ctl_fd = int(argv[5]) if len(argv) > 5 else -1
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about interrupts
     for fd, path in ((1, out_path), (2, err_path)):
@@ -350,7 +488,7 @@ def main(argv: list[str]) -> None:
     sys.argv = ["sif-magic-slot"]
     state = slotio.SharedState(state_path)
     _install_report(state)
-    Slot(req_fd, resp_fd, state).loop()
+    Slot(req_fd, resp_fd, state, ctl_fd).loop()
 
 
 def _install_report(state: slotio.SharedState) -> None:

@@ -4,7 +4,8 @@ Both sides import this: the parent (``slotproc.py``) as part of the package,
 the slot process (``slot.py``, run by path) as a private copy. Standard
 library only. Threads: each pipe end has one reader or writer (see
 ``slotproc.py``, ``records.py``); the state file has one writer, the slot's
-main thread, and one reader, the pool's dispatcher.
+main thread, and two readers, the pool's dispatcher and the slot's watchdog
+(the position the main thread claimed, ``slot.py``).
 
 Messages are pickles whose ``PickleBuffer``s travel beside them (``oob.py``:
 ``write_msg``, ``read_msg``, ``FrameReader``). Parent -> slot (request pipe)::
@@ -16,7 +17,18 @@ Slot -> parent (on the response pipe)::
 
     ("ready", pid)
     ("results", run_id, values, n, times, special, buffers)   # some calls finished
-    ("finished", run_id, values, n, times, special, buffers)  # the last ones: run over
+    ("finished", run_id, values, n, times, special, buffers, stopped)  # the last: run over
+    ("split", run_id, e, old_end)  # positions e..old_end-1 of the run are given away
+
+Parent -> slot (control pipe, fixed records ``SPLIT``): ``(run_id, share)``, give
+away ``share`` per mille of the run's calls not started yet (to an idle slot);
+the slot answers ``split`` with what it gave (``e == old_end``: nothing). With
+``share == WHOLE``, a run sent ahead is given back before it starts: the answer
+is ``("split", run_id, 0, -1)`` (it never runs here, and nothing more is said of
+it) or, if it started already, ``("split", run_id, -1, -1)``. ``stopped`` (-1: none) is the
+position at which the run stopped because its end had been given away; the
+parent runs positions from there to its end of the run again (slot.py says why
+there may be one).
 
 The calls of a run report in order, ``n`` at a time, in columns: ``values`` is
 one pickle of the list of their return values (taken when the message is
@@ -65,6 +77,10 @@ PROGRESS = struct.Struct("=qqqdq")
 PROGRESS_AT = 64
 MAX_MESSAGE = 240  # bytes of a reported message kept (UTF-8, cut at a character)
 STATE_SIZE = PROGRESS_AT + PROGRESS.size + MAX_MESSAGE
+# the parent's request on the control pipe: give away this share (per mille) of the
+# calls not started yet of run run_id, or (WHOLE) that run, sent ahead (see slot.py)
+SPLIT = struct.Struct("=qq")
+WHOLE = -1
 
 
 class SharedState:

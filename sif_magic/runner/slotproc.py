@@ -87,11 +87,21 @@ class SlotProc:
         self.state = slotio.SharedState(state_path, create=True)
         req_r, self.req_w = os.pipe()
         self.resp_r, resp_w = os.pipe()
+        ctl_r, self.ctl_w = os.pipe()  # split requests (slotio.SPLIT), read by its watchdog
+        os.set_blocking(self.ctl_w, False)
         for fd in (req_r, resp_w):  # big pipes: arrays pass in fewer wake-ups of either side
             oob.widen(fd)
         self.proc = subprocess.Popen(
-            [sys.executable, SLOT_SCRIPT, str(req_r), str(resp_w), *self.paths, state_path],
-            pass_fds=(req_r, resp_w),
+            [
+                sys.executable,
+                SLOT_SCRIPT,
+                str(req_r),
+                str(resp_w),
+                *self.paths,
+                state_path,
+                str(ctl_r),
+            ],
+            pass_fds=(req_r, resp_w, ctl_r),
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # own process group: signals to the kernel skip it
             cwd=cwd,
@@ -99,6 +109,7 @@ class SlotProc:
         )
         os.close(req_r)
         os.close(resp_w)
+        os.close(ctl_r)
         os.set_blocking(self.resp_r, False)
         self.reader = oob.FrameReader(self.resp_r, self.signal_kill)
         self.pid = self.proc.pid
@@ -115,6 +126,8 @@ class SlotProc:
         self.killed_for = ""  # why we killed it, if we did
         self.funcs: set[str] = set()  # function hashes it holds (mirrors Slot._function)
         self.tail: Tail | None = None  # the call shown live (once announced)
+        self.asked = 0  # the run asked to give calls away, until it answers
+        self.asked_for = 0  # how many idle slots those calls are for
         self.progress_seq = 0  # the last progress record passed on (see slotio.SharedState)
         self.ready = threading.Event()  # set with ``up``
 
@@ -143,6 +156,29 @@ class SlotProc:
             slotio.write_msg(self.req_w, msg)
         except OSError:  # it died just now: its exit settles the piece
             self.kill("dead")
+
+    def ask_split(self, share: int, slots: int, ahead: bool = False) -> None:
+        """Ask it to give away ``share`` per mille of the calls of the run it runs
+        that it has not started, for ``slots`` idle slots (``ahead``: the whole run
+        sent ahead, if it has not started it); it answers ("split", ...)."""
+        run_id = self.next_run_id if ahead else self.run_id
+        self.asked, self.asked_for = run_id, slots
+        try:
+            os.write(self.ctl_w, slotio.SPLIT.pack(run_id, slotio.WHOLE if ahead else share))
+        except OSError:  # full (it does not read: it is stuck or dying) or closed
+            pass
+
+    def unstarted(self, now: float) -> tuple[int, float]:
+        """Positions of ``piece`` it has not started (or reported) yet, as far as we
+        know, and for how long the call it runs has been running (0: none)."""
+        piece = self.piece
+        if piece is None:
+            return 0, 0.0
+        running = self.current()
+        if running is None:
+            return len(piece.positions) - piece.done, 0.0
+        first = max(piece.done, running[0] + 1)
+        return len(piece.positions) - first, max(0.0, now - running[1])
 
     def kill(self, why: str) -> None:
         self.killed_for = why
@@ -225,7 +261,7 @@ class SlotProc:
 
     def close(self) -> None:
         """After its exit: the pipes and the state file."""
-        for fd in (self.req_w, self.resp_r):
+        for fd in (self.req_w, self.resp_r, self.ctl_w):
             try:
                 os.close(fd)
             except OSError:

@@ -11,11 +11,23 @@ file's size and sha256 against it, so a file changed on disk is refused.
 The client writes inputs (``_serialize.make_chunks``), a call process writes
 results when its run's environment names a directory and a limit (``ENV_DIR``,
 ``ENV_OVER``: the client sets them for backends whose messages are bounded);
-``load_parts`` reads either kind back. Out-of-band buffers of the pickle
+``load_parts`` reads either kind back.
+
+Big arrays go this way too, under the message limit, when every worker of the
+runtime has shown that it sees the client's spill root: a root has an id (a
+random token in its file ``.id``, made by whoever needs it first), a worker
+sends ``[root, id]`` of the root it sees in its heartbeats (``seen_root``), and
+a client whose root has the same path and id sends inputs whose arrays
+(out-of-band buffers) add up to ``ENV_ARRAYS`` bytes or more by file, and asks
+the call processes to do so with their results; where a file cannot be
+written, they travel inline. (RabbitMQ's advice: keep big payloads off the
+broker; the nodes of a cluster share the home directory.)
+Out-of-band buffers of the pickle
 (``oob.py``) follow it in the file, their lengths in the reference (``parts``),
-and come back as views of one writable buffer the file is read into. The client removes a job's directory once its
-results are read (or the Job is gone), its inputs once the job is over, and
-directories older than the result queues' lifetime (``sweep``).
+and come back as views of one writable buffer the file is read into. The client
+removes a result's file once its values are unpickled (``discard``), a job's
+directory once its results are read (or the Job is gone), its inputs once the
+job is over, and directories older than the result queues' lifetime (``sweep``).
 
 Standard library only (the slot loads it by path). Threads: any; a file is
 written by one thread and read after the message that names it.
@@ -38,6 +50,10 @@ Buffer = Any  # bytes, bytearray, memoryview: anything with the buffer protocol
 MAGIC = b"SIFSPILL1"
 ENV_DIR = "SIF_MAGIC_SPILL_DIR"  # the job's spill directory, for results (set per run)
 ENV_OVER = "SIF_MAGIC_SPILL_OVER"  # results pickled bigger than this many bytes spill
+ENV_ARRAYS = "SIF_MAGIC_SPILL_ARRAYS"  # results whose arrays take this many bytes spill
+ROOT_ENV = "SIF_MAGIC_SPILL_DIR"  # a process's own spill root (config spill_dir)
+ID_FILE = ".id"  # a spill root's id: the same path and id on two hosts, the same directory
+BLOCK = 1 << 20  # bytes written (or read) and hashed at a time: hashed while in the cache
 
 
 class SpillError(OSError):
@@ -49,8 +65,52 @@ def default_dir() -> str:
     return os.path.join(home, "spill")
 
 
+def root_id(root: str) -> str:
+    """The id of the spill root ``root`` (made, mode 700, with its id, if missing);
+    "" where this process cannot read and write it."""
+    path = os.path.join(root, ID_FILE)
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        if not os.path.exists(path):
+            tmp = f"{path}.{uuid.uuid4().hex[:8]}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(uuid.uuid4().hex)
+            try:
+                os.link(tmp, path)  # whoever comes first wins; the others read theirs
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        with open(path) as f:
+            token = f.read(64).strip()
+        if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+            return ""
+    except OSError:
+        return ""
+    return token if len(token) == 32 else ""
+
+
+def seen_root() -> list[str]:
+    """``[root, id]`` of this process's spill root, or [] if it cannot use it (a
+    worker says so in its heartbeats)."""
+    root = os.path.abspath(os.path.expanduser(os.environ.get(ROOT_ENV) or default_dir()))
+    token = root_id(root)
+    return [root, token] if token else []
+
+
 def is_reference(blob: Buffer) -> bool:
     return bytes(blob[: len(MAGIC)]) == MAGIC
+
+
+def size_of(blob: Buffer) -> int:
+    """Bytes ``blob`` stands for: its own, or those of the file it refers to."""
+    if not is_reference(blob):
+        return len(blob)
+    try:
+        return int(json.loads(bytes(memoryview(blob)[len(MAGIC) :]))["size"])
+    except (ValueError, KeyError, TypeError):
+        return len(blob)
 
 
 def write(directory: str, prefix: str, data: Buffer, buffers: Sequence[Buffer] = ()) -> bytes:
@@ -63,10 +123,12 @@ def write(directory: str, prefix: str, data: Buffer, buffers: Sequence[Buffer] =
         os.makedirs(directory, mode=0o700, exist_ok=True)
         path = os.path.join(directory, f"{prefix}-{uuid.uuid4().hex[:12]}")
         fd = os.open(path + ".part", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb", buffering=0) as f:
             for p in parts:
-                f.write(p)
-                digest.update(p)
+                for at in range(0, len(p), BLOCK):
+                    block = p[at : at + BLOCK]
+                    _write_all(f, block)
+                    digest.update(block)
         os.rename(path + ".part", path)
     except OSError as e:
         raise SpillError(
@@ -87,17 +149,27 @@ def load_parts(blob: Buffer, buffers: Sequence[Buffer] = ()) -> tuple[Buffer, Se
         return blob, buffers
     meta = json.loads(bytes(memoryview(blob)[len(MAGIC) :]))
     path = str(meta["path"])
+    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            data = bytearray(os.fstat(f.fileno()).st_size)
-            f.readinto(data)
+        with open(path, "rb", buffering=0) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size != meta["size"]:  # (before a buffer of that size is made)
+                raise SpillError(f"{path} changed after it was spilled: refused")
+            data = bytearray(size)
+            view = memoryview(data)
+            for at in range(0, len(data), BLOCK):
+                block = view[at : at + BLOCK]
+                _read_into(f, block)
+                digest.update(block)
     except OSError as e:
         raise SpillError(
-            f"{path} (spilled: over the message limit) cannot be read on "
+            f"{path} (spilled beside its message) cannot be read on "
             f"{socket.gethostname()} ({e.strerror or e}): set spill_dir to a directory the "
-            "notebook and the workers both see (%sif_config spill_dir=/shared/dir)"
+            "notebook and the workers both see (%sif_config spill_dir=/shared/dir, and "
+            "SIF_MAGIC_SPILL_DIR for the workers), or send arrays through the broker "
+            "(%sif_config spill_arrays_mb=0)"
         ) from None
-    if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+    if len(data) != meta["size"] or digest.hexdigest() != meta["sha256"]:
         raise SpillError(f"{path} changed after it was spilled: refused")
     sizes = meta.get("parts") or [len(data)]
     if sum(sizes) != len(data):
@@ -107,6 +179,33 @@ def load_parts(blob: Buffer, buffers: Sequence[Buffer] = ()) -> tuple[Buffer, Se
         parts.append(view[at : at + n])
         at += n
     return parts[0], parts[1:]
+
+
+def _write_all(f: Any, block: memoryview) -> None:
+    while block:
+        block = block[f.write(block) :]
+
+
+def _read_into(f: Any, block: memoryview) -> None:
+    at = 0
+    while at < len(block):
+        n = f.readinto(block[at:])
+        if not n:
+            raise OSError("shorter than when it was written")
+        at += n
+
+
+def discard(blob: Buffer, directory: str) -> None:
+    """Remove the file the reference ``blob`` names, if it is one of ``directory``'s
+    (a reader done with it; a path elsewhere is never touched)."""
+    if not directory or not is_reference(blob):
+        return
+    try:
+        path = str(json.loads(bytes(memoryview(blob)[len(MAGIC) :]))["path"])
+        if os.path.dirname(os.path.abspath(path)) == os.path.abspath(directory):
+            os.unlink(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
 
 
 def remove(directory: str, prefix: str = "") -> None:

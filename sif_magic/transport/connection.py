@@ -77,7 +77,9 @@ class Connection(IOThread):
     needs then; ``on_state(up)`` hears of losing and regaining the broker;
     ``on_return(kind, routing_key)`` of a staged message the broker could not route;
     ``on_channel_closed(queue, channel)`` of a consumer's channel the broker closed
-    (logged here; the consumer starts again on a new channel)."""
+    (logged here; the consumer starts again on a new channel); ``on_events_done()``
+    runs on the I/O thread once the consumers' callbacks have had what arrived (a
+    burst of deliveries), so a consumer can hand them on together."""
 
     def __init__(
         self,
@@ -92,6 +94,7 @@ class Connection(IOThread):
         on_state: Callable[[bool], None] | None = None,
         on_return: Callable[[str, str], None] | None = None,
         on_channel_closed: Callable[[str, Any], None] | None = None,
+        on_events_done: Callable[[], None] | None = None,
         max_message: int = 0,
         require_tls: bool = False,
     ) -> None:
@@ -106,6 +109,7 @@ class Connection(IOThread):
         self.exchange = protocol.direct_exchange(scope)  # tasks and results go through it
         self.setup = setup
         self.on_return = on_return
+        self.on_events_done = on_events_done
         self.returned = 0  # messages the broker could not route (mandatory, transactional)
         self._site_limit = max_message  # the site's max_message_size, if set (bytes)
         self._max_message = max_message or 16 * MIB
@@ -146,6 +150,10 @@ class Connection(IOThread):
     def _end_round(self) -> None:
         if self._staging.dirty:
             self._staging.commit()
+
+    def _events_done(self) -> None:
+        if self.on_events_done is not None:
+            self.on_events_done()
 
     # -- publishing ----------------------------------------------------------------------
     def publish(

@@ -20,7 +20,8 @@ a reply code: a missing exchange, no permission, a message over its size limit)
 is tried again after the reconnect too, but dropped after ``refusals.MAX_REFUSALS``
 refusals: its caller gets a ``BrokerError`` with the broker's reason (a posted
 one is logged), instead of the connection going down and up for ever. After each round of queued operations the subclass's
-``_end_round()`` runs (``Connection`` commits its staged transactions there).
+``_end_round()`` runs (``Connection`` commits its staged transactions there), and
+after pika has handed out what arrived, its ``_events_done()``.
 
 When the connection drops, the thread drops it (``_lost()``), waits with backoff
 and connects again, forever until ``close()``; the backoff doubles up to
@@ -118,6 +119,9 @@ class IOThread:
 
     def _end_round(self) -> None:
         """A round of queued operations is over."""
+
+    def _events_done(self) -> None:
+        """pika has handed every delivery that arrived to the consumers' callbacks."""
 
     # -- life ----------------------------------------------------------------------------
     def start(self: _Self) -> _Self:
@@ -239,6 +243,7 @@ class IOThread:
                     # raise ValueError, not a connection error, on the next call)
                     raise pe.StreamLostError("the connection was closed")
                 self._conn.process_data_events(time_limit=0.2)  # type: ignore[union-attr]
+                self._events_done()
             except LOST_ERRORS as e:
                 if self.closed:
                     break

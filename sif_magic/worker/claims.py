@@ -117,6 +117,13 @@ class Claims:
         with self._lock:
             self._held[delivery] = Held(delivery, task, body, source, chunk, note)
 
+    def claimed(self, delivery: Any) -> bool:
+        """Whether ``delivery``'s chunk is claimed (acked: the broker never hands it out
+        again, so what is left of it must run here or be handed back)."""
+        with self._lock:
+            h = self._held.get(delivery)
+            return h is not None and h.state == CLAIMED
+
     def retry_busy(self) -> bool:
         """A claimed chunk of the retry queue runs here (take no second suspect)."""
         retry = protocol.retry_queue(self.w.scope, self.w.runtime)

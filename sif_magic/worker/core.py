@@ -22,7 +22,7 @@ Threads: the main thread runs ``run`` (heartbeats, shutdown); the transport's I/
 (``_on_task``, ``_on_control``, ``_on_broker_state``); the pool's dispatcher
 thread reports through the ``EventReporter`` into the outbox and the events
 buffer; the events flusher thread publishes event batches. The worker's own
-fields are written in ``__init__``, except ``rejected``, which only the I/O
+fields are written in ``__init__``, except ``rejected`` and ``_taken``, which only the I/O
 thread writes (it alone uses ``seen_controls`` and ``gate``), and ``stop_note``
 (why what it holds goes back), which the main thread writes before it stops;
 each part guards its own state.
@@ -43,6 +43,7 @@ from typing import Any
 from .. import _version, protocol
 from ..errors import IncompatibleWorkerError, wire_name
 from ..protocol import ForeignKeyError, Heartbeat, ProtocolError, Task
+from ..runner import spill
 from ..runner.chunk import Chunk
 from ..runner.events import EventBuffer
 from ..runner.pool import Pool, usable_cpus
@@ -111,11 +112,13 @@ class Worker:
         self.heartbeat_interval = heartbeat
         self.container = container or os.environ.get("SIF_MAGIC_CONTAINER", "none")
         self.slurm_job = os.environ.get("SLURM_JOB_ID", "")
+        self.spill_root = spill.seen_root()  # [path, id], or [] if it cannot use one
         self.started = time.time()
         self.queue = protocol.task_queue(self.scope, runtime)
         self.stopping = threading.Event()
         self.idle = IdleClock(idle_timeout)  # 0: never leaves for want of work
         self.rejected = 0
+        self._taken: list[tuple[Chunk, bool]] = []  # chunks for the pool, handed on together
         self.seen_controls = protocol.SeenIds()
         self.conn = Connection(
             url,
@@ -127,6 +130,7 @@ class Worker:
             on_state=self._on_broker_state,
             on_return=Outbox.returned,
             on_channel_closed=self._on_channel_closed,
+            on_events_done=self._submit_taken,
             max_message=int(max_message_mb * (1 << 20)),
         )
         self.events = EventBuffer(self.worker_id, self.host, self._publish_events)
@@ -229,6 +233,7 @@ class Worker:
         self.conn.close()
 
     def _on_broker_state(self, up: bool) -> None:
+        self._submit_taken()  # before any drop_queued below: it must see them
         if not up:
             return
         # chunks delivered on the lost connection come again from the broker: do not
@@ -242,14 +247,23 @@ class Worker:
                     len(chunks),
                 )
 
-        self.pool.drop_queued(lambda c: c.tag[0].generation != generation, dropped)
+        # (not the pieces of a claimed chunk: acked, the broker never sends it again)
+        self.pool.drop_queued(
+            lambda c: c.tag[0].generation != generation and not self.claims.claimed(c.tag[0]),
+            dropped,
+        )
         self.claims.lost(lambda d: d.generation == generation)
 
     def _on_channel_closed(self, queue: str, channel: Any) -> None:
         """The broker closed the channel of our consumer of ``queue`` (logged by the
         transport): its deliveries come again, marked redelivered; forget the ones
         not started (running ones finish, their results go out)."""
-        self.pool.drop_queued(lambda c: c.tag[0].channel is channel and not c.started)
+        self._submit_taken()
+        self.pool.drop_queued(
+            lambda c: (
+                c.tag[0].channel is channel and not c.started and not self.claims.claimed(c.tag[0])
+            )
+        )
         self.claims.lost(lambda d: d.channel is not channel)
 
     # -- messages in -------------------------------------------------------------
@@ -338,7 +352,14 @@ class Worker:
             return
         chunk = Chunk.from_task(task, tag=(delivery, task.reply_to))
         self.claims.hold(delivery, task, body, source, chunk)
-        self.pool.submit(chunk, front=retry)
+        self._taken.append((chunk, retry))  # to the pool once pika's burst is handed out
+
+    def _submit_taken(self) -> None:
+        """On the I/O thread: the chunks taken since the last call go to the pool in
+        one hand-over (one wake-up of its dispatcher, not one per delivery)."""
+        if self._taken:
+            taken, self._taken = self._taken, []
+            self.pool.submit_many(taken)
 
     def _publish_monitor(self, routing_key: str, body: bytes, kind: str, wait: bool) -> Any:
         """Events and heartbeats: best effort (not persistent, no confirms)."""
@@ -379,6 +400,7 @@ class Worker:
             gpus=self.gpus,
             cpus=self.cpus,
             slot_devices=self.pool.slot_devices if self.gpus else [],
+            spill=self.spill_root,
         )
 
     def send_heartbeat(self, state: str = "up", wait: bool = False) -> Any:

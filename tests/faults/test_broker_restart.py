@@ -140,3 +140,39 @@ def test_a_worker_stops_on_sigterm_while_the_broker_is_down(
         print(f"\nFIGURES sigterm-broker-down: exited {code} after {time.time() - t0:.1f}s")
     finally:
         node.start()
+
+
+def test_arrays_through_spill_dir_survive_a_broker_crash(
+    node: RabbitNode, node_workers: FaultWorkers, make_ex, runtime: str
+) -> None:
+    """Big arrays that skip the broker (the workers see the spill directory, issue 16
+    item 3): the node is killed mid-run; their files are still there, every result
+    arrives, right, and the job's files go once the results are read."""
+    import os
+
+    import numpy as np
+
+    if not node.is_running():
+        node.start()
+    node_workers.start(runtime, processes=2, count=1)
+    ex = make_ex(amqp_url=node.url, runtime=runtime, connect_timeout=3)
+    wait_until(lambda: ex.backend.live_workers() or None, 30, "the worker's heartbeat")
+    assert ex.backend.live_workers()[0].get("spill"), "the worker sees no spill directory"
+
+    def slow_plus(a):  # noqa: ANN001, ANN202
+        import time
+
+        time.sleep(0.1)
+        return a + 1
+
+    arrays = [np.full(1 << 18, float(i)) for i in range(40)]  # 2 MB each
+    job = ex.map_job(slow_plus, arrays, chunksize=2)
+    wait_until(lambda: job.count("done") >= 8, 60, "some calls done")
+    node.kill()
+    time.sleep(1.0)
+    node.start()
+    values = job.results(timeout=180)
+    assert all(v[0] == v[-1] == i + 1 for i, v in enumerate(values))
+    assert job.state_counts()["done"] == len(arrays)
+    assert not os.path.exists(job.spill_dir)
+    print(f"\nFIGURES broker-kill-arrays-by-file: duplicates-dropped={job.duplicates}")

@@ -149,6 +149,13 @@ class RabbitBackend(Backend):
     def live_workers(self, runtime: str | None = None) -> list[dict[str, Any]]:
         return self.registry.live(runtime or self.runtime)
 
+    def sees_spill(self, root: list[str]) -> bool:
+        """Every live worker of the runtime sent ``root`` in its last heartbeat (a
+        worker that joins later and does not see it fails the calls it takes from such
+        a job, saying to set the spill directory: ``SpillError``)."""
+        live = self.live_workers()
+        return bool(root) and bool(live) and all(w.get("spill") == root for w in live)
+
     def slots(self) -> int:
         live = sum(int(w.get("slots", 0)) for w in self.live_workers())
         return max(live, self.promised_slots)

@@ -30,8 +30,10 @@ def publish_chunks(
     task: JobTask,
     reply_to: str,
 ) -> None:
-    """Publish the job's chunks in transactions of up to BATCH messages / ~4 MB,
-    with a few transactions in flight (the I/O thread commits them in order)."""
+    """Publish the job's chunks in transactions of up to BATCH messages / ~4 MB (of
+    inputs: a chunk whose arrays go by file is written here, and sent before the next
+    is written), with a few transactions in flight (the I/O thread commits them in
+    order)."""
     queue = protocol.task_queue(conn.scope, runtime)
     pending: list = []
     batch: list[tuple[str, str, Any, str]] = []
@@ -39,6 +41,7 @@ def publish_chunks(
     for c in task.chunks:
         if job.cancel_requested:
             break
+        payload = c.payload()  # a chunk written to the spill directory counts its file
         body = task.task(
             job.job_id,
             c,
@@ -48,7 +51,7 @@ def publish_chunks(
             client=session,
         ).encode_parts()
         batch.append((conn.exchange, queue, body, "task"))
-        size += sum(memoryview(p).nbytes for p in body)
+        size += max(payload, sum(memoryview(p).nbytes for p in body))
         if len(batch) >= BATCH or size >= 4 * 1024 * 1024:
             pending.append(conn.publish_batch(batch, key=key, wait=False))
             batch, size = [], 0
