@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create benchmarks/.venv: sif_magic (editable) plus the peers it is compared with.
 #   celery, dask[distributed], ipyparallel, lithops (localhost backend), matplotlib
-#   (the plot), pyinstrument (profiles), numpy (s9). Everything comes from PyPI.
+#   (the plot), pyinstrument (profiles), numpy (s9), pytest (e1-e3 use tests/slurm_cluster.py). Everything comes from PyPI.
 # Idempotent: a second run only checks that everything is there.
 # RabbitMQ must answer on 127.0.0.1:5672 (scripts/test starts it).
 set -euo pipefail
@@ -18,6 +18,7 @@ REQS=(
   "pyinstrument>=4.6"
   "py-spy>=0.3"
   "numpy>=1.22"
+  "pytest>=8"  # e1-e3 start the one-node SLURM cluster of tests/slurm_cluster.py (a pytest plugin)
 )
 
 if [ ! -x "$VENV/bin/python" ]; then
