@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 
@@ -22,6 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--calls", type=int, default=3000)
+    ap.add_argument("--spy", default="", help="py-spy raw stacks of the worker process")
     args = ap.parse_args()
     import psutil
 
@@ -43,6 +45,14 @@ def main() -> None:
         def worker_cpu() -> tuple[float, float]:
             return cpu(wp), sum(cpu(c) for c in wp.children(recursive=True))
 
+        spy = None
+        if args.spy:
+            spy = subprocess.Popen(
+                [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-r", "500",
+                 "--format", "raw", "-o", args.spy, "--pid", str(worker.pid), "--threads"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(1.5)
         n = args.calls
         for _ in range(args.runs):
             c0, (w0, s0) = cpu(me), worker_cpu()
@@ -61,6 +71,9 @@ def main() -> None:
             )
             job.close()
         ex.shutdown()
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
     finally:
         stop_worker(worker, runtime, key_file)
 

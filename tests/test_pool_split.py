@@ -261,3 +261,15 @@ def test_one_call_chunks_go_ahead_together_and_come_back_from_behind_a_slow_one(
     assert all(rec.outcomes[i][2][0] == i for i in range(SLOW, N))
     assert sorted(rec.chunks_done) == sorted([("warm", 0)] + [("j", x) for x in range(SLOW, N)])
     assert pool.done_calls == 2 + N - SLOW
+
+
+def test_runs_sent_ahead_are_given_back_from_the_first_not_started(tmp_path: Path) -> None:
+    slot, r = _slot(tmp_path, [])
+    slot.skip, slot.ctl_fd = set(), -1
+    slot.records.run_id = 5  # running run 5; the parent sent up to run 9
+    slot.wanted = [(4, slotio.WHOLE, 9)]  # asked from run 4: 6..9 come back
+    slot._requests(read=False)
+    assert _answer(r) == ("split", 6, 0, -1) and slot.skip == {6, 7, 8, 9}
+    slot.wanted = [(5, slotio.WHOLE, 5)]  # run 5 only: it started, nothing comes back
+    slot._requests(read=False)
+    assert _answer(r) == ("split", 5, -1, -1) and slot.skip == {6, 7, 8, 9}
