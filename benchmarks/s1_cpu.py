@@ -23,7 +23,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--calls", type=int, default=3000)
-    ap.add_argument("--spy", default="", help="py-spy raw stacks of the worker process")
+    ap.add_argument(
+        "--spy", default="", help="py-spy raw stacks of the worker and its call processes"
+    )
     args = ap.parse_args()
     import psutil
 
@@ -49,7 +51,7 @@ def main() -> None:
         if args.spy:
             spy = subprocess.Popen(
                 [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-r", "500",
-                 "--format", "raw", "-o", args.spy, "--pid", str(worker.pid), "--threads"],
+                 "--format", "raw", "-o", args.spy, "--pid", str(worker.pid), "--threads", "--subprocesses"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             time.sleep(1.5)
