@@ -32,35 +32,54 @@ def cpu(p: Any) -> float:
     return t.user + t.system
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--path", choices=("spill", "broker"), default="spill")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--spy", default="")
-    args = ap.parse_args()
-    home = tempfile.mkdtemp(prefix="s9cpu-")
+def start_worker(prefix: str) -> tuple[str, str, subprocess.Popen]:
+    """A fresh SIF_MAGIC_HOME with a key, and one ``sif-magic worker`` of 2 processes
+    on a unique runtime: (key file, runtime, its process)."""
+    from sif_magic._keys import load_key
+
+    home = tempfile.mkdtemp(prefix=prefix + "-")
     os.environ["SIF_MAGIC_HOME"] = home
     os.environ["SIF_MAGIC_WIDGETS"] = "0"
     logging.getLogger("sif_magic").setLevel(logging.ERROR)
-    import numpy as np
-    import psutil
-
-    from sif_magic import Executor
-    from sif_magic._keys import load_key
-
     key_file = os.path.join(home, "key")
     load_key(key_file=key_file)
     url_file = os.path.join(home, "url")
     with open(url_file, "w") as f:
         f.write(URL)
     os.chmod(url_file, 0o600)
-    runtime = "s9cpu" + uuid.uuid4().hex[:6]
+    runtime = prefix + uuid.uuid4().hex[:6]
     worker = subprocess.Popen(
         [sys.executable, "-m", "sif_magic", "worker", "--amqp-url-file", url_file,
          "--runtime", runtime, "--processes", "2", "--key-file", key_file],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    return key_file, runtime, worker
+
+
+def stop_worker(worker: subprocess.Popen, runtime: str, key_file: str) -> None:
+    """Stop the worker (by its pid) and delete its runtime's queues and exchanges."""
+    worker.terminate()
+    worker.wait(30)
+    from benchmarks.peers._common import delete_queues
+    from benchmarks.peers.sifmagic import run_queues
+
+    queues, exchanges = run_queues(runtime, Path(key_file))  # this run's, on the broker
+    delete_queues(*queues, exchanges=tuple(exchanges))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--path", choices=("spill", "broker"), default="spill")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--spy", default="")
+    args = ap.parse_args()
+    key_file, runtime, worker = start_worker("s9cpu")
     spy = None
+    import numpy as np
+    import psutil
+
+    from sif_magic import Executor
+
     try:
         ex = Executor(
             backend="rabbitmq", amqp_url=URL, runtime=runtime, key_file=key_file,
@@ -118,13 +137,7 @@ def main() -> None:
         if spy is not None:
             spy.send_signal(2)
             spy.wait(30)
-        worker.terminate()
-        worker.wait(30)
-        from benchmarks.peers._common import delete_queues
-        from benchmarks.peers.sifmagic import run_queues
-
-        queues, exchanges = run_queues(runtime, Path(key_file))  # this run's, on the broker
-        delete_queues(*queues, exchanges=tuple(exchanges))
+        stop_worker(worker, runtime, key_file)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 import test_pool
 from procs import wait_until
 from test_pool import Recorder, chunk
@@ -22,6 +23,7 @@ from sif_magic.protocol import CANCELLED, DONE, FAILED
 from sif_magic.runner import slotio
 from sif_magic.runner.pool import Pool
 from sif_magic.runner.slot import Slot
+from sif_magic.runner.slotproc import SlotProc
 
 N, SLOW = 40, 3  # calls of the chunk; the one that waits
 pool, rec = test_pool.pool, test_pool.rec  # the fixtures: a pool of 2 slots, its Recorder
@@ -225,3 +227,49 @@ def test_the_local_backend_shows_which_slot_ran_each_call_of_a_split_chunk(
         assert all(job.describe_call(i)["attempt"] == 1 for i in range(N))
     finally:
         ex.shutdown(wait=False, cancel_futures=True)
+
+
+def test_one_call_chunks_go_ahead_together_and_come_back_from_behind_a_slow_one(
+    pool: Pool, rec: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    send_ahead = SlotProc.send_ahead
+
+    def spy(self: SlotProc, pieces: list) -> None:
+        batches.append(len(pieces))
+        send_ahead(self, pieces)
+
+    monkeypatch.setattr(SlotProc, "send_ahead", spy)
+    go = tmp_path / "go"
+    f = waits_at(SLOW, go)
+    pool.submit(chunk(f, [1000, 1001], job="warm", first=1000))  # its calls are quick
+    rec.wait("the warm-up", lambda: rec.chunks_done)
+    # one-call chunks of one job, the slow call first: one slot takes it, the pieces
+    # sent ahead to it come back (in halves) to the other slot, which runs them all
+    chunks = [chunk(f, [x], number=x, first=x) for x in [SLOW, *range(SLOW + 1, N)]]
+    pool.submit_many([(c, False) for c in chunks])
+    rec.wait(
+        "the calls behind the slow one", lambda: all(i in rec.outcomes for i in range(SLOW + 1, N))
+    )
+    assert SLOW not in rec.outcomes
+    go.touch()
+    rec.wait("every chunk", lambda: len(rec.chunks_done) == 1 + N - SLOW)
+    assert max(batches) > 1  # several pieces in one request
+    assert {i: rec.outcomes[i][:2] for i in range(SLOW, N)} == dict.fromkeys(
+        range(SLOW, N), (DONE, 1)
+    )
+    assert all(rec.outcomes[i][2][0] == i for i in range(SLOW, N))
+    assert sorted(rec.chunks_done) == sorted([("warm", 0)] + [("j", x) for x in range(SLOW, N)])
+    assert pool.done_calls == 2 + N - SLOW
+
+
+def test_runs_sent_ahead_are_given_back_from_the_first_not_started(tmp_path: Path) -> None:
+    slot, r = _slot(tmp_path, [])
+    slot.skip, slot.ctl_fd = set(), -1
+    slot.records.run_id = 5  # running run 5; the parent sent up to run 9
+    slot.wanted = [(4, slotio.WHOLE, 9)]  # asked from run 4: 6..9 come back
+    slot._requests(read=False)
+    assert _answer(r) == ("split", 6, 0, -1) and slot.skip == {6, 7, 8, 9}
+    slot.wanted = [(5, slotio.WHOLE, 5)]  # run 5 only: it started, nothing comes back
+    slot._requests(read=False)
+    assert _answer(r) == ("split", 5, -1, -1) and slot.skip == {6, 7, 8, 9}

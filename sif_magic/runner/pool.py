@@ -1,8 +1,8 @@
 """A pool of warm slot processes that run chunks of calls (worker side).
 
 The pool owns its slots (``slotproc.py``, ``slot.py``): it hands each idle slot
-the next piece of work (and a busy slot its next piece ahead of time, when
-that piece is of the same job and quick, so the slot never waits for us);
+the next piece of work (and a busy slot its next pieces ahead of time, in one
+request, when they are of the same job and quick, so the slot never waits for us);
 when nothing is queued and a slot is idle (it finished a piece, or was idle
 at the previous tick), a busy slot gives it half of the calls of its piece it
 has not started (``scheduler.split_share``: skewed calls, one slow call among
@@ -62,6 +62,7 @@ from .slotproc import SlotProc, Tail
 log = logging.getLogger("sif_magic.pool")
 
 TICK = 0.05  # seconds between two looks at running calls (time limits, live logs)
+MAX_AHEAD = 32  # pieces sent ahead to one slot at most
 
 
 def usable_cpus() -> int:
@@ -287,20 +288,34 @@ class Pool:
             return
         self.placement.place(queue, lambda: self.slots, self._spawn)
         # quick pieces of the job a slot runs go ahead of time: the slot starts
-        # them without waiting for this process to read its results
+        # them without waiting for this process to read its results. Several go in
+        # one request (a burst of one-call chunks: one write here, one read there),
+        # up to send_ahead's limits for them all, the queue shared among the slots
+        # of that job
+        busy = sum(1 for s in self.slots if s.piece is not None)
+        share = -(-len(queue) // max(1, busy))
         for s in self.slots:
             if not queue:
                 break
-            if s.piece is not None and s.next is None and not s.killed_for:
+            if s.piece is None or s.killed_for or s.giving_back:
+                continue
+            job = s.piece.chunk.job_id
+            if queue[0].chunk.job_id != job:
+                continue
+            calls, nbytes = s.ahead_load()
+            batch: list[Piece] = []
+            while queue and len(batch) < min(share, MAX_AHEAD - len(s.ahead)):
                 c = queue[0].chunk
-                if c.job_id == s.piece.chunk.job_id and send_ahead(
-                    len(queue[0].positions),
-                    self.call_times.get(c.func_hash),
-                    c.nbytes,
-                    s.room,
+                n = len(queue[0].positions)
+                if c.job_id != job or not send_ahead(
+                    calls + n, self.call_times.get(c.func_hash), nbytes + c.nbytes, s.room
                 ):
-                    c.started = True
-                    s.send(queue.popleft(), ahead=True)
+                    break
+                calls, nbytes = calls + n, nbytes + c.nbytes
+                c.started = True
+                batch.append(queue.popleft())
+            if batch:
+                s.send_ahead(batch)
         if not queue and split:
             self._split()
 
@@ -316,14 +331,16 @@ class Pool:
         busy = []
         now = time.time()
         for s in self.slots:
-            if s.asked and s.asked in (s.run_id, s.next_run_id):
+            if s.asked and (s.asked == s.run_id or s.giving_back):
                 idle[s.need] -= s.asked_for  # asked already: its answer is for them
             elif s.piece is not None and not s.killed_for:
                 left, running_for = s.unstarted(now)
                 spc = self.call_times.get(s.piece.chunk.func_hash)
-                wait = max(left * spc, running_for)  # before the piece sent ahead starts
-                if s.next is not None and wait >= SPLIT_ABOVE and idle[s.need] > 0:
-                    s.ask_split(0, 1, ahead=True)  # it waits behind slow calls: back it comes
+                wait = max(left * spc, running_for)  # before the pieces sent ahead start
+                ahead = s.ahead_load()[0] * spc
+                if s.ahead and wait + ahead / 2 >= SPLIT_ABOVE and idle[s.need] > 0:
+                    # they wait behind slow calls, or are many: back comes the later half
+                    s.ask_split(0, 1, ahead=True)
                     idle[s.need] -= 1
                     continue
                 if left > 0:
@@ -345,19 +362,22 @@ class Pool:
         """Slot ``s`` gave away positions ``e:end`` of its run ``run_id``: they go
         first in the queue, in as many pieces as idle slots they were asked for."""
         slots, s.asked_for = s.asked_for, 0
-        if end < 0:  # the run sent ahead: given back (e == 0), or started already
-            s.asked = 0
+        if end < 0:  # runs sent ahead: given back from run_id on (e == 0), or started
+            s.asked, s.giving_back = 0, False
             if e != 0:
                 return
-            if run_id == s.next_run_id and s.next is not None:
-                ahead, s.next, s.next_run_id = s.next, None, 0
-            elif run_id == s.run_id and s.piece is not None:  # its turn came meanwhile
-                ahead, s.piece, s.run_id, s.tail = s.piece, s.next, s.next_run_id, None
-                s.next, s.next_run_id = None, 0  # it skips it: on to the next, or idle
-            else:  # never happens: the run is not ours to give
+            given = [p for rid, p in s.ahead if rid >= run_id]
+            while s.ahead and s.ahead[-1][0] >= run_id:
+                s.ahead.pop()
+            if s.piece is not None and s.run_id >= run_id:  # its turn came meanwhile:
+                given.insert(0, s.piece)  # it skips it, and those after it: idle
+                s.piece, s.run_id, s.tail = None, 0, None
+            if not given:  # never happens: the runs are not ours to give
                 log.warning("slot %s gave back run %s it was not given", s.n, run_id)
                 return
-            self._requeue(ahead)
+            for piece in reversed(given):
+                self._requeue(piece, dispatch=False)
+            self._dispatch()
             return
         piece = s.piece
         if e >= end:  # none (any more): not asked again during this run
@@ -372,7 +392,7 @@ class Pool:
         piece.positions, piece.attempts = piece.positions[:e], piece.attempts[:e]
         self._requeue(given, slots)
 
-    def _requeue(self, piece: Piece, parts: int = 1) -> None:
+    def _requeue(self, piece: Piece, parts: int = 1, dispatch: bool = True) -> None:
         """Calls of a started piece that did not run: first in the queue (in ``parts``
         pieces), or cancelled with their job."""
         if piece.chunk.job_id in self.cancels:
@@ -383,7 +403,8 @@ class Pool:
         for k in reversed(range(parts)):
             k0, k1 = n * k // parts, n * (k + 1) // parts
             self.queue.appendleft(Piece(piece.chunk, piece.positions[k0:k1], piece.attempts[k0:k1]))
-        self._dispatch()
+        if dispatch:
+            self._dispatch()
 
     def _on_message(self, s: SlotProc, msg: tuple) -> None:
         kind = msg[0]
@@ -394,8 +415,8 @@ class Pool:
                     s.tail = None  # that call is over
         elif kind == "finished":
             # the slot is idle: give it its next piece first, then report this one's end
-            piece, s.piece, s.run_id = s.piece, s.next, s.next_run_id
-            tail, s.next, s.tail = s.tail, None, None
+            piece, tail, s.tail = s.piece, s.tail, None
+            s.run_id, s.piece = s.ahead.popleft() if s.ahead else (0, None)
             self._dispatch()
             if piece is None:
                 return
@@ -438,12 +459,12 @@ class Pool:
         if not self.closed:
             if s.killed_for != RESHAPE:  # retired to make room: its resources went back
                 self._spawn(s.need)
-            ahead = s.next
-            if ahead is not None:  # never started: run it again (or cancel it)
+            for _, ahead in reversed(s.ahead):  # never started: run again (or cancelled)
                 if s.killed_for == "cancel" or ahead.chunk.job_id in self.cancels:
                     self.outcomes.cancelled(ahead.chunk, ahead.positions)
                 else:
                     self.queue.appendleft(ahead)
+            s.ahead.clear()
             piece = s.piece
             if piece is not None:
                 cancelled = s.killed_for == "cancel" or piece.chunk.job_id in self.cancels

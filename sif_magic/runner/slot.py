@@ -141,7 +141,7 @@ class Slot:
         # phase: 0 loading the run, 1 running its calls (they may be given away), 2 over
         self.end = [0]
         self.phase = 2
-        self.wanted: list[tuple[int, int]] = []  # split requests for a run not running yet
+        self.wanted: list[tuple[int, int, int]] = []  # split requests for a run not running yet
         self.skip: set[int] = set()  # runs sent ahead and given back: they do not run
         self.calls_seen: dict[str, int] = {}  # per function hash
         self.untracked: set[str] = set()  # functions seen writing past sys.stdout/stderr
@@ -150,6 +150,7 @@ class Slot:
         self.shipped = shipped.ShippedModules()
         self.env: dict = {}  # the job variables set now (``_use_env``), their old values:
         self.saved_env: dict[str, str | None] = {}
+        self.more = False  # more runs of the same request follow this one
         threading.Thread(target=self._watchdog, daemon=True).start()
 
     def _watchdog(self) -> None:
@@ -182,17 +183,18 @@ class Slot:
             size = slotio.SPLIT.size
             self.wanted += [slotio.SPLIT.unpack_from(data, at) for at in range(0, len(data), size)]
         keep = []
-        for run_id, share in self.wanted:
+        for run_id, share, last in self.wanted:
             with self.records.lock:
                 current = self.records.run_id
-                if share == slotio.WHOLE:  # a run sent ahead: back if not started
-                    given = run_id > current
+                if share == slotio.WHOLE:  # runs sent ahead: back, those not started
+                    first = max(run_id, current + 1)
+                    given = first <= last
                     if given:
-                        self.skip.add(run_id)
-                    answer = ("split", run_id, 0 if given else -1, -1)
+                        self.skip.update(range(first, last + 1))
+                    answer = ("split", first, 0, -1) if given else ("split", run_id, -1, -1)
                     slotio.write_msg(self.records.resp_fd, answer)
                 elif run_id > current or (run_id == current and self.phase == 0):
-                    keep.append((run_id, share))  # its calls have not started yet
+                    keep.append((run_id, share, last))  # its calls have not started yet
                 elif run_id == current:
                     self._give(run_id, share if self.phase == 1 else 0)
         self.wanted = keep
@@ -229,6 +231,12 @@ class Slot:
                 return
             if msg[0] == "run":
                 self.run(*msg[1:])
+            elif msg[0] == "runs":  # runs sent ahead together: one after the other
+                runs = msg[1]
+                for k, fields in enumerate(runs):
+                    self.more = k + 1 < len(runs)
+                    self.run(*fields)
+                self.more = False
 
     def _function(self, func_hash: str, func_bytes: bytes | None) -> object:
         """The function of ``func_hash``, its bundle of modules serving imports: the
@@ -313,7 +321,7 @@ class Slot:
             self._calls(func, func_hash, items, positions, star)
         finally:
             self.records.flush(final=True)
-            if not self._next_request_waiting():
+            if not self.more and not self._next_request_waiting():
                 self._use_env({})  # idle: nothing of a job's env lingers
 
     def _use_env(self, env: dict) -> None:

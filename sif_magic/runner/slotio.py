@@ -12,6 +12,7 @@ Messages are pickles whose ``PickleBuffer``s travel beside them (``oob.py``:
 
     ("run", run_id, func_hash, func_bytes | None, args, positions, indices,
      attempts, star, env, buffers)  # positions: a list, or (start, stop) for a range
+    ("runs", [(run_id, func_hash, ...), ...])  # several runs (the fields of "run"), in order
 
 Slot -> parent (on the response pipe)::
 
@@ -20,12 +21,13 @@ Slot -> parent (on the response pipe)::
     ("finished", run_id, values, n, times, special, buffers, stopped)  # the last: run over
     ("split", run_id, e, old_end)  # positions e..old_end-1 of the run are given away
 
-Parent -> slot (control pipe, fixed records ``SPLIT``): ``(run_id, share)``, give
-away ``share`` per mille of the run's calls not started yet (to an idle slot);
-the slot answers ``split`` with what it gave (``e == old_end``: nothing). With
-``share == WHOLE``, a run sent ahead is given back before it starts: the answer
-is ``("split", run_id, 0, -1)`` (it never runs here, and nothing more is said of
-it) or, if it started already, ``("split", run_id, -1, -1)``. ``stopped`` (-1: none) is the
+Parent -> slot (control pipe, fixed records ``SPLIT``): ``(run_id, share, last)``,
+give away ``share`` per mille of the run's calls not started yet (to an idle
+slot); the slot answers ``split`` with what it gave (``e == old_end``: nothing).
+With ``share == WHOLE``, the runs sent ahead from ``run_id`` to ``last`` (the
+last run the parent sent) are given back if they have not started: the answer
+is ``("split", first, 0, -1)`` (runs ``first..last`` never run here, and nothing
+more is said of them) or, if they all started already, ``("split", run_id, -1, -1)``. ``stopped`` (-1: none) is the
 position at which the run stopped because its end had been given away; the
 parent runs positions from there to its end of the run again (slot.py says why
 there may be one).
@@ -78,8 +80,9 @@ PROGRESS_AT = 64
 MAX_MESSAGE = 240  # bytes of a reported message kept (UTF-8, cut at a character)
 STATE_SIZE = PROGRESS_AT + PROGRESS.size + MAX_MESSAGE
 # the parent's request on the control pipe: give away this share (per mille) of the
-# calls not started yet of run run_id, or (WHOLE) that run, sent ahead (see slot.py)
-SPLIT = struct.Struct("=qq")
+# calls not started yet of run run_id, or (WHOLE) the runs from run_id to last, sent
+# ahead (see slot.py); last: the last run the parent sent
+SPLIT = struct.Struct("=qqq")
 WHOLE = -1
 
 

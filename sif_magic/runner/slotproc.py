@@ -10,6 +10,7 @@ read ``pid`` and ``piece``; ``Pool.close`` may ``signal_kill`` as a last resort.
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import logging
 import os
@@ -120,22 +121,47 @@ class SlotProc:
         self.up = False  # it said it is ready
         self.piece: Piece | None = None  # the piece it runs (or was given last)
         self.run_id = 0
-        self.next: Piece | None = None  # sent ahead: it runs once ``piece`` is finished
-        self.next_run_id = 0
+        # sent ahead, in order: (run_id, piece) it runs once ``piece`` is finished
+        self.ahead: collections.deque[tuple[int, Piece]] = collections.deque()
         self.runs = 0
         self.killed_for = ""  # why we killed it, if we did
         self.funcs: set[str] = set()  # function hashes it holds (mirrors Slot._function)
         self.tail: Tail | None = None  # the call shown live (once announced)
         self.asked = 0  # the run asked to give calls away, until it answers
         self.asked_for = 0  # how many idle slots those calls are for
+        self.giving_back = False  # asked to give back runs sent ahead, until it answers
         self.progress_seq = 0  # the last progress record passed on (see slotio.SharedState)
         self.ready = threading.Event()  # set with ``up``
 
+    @property
+    def next(self) -> Piece | None:
+        """The first piece sent ahead (None: none)."""
+        return self.ahead[0][1] if self.ahead else None
+
+    def ahead_load(self) -> tuple[int, int]:
+        """Calls and bytes of the pieces sent ahead (not started, as far as we know)."""
+        return (
+            sum(len(p.positions) for _, p in self.ahead),
+            sum(p.chunk.nbytes for _, p in self.ahead),
+        )
+
     def send(self, piece: Piece, ahead: bool) -> None:
-        """Have it run ``piece`` (``ahead``: once the piece it runs is finished)."""
+        """Have it run ``piece`` (``ahead``: once the pieces it has are finished)."""
+        self._write(("run", *self._run(piece, ahead)))
+
+    def send_ahead(self, pieces: list[Piece]) -> None:
+        """Have it run ``pieces``, in order, once the pieces it has are finished:
+        one request for them all (one write here, one read and wake-up there)."""
+        if len(pieces) == 1:
+            self.send(pieces[0], True)
+        else:
+            self._write(("runs", [self._run(p, True) for p in pieces]))
+
+    def _run(self, piece: Piece, ahead: bool) -> tuple:
+        """The fields of the request to run ``piece`` (see ``slotio.py``), noted as sent."""
         self.runs += 1
         if ahead:
-            self.next, self.next_run_id = piece, self.runs
+            self.ahead.append((self.runs, piece))
         else:
             self.piece, self.run_id, self.tail = piece, self.runs, None
         c = piece.chunk
@@ -149,9 +175,11 @@ class SlotProc:
         positions = piece.positions
         if type(positions) is range and positions.step == 1:
             positions = (positions.start, positions.stop)  # cheaper to pickle than a range
-        msg = ("run", self.runs, c.func_hash, _beside(func), _beside(c.args), positions,
-               piece.indices().tolist(), piece.attempts, c.star, c.env,
-               [pickle.PickleBuffer(b) for b in c.buffers])  # fmt: skip
+        return (self.runs, c.func_hash, _beside(func), _beside(c.args), positions,
+                piece.indices().tolist(), piece.attempts, c.star, c.env,
+                [pickle.PickleBuffer(b) for b in c.buffers])  # fmt: skip
+
+    def _write(self, msg: tuple) -> None:
         try:
             slotio.write_msg(self.req_w, msg)
         except OSError:  # it died just now: its exit settles the piece
@@ -159,12 +187,17 @@ class SlotProc:
 
     def ask_split(self, share: int, slots: int, ahead: bool = False) -> None:
         """Ask it to give away ``share`` per mille of the calls of the run it runs
-        that it has not started, for ``slots`` idle slots (``ahead``: the whole run
-        sent ahead, if it has not started it); it answers ("split", ...)."""
-        run_id = self.next_run_id if ahead else self.run_id
+        that it has not started, for ``slots`` idle slots (``ahead``: the later half
+        of the runs sent ahead, those it has not started); it answers ("split", ...)."""
+        if ahead:
+            run_id = self.ahead[len(self.ahead) // 2][0]
+            self.giving_back = True
+        else:
+            run_id = self.run_id
         self.asked, self.asked_for = run_id, slots
         try:
-            os.write(self.ctl_w, slotio.SPLIT.pack(run_id, slotio.WHOLE if ahead else share))
+            record = slotio.SPLIT.pack(run_id, slotio.WHOLE if ahead else share, self.runs)
+            os.write(self.ctl_w, record)
         except OSError:  # full (it does not read: it is stuck or dying) or closed
             pass
 
