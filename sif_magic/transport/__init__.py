@@ -27,6 +27,7 @@ from .connect import connection_parameters, dial, explain_connect_error, paramet
 from .connection import Connection
 from .consumers import Delivery
 from .topology import (
+    bind,
     declare_job_exchange,
     declare_private_queue,
     declare_queue,
@@ -38,6 +39,7 @@ from .topology import (
 
 __all__ = [
     "Connection",
+    "bind",
     "Delivery",
     "connection_parameters",
     "declare_job_exchange",

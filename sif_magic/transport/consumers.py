@@ -234,7 +234,8 @@ class Consumers:
         queue = c.queue = c.setup(ch)
         # one consumer per channel: a channel-wide limit (RabbitMQ's "global") is the
         # consumer's, and unlike a per-consumer one it can be changed while consuming
-        ch.basic_qos(prefetch_count=c.prefetch, global_qos=self.channel_qos)
+        if c.prefetch:  # (0, no limit, is what a new channel has)
+            ch.basic_qos(prefetch_count=c.prefetch, global_qos=self.channel_qos)
         tx = None
         if c.transactional:
             ch.tx_select()

@@ -53,11 +53,26 @@ def declare_topology(ch: Any, scope: str, queue_type: str = "classic") -> None:
     ch.queue_bind(dead, protocol.dead_exchange(scope))
 
 
-def declare_routed_queue(ch: Any, scope: str, name: str, arguments: dict[str, Any]) -> Any:
+def bind(
+    ch: Any, queue: str, exchange: str, routing_key: str | None = None, wait: bool = True
+) -> None:
+    """Bind ``queue`` to ``exchange``; ``wait=False``: without waiting for the broker's
+    answer (AMQP's nowait). The broker runs a channel's methods in order and closes the
+    channel on the first it refuses: the next method waited for (a consume) raises it."""
+    if wait:
+        ch.queue_bind(queue, exchange, routing_key=routing_key)
+    else:
+        ch._impl.queue_bind(queue, exchange, routing_key=routing_key, callback=None)
+
+
+def declare_routed_queue(
+    ch: Any, scope: str, name: str, arguments: dict[str, Any], wait: bool = True
+) -> Any:
     """A durable queue of ``scope``, bound to its direct exchange under its own name;
-    the broker's answer to the declare (``.method.consumer_count``, ...)."""
+    the broker's answer to the declare (``.method.consumer_count``, ...). ``wait=False``:
+    the binding is not waited for (``bind``)."""
     ok = declare_queue(ch, name, arguments)
-    ch.queue_bind(name, protocol.direct_exchange(scope), routing_key=name)
+    bind(ch, name, protocol.direct_exchange(scope), name, wait)
     return ok
 
 
@@ -80,9 +95,15 @@ def declare_private_queue(ch: Any, scope: str, what: str) -> str:
     return name
 
 
-def declare_job_exchange(ch: Any, scope: str, job_id: str, result_queue: str) -> None:
+def declare_job_exchange(
+    ch: Any, scope: str, job_id: str, result_queue: str, wait: bool = True
+) -> None:
     """The exchange that says job ``job_id`` may still run calls (``protocol.job_exchange``),
-    bound to its result queue: auto-delete, so it goes when that queue goes."""
+    bound to its result queue: auto-delete, so it goes when that queue goes.
+    ``wait=False``: neither is waited for (``bind``)."""
     name = protocol.job_exchange(scope, job_id)
-    ch.exchange_declare(name, "fanout", durable=True, auto_delete=True)
-    ch.queue_bind(result_queue, name)
+    if wait:
+        ch.exchange_declare(name, "fanout", durable=True, auto_delete=True)
+    else:
+        ch._impl.exchange_declare(name, "fanout", durable=True, auto_delete=True, callback=None)
+    bind(ch, result_queue, name, None, wait)

@@ -198,7 +198,7 @@ class RabbitBackend(Backend):
             # binding, the consumer
             stream.declare(ch, self.config.result_ttl, self.config.queue_type)
             if self.config.monitor:
-                self.monitor.bind(ch, job.job_id)
+                self.monitor.bind(ch, job.job_id, wait=False)
             return stream.queue
 
         self._streams[job.job_id] = stream

@@ -24,7 +24,7 @@ from typing import Any
 from ... import protocol
 from ...job import Job
 from ...protocol import CLOCK_SKEW, Heartbeat, ProtocolError, VersionError
-from ...transport import declare_private_queue
+from ...transport import bind, declare_private_queue
 from .registry import WorkerRegistry
 
 log = logging.getLogger("sif_magic.rabbitmq")
@@ -61,9 +61,10 @@ class Monitor:
                 ch.queue_bind(q, self.exchange, f"job.{job_id}.#")
         return q
 
-    def bind(self, ch: Any, job_id: str) -> None:
-        """Follow the events of ``job_id`` from now on (on the I/O thread)."""
-        ch.queue_bind(self.queue, self.exchange, f"job.{job_id}.#")
+    def bind(self, ch: Any, job_id: str, wait: bool = True) -> None:
+        """Follow the events of ``job_id`` from now on (on the I/O thread); ``wait=False``:
+        ``topology.bind`` without waiting."""
+        bind(ch, self.queue, self.exchange, f"job.{job_id}.#", wait)
 
     def on_message(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
         try:

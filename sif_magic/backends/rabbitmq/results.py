@@ -56,11 +56,13 @@ class ResultStream:
         when a job that ended meanwhile loses its exchange (its end may not have
         reached the broker)."""
         args = protocol.result_queue_arguments(self.scope, result_ttl, queue_type)
-        declare_routed_queue(ch, self.scope, self.queue, args)
+        # the bindings and the exchange are not waited for (a job's first result comes
+        # sooner): the consume that follows on this channel raises what the broker refused
+        declare_routed_queue(ch, self.scope, self.queue, args, wait=False)
         if self.job is not None and self.job.done():
             ch.exchange_delete(protocol.job_exchange(self.scope, self.job_id))
         else:
-            declare_job_exchange(ch, self.scope, self.job_id, self.queue)
+            declare_job_exchange(ch, self.scope, self.job_id, self.queue, wait=False)
 
     def on_message(self, props: Any, delivery: Any, method: Any, body: bytes) -> None:
         try:
