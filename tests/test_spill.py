@@ -105,3 +105,7 @@ def test_a_changed_file_is_refused_and_old_directories_are_swept(tmp_path: Path)
     os.utime(tmp_path / "a", (time.time() - 100, time.time() - 100))
     spill.sweep(str(tmp_path), older_than=50)
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
+    # a job's start sweeps: a process lists the root at most every SWEEP_EVERY seconds
+    os.utime(tmp_path / "b", (time.time() - 100, time.time() - 100))
+    spill.sweep(str(tmp_path), older_than=50)
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]

@@ -129,12 +129,19 @@ def local_executor() -> Any:
     return Executor(backend="local", processes=2)
 
 
-def timed_map(ex: Any, fn: Any, items: range, timeout: float = 300, **kw: Any) -> tuple[float, Any]:
-    """Seconds from ``map_job`` to every result in this process; checks values and states."""
+def timed_results(
+    ex: Any, fn: Any, items: Any, timeout: float, **kw: Any
+) -> tuple[float, Any, list]:
+    """(seconds from ``map_job`` to every result in this process, the job, its values)."""
     t0 = time.perf_counter()
     job = ex.map_job(fn, items, **kw)
     values = job.results(timeout=timeout)
-    dt = time.perf_counter() - t0
+    return time.perf_counter() - t0, job, values
+
+
+def timed_map(ex: Any, fn: Any, items: range, timeout: float = 300, **kw: Any) -> tuple[float, Any]:
+    """Seconds from ``map_job`` to every result in this process; checks values and states."""
+    dt, job, values = timed_results(ex, fn, items, timeout, **kw)
     counts = job.state_counts()
     expect = fn(items[0]) - items[0] if len(items) else 0  # inc adds 1, nap adds 0
     if counts["done"] != len(items) or sum(values) != sum(items) + expect * len(items):
@@ -231,10 +238,7 @@ def arrays(ctx: Context, tool: str, ex: Any, inner: int) -> None:
     data = _arrays.make(ctx.params)
     _arrays.check(data[:2], list(ex.map(plus_one, data[:2])))  # the function is cached
     for _ in range(inner):
-        t0 = time.perf_counter()
-        job = ex.map_job(plus_one, data)
-        out = job.results(timeout=600)
-        dt = time.perf_counter() - t0
+        dt, job, out = timed_results(ex, plus_one, data, 600)
         _arrays.check(data, out)
         del out
         ctx.record(
@@ -265,10 +269,7 @@ def skewed(ctx: Context, tool: str, ex: Any, inner: int) -> None:
     work = _skew.durations(ctx.params)
     ex.map(sleep_for, [0.0] * 4)  # the function is cached on the workers
     for _ in range(inner):
-        t0 = time.perf_counter()
-        job = ex.map_job(sleep_for, work)
-        out = job.results(timeout=120)
-        dt = time.perf_counter() - t0
+        dt, job, out = timed_results(ex, sleep_for, work, 120)
         _skew.check(work, out)
         s = _skew.score(work, dt)
         ctx.record(

@@ -27,6 +27,7 @@ Threads: the slot's main thread.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.abc
 import importlib.machinery
@@ -69,9 +70,10 @@ def decode(bundle: bytes) -> dict[str, tuple[str, str, bytes]]:
     return pickle.loads(zlib.decompress(bundle))
 
 
+@functools.lru_cache(maxsize=1)
 def installed_dirs() -> tuple[str, ...]:
     """This interpreter's standard library and site-packages directories (real paths,
-    each ending with a separator)."""
+    each ending with a separator); found once (each job's ship plan asks)."""
     paths = sysconfig.get_paths()
     dirs = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     try:

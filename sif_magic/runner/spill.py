@@ -227,8 +227,18 @@ def remove(directory: str, prefix: str = "") -> None:
                 pass
 
 
+SWEEP_EVERY = 600.0  # seconds between two sweeps of one root by one process
+_swept: dict[str, float] = {}  # root -> when this process last swept it
+
+
 def sweep(root: str, older_than: float) -> None:
-    """Remove the job directories of ``root`` untouched for ``older_than`` seconds."""
+    """Remove the job directories of ``root`` untouched for ``older_than`` seconds; a
+    job's start calls it, so a process does it at most every ``SWEEP_EVERY`` seconds
+    (a listing and a stat per job folder, on a shared home: not at every start)."""
+    now = time.time()
+    if now - _swept.get(root, 0.0) < SWEEP_EVERY:
+        return
+    _swept[root] = now
     try:
         entries = list(os.scandir(root))
     except OSError:
