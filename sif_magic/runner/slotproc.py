@@ -249,15 +249,18 @@ class SlotProc:
             log.debug("call %s of job %s timed out in slot %s", index, c.job_id, self.n)
             self.kill("timeout")
             return
+        seq, run_id, at, fraction, message = self.state.progress()
+        reported = seq != self.progress_seq and run_id == self.run_id and at == pos
         tail = self.tail
-        if (tail is None or tail.index != index) and now - start >= ANNOUNCE_AFTER:
+        # a call that reported progress is shown running at once (else the job saw
+        # its fraction while it still said queued, until ANNOUNCE_AFTER)
+        if (tail is None or tail.index != index) and (reported or now - start >= ANNOUNCE_AFTER):
             tail = self.tail = Tail(index, out_off, err_off)
             reporter.started(c, index, piece.attempts[pos], start)
         if tail is not None and tail.index == index:
             for stream, data in tail.new_lines(self.paths):
                 reporter.output(c, index, stream, data)
-        seq, run_id, at, fraction, message = self.state.progress()
-        if seq != self.progress_seq and run_id == self.run_id and at == pos:
+        if reported:
             self.progress_seq = seq
             reporter.progress(c, index, fraction, message)
 
