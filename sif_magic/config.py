@@ -22,7 +22,7 @@ from ._urls import check_urls
 from .backends import names as backend_names
 from .errors import ConfigError, mask_url
 from .protocol.names import QUEUE_TYPES
-from .validate import check_name
+from .validate import check_runtime
 
 ENV_PREFIX = "SIF_MAGIC_"
 
@@ -189,7 +189,7 @@ class SifConfig(Configurable):
 
     @validate("runtime")
     def _check_runtime(self, proposal: Any) -> str:
-        return check_name(proposal["value"], "runtime name")  # the rule of every name
+        return check_runtime(proposal["value"])
 
     @validate("ship")
     def _check_ship(self, proposal: Any) -> str:

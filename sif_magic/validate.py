@@ -63,6 +63,24 @@ def check_name(value: str, what: str) -> str:
     return check("name", value, what)
 
 
+#: what sif_magic adds to a runtime's task queue name for its retry and claim queues
+RESERVED_IN_RUNTIME = (".retry", ".claim.")
+
+
+def check_runtime(value: str, what: str = "runtime name") -> str:
+    """A runtime name: a name (``check_name``) that cannot be taken for another
+    runtime's retry or claim queue (``tasks.gpu.retry`` is runtime gpu's retry queue,
+    so a runtime may not be called ``gpu.retry``)."""
+    check_name(value, what)
+    if value.endswith(".retry") or ".claim." in value:
+        raise ConfigError(
+            f"{what} {value!r} is not allowed: a runtime name may not end in '.retry' or "
+            "hold '.claim.' (sif_magic names its retry and claim queues so). Rename it, "
+            "e.g. with '-' for '.'"
+        )
+    return value
+
+
 def check_path(value: str, what: str) -> str:
     """A file or folder that enters a script or a command line."""
     return check("path", value, what, "Rename or move it")

@@ -292,3 +292,31 @@ def test_the_rule_says_what_is_allowed() -> None:
 def test_shell_words_quotes_anything_but_one_variable() -> None:
     line = containers.shell_words(['"$tool"', "run", '"$(touch X)"', '"$a$(b)"', "a b"])
     assert line == """"$tool" run '"$(touch X)"' '"$a$(b)"' 'a b'"""
+
+
+@pytest.mark.parametrize("name", ["gpu.retry", "gpu.claim.w1.x"])
+def test_a_runtime_cannot_take_another_runtimes_retry_or_claim_queue(name: str) -> None:
+    """Runtime ``gpu.retry`` would consume runtime gpu's retry queue (its task queue is
+    ``tasks.gpu.retry``): refused everywhere a runtime name enters, saying why."""
+    from sif_magic import protocol
+
+    assert protocol.task_queue("0" * 12, name) == protocol.retry_queue("0" * 12, "gpu") or (
+        protocol.is_claim_queue(protocol.task_queue("0" * 12, name))
+    )
+    for setter in (
+        lambda v: SifConfig(runtime=v),
+        lambda v: __import__("sif_magic").Executor(backend="local", runtime=v),
+        lambda v: sl.SlurmSpec(runtime=v, container="none").check(),
+    ):
+        with pytest.raises(ConfigError, match="may not end in '.retry' or hold '.claim.'"):
+            setter(name)
+    res = subprocess.run(
+        [sys.executable, "-m", "sif_magic", "worker", "--amqp-url-file", "/nonexistent"]
+        + ["--runtime", name],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=60,
+    )
+    assert res.returncode == 2 and "may not end in '.retry'" in res.stderr, res.stderr
+    SifConfig(runtime="py3.11")  # dots stay allowed

@@ -103,18 +103,18 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     from ..errors import ConfigError
-    from ..validate import check_name
+    from ..validate import check_name, check_runtime
 
     # stopped (scancel, workers stop) while still importing: leave quietly, exit 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     warn_url_in_argv("sif-magic worker", args.amqp_url)
     try:  # both name queues, routing keys and rows of the workers table
-        for what, value in (
-            ("runtime name", args.runtime or os.environ.get("SIF_MAGIC_RUNTIME", "")),
-            ("worker id", args.worker_id or os.environ.get("SIF_MAGIC_WORKER_ID", "")),
-        ):
-            if value:
-                check_name(value, what)
+        runtime = args.runtime or os.environ.get("SIF_MAGIC_RUNTIME", "")
+        if runtime:
+            check_runtime(runtime)
+        worker_id = args.worker_id or os.environ.get("SIF_MAGIC_WORKER_ID", "")
+        if worker_id:
+            check_name(worker_id, "worker id")
         queue_type = args.queue_type or os.environ.get("SIF_MAGIC_QUEUE_TYPE", "") or "classic"
         if queue_type not in QUEUE_TYPES:
             raise ConfigError(

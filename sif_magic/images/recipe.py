@@ -19,7 +19,7 @@ from pathlib import Path
 from .._version import __version__
 from ..errors import ConfigError
 from ..protocol import VERSION as PROTOCOL_VERSION
-from ..validate import check_all, check_image, check_name, check_path, check_spec
+from ..validate import check_all, check_image, check_path, check_runtime, check_spec
 
 LABEL_PREFIX = "org.sif-magic."
 VENV = "/opt/sif_magic/venv"
@@ -59,7 +59,7 @@ class ImageSpec:
         if not re.fullmatch(r"3\.\d+", self.python):
             raise ConfigError(f"--python {self.python!r}: give a minor version such as 3.11")
         # every value below is written into %post, %files, labels or the runscript
-        check_name(self.runtime, "runtime name")
+        check_runtime(self.runtime)
         if self.base:
             check_image(self.base, "--base")
         check_all(
@@ -149,7 +149,7 @@ def installed_source() -> str:
 
 def entry_script(runtime: str) -> str:
     """The shell script that starts the worker from environment variables."""
-    q = shlex.quote(check_name(runtime, "runtime name"))
+    q = shlex.quote(check_runtime(runtime))
     return f"""#!/bin/sh
 # Start a sif_magic worker. Settings come from the environment:
 #   SIF_MAGIC_AMQP_URL_FILE (a file of mode 600) or SIF_MAGIC_AMQP_URL; AMQP_URL /

@@ -28,7 +28,7 @@ from .._keys import default_key_file, load_key, read_secret_file
 from .._urls import check_urls
 from ..errors import ConfigError
 from ..protocol.names import QUEUE_TYPES
-from ..validate import check_name, check_path
+from ..validate import check_path, check_runtime
 from ._state import StateFile, alive, home, start_time, terminate, write_secret
 
 STATE = "workers.json"
@@ -147,7 +147,7 @@ def start_workers(
     runtime = (
         runtime or os.environ.get("SIF_MAGIC_RUNTIME") or (Path(image).name if image else "default")
     )
-    check_name(runtime, "runtime name")
+    check_runtime(runtime)
     if not runner.uses_env_file:
         check_path(python, "--python")
     containers.check_binds(binds)

@@ -34,7 +34,7 @@ from .._urls import check_urls
 from .._version import __version__
 from ..errors import ConfigError
 from ..protocol.names import QUEUE_TYPES
-from ..validate import check, check_all, check_name, check_path
+from ..validate import check, check_all, check_name, check_path, check_runtime
 from ._state import StateFile, home, write_secret
 from .local import default_url_file
 
@@ -88,7 +88,7 @@ class SlurmSpec:
         if self.dependency:
             check("sbatch", self.dependency, "dependency")
         containers.get(self.container).check_image(self.image, here=False)
-        check_name(self.runtime, "runtime name")
+        check_runtime(self.runtime)
         if self.queue_type and self.queue_type not in QUEUE_TYPES:
             raise ConfigError(f"--queue-type {self.queue_type!r}: one of {', '.join(QUEUE_TYPES)}")
         if self.job_name:
