@@ -14,7 +14,6 @@ import concurrent.futures
 import functools
 import hashlib
 import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -107,10 +106,6 @@ def _spilling(
     return limit, spill_dir, arrays_over
 
 
-def new_job_id() -> str:
-    return uuid.uuid4().hex[:12]
-
-
 class Executor(concurrent.futures.Executor):
     """Run functions on sif_magic workers.
 
@@ -196,7 +191,7 @@ class Executor(concurrent.futures.Executor):
         cfg = self.config
         backend = self.backend
         need = self.resources if resources is None else _checked(resources)
-        job_id = new_job_id()
+        job_id = backend.new_job_id()
         env = {str(k): str(v) for k, v in (env or {}).items()}
         recorder, cached, todo, run = None, [], values, None
         if resume:  # before the job's own variables join env (they are no part of the key)

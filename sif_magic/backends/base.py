@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,10 @@ class Backend(ABC):
     @abstractmethod
     def slots(self) -> int:
         """How many calls can run at once (for automatic chunking); 0 if unknown."""
+
+    def new_job_id(self) -> str:
+        """The id of the next job (a backend may have its queues ready for it)."""
+        return uuid.uuid4().hex[:12]
 
     @abstractmethod
     def start_job(self, job: Job, task: JobTask) -> None:

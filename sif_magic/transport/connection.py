@@ -117,6 +117,9 @@ class Connection(IOThread):
         self._fast: Any = None  # no confirms: best-effort messages never wait for the broker
         self._sub: Any = None  # for admin operations of callers (delete, bind)
         self._tx: Any = None  # tx mode: publish_batch, and staged publishes without an ack
+        self._probe: Any = None  # passive declares (``_exists``); closed by a "no"
+        self._ahead: Any = None  # declarations made ahead (``prepare``)
+        self._ahead_waiting: list[Callable[[bool], None]] = []  # their ``done``s
         self._staging = Staging(self.refusals)
         # quorum queues refuse a channel-wide prefetch (and close the connection)
         self._consumers = Consumers(
@@ -145,6 +148,8 @@ class Connection(IOThread):
         self._consumers.restart(conn, generation)
 
     def _lost(self) -> None:
+        self._probe = None
+        self._ahead_failed()
         self._staging.lost()
 
     def _end_round(self) -> None:
@@ -195,19 +200,32 @@ class Connection(IOThread):
         key: bytes,
         wait: bool = True,
         headers: dict[str, Any] | None = None,
+        after: Future | None = None,
     ) -> Any:
         """Publish ``(exchange, routing_key, body, kind)`` messages, persistent, in one
         transaction: one round trip to the broker for the lot instead of one confirm
-        each (about ten times faster for small messages). All or none are stored."""
+        each (about ten times faster for small messages). All or none are stored.
+        ``after``: the Future of an operation queued before this one (a consume with
+        ``wait=False``); if it failed, nothing is published and this raises its error."""
         props = [_properties(kind, key, body, headers, True, None) for _, _, body, kind in messages]
 
         def op() -> None:
+            if after is not None and after.done() and after.exception() is not None:
+                raise after.exception()  # type: ignore[misc]
             ch = _unflushed(self._tx)
             for (exchange, routing_key, body, _), p in zip(messages, props):
                 ch.basic_publish(exchange, routing_key, wire(body), p, mandatory=True)
             self._tx.tx_commit()  # sends the lot, then waits for the broker once
 
         return self.call(op, wait=wait)
+
+    def publish_on(self, ch: Any, routing_key: str, body: bytes, *, kind: str, key: bytes) -> None:
+        """On the I/O thread only: sign ``body`` and publish it (persistent) through the
+        scope's direct exchange on channel ``ch``, after what went there before it (a
+        queue declared without waiting: the message lands in it, ahead of anything a
+        later operation sends there)."""
+        props = _properties(kind, key, body, None, True, None)
+        _unflushed(ch).basic_publish(self.exchange, routing_key, body, props)
 
     def stage_publish(
         self,
@@ -265,6 +283,35 @@ class Connection(IOThread):
     def commit_now(self) -> None:
         """On the I/O thread only: commit what is staged now, not at the end of the round."""
         self._staging.commit()
+
+    def prepare(self, declare: Callable[[Any], None], done: Callable[[bool], None]) -> None:
+        """Declare ahead, never waiting: ``declare(channel)`` runs on the I/O thread (in
+        the next round) on a channel of its own, with methods not waited for
+        (``topology``'s ``wait=False``); ``done(True)`` runs there once the broker has
+        answered them all, ``done(False)`` if it refused one (that channel alone closes)
+        or the connection was lost first."""
+
+        def op() -> None:
+            ch = self._ahead
+            if ch is None or not ch.is_open:
+                ch = self._ahead = self._conn.channel()  # type: ignore[union-attr]
+                ch._impl.add_on_close_callback(lambda _ch, _why: self._ahead_failed())
+            declare(ch)
+            self._ahead_waiting.append(done)
+            ch._impl.basic_qos(prefetch_count=0, callback=lambda _frame: self._ahead_done(done))
+
+        self.later(op)
+
+    def _ahead_done(self, done: Callable[[bool], None]) -> None:
+        if done in self._ahead_waiting:
+            self._ahead_waiting.remove(done)
+            done(True)
+
+    def _ahead_failed(self) -> None:
+        waiting, self._ahead_waiting = self._ahead_waiting, []
+        self._ahead = None
+        for done in waiting:
+            done(False)
 
     def declare_queue(self, name: str, arguments: dict[str, Any]) -> None:
         """On the I/O thread only: a durable queue ``name`` with ``arguments``, bound to
@@ -335,20 +382,31 @@ class Connection(IOThread):
         timeout: float | None = None,
         closed_note: str = "",
         writable: bool = False,
-    ) -> str:
+        shared: bool = False,
+        wait: bool = True,
+    ) -> Any:
         """Declare a queue with ``setup(channel) -> name`` and consume it (again after reconnects).
 
         ``transactional``: the channel is in tx mode; its acks and rejects, and what
         ``stage_publish`` puts there, are committed together at the end of each round.
         ``closed_note``: what becomes of what it held, for the log line when the broker
         closes its channel (it consumes again on a new one). ``writable``: bodies come
-        as bytearrays (``consumers``)."""
+        as bytearrays (``consumers``). ``shared``: on the connection's shared channel
+        (opened once, not per consumer: no prefetch, no tx; bodies writable); a
+        broker's refusal there closes it for all its consumers, which start again on
+        a new one. Returns the queue's name, or (``wait=False``) a Future of it: an
+        operation queued after this one runs once the broker answered the consume."""
         c = _Consumer(setup, on_message, prefetch, auto_ack, exclusive, transactional)
         c.closed_note = closed_note
         c.writable = writable
-        return self.call(
-            lambda: self._consumers.add(c, self._conn, self.generation), timeout=timeout
-        )
+        c.shared = shared
+        op = lambda: self._consumers.add(c, self._conn, self.generation)  # noqa: E731
+        return self.call(op, timeout=timeout) if wait else self.call(op, wait=False)
+
+    def forget_consumer(self, queue: str) -> None:
+        """On the I/O thread: never start the consumers of ``queue`` again (the queue is
+        about to be deleted, which cancels them)."""
+        self._consumers.forget(queue)
 
     def set_prefetch(self, queue: str, prefetch: int) -> None:
         """Let the consumers of ``queue`` hold ``prefetch`` unacked messages from now on
@@ -377,8 +435,8 @@ class Connection(IOThread):
         self.call(lambda: self._consumers.cancel(tag))
 
     def queue_exists(self, name: str, timeout: float | None = None) -> bool:
-        """Whether queue ``name`` exists: a passive declare, on a channel opened for it
-        (a failed one makes the broker close its channel)."""
+        """Whether queue ``name`` exists: a passive declare on a channel of its own (a
+        failed one makes the broker close its channel: ``_exists``)."""
         return self._exists(lambda ch: ch.queue_declare(name, passive=True), timeout)
 
     def exchange_exists(self, name: str, timeout: float | None = None) -> bool:
@@ -386,16 +444,20 @@ class Connection(IOThread):
         return self._exists(lambda ch: ch.exchange_declare(name, passive=True), timeout)
 
     def _exists(self, declare: Callable[[Any], Any], timeout: float | None) -> bool:
+        """A passive declare on the connection's probe channel, kept open while the
+        answers are yes (a worker asks once per new job: one round trip, not three);
+        a no closes it on the broker's side, and the next question opens another."""
+
         def op() -> bool:
-            ch = self._conn.channel()  # type: ignore[union-attr]
+            ch = self._probe
+            if ch is None or not ch.is_open:
+                ch = self._probe = self._conn.channel()  # type: ignore[union-attr]
             try:
                 declare(ch)
                 return True
             except pe.ChannelClosedByBroker:
+                self._probe = None
                 return False
-            finally:
-                if ch.is_open:
-                    ch.close()
 
         return self.call(op, timeout=timeout)
 

@@ -35,6 +35,7 @@ import pika.exceptions as pe
 
 from ..errors import BrokerError
 from .iothread import LOST_ERRORS
+from .topology import refused_queue
 from .tx import _Tx
 
 log = logging.getLogger("sif_magic.broker")
@@ -63,6 +64,7 @@ class _Consumer:
     tx: _Tx | None = None  # its channel's transaction (transactional consumers)
     closed_note: str = ""  # what becomes of what it held if the broker closes its channel
     writable: bool = False  # bodies as bytearrays (_WritableAssembler)
+    shared: bool = False  # on the connection's shared channel (no prefetch, no tx, writable)
 
 
 _TIMEOUT_HINT = (
@@ -105,6 +107,7 @@ class Consumers:
         self.on_closed = on_closed
         self.channel_qos = channel_qos  # prefetch per channel (classic), else per consumer
         self.consumers: list[_Consumer] = []
+        self._shared: Any = None  # the channel of the shared consumers, on this connection
         # stopped with ``pause``: no new deliveries, channel kept until its own are settled
         self.paused: list[_Consumer] = []
 
@@ -113,13 +116,17 @@ class Consumers:
         try:
             queue = self.start(c, conn, generation)
         except pe.ChannelClosedByBroker as e:  # refused (queue missing, other arguments)
-            raise BrokerError(f"the broker refused to consume: {e.reply_text}") from None
+            why = refused_queue(c.queue, e)  # a declare not waited for is refused here
+            if isinstance(why, BrokerError):
+                raise why from None
+            raise BrokerError(f"the broker refused to consume {c.queue}: {e.reply_text}") from None
         self.consumers.append(c)
         return queue
 
     def restart(self, conn: Any, generation: int) -> None:
         """Start every consumer again on the new connection ``conn``."""
         self.paused = []  # their channels died with the old connection
+        self._shared = None
         for c in list(self.consumers):
             try:
                 self.start(c, conn, generation)
@@ -168,32 +175,40 @@ class Consumers:
         for c in [c for c in self.consumers if c.tag == tag]:
             self.consumers.remove(c)
             try:
-                c.channel.close()
+                if c.shared:
+                    c.channel._impl.basic_cancel(c.tag)  # not waited for
+                else:
+                    c.channel.close()
             except Exception:  # noqa: BLE001
                 pass
 
-    def _closed(self, c: _Consumer, ch: Any, conn: Any, generation: int, reason: Any) -> None:
-        """In pika's dispatch: a consumer's channel closed. Only the broker's closes
-        matter here (ours are cancels; a lost connection restarts every consumer)."""
-        if not isinstance(reason, pe.ChannelClosedByBroker) or c.channel is not ch:
-            return
-        if c not in self.consumers:
+    def forget(self, queue: str) -> None:
+        """Not to start the consumers of ``queue`` again (its queue is being deleted,
+        which cancels them on the broker)."""
+        self.consumers = [c for c in self.consumers if c.queue != queue]
+
+    def _closed(self, ch: Any, conn: Any, generation: int, reason: Any) -> None:
+        """In pika's dispatch: a consumer's channel closed (the shared one: every
+        consumer on it). Only the broker's closes matter here (ours are cancels; a
+        lost connection restarts every consumer)."""
+        if not isinstance(reason, pe.ChannelClosedByBroker):
             return
         text = f"{reason.reply_code} {reason.reply_text}"
         hint = _TIMEOUT_HINT if "acknowledgement" in text and "timed out" in text else ""
-        log.warning(
-            "the broker closed the channel of the consumer of %s: %s%s. %s; consuming %s "
-            "again on a new channel",
-            c.queue,
-            text,
-            hint,
-            c.closed_note or "What it held unacknowledged goes back there, marked redelivered",
-            c.queue,
-        )
-        if self.on_closed is not None:
-            self.on_closed(c.queue, ch)
-        if self.later is not None:
-            self.later(lambda: self._again(c, conn, generation))
+        for c in [c for c in self.consumers if c.channel is ch]:
+            log.warning(
+                "the broker closed the channel of the consumer of %s: %s%s. %s; consuming %s "
+                "again on a new channel",
+                c.queue,
+                text,
+                hint,
+                c.closed_note or "What it held unacknowledged goes back there, marked redelivered",
+                c.queue,
+            )
+            if self.on_closed is not None:
+                self.on_closed(c.queue, ch)
+            if self.later is not None:
+                self.later(lambda c=c: self._again(c, conn, generation))
 
     def _again(self, c: _Consumer, conn: Any, generation: int) -> None:
         if c not in self.consumers or not conn.is_open or (c.channel and c.channel.is_open):
@@ -224,20 +239,30 @@ class Consumers:
             if c.tx is not None and c.channel is not None and c.channel.is_open
         )
 
-    def start(self, c: _Consumer, conn: Any, generation: int) -> str:
-        ch = c.channel = conn.channel()
+    def _channel(self, c: _Consumer, conn: Any, generation: int) -> Any:
+        """A new channel for ``c``, or the shared one (opened once per connection, and
+        again after the broker closed it)."""
+        if c.shared and self._shared is not None and self._shared.is_open:
+            return self._shared
+        ch = conn.channel()
         ch._impl.add_on_close_callback(  # pika's own channel: BlockingChannel offers none
-            lambda _ch, reason: self._closed(c, ch, conn, generation, reason)
+            lambda _ch, reason: self._closed(ch, conn, generation, reason)
         )
-        if c.writable:
+        if c.writable or c.shared:
             _writable_bodies(ch)
+        if c.shared:
+            self._shared = ch
+        return ch
+
+    def start(self, c: _Consumer, conn: Any, generation: int) -> str:
+        ch = c.channel = self._channel(c, conn, generation)
         queue = c.queue = c.setup(ch)
         # one consumer per channel: a channel-wide limit (RabbitMQ's "global") is the
         # consumer's, and unlike a per-consumer one it can be changed while consuming
-        if c.prefetch:  # (0, no limit, is what a new channel has)
+        if c.prefetch and not c.shared:  # (0, no limit, is what a new channel has)
             ch.basic_qos(prefetch_count=c.prefetch, global_qos=self.channel_qos)
         tx = None
-        if c.transactional:
+        if c.transactional and not c.shared:
             ch.tx_select()
             ch.add_on_return_callback(self.on_return)
             tx = _Tx(ch, generation)

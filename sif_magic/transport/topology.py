@@ -25,21 +25,33 @@ from .. import protocol
 from ..errors import BrokerError
 
 
-def declare_queue(ch: Any, name: str, arguments: dict[str, Any]) -> Any:
-    """``queue.declare`` of durable queue ``name``; its declare-ok."""
+def declare_queue(ch: Any, name: str, arguments: dict[str, Any], wait: bool = True) -> Any:
+    """``queue.declare`` of durable queue ``name``; its declare-ok. ``wait=False``: not
+    waited for (AMQP's nowait, see ``bind``): the next method waited for on this channel
+    raises what the broker refused (``refused_queue`` explains it)."""
+    if not wait:
+        ch._impl.queue_declare(name, durable=True, arguments=arguments, callback=None)
+        return None
     try:
         return ch.queue_declare(name, durable=True, arguments=arguments)
     except pe.ChannelClosedByBroker as e:
-        if e.reply_code != 406 or "x-queue-type" not in str(e.reply_text):
-            raise
-        ours = protocol.queue_type_of(arguments)
-        raise BrokerError(
-            f"queue {name!r} exists on the broker with another type than queue_type={ours!r} "
-            f"asks for ({e.reply_text}). Set the same queue_type on every notebook and worker "
-            "of this vhost (%sif_config queue_type=..., SIF_MAGIC_QUEUE_TYPE, sif-magic worker "
-            "--queue-type), or, once no job uses it, delete the queue "
-            f"(rabbitmqctl delete_queue -p VHOST {name}) so that it is declared again"
-        ) from None
+        raise refused_queue(name, e, protocol.queue_type_of(arguments)) from None
+
+
+def refused_queue(name: str, e: pe.ChannelClosedByBroker, ours: str = "") -> Exception:
+    """The error for the broker's refusal ``e`` of a declare of queue ``name``: a
+    BrokerError saying which setting to align if the queue exists with another type,
+    else ``e`` itself."""
+    if e.reply_code != 406 or "x-queue-type" not in str(e.reply_text):
+        return e
+    asked = f"than queue_type={ours!r} asks for" if ours else "than this side asks for"
+    return BrokerError(
+        f"queue {name!r} exists on the broker with another type {asked} ({e.reply_text}). "
+        "Set the same queue_type on every notebook and worker of this vhost (%sif_config "
+        "queue_type=..., SIF_MAGIC_QUEUE_TYPE, sif-magic worker --queue-type), or, once no "
+        f"job uses it, delete the queue (rabbitmqctl delete_queue -p VHOST {name}) so that "
+        "it is declared again"
+    )
 
 
 def declare_topology(ch: Any, scope: str, queue_type: str = "classic") -> None:
@@ -70,8 +82,8 @@ def declare_routed_queue(
 ) -> Any:
     """A durable queue of ``scope``, bound to its direct exchange under its own name;
     the broker's answer to the declare (``.method.consumer_count``, ...). ``wait=False``:
-    the binding is not waited for (``bind``)."""
-    ok = declare_queue(ch, name, arguments)
+    neither is waited for (``bind``), and None is returned."""
+    ok = declare_queue(ch, name, arguments, wait)
     bind(ch, name, protocol.direct_exchange(scope), name, wait)
     return ok
 

@@ -47,6 +47,7 @@ from .monitor import Monitor
 from .readiness import check_resources, check_versions, wait_for_workers
 from .registry import WorkerRegistry
 from .results import RESULTS_HELD, ResultStream, jobinfo
+from .spare import Spares
 from .tasks import publish_chunks
 
 log = logging.getLogger("sif_magic.rabbitmq")
@@ -94,6 +95,8 @@ class RabbitBackend(Backend):
             self.monitor.setup, self.monitor.on_message, auto_ack=True, exclusive=True
         )
         self.ping()
+        self.spares = Spares(self.conn, self.scope, config)  # the next job's queue, ahead
+        self.spares.after_job()
         threading.Thread(target=self._watch, name="sif-watch", daemon=True).start()
 
     def _watch(self) -> None:
@@ -171,41 +174,61 @@ class RabbitBackend(Backend):
             check_resources(self, need)  # no live worker has what the calls ask for: fail now
         reply_to = protocol.result_queue(self.scope, job.job_id)
         self.jobs[job.job_id] = job
-        self._consume_results(job)  # declares the queue (and the monitor binding) first
+        # the queue, its jobinfo record and the consumer, in one round trip; the chunks
+        # are published while it is on its way (the I/O thread sends them once the
+        # broker has answered it, and not at all if it refused)
+        declared = self.spares.started(job.job_id)
         info = jobinfo(job, self.runtime, len(task.chunks))
-        # queued ahead of the tasks; not awaited (a job's first result arrives sooner)
-        self.conn.publish(
-            self.conn.exchange, reply_to, info, kind="jobinfo", key=self.key, mandatory=True,
-            wait=False,
-        )  # fmt: skip
+        consumed = self._consume_results(job, info, declared)
         threading.Thread(
             target=publish_chunks,
             args=(self.conn, self.key, self.runtime, self.session, job, task, reply_to),
+            kwargs={"after": consumed},
             name="sif-publish",
             daemon=True,
         ).start()
+        try:
+            consumed.result()
+        except BaseException:
+            self.jobs.pop(job.job_id, None)
+            self._streams.pop(job.job_id, None)
+            raise
 
     def add_chunks(self, job: Job, task: JobTask) -> None:
         """On the caller's thread (a pipeline's feeder): published before it returns."""
         reply_to = protocol.result_queue(self.scope, job.job_id)
         publish_chunks(self.conn, self.key, self.runtime, self.session, job, task, reply_to)
 
-    def _consume_results(self, job: Job) -> None:
+    def new_job_id(self) -> str:
+        return self.spares.take()  # the id of a result queue declared ahead, if one fits
+
+    def _consume_results(self, job: Job, info: bytes, declared: bool) -> Any:
+        """Consume the job's results on the connection's shared result channel; a
+        Future of the consume (the broker's refusal: a BrokerError). ``declared``: its
+        queue and exchange are (``spare``): not declared again the first time."""
         stream = ResultStream(job.job_id, self.key, self._refuse, job=job)
+        first = [info]  # the jobinfo record goes once, ahead of any result
+        again = [not declared]
 
         def setup(ch: Any) -> str:
-            # one trip to the I/O thread: the queue, the job's exchange, the monitor
-            # binding, the consumer
-            stream.declare(ch, self.config.result_ttl, self.config.queue_type)
+            # nothing waited for but the consume: the queue, the job's exchange, the
+            # monitor binding and the jobinfo record go ahead of it on its channel
+            if again[0]:
+                stream.declare(ch, self.config.result_ttl, self.config.queue_type)
+            again[0] = True  # after a reconnect, or a channel the broker closed
             if self.config.monitor:
                 self.monitor.bind(ch, job.job_id, wait=False)
+            if first:
+                self.conn.publish_on(ch, stream.queue, first.pop(), kind="jobinfo", key=self.key)
             return stream.queue
 
         self._streams[job.job_id] = stream
-        self.conn.consume(
-            setup, stream.on_message, prefetch=0, closed_note=RESULTS_HELD, writable=True
-        )
+        consumed = self.conn.consume(
+            setup, stream.on_message, prefetch=0, closed_note=RESULTS_HELD, writable=True,
+            shared=True, wait=False,
+        )  # fmt: skip
         job.add_done_callback(self._ended)
+        return consumed
 
     def _ended(self, job: Job) -> None:
         """A job is done or cancelled: delete its exchange, so that no worker runs a
@@ -216,6 +239,7 @@ class RabbitBackend(Backend):
             self.conn.sub_channel.exchange_delete(protocol.job_exchange(self.scope, job.job_id))
 
         self.conn.post(op)
+        self.spares.after_job()
 
     def _refuse(self, delivery: Any, queue: str, e: Exception) -> None:
         """A message of a result queue that is not a result of its job: dead-letter it."""
@@ -241,7 +265,9 @@ class RabbitBackend(Backend):
         stream = self._streams.pop(job.job_id, None)
 
         def op() -> None:
-            self.conn.sub_channel.queue_delete(protocol.result_queue(self.scope, job.job_id))
+            queue = protocol.result_queue(self.scope, job.job_id)
+            self.conn.forget_consumer(queue)  # deleting the queue cancels it
+            self.conn.sub_channel.queue_delete(queue)
 
         try:
             if stream is not None:
@@ -301,6 +327,7 @@ class RabbitBackend(Backend):
         for job in list(self.jobs.values()):
             if job.done():
                 self.release(job)
+        self.spares.close()
         self.conn.close()
 
     def describe(self) -> str:

@@ -29,17 +29,19 @@ def publish_chunks(
     job: Job,
     task: JobTask,
     reply_to: str,
+    after: Any = None,
 ) -> None:
     """Publish the job's chunks in transactions of up to BATCH messages / ~4 MB (of
     inputs: a chunk whose arrays go by file is written here, and sent before the next
     is written), with a few transactions in flight (the I/O thread commits them in
-    order)."""
+    order). ``after``: the Future of the job's result consumer: nothing is published
+    if that failed (the job's caller hears why)."""
     queue = protocol.task_queue(conn.scope, runtime)
     pending: list = []
     batch: list[tuple[str, str, Any, str]] = []
     size = 0
     for c in task.chunks:
-        if job.cancel_requested:
+        if job.cancel_requested or (after is not None and after.done() and after.exception()):
             break
         payload = c.payload()  # a chunk written to the spill directory counts its file
         body = task.task(
@@ -53,18 +55,20 @@ def publish_chunks(
         batch.append((conn.exchange, queue, body, "task"))
         size += max(payload, sum(memoryview(p).nbytes for p in body))
         if len(batch) >= BATCH or size >= 4 * 1024 * 1024:
-            pending.append(conn.publish_batch(batch, key=key, wait=False))
+            pending.append(conn.publish_batch(batch, key=key, wait=False, after=after))
             batch, size = [], 0
             if len(pending) > 4:
-                _settle(job, pending.pop(0))
+                _settle(job, pending.pop(0), after)
     if batch:
-        pending.append(conn.publish_batch(batch, key=key, wait=False))
+        pending.append(conn.publish_batch(batch, key=key, wait=False, after=after))
     for fut in pending:
-        _settle(job, fut)
+        _settle(job, fut, after)
 
 
-def _settle(job: Job, fut: Any) -> None:
+def _settle(job: Job, fut: Any, after: Any = None) -> None:
     try:
         fut.result()
     except Exception as e:  # noqa: BLE001
+        if after is not None and after.done() and after.exception() is e:
+            return  # the job never started: its caller got this error
         log.error("job %s: chunks could not be published: %s", job.job_id, e)

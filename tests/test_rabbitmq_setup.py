@@ -1,0 +1,82 @@
+"""A job's setup on the broker (issue 16): its result queue declared ahead, consumed
+on the channel the kernel's jobs share; what the broker refuses still reaches the user."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pika
+import pytest
+
+from sif_magic import BrokerError, Executor, protocol
+
+
+@pytest.fixture
+def ex(broker_url: str, runtime: str, key_file) -> Iterator[Executor]:
+    e = Executor(backend="rabbitmq", amqp_url=broker_url, runtime=runtime, key_file=str(key_file))
+    yield e
+    e.shutdown(wait=False, cancel_futures=True)
+
+
+def _queue_exists(broker_url: str, name: str) -> bool:
+    conn = pika.BlockingConnection(pika.URLParameters(broker_url))
+    try:
+        conn.channel().queue_declare(name, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        conn.close()
+
+
+def test_jobs_in_a_row_get_their_own_queues_and_every_result(
+    workers, ex: Executor, runtime: str, broker_url: str
+) -> None:
+    workers.start(runtime, processes=2)
+    scope = ex.backend.scope
+    seen = set()
+    for k in range(4):
+        job = ex.map_job(lambda x, k=k: x + k, range(5))
+        assert job.results(timeout=60) == [x + k for x in range(5)]
+        assert job.job_id not in seen
+        seen.add(job.job_id)
+        assert _queue_exists(broker_url, protocol.result_queue(scope, job.job_id))
+        job.close()
+        assert not _queue_exists(broker_url, protocol.result_queue(scope, job.job_id))
+    # the next job's queue is declared ahead; shutting down deletes it
+    spare = ex.backend.spares._next
+    assert spare is not None
+    deadline = time.time() + 10
+    while not spare.ready and time.time() < deadline:
+        time.sleep(0.05)
+    assert _queue_exists(broker_url, protocol.result_queue(scope, spare.job_id))
+    ex.shutdown()
+    assert not _queue_exists(broker_url, protocol.result_queue(scope, spare.job_id))
+
+
+def test_a_refused_result_queue_fails_the_job_and_spares_the_others(
+    workers, ex: Executor, runtime: str, broker_url: str
+) -> None:
+    """The job's result queue exists with another queue type: the broker refuses the
+    declare (on the channel the kernel's result consumers share). The user gets an
+    error that says what to align; a job running meanwhile keeps its results; the next
+    job runs."""
+    workers.start(runtime, processes=2)
+    scope = ex.backend.scope
+    running = ex.map_job(lambda x: (__import__("time").sleep(1.0), x)[1], range(4), chunksize=1)
+    bad = "feedfacecafe"
+    queue = protocol.result_queue(scope, bad)
+    conn = pika.BlockingConnection(pika.URLParameters(broker_url))
+    try:
+        args = protocol.result_queue_arguments(scope, ex.config.result_ttl, "quorum")
+        conn.channel().queue_declare(queue, durable=True, arguments=args)
+        ex.backend.new_job_id = lambda: bad  # type: ignore[method-assign]
+        with pytest.raises(BrokerError, match="another type.*queue_type"):
+            ex.map_job(lambda x: x, range(3))
+        del ex.backend.new_job_id
+        assert running.results(timeout=60) == [0, 1, 2, 3]
+        assert ex.map_job(lambda x: -x, range(3)).results(timeout=60) == [0, -1, -2]
+    finally:
+        conn.channel().queue_delete(queue)
+        conn.close()
