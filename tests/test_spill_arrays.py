@@ -335,3 +335,32 @@ def test_a_result_file_of_duplicates_only_is_not_read_ahead(tmp_path: Path) -> N
     o.to_read.clear()
     o.fold(again, [], [])  # call by call: both duplicates
     assert o.to_read == [] and o.duplicates == 2
+
+
+def test_done_callbacks_run_without_the_job_lock_and_may_ask_the_job(shared: Executor) -> None:
+    """A future's done callback (run by the read-ahead thread for values read from spill
+    files) and the job's own may wait for another thread that asks the job: no deadlock,
+    because no user code runs while the job's lock is held."""
+    import threading
+
+    job = shared.map_job(plus_one, [np.full(MB // 4, float(i)) for i in range(4)], chunksize=2)
+    answered: list[str] = []
+
+    def ask_from_elsewhere(_: Any) -> None:  # waits for a thread that needs the job's lock
+        t = threading.Thread(target=lambda: answered.append(job.describe_call(0)["state"]))
+        t.start()
+        t.join(30)
+        if t.is_alive():
+            answered.append("blocked")
+
+    for f in job.futures:
+        f.add_done_callback(ask_from_elsewhere)
+    job.add_done_callback(ask_from_elsewhere)
+    got = [f.result(timeout=120) for f in job.futures]
+    assert job.wait(120)
+    deadline = time.time() + 60  # the job's callback runs after its waiters may wake
+    while len(answered) < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    assert [a[0] for a in got] == [1.0, 2.0, 3.0, 4.0]
+    assert job._outcomes._blocks and all(b.spilled for b in job._outcomes._blocks)
+    assert len(answered) == 5 and "blocked" not in answered  # each callback was answered
