@@ -364,3 +364,112 @@ def test_done_callbacks_run_without_the_job_lock_and_may_ask_the_job(shared: Exe
     assert [a[0] for a in got] == [1.0, 2.0, 3.0, 4.0]
     assert job._outcomes._blocks and all(b.spilled for b in job._outcomes._blocks)
     assert len(answered) == 5 and "blocked" not in answered  # each callback was answered
+
+
+def waits_for(path: str):  # noqa: ANN201 - a call that waits until ``path`` exists
+    def call(a):  # noqa: ANN001, ANN202
+        import os
+        import time
+
+        deadline = time.time() + 120
+        while not os.path.exists(path) and time.time() < deadline:
+            time.sleep(0.05)
+        return float(a[0]) + 1
+
+    return call
+
+
+def start_elsewhere(workers, runtime: str, tmp_path: Path, mp: pytest.MonkeyPatch, **kw):  # noqa: ANN001, ANN003, ANN201
+    """A worker on another filesystem: in its own mount namespace, a fresh tmpfs covers
+    the spill root (the same path, other files: it gives that root another id)."""
+    import shutil
+    import sys
+
+    if not shutil.which("unshare"):
+        pytest.skip("needs unshare (util-linux) to give a worker its own mounts")
+    wrapper = tmp_path / "python-elsewhere"
+    ns = "-m" if os.geteuid() == 0 else "-U -r -m"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'exec unshare {ns} sh -c \'mount -t tmpfs none "$0" && exec "$@"\' '
+        f'"{spill.default_dir()}" "{sys.executable}" "$@"\n'
+    )
+    wrapper.chmod(0o700)
+    with mp.context() as m:
+        m.setattr(sys, "executable", str(wrapper))
+        return workers.start(runtime, **kw)
+
+
+def _spilled_inputs_queued(job: Job, n: int) -> None:
+    deadline = time.time() + 60
+    while len(job.spilled_calls) < n and time.time() < deadline:
+        time.sleep(0.05)
+    assert sorted(job.spilled_calls) == list(range(n))  # every chunk's inputs went by file
+
+
+def test_a_late_worker_that_cannot_see_the_directory_leaves_spilled_calls_to_one_that_can(
+    broker_url: str,
+    runtime: str,
+    workers,
+    key_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # noqa: ANN001
+    (seeing,) = workers.start(runtime, processes=1)
+    ex = _executor(broker_url, runtime, key_file)
+    go = tmp_path / "go"
+    try:
+        _wait_heartbeat(ex)
+        job = ex.map_job(waits_for(str(go)), [np.full(MB // 8, float(i)) for i in range(12)])
+        _spilled_inputs_queued(job, 12)
+        (late,) = start_elsewhere(workers, runtime, tmp_path, monkeypatch, processes=2)
+        deadline = time.time() + 60  # the late worker took some and said why it gave them back
+        while time.time() < deadline and "cannot read" not in Path(late.log_path).read_text():
+            time.sleep(0.1)
+        notes: list[str] = []
+        while time.time() < deadline and not any(notes):  # its note reaches the job's view
+            time.sleep(0.1)
+            notes = [job.describe_call(i)["note"] for i in range(12)]
+        go.touch()
+        out = job.results(timeout=300)
+    finally:
+        go.touch()
+        ex.shutdown(cancel_futures=True)
+    assert out == [i + 1.0 for i in range(12)]  # none failed: all ran where the files are
+    log = Path(late.log_path).read_text()
+    assert "cannot read" in log and "SIF_MAGIC_SPILL_DIR=" in log and "spill_arrays_mb=0" in log
+    assert any("cannot read the job's spill_dir" in n for n in notes), notes
+    assert seeing.poll() is None
+
+
+def test_spilled_calls_fail_clearly_once_no_live_worker_sees_the_directory(
+    broker_url: str,
+    runtime: str,
+    workers,
+    key_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # noqa: ANN001
+    (seeing,) = workers.start(runtime, processes=1)
+    ex = _executor(broker_url, runtime, key_file)
+    go = tmp_path / "go"
+    try:
+        _wait_heartbeat(ex)
+        job = ex.map_job(waits_for(str(go)), [np.full(MB // 8, float(i)) for i in range(6)])
+        _spilled_inputs_queued(job, 6)
+        seeing.terminate()  # it hands back what it holds and says goodbye
+        seeing.wait(60)
+        start_elsewhere(workers, runtime, tmp_path, monkeypatch, processes=1)
+        go.touch()
+        assert job.wait(120)  # it does not wait for ever for a worker that sees the files
+    finally:
+        go.touch()
+        ex.shutdown(cancel_futures=True)
+    errors = job.results(errors="collect")
+    done = [e for e in errors if not isinstance(e, BaseException)]
+    failed = [e for e in errors if isinstance(e, BaseException)]
+    assert failed and len(done) + len(failed) == 6  # (a call may have ended before the stop)
+    for e in failed:
+        assert type(e).__name__ == "ConfigError", e
+        assert spill.default_dir() in str(e) and "spill_arrays_mb=0" in str(e)
+

@@ -110,6 +110,8 @@ class Job:
         # inputs and results over the message limit (``runner.spill``): gone once the
         # results are read, or with the Job (its inputs once the job is over)
         self.spill_dir = spill_dir
+        # calls whose inputs went by file (appended by the thread that publishes them)
+        self.spilled_calls: list[int] = []
         if spill_dir:
             weakref.finalize(self, spill.remove, spill_dir)
         self.created = time.time() if created is None else created

@@ -103,6 +103,23 @@ def is_reference(blob: Buffer) -> bool:
     return bytes(blob[: len(MAGIC)]) == MAGIC
 
 
+def path_of(blob: Buffer) -> str:
+    """The path of the file the reference ``blob`` names ("" if it is none)."""
+    if not is_reference(blob):
+        return ""
+    try:
+        return str(json.loads(bytes(memoryview(blob)[len(MAGIC) :]))["path"])
+    except (ValueError, KeyError, TypeError):
+        return ""  # garbled: the slot says so when it loads it
+
+
+def unreadable(blob: Buffer) -> str:
+    """The path of the file the reference ``blob`` names if this process cannot read
+    it (another filesystem, another spill root), else "" (a message, or readable)."""
+    path = path_of(blob)
+    return "" if not path or os.access(path, os.R_OK) else path
+
+
 def size_of(blob: Buffer) -> int:
     """Bytes ``blob`` stands for: its own, or those of the file it refers to."""
     if not is_reference(blob):

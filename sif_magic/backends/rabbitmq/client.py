@@ -23,7 +23,8 @@ thread (``Connection``) runs the consumers: ``monitor.Monitor`` (events into
 jobs, heartbeats into the registry) and each job's ``ResultStream``, which fold into
 jobs under their locks and never block; ``_on_broker_state`` too. One
 ``sif-publish`` thread per job publishes its chunks; the ``sif-watch`` thread
-marks the calls of workers that went away as lost, once a second. ``jobs`` and ``_streams``
+marks the calls of workers that went away as lost, once a second, and fails
+the calls whose inputs are in a spill directory no live worker sees (``spillwatch``). ``jobs`` and ``_streams``
 are written by the kernel thread (dict operations, read by the I/O thread).
 """
 
@@ -47,6 +48,7 @@ from .monitor import Monitor
 from .readiness import check_resources, check_versions, wait_for_workers
 from .registry import WorkerRegistry
 from .results import RESULTS_HELD, ResultStream, jobinfo
+from .spillwatch import SpillWatch
 from .tasks import publish_chunks
 
 log = logging.getLogger("sif_magic.rabbitmq")
@@ -94,12 +96,17 @@ class RabbitBackend(Backend):
             self.monitor.setup, self.monitor.on_message, auto_ack=True, exclusive=True
         )
         self.ping()
+        self.spill_watch = SpillWatch()  # (the sif-watch thread's)
         threading.Thread(target=self._watch, name="sif-watch", daemon=True).start()
 
     def _watch(self) -> None:
         """Once a second: the running calls of a worker that went away are lost."""
         while not self.conn.closed:
             time.sleep(1.0)
+            try:
+                self.spill_watch.check(list(self.jobs.values()), self.live_workers(), self.runtime)
+            except Exception:  # noqa: BLE001 - a check must never stop the watch
+                log.warning("checking who sees the spill directory failed", exc_info=True)
             try:
                 for hb in self.registry.newly_gone():
                     how = "stopped" if hb.state == "bye" else "stopped answering"
@@ -151,8 +158,8 @@ class RabbitBackend(Backend):
 
     def sees_spill(self, root: list[str]) -> bool:
         """Every live worker of the runtime sent ``root`` in its last heartbeat (a
-        worker that joins later and does not see it fails the calls it takes from such
-        a job, saying to set the spill directory: ``SpillError``)."""
+        worker that joins later and does not see it hands such a job's chunks back for
+        one that does; once none does, ``spillwatch`` fails them, saying what to set)."""
         live = self.live_workers()
         return bool(root) and bool(live) and all(w.get("spill") == root for w in live)
 
