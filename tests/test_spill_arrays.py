@@ -284,6 +284,20 @@ def test_spilled_results_are_kept_by_resume_and_come_back_from_the_cache(
     assert all(np.array_equal(a + 1, b) and b.flags.writeable for a, b in zip(arrays, back))
 
 
+def stalls_first_listing(mark: str):  # noqa: ANN201
+    """As ``stalls_first``, returning also the input files of the job the call sees."""
+    stalled = stalls_first(mark)
+
+    def call(x):  # noqa: ANN001, ANN202
+        import os
+
+        out = stalled(x)
+        d = os.environ.get("SIF_MAGIC_SPILL_DIR", "")
+        return out, sorted(n for n in os.listdir(d) if n.startswith("input"))
+
+    return call
+
+
 def test_a_redelivered_chunk_that_came_by_file_is_split_and_runs_again(
     broker_url: str, runtime: str, workers, key_file: Path, tmp_path: Path
 ) -> None:  # noqa: ANN001
@@ -293,7 +307,7 @@ def test_a_redelivered_chunk_that_came_by_file_is_split_and_runs_again(
     ex = _executor(broker_url, runtime, key_file)
     try:
         _wait_heartbeat(ex)
-        job = ex.map_job(stalls_first(mark), items, chunksize=4)
+        job = ex.map_job(stalls_first_listing(mark), items, chunksize=4)
         wait_file = time.monotonic() + 60
         while not os.path.exists(mark) and time.monotonic() < wait_file:
             time.sleep(0.05)
@@ -302,9 +316,11 @@ def test_a_redelivered_chunk_that_came_by_file_is_split_and_runs_again(
         out = job.results(timeout=120)
     finally:
         ex.shutdown(cancel_futures=True)
-    assert all(np.array_equal(a * 3, b) for a, b in zip(items, out))
+    assert all(np.array_equal(a * 3, b) for a, (b, _) in zip(items, out))
     assert job.describe_call(0)["attempt"] >= 2  # it did come back
     assert "could not re-pack" not in Path(second.log_path).read_text()
+    # the chunk's file and one per call it was split into: no array went through the broker
+    assert len(out[0][1]) == 1 + 4, out[0][1]
 
 
 def test_a_chunk_whose_inputs_are_in_a_file_counts_the_file(tmp_path: Path) -> None:
@@ -407,21 +423,32 @@ def _spilled_inputs_queued(job: Job, n: int) -> None:
     assert sorted(job.spilled_calls) == list(range(n))  # every chunk's inputs went by file
 
 
-def test_a_late_worker_that_cannot_see_the_directory_leaves_spilled_calls_to_one_that_can(
-    broker_url: str,
-    runtime: str,
-    workers,
-    key_file: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # noqa: ANN001
-    (seeing,) = workers.start(runtime, processes=1)
+@pytest.fixture
+def one_seeing(broker_url: str, runtime: str, workers, key_file: Path):  # noqa: ANN001, ANN201
+    """A worker of one process that sees our spill root, and an executor that heard it."""
+    (proc,) = workers.start(runtime, processes=1)
     ex = _executor(broker_url, runtime, key_file)
-    go = tmp_path / "go"
     try:
         _wait_heartbeat(ex)
-        job = ex.map_job(waits_for(str(go)), [np.full(MB // 8, float(i)) for i in range(12)])
-        _spilled_inputs_queued(job, 12)
+        yield proc, ex
+    finally:
+        ex.shutdown(cancel_futures=True)
+
+
+def _gated_spilled_job(ex: Executor, go: Path, n: int) -> Job:
+    """``n`` calls, each a chunk whose 1 MB array went by file, that wait for ``go``."""
+    job = ex.map_job(waits_for(str(go)), [np.full(MB // 8, float(i)) for i in range(n)])
+    _spilled_inputs_queued(job, n)
+    return job
+
+
+def test_a_late_worker_that_cannot_see_the_directory_leaves_spilled_calls_to_one_that_can(
+    one_seeing, runtime: str, workers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    seeing, ex = one_seeing
+    go = tmp_path / "go"
+    try:
+        job = _gated_spilled_job(ex, go, 12)
         (late,) = start_elsewhere(workers, runtime, tmp_path, monkeypatch, processes=2)
         deadline = time.time() + 60  # the late worker took some and said why it gave them back
         while time.time() < deadline and "cannot read" not in Path(late.log_path).read_text():
@@ -434,7 +461,6 @@ def test_a_late_worker_that_cannot_see_the_directory_leaves_spilled_calls_to_one
         out = job.results(timeout=300)
     finally:
         go.touch()
-        ex.shutdown(cancel_futures=True)
     assert out == [i + 1.0 for i in range(12)]  # none failed: all ran where the files are
     log = Path(late.log_path).read_text()
     assert "cannot read" in log and "SIF_MAGIC_SPILL_DIR=" in log and "spill_arrays_mb=0" in log
@@ -443,20 +469,12 @@ def test_a_late_worker_that_cannot_see_the_directory_leaves_spilled_calls_to_one
 
 
 def test_spilled_calls_fail_clearly_once_no_live_worker_sees_the_directory(
-    broker_url: str,
-    runtime: str,
-    workers,
-    key_file: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    one_seeing, runtime: str, workers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: ANN001
-    (seeing,) = workers.start(runtime, processes=1)
-    ex = _executor(broker_url, runtime, key_file)
+    seeing, ex = one_seeing
     go = tmp_path / "go"
     try:
-        _wait_heartbeat(ex)
-        job = ex.map_job(waits_for(str(go)), [np.full(MB // 8, float(i)) for i in range(6)])
-        _spilled_inputs_queued(job, 6)
+        job = _gated_spilled_job(ex, go, 6)
         seeing.terminate()  # it hands back what it holds and says goodbye
         seeing.wait(60)
         start_elsewhere(workers, runtime, tmp_path, monkeypatch, processes=1)
@@ -464,7 +482,6 @@ def test_spilled_calls_fail_clearly_once_no_live_worker_sees_the_directory(
         assert job.wait(120)  # it does not wait for ever for a worker that sees the files
     finally:
         go.touch()
-        ex.shutdown(cancel_futures=True)
     errors = job.results(errors="collect")
     done = [e for e in errors if not isinstance(e, BaseException)]
     failed = [e for e in errors if isinstance(e, BaseException)]
@@ -472,4 +489,3 @@ def test_spilled_calls_fail_clearly_once_no_live_worker_sees_the_directory(
     for e in failed:
         assert type(e).__name__ == "ConfigError", e
         assert spill.default_dir() in str(e) and "spill_arrays_mb=0" in str(e)
-
