@@ -489,3 +489,20 @@ def test_spilled_calls_fail_clearly_once_no_live_worker_sees_the_directory(
     for e in failed:
         assert type(e).__name__ == "ConfigError", e
         assert spill.default_dir() in str(e) and "spill_arrays_mb=0" in str(e)
+
+
+def test_a_lost_input_file_in_a_directory_the_worker_sees_fails_its_call_saying_so(
+    one_seeing, tmp_path: Path
+) -> None:  # noqa: ANN001
+    """Not handed back for ever: a worker that has the client's spill root (path and id)
+    sees that the file is missing, not that the directory is elsewhere."""
+    seeing, ex = one_seeing
+    os.kill(seeing.pid, signal.SIGSTOP)  # it takes nothing while the file goes
+    try:
+        job = _gated_spilled_job(ex, tmp_path / "go", 1)
+        spill.remove(job.spill_dir, "input")
+    finally:
+        os.kill(seeing.pid, signal.SIGCONT)
+    (err,) = job.results(timeout=120, errors="collect")
+    assert type(err).__name__ == "SerializationError", err
+    assert "cannot be read" in str(err) and "No such file" in str(err)

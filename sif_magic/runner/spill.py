@@ -51,6 +51,7 @@ MAGIC = b"SIFSPILL1"
 ENV_DIR = "SIF_MAGIC_SPILL_DIR"  # the job's spill directory, for results (set per run)
 ENV_OVER = "SIF_MAGIC_SPILL_OVER"  # results pickled bigger than this many bytes spill
 ENV_ARRAYS = "SIF_MAGIC_SPILL_ARRAYS"  # results whose arrays take this many bytes spill
+ENV_ROOT_ID = "SIF_MAGIC_SPILL_ROOT_ID"  # the id of the client's root (set per run)
 ROOT_ENV = "SIF_MAGIC_SPILL_DIR"  # a process's own spill root (config spill_dir)
 ID_FILE = ".id"  # a spill root's id: the same path and id on two hosts, the same directory
 BLOCK = 1 << 20  # bytes written (or read) and hashed at a time: hashed while in the cache
@@ -113,11 +114,19 @@ def path_of(blob: Buffer) -> str:
         return ""  # garbled: the slot says so when it loads it
 
 
-def unreadable(blob: Buffer) -> str:
-    """The path of the file the reference ``blob`` names if this process cannot read
-    it (another filesystem, another spill root), else "" (a message, or readable)."""
+def unreadable(blob: Buffer, seen: Sequence[str] = (), root_id: str = "") -> str:
+    """The path of the file the reference ``blob`` names if this process does not see
+    the directory it is in (another filesystem, another spill root), else "" (a
+    message, or readable). ``seen``: ``[root, id]`` of this process's spill root;
+    ``root_id``: the id of the writer's root (the task's ``ENV_ROOT_ID``): a file
+    under the same root, the same id, is in a directory seen here even if it is
+    missing (lost: its call fails, saying so)."""
     path = path_of(blob)
-    return "" if not path or os.access(path, os.R_OK) else path
+    if not path:
+        return ""
+    if seen and root_id == seen[1] and path.startswith(os.path.join(seen[0], "")):
+        return ""
+    return "" if os.access(path, os.R_OK) else path
 
 
 def size_of(blob: Buffer) -> int:

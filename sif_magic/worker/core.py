@@ -325,7 +325,8 @@ class Worker:
         if delivery.redelivered or expired_claim(headers):  # its worker died holding it
             redelivered(self, task, delivery, positions)  # (its parts: new messages)
             return
-        unseen = spill.unreadable(task.args)  # its inputs in a file this worker cannot see
+        # its inputs in a file of a directory this worker does not see
+        unseen = spill.unreadable(task.args, self.spill_root, task.env.get(spill.ENV_ROOT_ID, ""))
         if unseen:
             spill_unseen(self, task, delivery, source, body, unseen)
             return
