@@ -491,6 +491,33 @@ def test_spilled_calls_fail_clearly_once_no_live_worker_sees_the_directory(
         assert spill.default_dir() in str(e) and "spill_arrays_mb=0" in str(e)
 
 
+def test_a_job_that_waits_longer_than_result_ttl_keeps_its_input_files(
+    broker_url: str, runtime: str, workers, key_file: Path, tmp_path: Path
+) -> None:  # noqa: ANN001
+    """The sweep of old spill folders (at a job's start, in any kernel) spares the folder
+    of a job a client still follows, however old its files are."""
+    workers.start(runtime, processes=1)
+    ttl = 8.0  # the kernel marks its jobs' folders every ttl / 4 s
+    ex = _executor(broker_url, runtime, key_file, result_ttl=ttl)
+    go = tmp_path / "go"
+    try:
+        _wait_heartbeat(ex)
+        job = _gated_spilled_job(ex, go, 3)  # the first runs; the others' inputs wait
+        day_ago = time.time() - 86400
+        os.utime(job.spill_dir, (day_ago, day_ago))  # as if it had waited a day
+        deadline = time.time() + 4 * ttl
+        while os.stat(job.spill_dir).st_mtime < time.time() - ttl and time.time() < deadline:
+            time.sleep(0.2)
+        spill._swept.clear()  # another kernel's sweep, due now
+        spill.sweep(os.path.dirname(job.spill_dir), ttl)
+        go.touch()
+        out = job.results(timeout=120)
+    finally:
+        go.touch()
+        ex.shutdown(cancel_futures=True)
+    assert out == [1.0, 2.0, 3.0]  # their inputs were still there
+
+
 def test_a_lost_input_file_in_a_directory_the_worker_sees_fails_its_call_saying_so(
     one_seeing, tmp_path: Path
 ) -> None:  # noqa: ANN001

@@ -27,7 +27,8 @@ Out-of-band buffers of the pickle
 and come back as views of one writable buffer the file is read into. The client
 removes a result's file once its values are unpickled (``discard``), a job's
 directory once its results are read (or the Job is gone), its inputs once the
-job is over, and directories older than the result queues' lifetime (``sweep``).
+job is over, and directories no client touched for the result queues' lifetime
+(``sweep``; a client touches those of the jobs it follows: ``keep``).
 
 Standard library only (the slot loads it by path). Threads: any; a file is
 written by one thread and read after the message that names it.
@@ -253,14 +254,33 @@ def remove(directory: str, prefix: str = "") -> None:
                 pass
 
 
+def keep(directory: str) -> None:
+    """Mark the job directory ``directory`` in use: its mtime becomes now (on NFS the
+    server's clock, as for the sweeps that compare it), so no ``sweep`` removes it. A
+    client does it for every job it follows, every ``keep_every(result_ttl)`` s."""
+    if directory:
+        try:
+            os.utime(directory)
+        except OSError:  # not made yet (nothing spilled), or gone
+            pass
+
+
+def keep_every(older_than: float) -> float:
+    """Seconds between two ``keep`` of a job's directory: four per sweep limit at least."""
+    return max(0.5, min(SWEEP_EVERY, older_than / 4))
+
+
 SWEEP_EVERY = 600.0  # seconds between two sweeps of one root by one process
 _swept: dict[str, float] = {}  # root -> when this process last swept it
 
 
 def sweep(root: str, older_than: float) -> None:
-    """Remove the job directories of ``root`` untouched for ``older_than`` seconds; a
-    job's start calls it, so a process does it at most every ``SWEEP_EVERY`` seconds
-    (a listing and a stat per job folder, on a shared home: not at every start)."""
+    """Remove the job directories of ``root`` untouched for ``older_than`` seconds (the
+    result queues' lifetime: a client that follows a job touches its directory,
+    ``keep``, however long the job waits, so only those of jobs no client follows any
+    more go); a job's start calls it, so a process does it at most every
+    ``SWEEP_EVERY`` seconds (a listing and a stat per job folder, on a shared home:
+    not at every start)."""
     now = time.time()
     if now - _swept.get(root, 0.0) < SWEEP_EVERY:
         return

@@ -41,6 +41,7 @@ from ..._keys import key_source
 from ...config import SifConfig
 from ...errors import ConfigError
 from ...job import Job
+from ...runner import spill
 from ...runner.resources import need_of
 from ...transport import Connection, declare_task_queue
 from ..base import Backend, JobTask
@@ -100,9 +101,15 @@ class RabbitBackend(Backend):
         threading.Thread(target=self._watch, name="sif-watch", daemon=True).start()
 
     def _watch(self) -> None:
-        """Once a second: the running calls of a worker that went away are lost."""
+        """Once a second: the running calls of a worker that went away are lost; now and
+        then the spill directories of the jobs followed here are marked in use."""
+        next_keep = 0.0
         while not self.conn.closed:
             time.sleep(1.0)
+            if time.time() >= next_keep:  # however long a job waits, no sweep takes them
+                next_keep = time.time() + spill.keep_every(self.config.result_ttl)
+                for job in list(self.jobs.values()):
+                    spill.keep(job.spill_dir)
             try:
                 self.spill_watch.check(list(self.jobs.values()), self.live_workers(), self.runtime)
             except Exception:  # noqa: BLE001 - a check must never stop the watch
