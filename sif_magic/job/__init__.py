@@ -108,12 +108,14 @@ class Job:
         excluded = shipment.excluded if shipment is not None else frozenset()
         self._advice = JobAdvice(backend, runtime, excluded)
         # inputs and results over the message limit (``runner.spill``): gone once the
-        # results are read, or with the Job (its inputs once the job is over)
+        # results are read, or with the Job (its inputs once the job is over); not when
+        # this process exits: the job may still run, its results wait for ``attach``
+        # (its folder is swept result_ttl after no kernel follows it)
         self.spill_dir = spill_dir
         # calls whose inputs went by file (appended by the thread that publishes them)
         self.spilled_calls: list[int] = []
         if spill_dir:
-            weakref.finalize(self, spill.remove, spill_dir)
+            weakref.finalize(self, spill.remove, spill_dir).atexit = False
         self.created = time.time() if created is None else created
         self.finished_at: float | None = None
         self.reused = reused  # calls whose results came from the cache (resume)

@@ -26,7 +26,8 @@ Out-of-band buffers of the pickle
 (``oob.py``) follow it in the file, their lengths in the reference (``parts``),
 and come back as views of one writable buffer the file is read into. The client
 removes a result's file once its values are unpickled (``discard``), a job's
-directory once its results are read (or the Job is gone), its inputs once the
+directory once its results are read (or the Job is closed or collected; not
+when the process exits: ``attach`` in the next kernel reads them), its inputs once the
 job is over, and directories no client touched for the result queues' lifetime
 (``sweep``; a client touches those of the jobs it follows: ``keep``).
 

@@ -31,6 +31,7 @@ are written by the kernel thread (dict operations, read by the I/O thread).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -262,6 +263,8 @@ class RabbitBackend(Backend):
                 self.conn.call(op, timeout=5)
         except Exception as e:  # noqa: BLE001 - a broker that is down keeps it till result_ttl
             log.debug("could not delete the result queue of %s: %s", job.job_id, e)
+            return
+        spill.remove(job.spill_dir)  # no attach can ask for its results any more
 
     def attach(self, job_id: str, timeout: float = 10.0) -> Job:
         """Follow a job started by another client (or by this kernel before a restart).
@@ -276,6 +279,10 @@ class RabbitBackend(Backend):
                 "was closed)"
             )
 
+        # its files, if it spilled to our root: read (and removed) here from now on
+        root = os.path.abspath(os.path.expanduser(self.config.spill_dir or spill.default_dir()))
+        spill_dir = os.path.join(root, job_id)
+
         def make_job(info: dict[str, Any]) -> Job:
             job = Job(
                 job_id,
@@ -285,6 +292,7 @@ class RabbitBackend(Backend):
                 runtime=str(info.get("runtime", self.runtime)),
                 backend=self,
                 created=float(info["created"]) if "created" in info else None,
+                spill_dir=spill_dir if os.path.isdir(spill_dir) else "",
             )
             self.jobs[job_id] = job
             return job
