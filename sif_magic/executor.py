@@ -97,9 +97,12 @@ def _spilling(
     root = os.path.abspath(os.path.expanduser(cfg.spill_dir or spill.default_dir()))
     spill.sweep(root, cfg.result_ttl)  # the directories of jobs long gone
     spill_dir = os.path.join(root, job_id)
-    env.update({spill.ENV_DIR: spill_dir, spill.ENV_OVER: str(limit - 2**20)})
+    root_id = spill.root_id(root)  # a worker that has it sees our files (or their loss)
+    env.update(
+        {spill.ENV_DIR: spill_dir, spill.ENV_OVER: str(limit - 2**20), spill.ENV_ROOT_ID: root_id}
+    )
     arrays_over = int(cfg.spill_arrays_mb * _serialize.MB)
-    if arrays_over > 0 and backend.sees_spill([root, spill.root_id(root)]):
+    if arrays_over > 0 and backend.sees_spill([root, root_id]):
         env[spill.ENV_ARRAYS] = str(arrays_over)
     else:
         arrays_over = 0

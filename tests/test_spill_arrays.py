@@ -284,6 +284,20 @@ def test_spilled_results_are_kept_by_resume_and_come_back_from_the_cache(
     assert all(np.array_equal(a + 1, b) and b.flags.writeable for a, b in zip(arrays, back))
 
 
+def stalls_first_listing(mark: str):  # noqa: ANN201
+    """As ``stalls_first``, returning also the input files of the job the call sees."""
+    stalled = stalls_first(mark)
+
+    def call(x):  # noqa: ANN001, ANN202
+        import os
+
+        out = stalled(x)
+        d = os.environ.get("SIF_MAGIC_SPILL_DIR", "")
+        return out, sorted(n for n in os.listdir(d) if n.startswith("input"))
+
+    return call
+
+
 def test_a_redelivered_chunk_that_came_by_file_is_split_and_runs_again(
     broker_url: str, runtime: str, workers, key_file: Path, tmp_path: Path
 ) -> None:  # noqa: ANN001
@@ -293,7 +307,7 @@ def test_a_redelivered_chunk_that_came_by_file_is_split_and_runs_again(
     ex = _executor(broker_url, runtime, key_file)
     try:
         _wait_heartbeat(ex)
-        job = ex.map_job(stalls_first(mark), items, chunksize=4)
+        job = ex.map_job(stalls_first_listing(mark), items, chunksize=4)
         wait_file = time.monotonic() + 60
         while not os.path.exists(mark) and time.monotonic() < wait_file:
             time.sleep(0.05)
@@ -302,9 +316,11 @@ def test_a_redelivered_chunk_that_came_by_file_is_split_and_runs_again(
         out = job.results(timeout=120)
     finally:
         ex.shutdown(cancel_futures=True)
-    assert all(np.array_equal(a * 3, b) for a, b in zip(items, out))
+    assert all(np.array_equal(a * 3, b) for a, (b, _) in zip(items, out))
     assert job.describe_call(0)["attempt"] >= 2  # it did come back
     assert "could not re-pack" not in Path(second.log_path).read_text()
+    # the chunk's file and one per call it was split into: no array went through the broker
+    assert len(out[0][1]) == 1 + 4, out[0][1]
 
 
 def test_a_chunk_whose_inputs_are_in_a_file_counts_the_file(tmp_path: Path) -> None:
@@ -335,3 +351,185 @@ def test_a_result_file_of_duplicates_only_is_not_read_ahead(tmp_path: Path) -> N
     o.to_read.clear()
     o.fold(again, [], [])  # call by call: both duplicates
     assert o.to_read == [] and o.duplicates == 2
+
+
+def test_done_callbacks_run_without_the_job_lock_and_may_ask_the_job(shared: Executor) -> None:
+    """A future's done callback (run by the read-ahead thread for values read from spill
+    files) and the job's own may wait for another thread that asks the job: no deadlock,
+    because no user code runs while the job's lock is held."""
+    import threading
+
+    job = shared.map_job(plus_one, [np.full(MB // 4, float(i)) for i in range(4)], chunksize=2)
+    answered: list[str] = []
+
+    def ask_from_elsewhere(_: Any) -> None:  # waits for a thread that needs the job's lock
+        t = threading.Thread(target=lambda: answered.append(job.describe_call(0)["state"]))
+        t.start()
+        t.join(30)
+        if t.is_alive():
+            answered.append("blocked")
+
+    for f in job.futures:
+        f.add_done_callback(ask_from_elsewhere)
+    job.add_done_callback(ask_from_elsewhere)
+    got = [f.result(timeout=120) for f in job.futures]
+    assert job.wait(120)
+    deadline = time.time() + 60  # the job's callback runs after its waiters may wake
+    while len(answered) < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    assert [a[0] for a in got] == [1.0, 2.0, 3.0, 4.0]
+    assert job._outcomes._blocks and all(b.spilled for b in job._outcomes._blocks)
+    assert len(answered) == 5 and "blocked" not in answered  # each callback was answered
+
+
+def waits_for(path: str):  # noqa: ANN201 - a call that waits until ``path`` exists
+    def call(a):  # noqa: ANN001, ANN202
+        import os
+        import time
+
+        deadline = time.time() + 120
+        while not os.path.exists(path) and time.time() < deadline:
+            time.sleep(0.05)
+        return float(a[0]) + 1
+
+    return call
+
+
+def start_elsewhere(workers, runtime: str, tmp_path: Path, mp: pytest.MonkeyPatch, **kw):  # noqa: ANN001, ANN003, ANN201
+    """A worker on another filesystem: in its own mount namespace, a fresh tmpfs covers
+    the spill root (the same path, other files: it gives that root another id)."""
+    import shutil
+    import sys
+
+    if not shutil.which("unshare"):
+        pytest.skip("needs unshare (util-linux) to give a worker its own mounts")
+    wrapper = tmp_path / "python-elsewhere"
+    ns = "-m" if os.geteuid() == 0 else "-U -r -m"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'exec unshare {ns} sh -c \'mount -t tmpfs none "$0" && exec "$@"\' '
+        f'"{spill.default_dir()}" "{sys.executable}" "$@"\n'
+    )
+    wrapper.chmod(0o700)
+    with mp.context() as m:
+        m.setattr(sys, "executable", str(wrapper))
+        return workers.start(runtime, **kw)
+
+
+def _spilled_inputs_queued(job: Job, n: int) -> None:
+    deadline = time.time() + 60
+    while len(job.spilled_calls) < n and time.time() < deadline:
+        time.sleep(0.05)
+    assert sorted(job.spilled_calls) == list(range(n))  # every chunk's inputs went by file
+
+
+@pytest.fixture
+def one_seeing(broker_url: str, runtime: str, workers, key_file: Path):  # noqa: ANN001, ANN201
+    """A worker of one process that sees our spill root, and an executor that heard it."""
+    (proc,) = workers.start(runtime, processes=1)
+    ex = _executor(broker_url, runtime, key_file)
+    try:
+        _wait_heartbeat(ex)
+        yield proc, ex
+    finally:
+        ex.shutdown(cancel_futures=True)
+
+
+def _gated_spilled_job(ex: Executor, go: Path, n: int) -> Job:
+    """``n`` calls, each a chunk whose 1 MB array went by file, that wait for ``go``."""
+    job = ex.map_job(waits_for(str(go)), [np.full(MB // 8, float(i)) for i in range(n)])
+    _spilled_inputs_queued(job, n)
+    return job
+
+
+def test_a_late_worker_that_cannot_see_the_directory_leaves_spilled_calls_to_one_that_can(
+    one_seeing, runtime: str, workers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    seeing, ex = one_seeing
+    go = tmp_path / "go"
+    try:
+        job = _gated_spilled_job(ex, go, 12)
+        (late,) = start_elsewhere(workers, runtime, tmp_path, monkeypatch, processes=2)
+        deadline = time.time() + 60  # the late worker took some and said why it gave them back
+        while time.time() < deadline and "cannot read" not in Path(late.log_path).read_text():
+            time.sleep(0.1)
+        notes: list[str] = []
+        while time.time() < deadline and not any(notes):  # its note reaches the job's view
+            time.sleep(0.1)
+            notes = [job.describe_call(i)["note"] for i in range(12)]
+        go.touch()
+        out = job.results(timeout=300)
+    finally:
+        go.touch()
+    assert out == [i + 1.0 for i in range(12)]  # none failed: all ran where the files are
+    log = Path(late.log_path).read_text()
+    assert "cannot read" in log and "SIF_MAGIC_SPILL_DIR=" in log and "spill_arrays_mb=0" in log
+    assert any("cannot read the job's spill_dir" in n for n in notes), notes
+    assert seeing.poll() is None
+
+
+def test_spilled_calls_fail_clearly_once_no_live_worker_sees_the_directory(
+    one_seeing, runtime: str, workers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    seeing, ex = one_seeing
+    go = tmp_path / "go"
+    try:
+        job = _gated_spilled_job(ex, go, 6)
+        seeing.terminate()  # it hands back what it holds and says goodbye
+        seeing.wait(60)
+        start_elsewhere(workers, runtime, tmp_path, monkeypatch, processes=1)
+        go.touch()
+        assert job.wait(120)  # it does not wait for ever for a worker that sees the files
+    finally:
+        go.touch()
+    errors = job.results(errors="collect")
+    done = [e for e in errors if not isinstance(e, BaseException)]
+    failed = [e for e in errors if isinstance(e, BaseException)]
+    assert failed and len(done) + len(failed) == 6  # (a call may have ended before the stop)
+    for e in failed:
+        assert type(e).__name__ == "ConfigError", e
+        assert spill.default_dir() in str(e) and "spill_arrays_mb=0" in str(e)
+
+
+def test_a_job_that_waits_longer_than_result_ttl_keeps_its_input_files(
+    broker_url: str, runtime: str, workers, key_file: Path, tmp_path: Path
+) -> None:  # noqa: ANN001
+    """The sweep of old spill folders (at a job's start, in any kernel) spares the folder
+    of a job a client still follows, however old its files are."""
+    workers.start(runtime, processes=1)
+    ttl = 8.0  # the kernel marks its jobs' folders every ttl / 4 s
+    ex = _executor(broker_url, runtime, key_file, result_ttl=ttl)
+    go = tmp_path / "go"
+    try:
+        _wait_heartbeat(ex)
+        job = _gated_spilled_job(ex, go, 3)  # the first runs; the others' inputs wait
+        day_ago = time.time() - 86400
+        os.utime(job.spill_dir, (day_ago, day_ago))  # as if it had waited a day
+        deadline = time.time() + 4 * ttl
+        while os.stat(job.spill_dir).st_mtime < time.time() - ttl and time.time() < deadline:
+            time.sleep(0.2)
+        spill._swept.clear()  # another kernel's sweep, due now
+        spill.sweep(os.path.dirname(job.spill_dir), ttl)
+        go.touch()
+        out = job.results(timeout=120)
+    finally:
+        go.touch()
+        ex.shutdown(cancel_futures=True)
+    assert out == [1.0, 2.0, 3.0]  # their inputs were still there
+
+
+def test_a_lost_input_file_in_a_directory_the_worker_sees_fails_its_call_saying_so(
+    one_seeing, tmp_path: Path
+) -> None:  # noqa: ANN001
+    """Not handed back for ever: a worker that has the client's spill root (path and id)
+    sees that the file is missing, not that the directory is elsewhere."""
+    seeing, ex = one_seeing
+    os.kill(seeing.pid, signal.SIGSTOP)  # it takes nothing while the file goes
+    try:
+        job = _gated_spilled_job(ex, tmp_path / "go", 1)
+        spill.remove(job.spill_dir, "input")
+    finally:
+        os.kill(seeing.pid, signal.SIGCONT)
+    (err,) = job.results(timeout=120, errors="collect")
+    assert type(err).__name__ == "SerializationError", err
+    assert "cannot be read" in str(err) and "No such file" in str(err)

@@ -13,9 +13,10 @@ here touches a widget or a connection, and nothing outside writes a part.
 Threads: the folding thread (the transport's I/O thread, or the local pool's
 threads) applies results and events; the kernel thread asks (results, futures,
 describe_call ...) and cancels; the display's pusher thread reads. Every write,
-and every read of more than one field, holds ``_lock``. Done callbacks run on
-the thread that gave the last outcome, under that lock: they may set flags or
-wake a thread, never write a widget or block.
+and every read of more than one field, holds ``_lock``. Done callbacks (the
+job's and its futures') run on the thread that gave the outcome, after it let go
+of that lock: they may call the job's methods; they should not block for long
+(that thread folds other results too) or write a widget.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from ..protocol import (
 )
 from ..runner import spill
 from .aio import AsCompleted, wait_job
-from .futures import CallFutures
+from .futures import CallFutures, deliver
 from .logs import LogStore
 from .monitor import EventFolder
 from .outcomes import READ_AHEAD, Outcomes, Printed, not_done
@@ -107,10 +108,14 @@ class Job:
         excluded = shipment.excluded if shipment is not None else frozenset()
         self._advice = JobAdvice(backend, runtime, excluded)
         # inputs and results over the message limit (``runner.spill``): gone once the
-        # results are read, or with the Job (its inputs once the job is over)
+        # results are read, or with the Job (its inputs once the job is over); not when
+        # this process exits: the job may still run, its results wait for ``attach``
+        # (its folder is swept result_ttl after no kernel follows it)
         self.spill_dir = spill_dir
+        # calls whose inputs went by file (appended by the thread that publishes them)
+        self.spilled_calls: list[int] = []
         if spill_dir:
-            weakref.finalize(self, spill.remove, spill_dir)
+            weakref.finalize(self, spill.remove, spill_dir).atexit = False
         self.created = time.time() if created is None else created
         self.finished_at: float | None = None
         self.reused = reused  # calls whose results came from the cache (resume)
@@ -127,7 +132,7 @@ class Job:
         self._linked: list[Job] = []  # cancelled with this one (see link)
         self._holds: list[threading.Event] = []
         if n == 0:
-            self._finish()
+            self._finish()()
 
     @property
     def version(self) -> int:
@@ -145,6 +150,7 @@ class Job:
 
     def apply_segments(self, segments: list[ResultSegment]) -> None:
         """Record outcomes; the first outcome of a call wins, later ones are dropped."""
+        ended = None
         with self._lock:
             applied: list[int] | None = [] if self._futures is not None else None
             printed: list[Printed] = []
@@ -157,15 +163,17 @@ class Job:
             to_read: list = []
             if self._outcomes.to_read:  # values in spill files: read them now, aside
                 applied, to_read = self._read_ahead(applied)
-            for i in applied or ():
-                self._futures.resolve(i)
+            settled = [self._futures.settle(i) for i in applied or ()]  # type: ignore[union-attr]
             self._version += 1
             listeners = self._fold_listeners
             if self._outcomes.final >= self.n and self.finished_at is None:
                 if listeners:  # kept before the job says it is done
                     self._tell(listeners, segments)
                     listeners = []
-                self._finish()
+                ended = self._finish()
+        deliver(settled)  # the user's callbacks: not under the lock
+        if ended is not None:
+            ended()
         self._tell(listeners, segments)
         for block, then in to_read:  # after the listeners (the cache reads the files too)
             READ_AHEAD.put(block, then)
@@ -195,8 +203,8 @@ class Job:
     def _resolve(self, calls: list[int]) -> None:
         """Settle the futures of ``calls`` (the read-ahead thread, their values read)."""
         with self._lock:
-            for i in calls:
-                self._futures.resolve(i)  # type: ignore[union-attr]
+            settled = [self._futures.settle(i) for i in calls]  # type: ignore[union-attr]
+        deliver(settled)
 
     @staticmethod
     def _tell(listeners: list[Callable[[list[ResultSegment]], None]], segments: list) -> None:
@@ -229,24 +237,35 @@ class Job:
 
     def mark_cancelled(self) -> None:
         """Give every call without an outcome the outcome 'cancelled' (client side)."""
+        ended = None
         with self._lock:
-            for i in self._outcomes.cancel_rest():
-                if self._futures is not None:
-                    self._futures.resolve(i)
+            rest = self._outcomes.cancel_rest()
+            futures = self._futures
+            settled = [futures.settle(i) for i in rest] if futures is not None else []
             self._version += 1
             if self.finished_at is None:
-                self._finish()
+                ended = self._finish()
+        deliver(settled)
+        if ended is not None:
+            ended()
 
-    def _finish(self) -> None:
+    def _finish(self) -> Callable[[], None]:
+        """With the lock held: the job is over. Returns what the caller runs once it let
+        go of the lock: the done callbacks (a view is told to draw the end), then the
+        waiters are woken."""
         self.finished_at = time.time()
         spill.remove(self.spill_dir, "input")
-        # callbacks first (a view is told to draw the end), then wake the waiters
-        for cb in list(self._callbacks):
-            try:
-                cb(self)
-            except Exception:  # noqa: BLE001 - a display must not break the job
-                pass
-        self._done.set()
+        callbacks = list(self._callbacks)
+
+        def ended() -> None:
+            for cb in callbacks:
+                try:
+                    cb(self)
+                except Exception:  # noqa: BLE001 - a display must not break the job
+                    logging.getLogger("sif_magic.job").exception("a done callback failed")
+            self._done.set()
+
+        return ended
 
     # -- asking (the kernel thread) ----------------------------------------------------
     def done(self) -> bool:

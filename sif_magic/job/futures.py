@@ -2,19 +2,25 @@
 
 Threads: made by whichever thread first asks for ``Job.futures`` and resolved
 by the thread that folds results (or cancels), or, for values in spill files,
-by the read-ahead thread once it read them (``outcomes.ReadAhead``), always
-under the owning Job's lock; a Future itself is safe to wait on from any
-thread. Owner: the ``Job``.
+by the read-ahead thread once it read them (``outcomes.ReadAhead``): the
+outcome is taken under the owning Job's lock (``settle``), the future is set
+after that lock is released (``deliver``), so the user's done callbacks, which
+run inside ``set_result``, never run under it (one that calls the job's methods,
+or waits for a thread that does, cannot deadlock). A Future itself is safe to
+wait on from any thread. Owner: the ``Job``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable
+from typing import Any
 
 from ..protocol import DONE, TERMINAL
 from .aio import CallFuture
 from .outcomes import Outcomes
+
+Settled = tuple[concurrent.futures.Future, bool, Any]  # (future, ok, value or exception)
 
 
 class CallFutures:
@@ -27,21 +33,34 @@ class CallFutures:
         self.futures: list[concurrent.futures.Future] = [CallFuture() for _ in range(outcomes.n)]
         for f in self.futures:
             f.set_running_or_notify_cancel()
+        self._taken = bytearray(outcomes.n)  # 1: its outcome was taken (set once)
         states, have = outcomes.states, outcomes.have
-        for i in range(outcomes.n):
-            if states[i] in TERMINAL and have[i]:
-                self.resolve(i)
+        ready = [self.settle(i) for i in range(outcomes.n) if states[i] in TERMINAL and have[i]]
+        deliver(ready)  # (no callback can be on them yet)
 
-    def resolve(self, i: int) -> None:
-        """Call ``i`` has its outcome: settle its future (once)."""
-        fut = self.futures[i]
-        if fut.done():
-            return
-        o = self.outcomes
+    def settle(self, i: int) -> Settled | None:
+        """With the Job's lock held: call ``i``'s outcome for its future, once (None if
+        taken before); ``deliver`` sets it, after the lock is released."""
+        if self._taken[i]:
+            return None
+        self._taken[i] = 1
+        o, fut = self.outcomes, self.futures[i]
         if o.states[i] == DONE:
             try:
-                fut.set_result(o.decoded[i] if o.decoded is not None else o.value(i))
+                return fut, True, o.decoded[i] if o.decoded is not None else o.value(i)
             except Exception as e:  # noqa: BLE001 - a value that cannot be unpickled here
-                fut.set_exception(e)
+                return fut, False, e
+        return fut, False, self.error_of(i)
+
+
+def deliver(settled: list[Settled | None]) -> None:
+    """Set the futures ``settle`` gave outcomes to (without the Job's lock: their done
+    callbacks are the user's code)."""
+    for s in settled:
+        if s is None:
+            continue
+        fut, ok, value = s
+        if ok:
+            fut.set_result(value)
         else:
-            fut.set_exception(self.error_of(i))  # type: ignore[arg-type]
+            fut.set_exception(value)

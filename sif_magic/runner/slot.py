@@ -457,14 +457,20 @@ class Slot:
 
 
 def split_main() -> None:
-    """``slot.py split``: stdin (func_bytes, args_bytes, positions, buffers) -> stdout
-    [(pickled [item], its buffers), ...] (in band: a rare path, kept simple).
+    """``slot.py split``: stdin (func_bytes, args_bytes, positions, buffers, spill_to,
+    over, arrays) -> stdout [(pickled [item], its buffers), ...] (in band: a rare path,
+    kept simple).
 
     Re-packs a chunk's inputs into one pickle per call, for a worker that splits a
     redelivered chunk: user data is unpickled here, never in the worker itself
     (with the modules shipped with the function: the inputs may be their objects).
-    Each call's arrays stay out of band, beside its pickle (``oob.py``)."""
-    func_bytes, args_bytes, positions, buffers = pickle.loads(sys.stdin.buffer.read())
+    Each call's arrays stay out of band, beside its pickle (``oob.py``); with
+    ``spill_to`` (the chunk came by file), a call's input goes to a file there, as
+    the client would send it (over ``over`` bytes, or arrays of ``arrays`` bytes or
+    more), and its reference in its place (inline where it cannot be written)."""
+    func_bytes, args_bytes, positions, buffers, spill_to, over, arrays = pickle.loads(
+        sys.stdin.buffer.read()
+    )
     modules = shipped.ShippedModules()
     modules.activate(modules.take(func_bytes)[0])
     items = oob.loads(*spill.load_parts(args_bytes, buffers))
@@ -472,6 +478,13 @@ def split_main() -> None:
     for p in positions:
         bufs: list[memoryview] = []
         blob = oob.dumps([items[p]], bufs, oob.cloud_pickler())
+        size = oob.nbytes(bufs)
+        if spill_to and (len(blob) + size > over or (arrays and size >= arrays)):
+            try:
+                out.append((spill.write(spill_to, "input", blob, bufs), []))
+                continue
+            except spill.SpillError:
+                pass  # in the message, as the client does
         out.append((blob, [bytes(b) for b in bufs]))
     sys.stdout.buffer.write(pickle.dumps(out, protocol=5))
 

@@ -26,8 +26,10 @@ Out-of-band buffers of the pickle
 (``oob.py``) follow it in the file, their lengths in the reference (``parts``),
 and come back as views of one writable buffer the file is read into. The client
 removes a result's file once its values are unpickled (``discard``), a job's
-directory once its results are read (or the Job is gone), its inputs once the
-job is over, and directories older than the result queues' lifetime (``sweep``).
+directory once its results are read (or the Job is closed or collected; not
+when the process exits: ``attach`` in the next kernel reads them), its inputs once the
+job is over, and directories no client touched for the result queues' lifetime
+(``sweep``; a client touches those of the jobs it follows: ``keep``).
 
 Standard library only (the slot loads it by path). Threads: any; a file is
 written by one thread and read after the message that names it.
@@ -51,6 +53,7 @@ MAGIC = b"SIFSPILL1"
 ENV_DIR = "SIF_MAGIC_SPILL_DIR"  # the job's spill directory, for results (set per run)
 ENV_OVER = "SIF_MAGIC_SPILL_OVER"  # results pickled bigger than this many bytes spill
 ENV_ARRAYS = "SIF_MAGIC_SPILL_ARRAYS"  # results whose arrays take this many bytes spill
+ENV_ROOT_ID = "SIF_MAGIC_SPILL_ROOT_ID"  # the id of the client's root (set per run)
 ROOT_ENV = "SIF_MAGIC_SPILL_DIR"  # a process's own spill root (config spill_dir)
 ID_FILE = ".id"  # a spill root's id: the same path and id on two hosts, the same directory
 BLOCK = 1 << 20  # bytes written (or read) and hashed at a time: hashed while in the cache
@@ -101,6 +104,31 @@ def seen_root() -> list[str]:
 
 def is_reference(blob: Buffer) -> bool:
     return bytes(blob[: len(MAGIC)]) == MAGIC
+
+
+def path_of(blob: Buffer) -> str:
+    """The path of the file the reference ``blob`` names ("" if it is none)."""
+    if not is_reference(blob):
+        return ""
+    try:
+        return str(json.loads(bytes(memoryview(blob)[len(MAGIC) :]))["path"])
+    except (ValueError, KeyError, TypeError):
+        return ""  # garbled: the slot says so when it loads it
+
+
+def unreadable(blob: Buffer, seen: Sequence[str] = (), root_id: str = "") -> str:
+    """The path of the file the reference ``blob`` names if this process does not see
+    the directory it is in (another filesystem, another spill root), else "" (a
+    message, or readable). ``seen``: ``[root, id]`` of this process's spill root;
+    ``root_id``: the id of the writer's root (the task's ``ENV_ROOT_ID``): a file
+    under the same root, the same id, is in a directory seen here even if it is
+    missing (lost: its call fails, saying so)."""
+    path = path_of(blob)
+    if not path:
+        return ""
+    if seen and root_id == seen[1] and path.startswith(os.path.join(seen[0], "")):
+        return ""
+    return "" if os.access(path, os.R_OK) else path
 
 
 def size_of(blob: Buffer) -> int:
@@ -227,14 +255,33 @@ def remove(directory: str, prefix: str = "") -> None:
                 pass
 
 
+def keep(directory: str) -> None:
+    """Mark the job directory ``directory`` in use: its mtime becomes now (on NFS the
+    server's clock, as for the sweeps that compare it), so no ``sweep`` removes it. A
+    client does it for every job it follows, every ``keep_every(result_ttl)`` s."""
+    if directory:
+        try:
+            os.utime(directory)
+        except OSError:  # not made yet (nothing spilled), or gone
+            pass
+
+
+def keep_every(older_than: float) -> float:
+    """Seconds between two ``keep`` of a job's directory: four per sweep limit at least."""
+    return max(0.5, min(SWEEP_EVERY, older_than / 4))
+
+
 SWEEP_EVERY = 600.0  # seconds between two sweeps of one root by one process
 _swept: dict[str, float] = {}  # root -> when this process last swept it
 
 
 def sweep(root: str, older_than: float) -> None:
-    """Remove the job directories of ``root`` untouched for ``older_than`` seconds; a
-    job's start calls it, so a process does it at most every ``SWEEP_EVERY`` seconds
-    (a listing and a stat per job folder, on a shared home: not at every start)."""
+    """Remove the job directories of ``root`` untouched for ``older_than`` seconds (the
+    result queues' lifetime: a client that follows a job touches its directory,
+    ``keep``, however long the job waits, so only those of jobs no client follows any
+    more go); a job's start calls it, so a process does it at most every
+    ``SWEEP_EVERY`` seconds (a listing and a stat per job folder, on a shared home:
+    not at every start)."""
     now = time.time()
     if now - _swept.get(root, 0.0) < SWEEP_EVERY:
         return

@@ -10,8 +10,9 @@ short of the broker's consumer_timeout (claimed or handed back after
 worker's end, ``leaving`` hands back what it holds when it stops. A
 redelivered chunk (or one whose claim expired) goes to ``redelivery``; a
 task signed with another key to ``ForeignTasks``, and so does a task asking
-for more GPUs or CPUs than this worker has (it is held a while and handed
-back to the queue for a worker that has them). A body
+for more GPUs or CPUs than this worker has, or whose inputs are in a spill file
+it cannot read (it is held a while and handed back to the queue for a worker
+that can run it). A body
 that is not ours, unsigned, badly signed or malformed is rejected to the
 dead-letter queue without being unpickled. Replays are dropped unrun: copies
 of tasks taken here before and tasks of jobs that have ended (``gate``),
@@ -59,7 +60,7 @@ from ..transport import (
 )
 from . import idle, leaving
 from .claims import CHUNKS_HELD, CLAIM_AFTER, LEASE, Claims, expired_claim
-from .foreign import ForeignTasks
+from .foreign import ForeignTasks, spill_unseen
 from .gate import TaskGate
 from .idle import IdleClock
 from .outbox import Outbox
@@ -323,6 +324,11 @@ class Worker:
         positions = list(task.only) if task.only is not None else list(range(len(task.calls)))
         if delivery.redelivered or expired_claim(headers):  # its worker died holding it
             redelivered(self, task, delivery, positions)  # (its parts: new messages)
+            return
+        # its inputs in a file of a directory this worker does not see
+        unseen = spill.unreadable(task.args, self.spill_root, task.env.get(spill.ENV_ROOT_ID, ""))
+        if unseen:
+            spill_unseen(self, task, delivery, source, body, unseen)
             return
         need = need_of(task.resources)
         if not self.pool.can_run(need):  # another worker may have them: hand it back

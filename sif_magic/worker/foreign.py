@@ -11,7 +11,8 @@ go round our own workers for ever; it is moved, unread and with its sender's
 signature, to the scope's dead-letter queue, where it is kept for inspection
 (``protocol.DEAD_LETTER_TTL``), and an error names both key ids once per key id.
 
-A task that asks for more GPUs or CPUs than this worker has (``hold_for_others``)
+A task that asks for more GPUs or CPUs than this worker has, or whose inputs are
+in a spill file this worker cannot read (``hold_for_others``, ``spill_unseen``),
 is held ``HOLD`` seconds (a worker that has them may take the next ones
 meanwhile) and handed back to its queue, through the scope's direct exchange,
 signed anew (a new message id: the copy it took is in this worker's seen ids, so
@@ -28,6 +29,7 @@ in the I/O thread.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -59,18 +61,26 @@ class ForeignTasks:
         self.log(theirs, f"Tasks on {queue}")
         self.conn.reject(delivery, requeue=False)
 
-    def hold_for_others(self, why: str, delivery: Any, queue: str, task: Any, body: bytes) -> None:
+    def hold_for_others(
+        self,
+        why: str,
+        delivery: Any,
+        queue: str,
+        task: Any,
+        body: bytes,
+        then: str = "for a worker that has them",
+    ) -> None:
         """Keep ``task`` (its ``body``), which this worker cannot run (``why``), until it
-        goes back to ``queue``."""
+        goes back to ``queue`` (``then``: for whom, and what to do; logged once)."""
         now = time.time()
         if now - self._logged.get(("resources", why), -LOG_EVERY) >= LOG_EVERY:
             self._logged[("resources", why)] = now
             log.warning(
-                "a task on %s: %s; it goes back to the queue after %g s here, for a worker "
-                "that has them",
+                "a task on %s: %s; it goes back to the queue after %g s here, %s",
                 queue,
                 why,
                 HOLD,
+                then,
             )
         with self._lock:
             self._held.append((now + HOLD, delivery, queue, body, task.lost))
@@ -125,3 +135,31 @@ class ForeignTasks:
             protocol.DEAD_LETTER_TTL / 86400,
             worker_key_fix(self.key_source),
         )
+
+
+def spill_unseen(w: Any, task: Any, delivery: Any, queue: str, body: bytes, path: str) -> None:
+    """``task``'s inputs are in ``path`` (the client's spill directory), which worker
+    ``w`` cannot read (another filesystem): its calls get a note in the job's view and
+    the task goes back to the queue for a worker that sees the directory (the client
+    fails those calls, saying what to set, once no live worker does)."""
+    root = os.path.dirname(os.path.dirname(path))
+    mine = w.spill_root[0] if w.spill_root else "none usable"
+    note = (
+        f"worker {w.worker_id} on {w.host} cannot read the job's spill_dir {root}; "
+        "handed back for a worker that can"
+    )
+    for idx in task.calls:
+        w.events.note(task.job_id, idx, note)
+    w.foreign.hold_for_others(
+        f"job {task.job_id}: its inputs are in {path}, which this worker on {w.host} cannot "
+        f"read (its own spill root: {mine})",
+        delivery,
+        queue,
+        task,
+        body,
+        then=(
+            "for a worker that sees it. To let this worker take such calls, start it with "
+            f"SIF_MAGIC_SPILL_DIR={root} on a filesystem the notebook shares, or send arrays "
+            "through the broker (%sif_config spill_arrays_mb=0 in the notebook)"
+        ),
+    )

@@ -19,6 +19,7 @@ queued to the I/O thread.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .. import protocol
 from ..errors import WorkerLostError, wire_name
 from ..protocol import LOST, Task
+from ..runner import spill
 from ..runner.slotproc import SLOT_SCRIPT
 
 if TYPE_CHECKING:
@@ -62,11 +64,20 @@ def redelivered(w: Worker, task: Task, delivery: Any, positions: list[int]) -> N
 
 def _repack(task: Task, positions: list[int], cwd: str) -> list[tuple[bytes, list[bytes]]]:
     """Each position's input pickled alone, with its out-of-band buffers (in a helper
-    process: it unpickles them)."""
+    process: it unpickles them); a chunk that came by file (``runner.spill``) has its
+    parts written beside it, by the client's rules (``task.env``), not sent inline."""
     buffers = [bytes(b) for b in task.buffers]
+    spill_to = os.path.dirname(spill.path_of(task.args))
+    env = task.env or {}
+    try:
+        over = int(env.get(spill.ENV_OVER) or 0) or sys.maxsize
+        arrays = int(env.get(spill.ENV_ARRAYS) or 0)
+    except ValueError:
+        over, arrays = sys.maxsize, 0
+    todo = (task.func, bytes(task.args), positions, buffers, spill_to, over, arrays)
     proc = subprocess.run(
         [sys.executable, SLOT_SCRIPT, "split"],
-        input=pickle.dumps((task.func, bytes(task.args), positions, buffers), protocol=5),
+        input=pickle.dumps(todo, protocol=5),
         capture_output=True,
         timeout=600,
         cwd=cwd,

@@ -23,13 +23,15 @@ thread (``Connection``) runs the consumers: ``monitor.Monitor`` (events into
 jobs, heartbeats into the registry) and each job's ``ResultStream``, which fold into
 jobs under their locks and never block; ``_on_broker_state`` too. One
 ``sif-publish`` thread per job publishes its chunks; the ``sif-watch`` thread
-marks the calls of workers that went away as lost, once a second. ``jobs`` and ``_streams``
+marks the calls of workers that went away as lost, once a second, and fails
+the calls whose inputs are in a spill directory no live worker sees (``spillwatch``). ``jobs`` and ``_streams``
 are written by the kernel thread (dict operations, read by the I/O thread).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -40,6 +42,7 @@ from ..._keys import key_source
 from ...config import SifConfig
 from ...errors import ConfigError
 from ...job import Job
+from ...runner import spill
 from ...runner.resources import need_of
 from ...transport import Connection, declare_task_queue
 from ..base import Backend, JobTask
@@ -48,6 +51,7 @@ from .readiness import check_resources, check_versions, wait_for_workers
 from .registry import WorkerRegistry
 from .results import RESULTS_HELD, ResultStream, jobinfo
 from .spare import Spares
+from .spillwatch import SpillWatch
 from .tasks import publish_chunks
 
 log = logging.getLogger("sif_magic.rabbitmq")
@@ -97,12 +101,23 @@ class RabbitBackend(Backend):
         self.ping()
         self.spares = Spares(self.conn, self.scope, config)  # the next job's queue, ahead
         self.spares.after_job()
+        self.spill_watch = SpillWatch()  # (the sif-watch thread's)
         threading.Thread(target=self._watch, name="sif-watch", daemon=True).start()
 
     def _watch(self) -> None:
-        """Once a second: the running calls of a worker that went away are lost."""
+        """Once a second: the running calls of a worker that went away are lost; now and
+        then the spill directories of the jobs followed here are marked in use."""
+        next_keep = 0.0
         while not self.conn.closed:
             time.sleep(1.0)
+            if time.time() >= next_keep:  # however long a job waits, no sweep takes them
+                next_keep = time.time() + spill.keep_every(self.config.result_ttl)
+                for job in list(self.jobs.values()):
+                    spill.keep(job.spill_dir)
+            try:
+                self.spill_watch.check(list(self.jobs.values()), self.live_workers(), self.runtime)
+            except Exception:  # noqa: BLE001 - a check must never stop the watch
+                log.warning("checking who sees the spill directory failed", exc_info=True)
             try:
                 for hb in self.registry.newly_gone():
                     how = "stopped" if hb.state == "bye" else "stopped answering"
@@ -154,8 +169,8 @@ class RabbitBackend(Backend):
 
     def sees_spill(self, root: list[str]) -> bool:
         """Every live worker of the runtime sent ``root`` in its last heartbeat (a
-        worker that joins later and does not see it fails the calls it takes from such
-        a job, saying to set the spill directory: ``SpillError``)."""
+        worker that joins later and does not see it hands such a job's chunks back for
+        one that does; once none does, ``spillwatch`` fails them, saying what to set)."""
         live = self.live_workers()
         return bool(root) and bool(live) and all(w.get("spill") == root for w in live)
 
@@ -274,6 +289,8 @@ class RabbitBackend(Backend):
                 self.conn.call(op, timeout=5)
         except Exception as e:  # noqa: BLE001 - a broker that is down keeps it till result_ttl
             log.debug("could not delete the result queue of %s: %s", job.job_id, e)
+            return
+        spill.remove(job.spill_dir)  # no attach can ask for its results any more
 
     def attach(self, job_id: str, timeout: float = 10.0) -> Job:
         """Follow a job started by another client (or by this kernel before a restart).
@@ -288,6 +305,10 @@ class RabbitBackend(Backend):
                 "was closed)"
             )
 
+        # its files, if it spilled to our root: read (and removed) here from now on
+        root = os.path.abspath(os.path.expanduser(self.config.spill_dir or spill.default_dir()))
+        spill_dir = os.path.join(root, job_id)
+
         def make_job(info: dict[str, Any]) -> Job:
             job = Job(
                 job_id,
@@ -297,6 +318,7 @@ class RabbitBackend(Backend):
                 runtime=str(info.get("runtime", self.runtime)),
                 backend=self,
                 created=float(info["created"]) if "created" in info else None,
+                spill_dir=spill_dir if os.path.isdir(spill_dir) else "",
             )
             self.jobs[job_id] = job
             return job

@@ -3,7 +3,8 @@
 
 The first message of every result queue is a ``jobinfo`` record (calls, name,
 ...): a job followed by ``attach`` is made from it (results that come before it
-wait in ``early``). A job started here has an exchange while it may run calls
+wait in ``early``; the done calls of a result whose spill file is gone, read by
+the kernel that ran the job, fail saying so: ``collected``). A job started here has an exchange while it may run calls
 (``declare``; the client deletes it when the job ends). Results are not acked
 while the job object lives: if this kernel dies, they return to the queue, and
 the next ``attach`` gets them again.
@@ -16,13 +17,17 @@ the Job (under the Job's lock) and never blocks. The kernel thread waits on
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from ... import protocol
+from ...errors import SerializationError, wire_name
 from ...job import Job
-from ...protocol import JobInfo, ProtocolError, ResultBatch
+from ...protocol import DONE, FAILED, CallExtra, JobInfo, ProtocolError, ResultBatch, ResultSegment
+from ...runner import spill
 from ...transport import declare_job_exchange, declare_routed_queue
 
 
@@ -80,6 +85,8 @@ class ResultStream:
         except (ProtocolError, ValueError, KeyError, TypeError) as e:
             self.refuse(delivery, self.queue, e)
             return
+        if self.make_job is not None:  # attached: results another kernel may have read
+            batch.segments = [collected(seg) for seg in batch.segments]
         if self.job is None:
             self.early.append(batch)
         else:
@@ -104,3 +111,32 @@ RESULTS_HELD = (
 def jobinfo(job: Job, runtime: str, chunks: int) -> bytes:
     """The record a job's result queue starts with (what ``attach`` makes the job from)."""
     return JobInfo(job.job_id, job.n, job.name, job.errors, runtime, job.created, chunks).encode()
+
+
+def collected(seg: ResultSegment) -> ResultSegment:
+    """``seg`` as an attached job takes it: if its values were in a spill file that is
+    gone (a kernel read them: a result's file goes once its values are unpickled; or
+    swept, ``result_ttl`` after no kernel followed the job), its done calls fail,
+    saying so, instead of every ``results()`` failing on the missing file."""
+    path = spill.path_of(seg.values)
+    if not path or os.path.exists(path):
+        return seg
+    why = (
+        f"the result of this call was already collected: it came through the spill file "
+        f"{path}, which is gone (the kernel that ran the job read it: a result's file is "
+        "removed once its values are unpickled; or it was swept, result_ttl after no "
+        "kernel followed the job). Only results not read before attach come back: run "
+        "this call again"
+    )
+    error = {"type": wire_name(SerializationError), "message": why, "frames": []}
+    extra = dict(seg.extra)
+    status = bytearray(seg.status)
+    for k, st in enumerate(seg.status):
+        if st == DONE:
+            status[k] = FAILED
+            old = extra.get(k, CallExtra(None, b"", b"", 0, b""))
+            extra[k] = CallExtra(error, old[1], old[2], old[3], b"")
+    return ResultSegment(
+        seg.indices, bytes(status), seg.attempts, seg.times, pickle.dumps([None] * len(seg)),
+        extra, seg.worker, seg.host, seg.pid, seg.devices,
+    )  # fmt: skip

@@ -12,6 +12,7 @@ from typing import Any
 
 from ... import protocol
 from ...job import Job
+from ...runner import spill
 from ...runner.versions import versions
 from ...transport import Connection
 from ..base import JobTask
@@ -52,6 +53,8 @@ def publish_chunks(
             cloudpickle=versions()[1],
             client=session,
         ).encode_parts()
+        if c.args[: len(spill.MAGIC)] == spill.MAGIC:  # by file: only for workers that see it
+            job.spilled_calls.extend(c.calls)  # (``spillwatch``)
         batch.append((conn.exchange, queue, body, "task"))
         size += max(payload, sum(memoryview(p).nbytes for p in body))
         if len(batch) >= BATCH or size >= 4 * 1024 * 1024:
