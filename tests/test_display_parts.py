@@ -194,6 +194,52 @@ def test_a_click_in_the_grid_is_drawn_by_the_pusher(comms) -> None:
     assert job.wait(10) and view.finished.is_set()
 
 
+def _on_control_thread(content: dict) -> dict:
+    """``panel.answer(content)`` on a thread named as ipykernel's control thread."""
+    from sif_magic.display import panel
+
+    replies: list[dict] = []
+    t = threading.Thread(target=lambda: replies.append(panel.answer(content)), name="control")
+    t.start()
+    t.join(10)
+    return replies[0]
+
+
+def _wait(check, what: str) -> None:
+    deadline = time.time() + 10
+    while time.time() < deadline and not check():
+        time.sleep(0.02)
+    assert check(), what
+
+
+def test_clicks_told_on_the_control_channel_are_drawn_by_the_pusher(comms) -> None:
+    """A blocking cell holds the shell channel: the front-end tells clicks on the
+    control channel, whose thread only sets fields; the pusher sets ``selected``
+    and ``mode`` and shows the lines, so what the browser then sends agrees."""
+    job = Job("ctl", 3, errors="collect")
+    view = display.view_of(job)
+    job.apply_segments([segment([0, 1], [0, ValueError("boom")], [DONE, FAILED])])
+    job.apply_events(
+        EventBatch(job_id="ctl", worker="w", host="h", t=0.0, logs=[[2, 1, "still going\n"]])
+    )
+    marks = {id(c): len(c.threads) for c in comms}
+    reply = _on_control_thread({"op": "select", "widget": view.grid.model_id, "index": 2})
+    assert reply == {"index": 2, "selected": True}
+    _wait(lambda: view.logview.title.startswith("call 2"), "the click was not drawn")
+    assert view.grid.selected == 2 and view.logview.mode == "call"
+    assert view.logview.entries == [[1, "still going\n"]]
+    reply = _on_control_thread({"op": "mode", "widget": view.logview.model_id, "mode": "failures"})
+    assert reply == {"mode": "failures"}
+    _wait(lambda: view.logview.title == "failed calls (1)", "the mode was not drawn")
+    assert view.logview.mode == "failures" and "ValueError: boom" in view.logview.traceback
+    assert set(sent_since(comms, marks)) == {"sif-display"}  # not the control thread
+    hover = _on_control_thread({"op": "describe", "widget": view.grid.model_id, "index": 1})
+    assert hover["text"].startswith("call 1 · failed")
+    job.mark_cancelled()
+    assert job.wait(10) and view.finished.is_set()
+    assert view.grid.selected == 2 and view.logview.mode == "failures"  # the end keeps them
+
+
 def test_a_click_after_the_run_is_drawn_by_the_pusher_too(comms) -> None:
     job = finished_job()
     view = display.view_of(job)

@@ -10,10 +10,13 @@ Threads: a view is made, and draws its first state, on the kernel thread
 from then on only the pusher thread writes its widgets (``refresh``,
 ``finish``). Everything else only sets plain fields and wakes the pusher: the
 job's done callback (on the thread that folded the last result), a click in the
-grid, another log mode, the Cancel button (front-end messages, on the kernel
-thread), ``ask_finish`` (kernel thread). The grid's hover answers are replies
-the kernel thread sends to the front-end's question; they read the job and
-write no widget state.
+grid, another log mode (asked on the kernel's control channel, so on its control
+thread, or as widget messages on the kernel thread), the Cancel button (kernel
+thread), ``ask_finish`` (kernel thread). A click told on the control channel
+has not set the grid's ``selected`` nor the log view's ``mode``: the pusher
+sets them to what was asked (``selected``, ``mode``). The grid's hover answers
+are replies to the front-end's question; they read the job and write no widget
+state.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class JobView:
         self.drawn: tuple[int, bool] = (-1, False)  # (job.version, broker down) last drawn
         self.ticks = 0
         self.selected = -1
+        self.mode = "all"  # the log view's mode last asked (every call's live lines at first)
         self._shown_seq = -1
         # asked from other threads (plain fields; the pusher acts on them)
         self.asked = False  # draw at the next wake, changed or not
@@ -71,7 +75,7 @@ class JobView:
 
                 self.grid = CallGrid(job.n, describe=self._describe)
                 self.grid.on_select(self._select)
-                self.logview = LogView(mode="all")  # every call's live lines until one is clicked
+                self.logview = LogView(mode=self.mode)  # every call's lines until one is clicked
                 self.logview.on_mode_change(self._mode_changed)
                 from .chartsview import ChartsTab
 
@@ -102,7 +106,8 @@ class JobView:
         self._select_asked = True
         self._ask()
 
-    def _mode_changed(self, _mode: str) -> None:
+    def _mode_changed(self, mode: str) -> None:
+        self.mode = mode
         self._logs_asked = True
         self._ask()
 
@@ -166,15 +171,19 @@ class JobView:
         if lv is None:
             return
         if selected:
-            if self.selected >= 0 and lv.mode != "call":
-                lv.mode = "call"  # its observer asks for the logs again
+            if self.selected >= 0:
+                self.mode = "call"
+                if self.grid is not None and self.grid.selected != self.selected:
+                    self.grid.selected = self.selected  # a click told on the control channel
             force = True
-        if self.selected >= 0 or lv.mode != "call":
+        if lv.mode != self.mode:
+            lv.mode = self.mode  # its observer asks for the logs again
+        if self.selected >= 0 or self.mode != "call":
             self._show_logs(force)
 
     def _show_logs(self, force: bool) -> None:
         lv, job = self.logview, self.job
-        mode = lv.mode  # type: ignore[union-attr]
+        mode = self.mode
         if mode == "all":
             if job.log_seq == self._shown_seq and not force:
                 return  # nothing new: do not send the same lines again
