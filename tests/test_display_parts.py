@@ -212,12 +212,16 @@ def _wait(check, what: str) -> None:
     assert check(), what
 
 
-def test_clicks_told_on_the_control_channel_are_drawn_by_the_pusher(comms) -> None:
+def test_clicks_told_on_the_control_channel_are_drawn_by_the_pusher(comms, monkeypatch) -> None:
     """A blocking cell holds the shell channel: the front-end tells clicks on the
     control channel, whose thread only sets fields; the pusher sets ``selected``
     and ``mode`` and shows the lines, so what the browser then sends agrees."""
+    from sif_magic.display import panel
+
+    monkeypatch.setattr(panel, "installed", lambda: True)  # as in a kernel with sif_magic
     job = Job("ctl", 3, errors="collect")
     view = display.view_of(job)
+    assert view.grid.via_control and view.logview.via_control
     job.apply_segments([segment([0, 1], [0, ValueError("boom")], [DONE, FAILED])])
     job.apply_events(
         EventBatch(job_id="ctl", worker="w", host="h", t=0.0, logs=[[2, 1, "still going\n"]])
@@ -243,6 +247,7 @@ def test_clicks_told_on_the_control_channel_are_drawn_by_the_pusher(comms) -> No
 def test_a_click_after_the_run_is_drawn_by_the_pusher_too(comms) -> None:
     job = finished_job()
     view = display.view_of(job)
+    assert not view.grid.via_control  # no kernel answers on a control channel here
     assert job.wait(10) and view.finished.is_set()  # the pusher drew the end
     lv_comm = view.logview.comm
     mark = len(lv_comm.threads)

@@ -47,7 +47,8 @@ export class CallGridModel extends DOMWidgetModel {
       n: 0,
       states_z: null,
       selected: -1,
-      progress: {}
+      progress: {},
+      via_control: false
     };
   }
 

@@ -63,14 +63,13 @@ const unanswered = new WeakSet<Kernel.IKernelConnection>();
  * Tell the kernel about a click (or ask about a hover) in the widget of `model`
  * on the control channel (sif_magic/widgets/_control.py answers, by the
  * widget's model id). Resolves with the reply, or with null where that route is
- * not there: no kernel, one that did not answer (sif_magic not loaded), or an
- * error reply (an older sif_magic, nothing in the kernel following the widget).
- * On null the caller sends its widget message, which the kernel gets when it
- * is not running a cell.
+ * not there: a widget the kernel did not make `via_control`, no kernel, one that
+ * did not answer, or an error reply. On null the caller sends its widget
+ * message, which the kernel gets when it is not running a cell.
  */
 export async function askWidget(model: WidgetModel, content: Record<string, unknown>): Promise<any> {
   const kernel: Kernel.IKernelConnection | undefined = (model.widget_manager as any).kernel;
-  if (!kernel || unanswered.has(kernel)) {
+  if (!model.get('via_control') || !kernel || unanswered.has(kernel)) {
     return null;
   }
   try {

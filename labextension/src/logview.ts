@@ -39,7 +39,8 @@ export class LogViewModel extends DOMWidgetModel {
       traceback: '',
       dropped: 0,
       mode: 'call',
-      follow: true
+      follow: true,
+      via_control: false
     };
   }
 }

@@ -48,6 +48,7 @@ LOG_LINES = 400  # lines of "all calls" a reply carries, at most
 
 _LOCK = threading.Lock()
 _JOBS: OrderedDict[str, Any] = OrderedDict()
+_INSTALLED = threading.Event()  # this process's kernel answers our control requests
 
 
 def remember(job: Any) -> None:
@@ -78,7 +79,13 @@ def install(kernel: Any = None) -> bool:
     if not isinstance(handlers, dict):
         return False
     handlers[MSG] = partial(_handle, kernel)
+    _INSTALLED.set()
     return True
+
+
+def installed() -> bool:
+    """Whether this process's kernel answers ``sif_magic_request`` (``install`` ran)."""
+    return _INSTALLED.is_set()
 
 
 def _handle(kernel: Any, stream: Any, ident: Any, parent: dict[str, Any]) -> None:

@@ -72,10 +72,13 @@ class JobView:
         else:
             try:
                 from ..widgets import CallGrid, LogView
+                from . import panel
 
-                self.grid = CallGrid(job.n, describe=self._describe)
+                # clicks asked on the control channel where the kernel answers there
+                ctl = panel.installed()
+                self.grid = CallGrid(job.n, describe=self._describe, via_control=ctl)
                 self.grid.on_select(self._select)
-                self.logview = LogView(mode=self.mode)  # every call's lines until one is clicked
+                self.logview = LogView(mode=self.mode, via_control=ctl)  # all calls' lines at first
                 self.logview.on_mode_change(self._mode_changed)
                 from .chartsview import ChartsTab
 

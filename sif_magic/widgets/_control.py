@@ -10,10 +10,11 @@ its model id; only where that is not answered does it send the widget message.
 Requests (``content`` of a ``sif_magic_request``, besides ``widget``):
 ``{"op": "select", "index": i}`` (a click in a CallGrid), ``{"op": "describe",
 "index": i}`` (a hover: the reply has ``text``) and ``{"op": "mode", "mode": m}``
-(a LogView's dropdown). A widget answers a click only when something in the
-kernel follows it (an ``on_select`` / ``on_mode_change`` callback); else the
-reply is an error and the front-end sends the widget message instead, so the
-synced trait still changes.
+(a LogView's dropdown). Only widgets made with ``via_control=True`` are asked
+so (the job views make them so where the kernel answers: ``panel.installed``),
+because such a click does not set the synced trait (``selected``, ``mode``):
+it calls the widget's ``on_select`` / ``on_mode_change`` callbacks, and their
+owner sets the trait. Other widgets keep the widget messages.
 
 Threads: ``listen`` where a widget is made; ``answer`` on the kernel's control
 thread. A widget's ``answer_control`` does not write its traits there: it calls

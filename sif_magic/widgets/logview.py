@@ -4,9 +4,10 @@ The front-end adds what needs no kernel round trip: a search box that filters
 and highlights lines, and a follow toggle that keeps the newest lines in view
 (scrolling up turns it off). The mode dropdown ("call", "all", "failures") is a
 synced trait; the kernel reacts to it through :meth:`LogView.on_mode_change`.
-Widget messages wait while a blocking cell runs, so the front-end tells another
-mode on the kernel's control channel first (``widgets._control``):
-``answer_control`` calls the callbacks, whose owner then sets ``mode``.
+Widget messages wait while a blocking cell runs, so the front-end of a view made
+with ``via_control=True`` tells another mode on the kernel's control channel
+(``widgets._control``): ``answer_control`` calls the callbacks, whose owner then
+sets ``mode`` (a job view's pusher does).
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ class LogView(widgets.DOMWidget):
         sync=True
     )
     follow = Bool(True, help="Keep the newest lines in view.").tag(sync=True)
+    via_control = Bool(
+        False,
+        help="Another mode is told on the kernel's control channel (answered while a cell "
+        "runs); it then only calls on_mode_change, whose owner sets `mode`.",
+    ).tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -89,14 +95,14 @@ class LogView(widgets.DOMWidget):
 
     def answer_control(self, op: str, content: dict[str, Any]) -> dict[str, Any]:
         """Another mode picked, told on the control channel (``widgets._control``):
-        the ``on_mode_change`` callbacks are called; ``mode`` is left to whoever
-        follows them. With none, the reply says so (the front-end then sends the
-        widget message)."""
+        on a view made with ``via_control=True`` the ``on_mode_change`` callbacks
+        are called and ``mode`` is left to whoever follows them; else the reply is
+        an error (the front-end then sends the widget message)."""
         mode = content.get("mode")
         if op != "mode" or mode not in MODES:
             return {"error": f"a log view answers 'mode' with one of {', '.join(MODES)}"}
-        if not self._mode_callbacks:
-            return {"error": "nothing in this kernel follows this log view's mode"}
+        if not (self.via_control and self._mode_callbacks):
+            return {"error": "this log view's mode is not told on the control channel"}
         for callback in list(self._mode_callbacks):
             callback(mode)
         return {"mode": mode}
