@@ -9,7 +9,7 @@ switches the log viewer's modes (failures, all calls), hovers a call for the
 kernel's description of it, and clicks another call. Only then is the release
 file written, so none of it can have waited for the cell to end. After the run
 the views show what was asked last (call 0, now done), not a replay of the
-clicks.
+clicks. The same in Notebook 7 (skipped without the ``notebook`` package).
 """
 
 from __future__ import annotations
@@ -87,6 +87,24 @@ def test_grid_clicks_and_log_modes_answer_while_a_blocking_sifmap_runs(
 ) -> None:
     release = tmp_path / "release"
     open_notebook(f"clicks-{int(time.time() * 1000)}.ipynb", _cells(release))
+    _check_clicks(page, release, screenshot, "clicks-call-while-blocking")
+
+
+def test_grid_clicks_answer_while_a_blocking_sifmap_runs_in_notebook7(
+    notebook7: Any, page: Any, screenshot: Any, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    name = f"clicks-nb7-{int(time.time() * 1000)}.ipynb"
+    notebook7.write_notebook(name, _cells(release))
+    notebook7.open_notebook(page, name)
+    try:
+        _check_clicks(page, release, screenshot, "clicks-call-while-blocking-notebook7")
+    finally:
+        page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+
+
+def _check_clicks(page: Any, release: Path, screenshot: Any, shot: str) -> None:
+    """Run the notebook that is open; click, switch modes and hover while it blocks."""
     panel = _panel(page)
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     try:
@@ -110,7 +128,7 @@ def test_grid_clicks_and_log_modes_answer_while_a_blocking_sifmap_runs(
         )
         assert log["mode"] == "call", log
         assert log["lines"] == [["call 1 waits", False], ["call 1 warns", True]], log
-        screenshot(page, "clicks-call-while-blocking", job)
+        screenshot(page, shot, job)
 
         # the log modes: failures (none yet), then every call's lines
         job.locator(".sif-log-mode").select_option("failures")
