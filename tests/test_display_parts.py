@@ -244,6 +244,25 @@ def test_clicks_told_on_the_control_channel_are_drawn_by_the_pusher(comms, monke
     assert view.grid.selected == 2 and view.logview.mode == "failures"  # the end keeps them
 
 
+def test_asks_are_drawn_in_the_order_made_and_the_pushers_writes_ask_nothing(comms) -> None:
+    """A click then another mode, both told before the pusher's next round: the
+    mode asked last wins, the grid marks the call, and setting the traits to what
+    was asked does not ask again (no second round of the same lines)."""
+    job = Job("order", 3)
+    view = JobView(job, lambda: None)  # no pusher: this test runs its rounds
+    view.grid.on_select(lambda i: None)  # (a second follower, as a user might add)
+    view._select(2)  # as the control thread does for a click...
+    view._mode_changed("all")  # ...then for another mode
+    view.refresh()
+    assert view.grid.selected == 2 and view.logview.mode == "all"
+    assert view.logview.title.startswith("all calls")
+    assert not view.wants_draw()  # the pusher's own writes asked for nothing
+    view._select(1)
+    view.refresh()
+    assert view.logview.mode == "call" and view.logview.title.startswith("call 1 · queued")
+    assert not view.wants_draw()
+
+
 def test_a_click_after_the_run_is_drawn_by_the_pusher_too(comms) -> None:
     job = finished_job()
     view = display.view_of(job)

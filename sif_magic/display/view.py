@@ -42,6 +42,7 @@ class JobView:
         self.ticks = 0
         self.selected = -1
         self.mode = "all"  # the log view's mode last asked (every call's live lines at first)
+        self._writer: int | None = None  # the pusher's thread while it sets selected / mode
         self._shown_seq = -1
         # asked from other threads (plain fields; the pusher acts on them)
         self.asked = False  # draw at the next wake, changed or not
@@ -105,11 +106,17 @@ class JobView:
         return describe_text(self.job.describe_call(i))
 
     def _select(self, i: int) -> None:
+        if self._writer == threading.get_ident():
+            return  # the pusher setting `selected` to what was asked: not a click
         self.selected = i
+        if i >= 0:
+            self.mode = "call"  # a click shows that call's lines
         self._select_asked = True
         self._ask()
 
     def _mode_changed(self, mode: str) -> None:
+        if self._writer == threading.get_ident():
+            return  # the pusher setting `mode` to what was asked
         self.mode = mode
         self._logs_asked = True
         self._ask()
@@ -173,20 +180,22 @@ class JobView:
         selected, self._select_asked = self._select_asked, False
         if lv is None:
             return
-        if selected:
-            if self.selected >= 0:
-                self.mode = "call"
-                if self.grid is not None and self.grid.selected != self.selected:
-                    self.grid.selected = self.selected  # a click told on the control channel
-            force = True
-        if lv.mode != self.mode:
-            lv.mode = self.mode  # its observer asks for the logs again
-        if self.selected >= 0 or self.mode != "call":
-            self._show_logs(force)
+        mode, index = self.mode, self.selected
+        # a click or a mode told on the control channel has not set the traits: set
+        # them to what was asked (the observers these writes call ignore them)
+        self._writer = threading.get_ident()
+        try:
+            if self.grid is not None and index >= 0 and self.grid.selected != index:
+                self.grid.selected = index
+            if lv.mode != mode:
+                lv.mode = mode
+        finally:
+            self._writer = None
+        if index >= 0 or mode != "call":
+            self._show_logs(force or selected, mode, index)
 
-    def _show_logs(self, force: bool) -> None:
+    def _show_logs(self, force: bool, mode: str, index: int) -> None:
         lv, job = self.logview, self.job
-        mode = self.mode
         if mode == "all":
             if job.log_seq == self._shown_seq and not force:
                 return  # nothing new: do not send the same lines again
@@ -210,8 +219,8 @@ class JobView:
                 if err is not None:
                     tb.append(f"call {i}: {error_text(err, named=False)}")
             lv.show(f"failed calls ({len(failed)})", entries, "\n\n".join(tb))  # type: ignore[union-attr]
-        elif self.selected >= 0:
-            i = self.selected
+        elif index >= 0:
+            i = index
             entries, dropped = job.call_logs(i)
             err = job.error(i) if job.state(i) in ("failed", "cancelled") else None
             tb = error_text(err) if err is not None else ""
