@@ -14,6 +14,7 @@ clicks. The same in Notebook 7 (skipped without the ``notebook`` package).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,26 @@ def _wait_log(page: Any, test: str, what: str, timeout_ms: float = 20_000) -> di
     return page.evaluate(_JS_LOG)
 
 
+# Before an action: note the time of the user's next click or change (caught first,
+# in the capture phase) and when the log viewer's title first starts with `prefix`
+# (a MutationObserver); `_JS_TOOK` then gives the milliseconds in between.
+_JS_WATCH_TITLE = f"""(prefix) => {{
+  const title = {_JS_PANEL}.querySelector('.sif-magic-job .sif-log-title');
+  window.__sifSeen = null;
+  const seen = () => {{
+    if (window.__sifSeen === null && title.textContent.startsWith(prefix)) {{
+      window.__sifSeen = performance.now();
+    }}
+  }};
+  new MutationObserver(seen).observe(title, {{ childList: true, characterData: true, subtree: true }});
+  const start = () => {{ window.__sifT0 = performance.now(); }};
+  for (const type of ['click', 'change']) {{
+    window.addEventListener(type, start, {{ capture: true, once: true }});
+  }}
+}}"""
+_JS_TOOK = "() => Math.round(window.__sifSeen - window.__sifT0)"
+
+
 def _cell_centre(grid: Any, index: int) -> tuple[float, float]:
     canvas = grid.locator("canvas")
     box = canvas.bounding_box()
@@ -120,20 +141,26 @@ def _check_clicks(page: Any, release: Path, screenshot: Any, shot: str) -> None:
         grid = job.locator(".sif-grid")
 
         # a click on call 1: its details (title) and its own lines, stderr in red
-        page.mouse.click(*_cell_centre(grid, 1))
+        took: dict[str, int] = {}
+        at = _cell_centre(grid, 1)
+        page.evaluate(_JS_WATCH_TITLE, "call 1 · running")
+        page.mouse.click(*at)
         log = _wait_log(
             page,
             "log.title.startsWith('call 1 · running') && log.lines.length === 2",
             "a click on call 1 was not answered while the cell runs",
         )
+        took["click"] = page.evaluate(_JS_TOOK)
         assert log["mode"] == "call", log
         assert log["lines"] == [["call 1 waits", False], ["call 1 warns", True]], log
         screenshot(page, shot, job)
 
         # the log modes: failures (none yet), then every call's lines
+        page.evaluate(_JS_WATCH_TITLE, "failed calls")
         job.locator(".sif-log-mode").select_option("failures")
         _wait_log(page, "log.title === 'failed calls (0)' && log.lines.length === 0",
                   "the 'Failures' mode was not answered while the cell runs")  # fmt: skip
+        took["mode"] = page.evaluate(_JS_TOOK)
         job.locator(".sif-log-mode").select_option("all")
         log = _wait_log(
             page,
@@ -163,6 +190,7 @@ def _check_clicks(page: Any, release: Path, screenshot: Any, shot: str) -> None:
         # all of that while the cell still runs (its calls wait for the release file)
         assert not release.exists()
         assert page.evaluate(_JS_KERNEL_STATUS) == "busy"
+        print(json.dumps({"ms_to_title_while_blocking": took}))
     finally:
         release.write_text("go")
     page.wait_for_function(_JS_KERNEL_IDLE_AND_RAN, timeout=60_000, polling=250)
