@@ -194,9 +194,79 @@ def test_a_click_in_the_grid_is_drawn_by_the_pusher(comms) -> None:
     assert job.wait(10) and view.finished.is_set()
 
 
+def _on_control_thread(content: dict) -> dict:
+    """``panel.answer(content)`` on a thread named as ipykernel's control thread."""
+    from sif_magic.display import panel
+
+    replies: list[dict] = []
+    t = threading.Thread(target=lambda: replies.append(panel.answer(content)), name="control")
+    t.start()
+    t.join(10)
+    return replies[0]
+
+
+def _wait(check, what: str) -> None:
+    deadline = time.time() + 10
+    while time.time() < deadline and not check():
+        time.sleep(0.02)
+    assert check(), what
+
+
+def test_clicks_told_on_the_control_channel_are_drawn_by_the_pusher(comms, monkeypatch) -> None:
+    """A blocking cell holds the shell channel: the front-end tells clicks on the
+    control channel, whose thread only sets fields; the pusher sets ``selected``
+    and ``mode`` and shows the lines, so what the browser then sends agrees."""
+    from sif_magic.display import panel
+
+    monkeypatch.setattr(panel, "installed", lambda: True)  # as in a kernel with sif_magic
+    job = Job("ctl", 3, errors="collect")
+    view = display.view_of(job)
+    assert view.grid.via_control and view.logview.via_control
+    job.apply_segments([segment([0, 1], [0, ValueError("boom")], [DONE, FAILED])])
+    job.apply_events(
+        EventBatch(job_id="ctl", worker="w", host="h", t=0.0, logs=[[2, 1, "still going\n"]])
+    )
+    marks = {id(c): len(c.threads) for c in comms}
+    reply = _on_control_thread({"op": "select", "widget": view.grid.model_id, "index": 2})
+    assert reply == {"index": 2, "selected": True}
+    _wait(lambda: view.logview.title.startswith("call 2"), "the click was not drawn")
+    assert view.grid.selected == 2 and view.logview.mode == "call"
+    assert view.logview.entries == [[1, "still going\n"]]
+    reply = _on_control_thread({"op": "mode", "widget": view.logview.model_id, "mode": "failures"})
+    assert reply == {"mode": "failures"}
+    _wait(lambda: view.logview.title == "failed calls (1)", "the mode was not drawn")
+    assert view.logview.mode == "failures" and "ValueError: boom" in view.logview.traceback
+    assert set(sent_since(comms, marks)) == {"sif-display"}  # not the control thread
+    hover = _on_control_thread({"op": "describe", "widget": view.grid.model_id, "index": 1})
+    assert hover["text"].startswith("call 1 · failed")
+    job.mark_cancelled()
+    assert job.wait(10) and view.finished.is_set()
+    assert view.grid.selected == 2 and view.logview.mode == "failures"  # the end keeps them
+
+
+def test_asks_are_drawn_in_the_order_made_and_the_pushers_writes_ask_nothing(comms) -> None:
+    """A click then another mode, both told before the pusher's next round: the
+    mode asked last wins, the grid marks the call, and setting the traits to what
+    was asked does not ask again (no second round of the same lines)."""
+    job = Job("order", 3)
+    view = JobView(job, lambda: None)  # no pusher: this test runs its rounds
+    view.grid.on_select(lambda i: None)  # (a second follower, as a user might add)
+    view._select(2)  # as the control thread does for a click...
+    view._mode_changed("all")  # ...then for another mode
+    view.refresh()
+    assert view.grid.selected == 2 and view.logview.mode == "all"
+    assert view.logview.title.startswith("all calls")
+    assert not view.wants_draw()  # the pusher's own writes asked for nothing
+    view._select(1)
+    view.refresh()
+    assert view.logview.mode == "call" and view.logview.title.startswith("call 1 · queued")
+    assert not view.wants_draw()
+
+
 def test_a_click_after_the_run_is_drawn_by_the_pusher_too(comms) -> None:
     job = finished_job()
     view = display.view_of(job)
+    assert not view.grid.via_control  # no kernel answers on a control channel here
     assert job.wait(10) and view.finished.is_set()  # the pusher drew the end
     lv_comm = view.logview.comm
     mark = len(lv_comm.threads)

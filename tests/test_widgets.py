@@ -184,6 +184,42 @@ def test_click_in_the_frontend_sets_selected_and_calls_back() -> None:
     assert seen == [4]
 
 
+def test_control_requests_answer_a_hover_and_tell_a_click_to_the_callbacks() -> None:
+    """Asked on the kernel's control channel (a blocking cell holds the shell one):
+    the reply carries the hover text; a click goes to the ``on_select`` callbacks
+    and nothing is sent from there (the callbacks' owner sets ``selected``)."""
+    from sif_magic.display import panel
+
+    grid = CallGrid(5, describe=lambda i: f"call {i} on host-{i}", via_control=True)
+    ask = {"widget": grid.model_id}
+    assert panel.answer({**ask, "op": "describe", "index": 2})["text"] == "call 2 on host-2"
+    assert "does not answer 'select'" in panel.answer({**ask, "op": "select", "index": 3})["error"]
+    seen: list[int] = []
+    grid.on_select(seen.append)
+    plain = CallGrid(5)  # the default: clicks are widget messages (they set `selected`)
+    plain.on_select(seen.append)
+    refused = panel.answer({"widget": plain.model_id, "op": "select", "index": 1})
+    assert "does not answer 'select'" in refused["error"] and seen == []
+    sent = len(_comm(grid).sent)
+    assert panel.answer({**ask, "op": "select", "index": 3}) == {"index": 3, "selected": True}
+    assert seen == [3] and grid.selected == -1 and len(_comm(grid).sent) == sent
+    assert "no call 9" in panel.answer({**ask, "op": "select", "index": 9})["error"]
+    assert "no widget 'gone'" in panel.answer({"widget": "gone", "op": "select"})["error"]
+
+
+def test_a_mode_told_on_the_control_channel_goes_to_the_callbacks() -> None:
+    from sif_magic.display import panel
+
+    view = LogView(via_control=True)
+    ask = {"widget": view.model_id, "op": "mode"}
+    assert "not told on the control" in panel.answer({**ask, "mode": "all"})["error"]
+    modes: list[str] = []
+    view.on_mode_change(modes.append)
+    assert panel.answer({**ask, "mode": "failures"}) == {"mode": "failures"}
+    assert modes == ["failures"] and view.mode == "call"
+    assert "one of call, all, failures" in panel.answer({**ask, "mode": "everything"})["error"]
+
+
 def test_hello_records_the_frontend_version() -> None:
     grid = CallGrid(1)
     assert grid.frontend_version is None

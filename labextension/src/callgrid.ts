@@ -4,14 +4,18 @@
  * The kernel sends the whole state table as one zlib-compressed binary trait
  * (`states_z`, one byte per call); the model inflates it once and every view
  * paints it with putImageData, so 100,000 calls cost one message and one
- * pixel loop per update. Hovering asks the kernel for `describe(i)` by custom
- * message; clicking sets the synced `selected` trait. Running calls that
+ * pixel loop per update. Hovering asks the kernel for `describe(i)`; clicking
+ * tells it the call picked. Both go on the kernel's control channel, answered
+ * while a blocking cell runs (the kernel then sets the synced `selected`
+ * trait), and fall back to a custom message / setting `selected` where that
+ * channel does not answer. Running calls that
  * reported how far they are (`sif_magic.report`) come in the `progress` trait
  * (`{index: [fraction, message]}`): their cell is filled from the left in the
  * colour of done by that fraction, and the tooltip shows it without asking.
  */
 import { DOMWidgetModel, DOMWidgetView, ISerializers } from '@jupyter-widgets/base';
 
+import { askWidget } from './control';
 import { STATE_COLOURS, STATE_NAMES, bytesOf, inflate, packedColours, stateName } from './states';
 import { MODULE_NAME, MODULE_VERSION } from './version';
 
@@ -43,7 +47,8 @@ export class CallGridModel extends DOMWidgetModel {
       n: 0,
       states_z: null,
       selected: -1,
-      progress: {}
+      progress: {},
+      via_control: false
     };
   }
 
@@ -271,6 +276,7 @@ export class CallGridView extends DOMWidgetView {
         getComputedStyle(this.el).getPropertyValue('--jp-ui-font-color0').trim() || '#000000';
       ctx.strokeRect(x - 1, y - 1, size + 2, size + 2);
     }
+    this.el.dataset.selected = String(selected);
     this.el.dataset.drawn = String(n);
     this.el.dataset.drawMs = (performance.now() - started).toFixed(1);
   }
@@ -338,10 +344,27 @@ export class CallGridView extends DOMWidgetView {
       return;
     }
     this.showLocalTooltip(index);
-    this.describeTimer = window.setTimeout(() => {
-      this.describeReq++;
-      this.send({ type: 'describe', index, req: this.describeReq, view: this.cid });
-    }, DESCRIBE_DELAY_MS);
+    this.describeTimer = window.setTimeout(() => this.askDescription(index), DESCRIBE_DELAY_MS);
+  }
+
+  /** The kernel's description of call `index`: on the control channel, else by custom message. */
+  private askDescription(index: number): void {
+    const req = ++this.describeReq;
+    void askWidget(this.model, { op: 'describe', index }).then(reply => {
+      if (reply) {
+        this.showDescription(index, req, reply.text);
+      } else {
+        this.send({ type: 'describe', index, req, view: this.cid });
+      }
+    });
+  }
+
+  /** The kernel's answer for call `index`, if it is still the one hovered and asked last. */
+  private showDescription(index: number, req: number, text: unknown): void {
+    if (req === this.describeReq && index === this.hover) {
+      this.tooltip.textContent = String(text);
+      this.tooltip.dataset.source = 'kernel';
+    }
   }
 
   private onMouseLeave = (): void => {
@@ -352,10 +375,18 @@ export class CallGridView extends DOMWidgetView {
 
   private onClick = (event: MouseEvent): void => {
     const index = this.indexAt(event);
-    if (index >= 0) {
-      this.model.set('selected', index);
-      this.model.save_changes();
+    if (index < 0) {
+      return;
     }
+    void askWidget(this.model, { op: 'select', index }).then(reply => {
+      if (reply) {
+        // the kernel knows (it sets `selected` too): shown at once, nothing to send
+        this.model.set_state({ selected: index });
+      } else {
+        this.model.set('selected', index);
+        this.model.save_changes();
+      }
+    });
   };
 
   /** What the front-end knows without asking the kernel. */
@@ -374,14 +405,8 @@ export class CallGridView extends DOMWidgetView {
   }
 
   private onCustomMessage(content: any): void {
-    if (
-      content?.type === 'description' &&
-      content.view === this.cid &&
-      content.req === this.describeReq &&
-      content.index === this.hover
-    ) {
-      this.tooltip.textContent = String(content.text);
-      this.tooltip.dataset.source = 'kernel';
+    if (content?.type === 'description' && content.view === this.cid) {
+      this.showDescription(content.index, content.req, content.text);
     }
   }
 }

@@ -1,16 +1,26 @@
 /**
  * Requests to the kernel on its control channel (`sif_magic_request`, answered
- * by sif_magic/display/panel.py on ipykernel's control thread): the side panel
- * and the timeline's zoom use them, so they work while a blocking cell holds
- * the shell channel, where widget messages would wait for the cell to end.
+ * by sif_magic/display/panel.py on ipykernel's control thread): the side panel,
+ * the timeline's zoom and the clicks and hovers in the widgets under a cell use
+ * them, so they work while a blocking cell holds the shell channel, where widget
+ * messages would wait for the cell to end.
  */
+import { WidgetModel } from '@jupyter-widgets/base';
 import { PageConfig } from '@jupyterlab/coreutils';
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 
 export const REQUEST = 'sif_magic_request';
 const TIMEOUT_MS = 4000;
 
-/** Keep the kernel status of the panel's requests out of the notebook's status. */
+/**
+ * Control requests whose busy/idle the notebook's kernel status leaves out: ours,
+ * and the subshell requests JupyterLab itself sends when a widget's comm opens
+ * (comms over subshells): ipykernel reports each control request busy then idle,
+ * so a grid shown by a running cell made its notebook look idle.
+ */
+const UNTRACKED = [REQUEST, 'create_subshell_request', 'delete_subshell_request', 'list_subshell_request'];
+
+/** Keep the kernel status of those requests out of the notebook's status. */
 export function untrackRequests(): void {
   let untracked: string[] = [];
   try {
@@ -18,8 +28,9 @@ export function untrackRequests(): void {
   } catch {
     untracked = [];
   }
-  if (!untracked.includes(REQUEST)) {
-    PageConfig.setOption('untracked_message_types', JSON.stringify([...untracked, REQUEST]));
+  const missing = UNTRACKED.filter(type => !untracked.includes(type));
+  if (missing.length) {
+    PageConfig.setOption('untracked_message_types', JSON.stringify([...untracked, ...missing]));
   }
 }
 
@@ -43,6 +54,31 @@ export function ask(kernel: Kernel.IKernelConnection, content: Record<string, un
       resolve(reply.content);
     };
   });
+}
+
+/** Kernels that left a request unanswered: their widgets' clicks go as widget messages. */
+const unanswered = new WeakSet<Kernel.IKernelConnection>();
+
+/**
+ * Tell the kernel about a click (or ask about a hover) in the widget of `model`
+ * on the control channel (sif_magic/widgets/_control.py answers, by the
+ * widget's model id). Resolves with the reply, or with null where that route is
+ * not there: a widget the kernel did not make `via_control`, no kernel, one that
+ * did not answer, or an error reply. On null the caller sends its widget
+ * message, which the kernel gets when it is not running a cell.
+ */
+export async function askWidget(model: WidgetModel, content: Record<string, unknown>): Promise<any> {
+  const kernel: Kernel.IKernelConnection | undefined = (model.widget_manager as any).kernel;
+  if (!model.get('via_control') || !kernel || unanswered.has(kernel)) {
+    return null;
+  }
+  try {
+    const reply = await ask(kernel, { ...content, widget: model.model_id });
+    return reply && !reply.error ? reply : null;
+  } catch {
+    unanswered.add(kernel);
+    return null;
+  }
 }
 
 /** The bytes of a base64 string (the kernel's zlib tables travel so in JSON). */

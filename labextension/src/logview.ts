@@ -2,9 +2,13 @@
  * LogView: the stdout/stderr lines of a call (or of all calls), its traceback,
  * a mode dropdown the kernel reacts to, a client-side search that filters and
  * highlights lines, and a follow toggle that keeps the view at the bottom.
+ * Another mode is told on the kernel's control channel, answered while a
+ * blocking cell runs (the kernel then sets the synced `mode`); where that
+ * channel does not answer, the view sets `mode` itself.
  */
 import { DOMWidgetModel, DOMWidgetView } from '@jupyter-widgets/base';
 
+import { askWidget } from './control';
 import { MODULE_NAME, MODULE_VERSION } from './version';
 
 const STDERR = 2;
@@ -35,7 +39,8 @@ export class LogViewModel extends DOMWidgetModel {
       traceback: '',
       dropped: 0,
       mode: 'call',
-      follow: true
+      follow: true,
+      via_control: false
     };
   }
 }
@@ -117,8 +122,15 @@ export class LogViewView extends DOMWidgetView {
     this.el.append(bar, this.body);
 
     this.modeEl.addEventListener('change', () => {
-      this.model.set('mode', this.modeEl.value);
-      this.model.save_changes();
+      const mode = this.modeEl.value;
+      void askWidget(this.model, { op: 'mode', mode }).then(reply => {
+        if (reply) {
+          this.model.set_state({ mode }); // the kernel knows: nothing to send
+        } else {
+          this.model.set('mode', mode);
+          this.model.save_changes();
+        }
+      });
     });
     this.searchEl.addEventListener('input', () => this.scheduleRender());
     this.followEl.addEventListener('change', () => {

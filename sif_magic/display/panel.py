@@ -17,7 +17,9 @@ their counts) and the workers table; ``{"op": "job", "job_id": ..., "call": i}``
 gives one job's state table, binned timeline, histogram and log lines (of call
 ``i``, or the last lines of all calls when ``call`` is absent or -1);
 ``{"op": "timeline", "job_id": ..., "window": [lo, hi]}`` bins a span of its
-timeline (the zoom of a job view's Timeline tab).
+timeline (the zoom of a job view's Timeline tab). Requests that name a
+``widget`` (``select``, ``describe``, ``mode``: clicks and hovers under a cell)
+go to that widget (``widgets._control``).
 
 Threads: ``remember`` on the kernel thread (the Executor); ``answer`` on the
 kernel's control thread: it only reads Jobs (their readers take the Job's
@@ -46,6 +48,7 @@ LOG_LINES = 400  # lines of "all calls" a reply carries, at most
 
 _LOCK = threading.Lock()
 _JOBS: OrderedDict[str, Any] = OrderedDict()
+_INSTALLED = threading.Event()  # this process's kernel answers our control requests
 
 
 def remember(job: Any) -> None:
@@ -76,7 +79,13 @@ def install(kernel: Any = None) -> bool:
     if not isinstance(handlers, dict):
         return False
     handlers[MSG] = partial(_handle, kernel)
+    _INSTALLED.set()
     return True
+
+
+def installed() -> bool:
+    """Whether this process's kernel answers ``sif_magic_request`` (``install`` ran)."""
+    return _INSTALLED.is_set()
 
 
 def _handle(kernel: Any, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
@@ -90,6 +99,10 @@ def _handle(kernel: Any, stream: Any, ident: Any, parent: dict[str, Any]) -> Non
 def answer(content: dict[str, Any]) -> dict[str, Any]:
     """The reply to one request (see the module docstring)."""
     op = content.get("op")
+    if "widget" in content:
+        from ..widgets import _control  # imports ipywidgets: only once widgets were shown
+
+        return _control.answer(content)
     if op == "jobs":
         listed = jobs()
         return {"jobs": [job_summary(j) for j in listed], "workers": workers(listed)}
@@ -102,7 +115,7 @@ def answer(content: dict[str, Any]) -> dict[str, Any]:
         w = content.get("window") or []
         window = (float(w[0]), float(w[1])) if len(w) == 2 and w[1] > w[0] else None
         return {"timeline": timeline_reply(bin_timeline(job.timings(), window=window))}
-    return {"error": f"unknown request {op!r}: ask 'jobs', 'job' or 'timeline'"}
+    return {"error": f"unknown request {op!r}: ask 'jobs', 'job', 'timeline' or a widget"}
 
 
 def job_summary(job: Any) -> dict[str, Any]:

@@ -10,10 +10,13 @@ Threads: a view is made, and draws its first state, on the kernel thread
 from then on only the pusher thread writes its widgets (``refresh``,
 ``finish``). Everything else only sets plain fields and wakes the pusher: the
 job's done callback (on the thread that folded the last result), a click in the
-grid, another log mode, the Cancel button (front-end messages, on the kernel
-thread), ``ask_finish`` (kernel thread). The grid's hover answers are replies
-the kernel thread sends to the front-end's question; they read the job and
-write no widget state.
+grid, another log mode (asked on the kernel's control channel, so on its control
+thread, or as widget messages on the kernel thread), the Cancel button (kernel
+thread), ``ask_finish`` (kernel thread). A click told on the control channel
+has not set the grid's ``selected`` nor the log view's ``mode``: the pusher
+sets them to what was asked (``selected``, ``mode``). The grid's hover answers
+are replies to the front-end's question; they read the job and write no widget
+state.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class JobView:
         self.drawn: tuple[int, bool] = (-1, False)  # (job.version, broker down) last drawn
         self.ticks = 0
         self.selected = -1
+        self.mode = "all"  # the log view's mode last asked (every call's live lines at first)
+        self._writer: int | None = None  # the pusher's thread while it sets selected / mode
         self._shown_seq = -1
         # asked from other threads (plain fields; the pusher acts on them)
         self.asked = False  # draw at the next wake, changed or not
@@ -68,10 +73,13 @@ class JobView:
         else:
             try:
                 from ..widgets import CallGrid, LogView
+                from . import panel
 
-                self.grid = CallGrid(job.n, describe=self._describe)
+                # clicks asked on the control channel where the kernel answers there
+                ctl = panel.installed()
+                self.grid = CallGrid(job.n, describe=self._describe, via_control=ctl)
                 self.grid.on_select(self._select)
-                self.logview = LogView(mode="all")  # every call's live lines until one is clicked
+                self.logview = LogView(mode=self.mode, via_control=ctl)  # all calls' lines at first
                 self.logview.on_mode_change(self._mode_changed)
                 from .chartsview import ChartsTab
 
@@ -98,11 +106,18 @@ class JobView:
         return describe_text(self.job.describe_call(i))
 
     def _select(self, i: int) -> None:
+        if self._writer == threading.get_ident():
+            return  # the pusher setting `selected` to what was asked: not a click
         self.selected = i
+        if i >= 0:
+            self.mode = "call"  # a click shows that call's lines
         self._select_asked = True
         self._ask()
 
-    def _mode_changed(self, _mode: str) -> None:
+    def _mode_changed(self, mode: str) -> None:
+        if self._writer == threading.get_ident():
+            return  # the pusher setting `mode` to what was asked
+        self.mode = mode
         self._logs_asked = True
         self._ask()
 
@@ -165,16 +180,22 @@ class JobView:
         selected, self._select_asked = self._select_asked, False
         if lv is None:
             return
-        if selected:
-            if self.selected >= 0 and lv.mode != "call":
-                lv.mode = "call"  # its observer asks for the logs again
-            force = True
-        if self.selected >= 0 or lv.mode != "call":
-            self._show_logs(force)
+        mode, index = self.mode, self.selected
+        # a click or a mode told on the control channel has not set the traits: set
+        # them to what was asked (the observers these writes call ignore them)
+        self._writer = threading.get_ident()
+        try:
+            if self.grid is not None and index >= 0 and self.grid.selected != index:
+                self.grid.selected = index
+            if lv.mode != mode:
+                lv.mode = mode
+        finally:
+            self._writer = None
+        if index >= 0 or mode != "call":
+            self._show_logs(force or selected, mode, index)
 
-    def _show_logs(self, force: bool) -> None:
+    def _show_logs(self, force: bool, mode: str, index: int) -> None:
         lv, job = self.logview, self.job
-        mode = lv.mode  # type: ignore[union-attr]
         if mode == "all":
             if job.log_seq == self._shown_seq and not force:
                 return  # nothing new: do not send the same lines again
@@ -198,8 +219,8 @@ class JobView:
                 if err is not None:
                     tb.append(f"call {i}: {error_text(err, named=False)}")
             lv.show(f"failed calls ({len(failed)})", entries, "\n\n".join(tb))  # type: ignore[union-attr]
-        elif self.selected >= 0:
-            i = self.selected
+        elif index >= 0:
+            i = index
             entries, dropped = job.call_logs(i)
             err = job.error(i) if job.state(i) in ("failed", "cancelled") else None
             tb = error_text(err) if err is not None else ""

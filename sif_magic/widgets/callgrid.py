@@ -15,7 +15,11 @@ shows the message in its own tooltip, which needs no kernel round trip.
 
 Hover text comes from ``describe(i)``: the front-end asks by custom message
 (``{"type": "describe", "index": i}``) and gets ``{"type": "description", ...}``
-back. Note that the kernel answers only when it is not busy running a cell.
+back. Widget messages wait while a blocking cell runs, so the front-end asks
+for the hover text and tells a click on the kernel's control channel when the
+grid was made with ``via_control=True`` (``widgets._control``):
+``answer_control`` gives the text, or calls the ``on_select`` callbacks, whose
+owner then sets ``selected`` (a job view's pusher does).
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
-from traitlets import Bytes, Dict, Int, Unicode
+from traitlets import Bool, Bytes, Dict, Int, Unicode
 
 from ..protocol import STATE_NAMES
+from . import _control
 from ._frontend import MODULE_NAME, MODULE_VERSION
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,11 @@ class CallGrid(widgets.DOMWidget):
     progress = Dict(
         {}, help="Running calls that reported progress: index -> [fraction, message]."
     ).tag(sync=True)
+    via_control = Bool(
+        False,
+        help="Clicks and hovers are asked on the kernel's control channel (answered while a "
+        "cell runs); a click then only calls on_select, whose owner sets `selected`.",
+    ).tag(sync=True)
 
     def __init__(self, n: int, describe: Callable[[int], str] | None = None, **kwargs: Any) -> None:
         if n < 0:
@@ -80,6 +90,7 @@ class CallGrid(widgets.DOMWidget):
         #: How many state tables were sent (for tests and benchmarks).
         self.updates_sent = 0
         self.on_msg(self._on_frontend_msg)
+        _control.listen(self)
 
     @property
     def states(self) -> bytes:
@@ -152,6 +163,25 @@ class CallGrid(widgets.DOMWidget):
 
         self._select_callbacks[callback] = handler
         self.observe(handler, names="selected")
+
+    def answer_control(self, op: str, content: dict[str, Any]) -> dict[str, Any]:
+        """A hover or a click that came on the control channel (``widgets._control``).
+
+        A click (on a grid made with ``via_control=True``) calls the ``on_select``
+        callbacks and leaves ``selected`` to be set by whoever follows them (the
+        job view's pusher); else the reply is an error and the front-end sends the
+        click as a widget message instead.
+        """
+        index = _control.index_of(content, self.n)
+        if index is None:
+            return {"error": f"no call {content.get('index')!r} in a grid of {self.n}"}
+        if op == "describe":
+            return {"index": index, "text": self.describe(index)}
+        if op == "select" and self.via_control and self._select_callbacks:
+            for callback in list(self._select_callbacks):
+                callback(index)
+            return {"index": index, "selected": True}
+        return {"error": f"this grid does not answer {op!r} on the control channel"}
 
     def _on_frontend_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):

@@ -4,6 +4,10 @@ The front-end adds what needs no kernel round trip: a search box that filters
 and highlights lines, and a follow toggle that keeps the newest lines in view
 (scrolling up turns it off). The mode dropdown ("call", "all", "failures") is a
 synced trait; the kernel reacts to it through :meth:`LogView.on_mode_change`.
+Widget messages wait while a blocking cell runs, so the front-end of a view made
+with ``via_control=True`` tells another mode on the kernel's control channel
+(``widgets._control``): ``answer_control`` calls the callbacks, whose owner then
+sets ``mode`` (a job view's pusher does).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Bool, Enum, Int, List, Unicode
 
+from . import _control
 from ._frontend import MODULE_NAME, MODULE_VERSION
 
 __all__ = ["LogView", "MODES", "STDOUT", "STDERR"]
@@ -41,10 +46,16 @@ class LogView(widgets.DOMWidget):
         sync=True
     )
     follow = Bool(True, help="Keep the newest lines in view.").tag(sync=True)
+    via_control = Bool(
+        False,
+        help="Another mode is told on the kernel's control channel (answered while a cell "
+        "runs); it then only calls on_mode_change, whose owner sets `mode`.",
+    ).tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._mode_callbacks: dict[Callable[[str], Any], Callable[[Any], None]] = {}
+        _control.listen(self)
 
     def show(
         self,
@@ -81,6 +92,20 @@ class LogView(widgets.DOMWidget):
 
         self._mode_callbacks[callback] = handler
         self.observe(handler, names="mode")
+
+    def answer_control(self, op: str, content: dict[str, Any]) -> dict[str, Any]:
+        """Another mode picked, told on the control channel (``widgets._control``):
+        on a view made with ``via_control=True`` the ``on_mode_change`` callbacks
+        are called and ``mode`` is left to whoever follows them; else the reply is
+        an error (the front-end then sends the widget message)."""
+        mode = content.get("mode")
+        if op != "mode" or mode not in MODES:
+            return {"error": f"a log view answers 'mode' with one of {', '.join(MODES)}"}
+        if not (self.via_control and self._mode_callbacks):
+            return {"error": "this log view's mode is not told on the control channel"}
+        for callback in list(self._mode_callbacks):
+            callback(mode)
+        return {"mode": mode}
 
     def __repr__(self) -> str:
         return f"LogView(title={self.title!r}, entries={len(self.entries)}, mode={self.mode!r})"
