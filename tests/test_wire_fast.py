@@ -86,3 +86,16 @@ def test_task_metadata_that_is_no_json_is_refused(raw: bytes) -> None:
 def test_a_later_field_wins_as_in_json() -> None:
     raw = b'{"job":"j","chunk":1,"calls":[1],"reply_to":"r","chunk":2,"job":"k"}'
     assert taskmeta.decode(raw) == json.loads(raw)
+
+
+@pytest.mark.parametrize("size", [1, 32, 63, 64, 65, 200])
+def test_the_mac_is_hmac_sha256(size: int) -> None:
+    import hashlib
+    import hmac
+
+    key = bytes(range(256))[:size]
+    headers = signing.headers_for(key, "task", [b"SIF1", b"body"], msg_id="a" * 32, t_ms=5)
+    text = b'["task",3,"' + signing.key_id(key).encode() + b'","' + b"a" * 32 + b'",5,null]'
+    want = hmac.new(key, b"sif3\0" + text + b"\0SIF1body", hashlib.sha256).hexdigest()
+    assert headers[P.HDR_SIG] == want
+    assert signing.verify(key, "task", b"SIF1body", headers).msg_id == "a" * 32
