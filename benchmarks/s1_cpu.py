@@ -3,7 +3,9 @@
 Starts one ``sif-magic worker`` of 2 processes on a unique runtime (stopped by pid at
 the end; its queues and exchanges are deleted after), then maps ``--runs`` times and
 prints calls/s and CPU microseconds per call: the client, the worker process, its
-call processes together.
+call processes together. The function goes by value, as run.py's s1 sends it (553
+bytes in every task); ``--ship-modules`` sends it as a notebook next to its own
+modules does: the benchmarks package bundled with it (32 KB in every task).
 
     PYTHONPATH=$PWD benchmarks/.venv/bin/python benchmarks/s1_cpu.py
 """
