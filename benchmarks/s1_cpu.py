@@ -3,7 +3,9 @@
 Starts one ``sif-magic worker`` of 2 processes on a unique runtime (stopped by pid at
 the end; its queues and exchanges are deleted after), then maps ``--runs`` times and
 prints calls/s and CPU microseconds per call: the client, the worker process, its
-call processes together.
+call processes together. The function goes by value, as run.py's s1 sends it (553
+bytes in every task); ``--ship-modules`` sends it as a notebook next to its own
+modules does: the benchmarks package bundled with it (32 KB in every task).
 
     PYTHONPATH=$PWD benchmarks/.venv/bin/python benchmarks/s1_cpu.py
 """
@@ -24,6 +26,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--calls", type=int, default=3000)
     ap.add_argument(
+        "--ship-modules",
+        action="store_true",
+        help="ship the benchmarks package with the function (a 32 KB bundle in every task), "
+        "instead of the function by value as run.py's s1 sends it (553 bytes)",
+    )
+    ap.add_argument(
         "--spy", default="", help="py-spy raw stacks of the worker and its call processes"
     )
     args = ap.parse_args()
@@ -37,7 +45,11 @@ def main() -> None:
             backend="rabbitmq", amqp_url=URL, runtime=runtime, key_file=key_file,
             no_worker_timeout=30,
         )  # fmt: skip
+        from benchmarks.peers._common import ship_by_value
         from benchmarks.peers._funcs import inc
+
+        if not args.ship_modules:
+            ship_by_value()  # as run.py's s1 does
 
         warm = ex.map_job(inc, range(200), chunksize=1)
         warm.results(timeout=60)

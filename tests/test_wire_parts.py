@@ -119,5 +119,6 @@ def test_pika_gets_the_pieces_as_one_bytes_body() -> None:
         got = b"".join(bytes(body[s : s + frame]) for s in range(0, len(whole), frame))
         assert got == whole
     assert wire(whole) is whole
+    assert wire([whole]) is whole  # a small message's one piece: pika slices bytes in C
     with pytest.raises(TypeError):
         body[::2]  # noqa: B018

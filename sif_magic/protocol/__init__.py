@@ -23,6 +23,7 @@ Every message is signed, with its headers, an id and a time (``signing``). The p
 - ``signing``: ``sign`` / ``verify`` / ``headers_for`` (ids and times minted there),
   ``Signed``, key ids, ``ForeignKeyError``, ``VersionError``;
 - ``replay``: how old a message may be (``fresh``, ``CLOCK_SKEW``), ids seen (``SeenIds``);
+- ``taskmeta``: a task's JSON metadata, written and read without the codec where plain;
 - ``tasks``: ``Task``, ``JobInfo``, ``Heartbeat``, ``Control``;
 - ``results``: ``CallResult``, ``ResultSegment`` (with ``CallExtra``), ``ResultBatch``,
   ``ErrorRecord``;

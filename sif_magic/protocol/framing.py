@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from typing import Any
 
 
@@ -28,9 +29,10 @@ compact_json = json.JSONEncoder(separators=(",", ":")).encode
 _LEN = struct.Struct(">I")
 
 
-def pack(meta: dict[str, Any], *blobs: Any) -> bytes:
-    """The body of ``meta`` and ``blobs`` (bytes-like: bytes, bytearray, memoryview)."""
-    head = compact_json(meta).encode()
+def pack(meta: dict[str, Any] | bytes, *blobs: Any) -> bytes:
+    """The body of ``meta`` (a dict, or its JSON already encoded) and ``blobs``
+    (bytes-like: bytes, bytearray, memoryview)."""
+    head = meta if type(meta) is bytes else compact_json(meta).encode()
     parts = [MAGIC, _LEN.pack(len(head)), head]
     for blob in blobs:
         parts.append(_LEN.pack(memoryview(blob).nbytes))
@@ -38,11 +40,11 @@ def pack(meta: dict[str, Any], *blobs: Any) -> bytes:
     return b"".join(parts)
 
 
-def pack_parts(meta: dict[str, Any], *blobs: Any) -> list[Any]:
+def pack_parts(meta: dict[str, Any] | bytes, *blobs: Any) -> list[Any]:
     """The body ``pack`` makes, as the pieces it is made of: the big blobs as they
     are, everything between them joined. For a sender that sends the pieces one
     after the other (a big buffer is then never copied into one body)."""
-    head = compact_json(meta).encode()
+    head = meta if type(meta) is bytes else compact_json(meta).encode()
     parts: list[Any] = []
     piece = bytearray(MAGIC + _LEN.pack(len(head)) + head)
     for blob in blobs:
@@ -61,8 +63,11 @@ def pack_parts(meta: dict[str, Any], *blobs: Any) -> list[Any]:
 _INLINE = 1 << 16  # blobs shorter than this are copied into the piece before them
 
 
-def unpack(body: bytes, nblobs: int) -> tuple[dict[str, Any], list[memoryview]]:
-    """(meta, parts): every part after the metadata, at least ``nblobs`` of them."""
+def unpack(
+    body: bytes, nblobs: int, meta_of: Callable[[bytes], dict[str, Any]] | None = None
+) -> tuple[dict[str, Any], list[memoryview]]:
+    """(meta, parts): every part after the metadata, at least ``nblobs`` of them
+    (``meta_of``: reads the metadata's bytes instead of ``json.loads``)."""
     if not isinstance(body, bytes | bytearray | memoryview) or body[:4] != MAGIC:
         raise ProtocolError("body does not start with the sif_magic marker")
     view = memoryview(body)
@@ -77,6 +82,8 @@ def unpack(body: bytes, nblobs: int) -> tuple[dict[str, Any], list[memoryview]]:
             raise ProtocolError("truncated body")
         parts.append(view[pos : pos + n])
         pos += n
+    if meta_of is not None:
+        return meta_of(bytes(parts[0])), parts[1:]
     try:
         meta = json.loads(bytes(parts[0]))
     except ValueError as e:

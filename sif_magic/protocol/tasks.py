@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import taskmeta
 from .framing import (
     ProtocolError,
     _buffers_of,
@@ -65,10 +66,7 @@ class Task:
         return pack_parts(*self._fields())
 
     def _fields(self) -> tuple[Any, ...]:
-        meta = {
-            "job": self.job_id,
-            "chunk": self.chunk,
-            "calls": self.calls,
+        job_fields = {
             "reply_to": self.reply_to,
             "func_hash": self.func_hash,
             "star": self.star,
@@ -80,17 +78,19 @@ class Task:
             "cloudpickle": self.cloudpickle,
             "client": self.client,
         }
+        tail: dict[str, Any] = {}
         if self.only is not None:
-            meta["only"] = self.only
+            tail["only"] = self.only
         if self.resources:  # absent when none: a task without it has the bytes of before
-            meta["resources"] = self.resources
+            tail["resources"] = self.resources
         if self.buffers:  # absent when none, as "resources"
-            meta["bufs"] = len(self.buffers)
+            tail["bufs"] = len(self.buffers)
+        meta = taskmeta.encode(self.job_id, self.chunk, self.calls, job_fields, tail)
         return (meta, self.func, self.args, *self.buffers)
 
     @classmethod
     def decode(cls, body: bytes, lost: int = 0) -> Task:
-        meta, parts = unpack(body, 2)
+        meta, parts = unpack(body, 2, taskmeta.decode)
         buffers = _buffers_of(meta, parts, 2)
         func, args = parts[:2]
         _require(meta, "job", "chunk", "calls", "reply_to")
@@ -119,7 +119,7 @@ class Task:
             python=str(meta.get("python", "")),
             cloudpickle=str(meta.get("cloudpickle", "")),
             client=str(meta.get("client", "")),
-            only=meta.get("only"),
+            only=list(only) if isinstance(only := meta.get("only"), list) else only,
             lost=lost,
             resources=resources or None,
             buffers=buffers,

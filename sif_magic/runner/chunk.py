@@ -16,6 +16,7 @@ the pieces made of it (``done``).
 
 from __future__ import annotations
 
+import functools
 from array import array
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,9 +76,10 @@ class Chunk:
             buffers=task.buffers,
         )
 
-    @property
+    @functools.cached_property
     def nbytes(self) -> int:
-        """Bytes a slot is sent to run it: function, inputs and their buffers."""
+        """Bytes a slot is sent to run it: function, inputs and their buffers (counted
+        once: the pool asks at every dispatch, for each piece sent ahead)."""
         # (inputs in a spill file count their file: each slot given a piece reads it)
         args = spill.size_of(self.args)
         return len(self.func) + args + sum(memoryview(b).nbytes for b in self.buffers)

@@ -59,5 +59,11 @@ class Parts(bytes):
 
 
 def wire(body: Any) -> bytes:
-    """What pika publishes for ``body``: itself, or its list of pieces as ``Parts``."""
-    return Parts(body) if type(body) is list else body
+    """What pika publishes for ``body``: itself, or its list of pieces as ``Parts`` (a
+    list of one ``bytes`` piece, as a small message's is, as that piece: pika slices a
+    ``bytes`` body in C, a ``Parts`` in Python, and the piece is the whole body)."""
+    if type(body) is not list:
+        return body
+    if len(body) == 1 and type(body[0]) is bytes:
+        return body[0]
+    return Parts(body)
