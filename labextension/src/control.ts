@@ -56,8 +56,26 @@ export function ask(kernel: Kernel.IKernelConnection, content: Record<string, un
   });
 }
 
-/** Kernels that left a request unanswered: their widgets' clicks go as widget messages. */
-const unanswered = new WeakSet<Kernel.IKernelConnection>();
+/**
+ * Kernels that left a request unanswered, and when: for RETRY_AFTER_MS their
+ * widgets' clicks go as widget messages at once (no 4 s wait each); then the
+ * control route is tried again (a kernel restarted and sif_magic loaded again, a
+ * control thread that was busy with a slow request).
+ */
+const unanswered = new WeakMap<Kernel.IKernelConnection, number>();
+const RETRY_AFTER_MS = 30000;
+
+function silent(kernel: Kernel.IKernelConnection): boolean {
+  const since = unanswered.get(kernel);
+  if (since === undefined) {
+    return false;
+  }
+  if (Date.now() - since >= RETRY_AFTER_MS) {
+    unanswered.delete(kernel);
+    return false;
+  }
+  return true;
+}
 
 /**
  * Tell the kernel about a click (or ask about a hover) in the widget of `model`
@@ -69,14 +87,14 @@ const unanswered = new WeakSet<Kernel.IKernelConnection>();
  */
 export async function askWidget(model: WidgetModel, content: Record<string, unknown>): Promise<any> {
   const kernel: Kernel.IKernelConnection | undefined = (model.widget_manager as any).kernel;
-  if (!model.get('via_control') || !kernel || unanswered.has(kernel)) {
+  if (!model.get('via_control') || !kernel || silent(kernel)) {
     return null;
   }
   try {
     const reply = await ask(kernel, { ...content, widget: model.model_id });
     return reply && !reply.error ? reply : null;
   } catch {
-    unanswered.add(kernel);
+    unanswered.set(kernel, Date.now());
     return null;
   }
 }
