@@ -36,7 +36,6 @@ from ..protocol import (
     TERMINAL,
     ProtocolError,
     ResultSegment,
-    consecutive,
 )
 from ..runner import oob, spill
 
@@ -200,7 +199,7 @@ class Outcomes:
             SKIP not in seg.status
             and 0 <= a
             and b <= self.n
-            and consecutive(idx)
+            and seg.in_order()
             and self.have.find(1, a, b) < 0
             and not (self.cancel_requested and self.states.find(CANCELLED, a, b) >= 0)
         )

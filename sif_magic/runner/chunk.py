@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from ..protocol import Task
@@ -75,12 +76,26 @@ class Chunk:
             buffers=task.buffers,
         )
 
-    @property
+    @cached_property
     def nbytes(self) -> int:
         """Bytes a slot is sent to run it: function, inputs and their buffers."""
         # (inputs in a spill file count their file: each slot given a piece reads it)
         args = spill.size_of(self.args)
         return len(self.func) + args + sum(memoryview(b).nbytes for b in self.buffers)
+
+    @cached_property
+    def call_array(self) -> array:
+        """``calls`` as an ``array('q')`` (a piece's indices are slices of it)."""
+        return array("q", self.calls)
+
+    @cached_property
+    def first(self) -> int:
+        """``calls[0]`` if the calls are consecutive (``a, a+1, ...``: a chunk of a
+        job, as the client cuts them), else -1."""
+        a, n = self.call_array, len(self.calls)
+        if n and a[-1] - a[0] == n - 1 and a == array("q", range(a[0], a[0] + n)):
+            return a[0]
+        return -1
 
 
 @dataclass(eq=False)
@@ -94,7 +109,16 @@ class Piece:
 
     def indices(self, k0: int = 0, k1: int | None = None) -> array:
         """Job indices of positions ``k0:k1`` of this piece."""
-        calls, positions = self.chunk.calls, self.positions[k0:k1]
+        positions = self.positions[k0:k1]
         if type(positions) is range and positions.step == 1:
-            return array("q", calls[positions.start : positions.stop])
+            return self.chunk.call_array[positions.start : positions.stop]
+        calls = self.chunk.calls
         return array("q", [calls[p] for p in positions])
+
+    def span(self, k0: int = 0, k1: int | None = None) -> tuple[int, int] | None:
+        """``(a, b)`` if the job indices of positions ``k0:k1`` are ``a, ..., b - 1``
+        (a range of positions of a chunk of consecutive calls), else None."""
+        positions, first = self.positions[k0:k1], self.chunk.first
+        if first < 0 or type(positions) is not range or positions.step != 1:
+            return None
+        return first + positions.start, first + positions.stop
