@@ -93,7 +93,7 @@ class Chunk:
         """``calls[0]`` if the calls are consecutive (``a, a+1, ...``: a chunk of a
         job, as the client cuts them), else -1."""
         a, n = self.call_array, len(self.calls)
-        if n and a[-1] - a[0] == n - 1 and a == array("q", range(a[0], a[0] + n)):
+        if n and a[-1] - a[0] == n - 1 and a == _counting(a[0], n):
             return a[0]
         return -1
 
@@ -122,3 +122,18 @@ class Piece:
         if first < 0 or type(positions) is not range or positions.step != 1:
             return None
         return first + positions.start, first + positions.stop
+
+
+_IOTA = array("q")  # 0, 1, 2, ... (grown on demand, up to _IOTA_MAX)
+_IOTA_MAX = 1 << 20
+
+
+def _counting(a: int, n: int) -> array:
+    """``array('q', range(a, a + n))``, a slice of a table when it fits in one (a copy
+    of memory: the chunk's check costs a comparison of bytes, not an int per call)."""
+    global _IOTA
+    if a < 0 or a + n > _IOTA_MAX:
+        return array("q", range(a, a + n))
+    if a + n > len(_IOTA):  # (another thread may grow it too: both tables are right)
+        _IOTA = array("q", range(min(_IOTA_MAX, max(a + n, 2 * len(_IOTA), 4096))))
+    return _IOTA[a : a + n]
