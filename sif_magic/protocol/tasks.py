@@ -38,7 +38,7 @@ class Task:
 
     job_id: str
     chunk: int
-    calls: list[int]
+    calls: list[int] | range  # a range: the client's consecutive calls (a list on the wire)
     reply_to: str
     func: bytes
     args: bytes
@@ -68,7 +68,7 @@ class Task:
         meta = {
             "job": self.job_id,
             "chunk": self.chunk,
-            "calls": self.calls,
+            "calls": list(self.calls),
             "reply_to": self.reply_to,
             "func_hash": self.func_hash,
             "star": self.star,

@@ -32,7 +32,7 @@ class Chunk:
 
     job_id: str
     chunk: int
-    calls: list[int]  # job indices, one per item of ``args``
+    calls: list[int] | range  # job indices, one per item of ``args``
     func_hash: str
     func: bytes
     args: bytes
@@ -86,13 +86,19 @@ class Chunk:
     @cached_property
     def call_array(self) -> array:
         """``calls`` as an ``array('q')`` (a piece's indices are slices of it)."""
-        return array("q", self.calls)
+        calls = self.calls
+        if type(calls) is range and calls.step == 1:
+            return _counting(calls.start, len(calls))
+        return array("q", calls)
 
     @cached_property
     def first(self) -> int:
         """``calls[0]`` if the calls are consecutive (``a, a+1, ...``: a chunk of a
         job, as the client cuts them), else -1."""
-        a, n = self.call_array, len(self.calls)
+        calls = self.calls
+        if type(calls) is range:
+            return calls.start if calls.step == 1 and len(calls) else -1
+        a, n = self.call_array, len(calls)
         if n and a[-1] - a[0] == n - 1 and a == _counting(a[0], n):
             return a[0]
         return -1
