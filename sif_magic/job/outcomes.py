@@ -392,6 +392,10 @@ class Outcomes:
                     out[i] = block.value(k)
         return out
 
+    def blocks_since(self, k: int) -> list[Block]:
+        """The blocks of values kept after the first ``k`` (until ``decode``)."""
+        return self._blocks[k:]
+
     def decode(self, error_of: Callable[[int], BaseException | None]) -> list[Any]:
         """Every call's value, or its exception from ``error_of(i)``, in input order;
         the first time, the pickled values are decoded and then forgotten."""
