@@ -142,7 +142,7 @@ def dumps_items(
 @dataclass
 class PreparedChunk:
     number: int
-    calls: list[int]
+    calls: list[int] | range  # the calls' indices in the job (consecutive: a range)
     args: bytes
     buffers: list[memoryview] = field(default_factory=list)  # of ``args`` (oob)
     # the job's spill directory, if ``args`` and ``buffers`` go there when the chunk is
@@ -216,7 +216,7 @@ def make_chunks(
             continue
         # big arrays off the broker (every worker sees the directory): written when sent
         to = spill_dir if arrays_over and oob.nbytes(buffers) >= arrays_over else ""
-        chunks.append(PreparedChunk(len(chunks), list(range(a, b)), blob, buffers, to))
+        chunks.append(PreparedChunk(len(chunks), range(a, b), blob, buffers, to))
     return chunks
 
 

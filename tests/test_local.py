@@ -257,3 +257,41 @@ def test_slow_calls_spread_over_both_processes(ex: Executor) -> None:
     pids = ex.map_job(where, range(40)).results(timeout=30)
     counts = {p: pids.count(p) for p in set(pids)}
     assert len(counts) == 2 and min(counts.values()) >= 10, counts
+
+
+def test_values_unpickled_while_the_job_runs_are_the_ones_its_futures_give(
+    ex: Executor,
+) -> None:
+    def boxed(x: int) -> list[int]:
+        import time
+
+        time.sleep(0.002)
+        return [x]
+
+    job = ex.map_job(boxed, range(200), chunksize=5)
+    values = job.results(timeout=60)  # (unpickled as they came, while it ran)
+    assert values == [[x] for x in range(200)]
+    assert all(job.futures[i].result(timeout=5) is values[i] for i in range(200))
+
+
+def test_a_value_that_cannot_be_unpickled_here_fails_results_once_the_job_is_over(
+    ex: Executor,
+) -> None:
+    class Gone:  # unpickled here by a function that raises: as a class the kernel lacks
+        def __reduce__(self):  # noqa: ANN204
+            return (_refuse, ())
+
+    def make(x: int) -> object:
+        import time
+
+        time.sleep(0.01)
+        return Gone() if x == 0 else x
+
+    job = ex.map_job(make, range(40), chunksize=2)
+    with pytest.raises(RuntimeError, match="cannot be rebuilt here"):
+        job.results(timeout=60)
+    assert job.done() and job.state_counts()["done"] == 40
+
+
+def _refuse() -> None:
+    raise RuntimeError("cannot be rebuilt here")

@@ -8,6 +8,7 @@ calls queued behind it are reported, so without the split the test cannot pass
 
 from __future__ import annotations
 
+import collections
 import os
 import pickle
 import signal
@@ -21,6 +22,7 @@ from test_pool import Recorder, chunk
 
 from sif_magic.protocol import CANCELLED, DONE, FAILED
 from sif_magic.runner import slotio
+from sif_magic.runner.chunk import Piece
 from sif_magic.runner.pool import Pool
 from sif_magic.runner.slot import Slot
 from sif_magic.runner.slotproc import SlotProc
@@ -217,7 +219,9 @@ def test_the_local_backend_shows_which_slot_ran_each_call_of_a_split_chunk(
         others = [i for i in range(N) if i != SLOW]
         wait_until(lambda: all(job.describe_call(i)["state"] == "done" for i in others),
                    60, "the calls behind the slow one")  # fmt: skip
-        assert job.describe_call(SLOW)["state"] == "running"
+        # (shown running by an event batch, up to ~0.2 s after it started: the calls
+        # split off may all be done before that)
+        wait_until(lambda: job.describe_call(SLOW)["state"] == "running", 60, "the slow call")
         go.touch()
         values = job.results(timeout=60)
         assert [x for x, _ in values] == list(range(N)) and job.state_counts()["done"] == N
@@ -273,3 +277,27 @@ def test_runs_sent_ahead_are_given_back_from_the_first_not_started(tmp_path: Pat
     slot.wanted = [(5, slotio.WHOLE, 5)]  # run 5 only: it started, nothing comes back
     slot._requests(read=False)
     assert _answer(r) == ("split", 5, -1, -1) and slot.skip == {6, 7, 8, 9}
+
+
+def test_a_late_none_to_an_older_request_leaves_the_pending_one_alone(
+    rec: Recorder, tmp_path: Path
+) -> None:
+    """The slot answers "none" to a request for a run that ended meanwhile (its watchdog
+    found it between runs); that answer may come after the parent asked the next run
+    for calls for two idle slots. Those calls, when they come, still go in two pieces
+    (one per idle slot), and the request stays pending until its own answer."""
+    p = Pool(2, rec, cwd=str(tmp_path))  # not started: this thread is its dispatcher
+    try:
+        c = chunk(lambda x: x, list(range(10)))
+        s = SlotProc.__new__(SlotProc)  # the parent's side only: what _on_split reads
+        s.n, s.ahead, s.giving_back = 0, collections.deque(), False
+        s.piece, s.run_id = Piece(c, range(10), [1] * 10), 5
+        s.asked, s.asked_for = 5, 2  # asked run 5 for calls for 2 idle slots
+        p._on_split(s, 4, 7, 7)  # the late "none" for run 4
+        assert (s.asked, s.asked_for) == (5, 2)
+        p._dispatch = lambda split=True: None  # type: ignore[method-assign]  # no slots here
+        p._on_split(s, 5, 6, 10)  # run 5 gives away positions 6..9
+        assert [list(q.positions) for q in p.queue] == [[6, 7], [8, 9]]
+        assert list(s.piece.positions) == list(range(6)) and (s.asked, s.asked_for) == (0, 0)
+    finally:
+        p.close()

@@ -19,7 +19,7 @@ def test_chunks_of_chunksize_calls_in_order() -> None:
     items = list(range(10))
     chunks = make_chunks(items, 4, 10 * MB, 1000)
     assert [c.number for c in chunks] == [0, 1, 2]
-    assert [c.calls for c in chunks] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert [list(c.calls) for c in chunks] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert _items(chunks) == items
 
 
@@ -27,7 +27,7 @@ def test_a_chunk_over_the_message_limit_is_halved_until_it_fits() -> None:
     items = [bytes([k]) * 100_000 for k in range(8)]  # ~100 kB each once pickled
     max_bytes = 64 * 1024 + 250_000  # room for two inputs a message, not three
     chunks = make_chunks(items, 8, max_bytes, 0)
-    assert [c.calls for c in chunks] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert [list(c.calls) for c in chunks] == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert all(len(c.args) <= 250_000 for c in chunks)
     assert _items(chunks) == items
 

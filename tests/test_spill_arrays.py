@@ -243,7 +243,7 @@ def test_a_chunk_of_arrays_is_written_when_it_is_sent_and_inline_if_it_cannot_be
     items = [np.full(MB // 8, float(i)) for i in range(4)]  # 1 MB each
     job_dir = tmp_path / "job"
     chunks = make_chunks(items, 2, 64 * MB, 1000, None, str(job_dir), arrays_over=MB)
-    assert [c.calls for c in chunks] == [[0, 1], [2, 3]]
+    assert [list(c.calls) for c in chunks] == [[0, 1], [2, 3]]
     assert not job_dir.exists()  # nothing written before the chunks are sent
     args, buffers = chunks[0].sendable()
     assert spill.is_reference(args) and buffers == []

@@ -51,6 +51,7 @@ from .rebuild import rebuild_error
 from .timings import Timings, timings_of
 
 HOLD = 2.0  # seconds ``wait()`` gives a view to draw the end of a finished job
+PRE_DECODE_EVERY = 0.005  # seconds between two looks of ``results()`` at values that came
 
 
 def _part(part: str, name: str, doc: str) -> Any:
@@ -406,13 +407,40 @@ class Job:
     def results(self, timeout: float | None = None, *, errors: str | None = None) -> list[Any]:
         """The values in input order; raises the first failure unless errors='collect'
         (the job's own setting unless ``errors`` says otherwise)."""
-        if not self.wait(timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._decode_while_running(deadline)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self.wait(left):
             raise TimeoutError(f"job {self.job_id} not done after {timeout} s")
         values = self._decode()
         if (errors or self.errors) == "raise":
             for i in not_done(self._outcomes.states):
                 raise values[i]
         return values
+
+    def _decode_while_running(self, deadline: float | None) -> None:
+        """While the job runs, unpickle the values that came (this thread would only
+        wait): at its end only the last ones are left, as ProcessPoolExecutor's
+        result thread does it. Not when futures were asked for (they may unpickle a
+        block too: a value is one object) nor for values in spill files; a value that
+        cannot be unpickled here stops it (``_decode`` raises it once the job is over,
+        as before)."""
+        seen = 0
+        while not self._done.wait(PRE_DECODE_EVERY):
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            with self._lock:
+                blocks = self._outcomes.blocks_since(seen)
+            for block in blocks:
+                with self._lock:  # one block at a time: the folds go on between them
+                    if self._futures is not None or self._outcomes.decoded is not None:
+                        return
+                    if not block.spilled:
+                        try:
+                            block.decoded()
+                        except Exception:  # noqa: BLE001 - raised by _decode, once it is over
+                            return
+                seen += 1
 
     def _decode(self) -> list[Any]:
         with self._lock:

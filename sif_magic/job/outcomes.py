@@ -36,7 +36,6 @@ from ..protocol import (
     TERMINAL,
     ProtocolError,
     ResultSegment,
-    consecutive,
 )
 from ..runner import oob, spill
 
@@ -200,7 +199,7 @@ class Outcomes:
             SKIP not in seg.status
             and 0 <= a
             and b <= self.n
-            and consecutive(idx)
+            and seg.in_order()
             and self.have.find(1, a, b) < 0
             and not (self.cancel_requested and self.states.find(CANCELLED, a, b) >= 0)
         )
@@ -392,6 +391,10 @@ class Outcomes:
                 ):
                     out[i] = block.value(k)
         return out
+
+    def blocks_since(self, k: int) -> list[Block]:
+        """The blocks of values kept after the first ``k`` (until ``decode``)."""
+        return self._blocks[k:]
 
     def decode(self, error_of: Callable[[int], BaseException | None]) -> list[Any]:
         """Every call's value, or its exception from ``error_of(i)``, in input order;

@@ -92,11 +92,13 @@ class ResultSegment:
     or carries its own pickle. ``devices``: the GPUs the process held ("0,1"; "" none).
     ``buffers``: the out-of-band buffers of ``values`` (pickle protocol 5: the
     arrays among the values, as raw memory), in order; never copied on the way.
+    ``in_order``: its maker knows the indices are ``a, a+1, ...`` (a hint that
+    does not travel: ``in_order()`` checks them otherwise).
     """
 
     __slots__ = (
         "indices", "status", "attempts", "times", "values", "extra", "worker", "host", "pid",
-        "devices", "buffers",
+        "devices", "buffers", "known_in_order",
     )  # fmt: skip
 
     def __init__(
@@ -112,8 +114,10 @@ class ResultSegment:
         pid: int = 0,
         devices: str = "",
         buffers: list[Any] | tuple = (),
+        in_order: bool = False,
     ) -> None:
         self.indices = indices  # array('q')
+        self.known_in_order = in_order
         self.status = status
         self.attempts = attempts
         self.times = times  # array('d'), 2 per call
@@ -127,6 +131,10 @@ class ResultSegment:
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def in_order(self) -> bool:
+        """Whether the indices are ``a, a+1, ..., a+n-1`` (the usual segment)."""
+        return self.known_in_order or consecutive(self.indices)
 
     @property
     def nbytes(self) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from .framing import ProtocolError, compact_json
@@ -37,9 +38,16 @@ _HEAD = re.compile(
 
 
 def encode(
-    job_id: str, chunk: int, calls: list[int], job_fields: dict[str, Any], tail: dict[str, Any]
+    job_id: str,
+    chunk: int,
+    calls: Sequence[int],
+    job_fields: dict[str, Any],
+    tail: dict[str, Any],
 ) -> bytes:
-    """``compact_json({"job", "chunk", "calls", **job_fields, **tail}).encode()``."""
+    """``compact_json({"job", "chunk", "calls", **job_fields, **tail}).encode()``
+    (``calls`` a list or a range: a list on the wire)."""
+    if type(calls) is not list:
+        calls = list(calls)
     if (
         type(job_id) is not str
         or type(chunk) is not int

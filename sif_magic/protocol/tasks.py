@@ -39,7 +39,7 @@ class Task:
 
     job_id: str
     chunk: int
-    calls: list[int]
+    calls: list[int] | range  # a range: the client's consecutive calls (a list on the wire)
     reply_to: str
     func: bytes
     args: bytes

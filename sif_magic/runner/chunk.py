@@ -32,7 +32,7 @@ class Chunk:
 
     job_id: str
     chunk: int
-    calls: list[int]  # job indices, one per item of ``args``
+    calls: list[int] | range  # job indices, one per item of ``args``
     func_hash: str
     func: bytes
     args: bytes
@@ -84,6 +84,26 @@ class Chunk:
         args = spill.size_of(self.args)
         return len(self.func) + args + sum(memoryview(b).nbytes for b in self.buffers)
 
+    @functools.cached_property
+    def call_array(self) -> array:
+        """``calls`` as an ``array('q')`` (a piece's indices are slices of it)."""
+        calls = self.calls
+        if type(calls) is range and calls.step == 1:
+            return _counting(calls.start, len(calls))
+        return array("q", calls)
+
+    @functools.cached_property
+    def first(self) -> int:
+        """``calls[0]`` if the calls are consecutive (``a, a+1, ...``: a chunk of a
+        job, as the client cuts them), else -1."""
+        calls = self.calls
+        if type(calls) is range:
+            return calls.start if calls.step == 1 and len(calls) else -1
+        a, n = self.call_array, len(calls)
+        if n and a[-1] - a[0] == n - 1 and a == _counting(a[0], n):
+            return a[0]
+        return -1
+
 
 @dataclass(eq=False)
 class Piece:
@@ -96,7 +116,31 @@ class Piece:
 
     def indices(self, k0: int = 0, k1: int | None = None) -> array:
         """Job indices of positions ``k0:k1`` of this piece."""
-        calls, positions = self.chunk.calls, self.positions[k0:k1]
+        positions = self.positions[k0:k1]
         if type(positions) is range and positions.step == 1:
-            return array("q", calls[positions.start : positions.stop])
+            return self.chunk.call_array[positions.start : positions.stop]
+        calls = self.chunk.calls
         return array("q", [calls[p] for p in positions])
+
+    def span(self, k0: int = 0, k1: int | None = None) -> tuple[int, int] | None:
+        """``(a, b)`` if the job indices of positions ``k0:k1`` are ``a, ..., b - 1``
+        (a range of positions of a chunk of consecutive calls), else None."""
+        positions, first = self.positions[k0:k1], self.chunk.first
+        if first < 0 or type(positions) is not range or positions.step != 1:
+            return None
+        return first + positions.start, first + positions.stop
+
+
+_IOTA = array("q")  # 0, 1, 2, ... (grown on demand, up to _IOTA_MAX)
+_IOTA_MAX = 1 << 20
+
+
+def _counting(a: int, n: int) -> array:
+    """``array('q', range(a, a + n))``, a slice of a table when it fits in one (a copy
+    of memory: the chunk's check costs a comparison of bytes, not an int per call)."""
+    global _IOTA
+    if a < 0 or a + n > _IOTA_MAX:
+        return array("q", range(a, a + n))
+    if a + n > len(_IOTA):  # (another thread may grow it too: both tables are right)
+        _IOTA = array("q", range(min(_IOTA_MAX, max(a + n, 2 * len(_IOTA), 4096))))
+    return _IOTA[a : a + n]

@@ -62,6 +62,7 @@ class Outcomes:
         k0 = piece.done
         k1 = piece.done = k0 + n
         indices = piece.indices(k0, k1)
+        in_order = piece.span(k0, k1) is not None
         # seconds per call, overhead included: decides whether pieces go ahead
         self.call_times.note(c.func_hash, (times[-1] - times[0]) / n)
         attempts = piece.attempts[k0:k1]
@@ -91,7 +92,7 @@ class Outcomes:
             attempt_bytes = bytes(min(255, a) for a in attempts)
         seg = ResultSegment(
             indices, bytes(status), attempt_bytes, times, values, extra,
-            self.worker, self.host, pid, devices, buffers,
+            self.worker, self.host, pid, devices, buffers, in_order,
         )  # fmt: skip
         if len(retries) < n:
             self._final(c, seg, n - len(retries) - failed, failed)

@@ -360,8 +360,13 @@ class Pool:
 
     def _on_split(self, s: SlotProc, run_id: int, e: int, end: int) -> None:
         """Slot ``s`` gave away positions ``e:end`` of its run ``run_id``: they go
-        first in the queue, in as many pieces as idle slots they were asked for."""
-        slots, s.asked_for = s.asked_for, 0
+        first in the queue, in as many pieces as idle slots they were asked for.
+        An answer to an older request (one that came after its run had ended: the
+        slot says "none" then) leaves the count of the pending request alone."""
+        current = run_id == s.asked or end < 0  # (runs sent ahead: asked is one of them)
+        slots = s.asked_for if current else 1
+        if current:
+            s.asked_for = 0
         if end < 0:  # runs sent ahead: given back from run_id on (e == 0), or started
             s.asked, s.giving_back = 0, False
             if e != 0:
@@ -382,7 +387,8 @@ class Pool:
         piece = s.piece
         if e >= end:  # none (any more): not asked again during this run
             return
-        s.asked = 0
+        if current:
+            s.asked = 0
         if piece is None or run_id != s.run_id or end != len(piece.positions):
             # never happens; if it did, the run reports where it stopped (its end)
             log.warning("slot %s gave away calls %s:%s of a run it is not running", s.n, e, end)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import sys
 import threading
 import time
@@ -60,8 +61,8 @@ class Records:
         self.resp_fd = resp_fd
         self.lock = threading.Lock()  # guards sending
         self.entries: list = []  # per call: its return value, or a Special
-        self.times = array("d")
-        self.indices: list[int] = []  # job indices of the run's calls
+        self.times: list[float] = []  # t_start, t_end per call (a list: cheaper appends)
+        self.indices: list[int] | range = []  # job indices of the run's calls
         self.sent = 0  # calls of the run sent so far
         self.specials = 0  # Special entries appended so far (main thread)
         self.specials_sent = 0
@@ -75,7 +76,7 @@ class Records:
     def start(
         self,
         run_id: int,
-        indices: list[int],
+        indices: list[int] | range,
         spill_dir: str | None = None,
         over: str | None = None,
         arrays: str | None = None,
@@ -106,7 +107,7 @@ class Records:
             if n or final:
                 entries = self.entries[:n]
                 del self.entries[:n]
-                times = self.times[: 2 * n]
+                times = _doubles(self.times, 2 * n)
                 del self.times[: 2 * n]
                 special: dict[int, list] = {}
                 if scan:
@@ -307,6 +308,12 @@ def dumps_value(value: object) -> bytes:
         import cloudpickle
 
         return cloudpickle.dumps(value, protocol=5)
+
+
+def _doubles(floats: list[float], n: int) -> array:
+    """The first ``n`` of ``floats`` as an ``array('d')`` (through ``struct``: the
+    array's own constructor parses each item as an argument, several times slower)."""
+    return array("d", struct.pack(f"{n}d", *floats[:n]))
 
 
 def _size(values: bytes, buffers: list[memoryview]) -> int:

@@ -11,7 +11,7 @@ Messages are pickles whose ``PickleBuffer``s travel beside them (``oob.py``:
 ``write_msg``, ``read_msg``, ``FrameReader``). Parent -> slot (request pipe)::
 
     ("run", run_id, func_hash, func_bytes | None, args, positions, indices,
-     attempts, star, env, buffers)  # positions: a list, or (start, stop) for a range
+     attempts, star, env, buffers)  # positions, indices: a list, or (start, stop) for a range
     ("runs", [(run_id, func_hash, ...), ...])  # several runs (the fields of "run"), in order
 
 Slot -> parent (on the response pipe)::

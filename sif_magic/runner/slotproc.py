@@ -175,8 +175,9 @@ class SlotProc:
         positions = piece.positions
         if type(positions) is range and positions.step == 1:
             positions = (positions.start, positions.stop)  # cheaper to pickle than a range
+        indices = piece.span() or piece.indices().tolist()  # (a, b): a range, as positions
         return (self.runs, c.func_hash, _beside(func), _beside(c.args), positions,
-                piece.indices().tolist(), piece.attempts, c.star, c.env,
+                indices, piece.attempts, c.star, c.env,
                 [pickle.PickleBuffer(b) for b in c.buffers])  # fmt: skip
 
     def _write(self, msg: tuple) -> None:
