@@ -271,7 +271,7 @@ def test_split_repacks_inputs_one_pickle_per_call(tmp_path: Path) -> None:
     args = cloudpickle.dumps([10, 20, 30])
     proc = subprocess.run(
         [sys.executable, SLOT_SCRIPT, "split"],
-        input=pickle.dumps((cloudpickle.dumps(len), args, [2, 0], [])),
+        input=pickle.dumps((cloudpickle.dumps(len), args, [2, 0], [], "", 0, 0)),
         capture_output=True,
         check=True,
         cwd=tmp_path,
