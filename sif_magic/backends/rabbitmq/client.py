@@ -170,7 +170,8 @@ class RabbitBackend(Backend):
     def sees_spill(self, root: list[str]) -> bool:
         """Every live worker of the runtime sent ``root`` in its last heartbeat (a
         worker that joins later and does not see it hands such a job's chunks back for
-        one that does; once none does, ``spillwatch`` fails them, saying what to set)."""
+        one that does; once every live worker has, ``spillwatch`` fails them, saying
+        what to set)."""
         live = self.live_workers()
         return bool(root) and bool(live) and all(w.get("spill") == root for w in live)
 
