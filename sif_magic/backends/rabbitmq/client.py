@@ -223,7 +223,10 @@ class RabbitBackend(Backend):
         Future of the consume (the broker's refusal: a BrokerError). ``declared``: its
         queue and exchange are (``spare``): not declared again the first time."""
         stream = ResultStream(job.job_id, self.key, self._refuse, job=job)
-        first = [info]  # the jobinfo record goes once, ahead of any result
+        # the jobinfo record goes ahead of any result, again on every run of ``setup``
+        # until the consume is answered (unconfirmed, it may be lost with a connection
+        # that drops meanwhile; a second one is ignored: ``ResultStream.on_message``)
+        first = [info]
         again = [not declared]
 
         def setup(ch: Any) -> str:
@@ -235,7 +238,7 @@ class RabbitBackend(Backend):
             if self.config.monitor:
                 self.monitor.bind(ch, job.job_id, wait=False)
             if first:
-                self.conn.publish_on(ch, stream.queue, first.pop(), kind="jobinfo", key=self.key)
+                self.conn.publish_on(ch, stream.queue, first[0], kind="jobinfo", key=self.key)
             return stream.queue
 
         self._streams[job.job_id] = stream
@@ -243,6 +246,7 @@ class RabbitBackend(Backend):
             setup, stream.on_message, prefetch=0, closed_note=RESULTS_HELD, writable=True,
             shared=True, wait=False,
         )  # fmt: skip
+        consumed.add_done_callback(lambda f: f.exception() is None and first.clear())
         job.add_done_callback(self._ended)
         return consumed
 
