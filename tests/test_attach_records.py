@@ -13,6 +13,7 @@ import pika.exceptions as pe
 import pytest
 
 from sif_magic import Executor
+from sif_magic.errors import ConfigError
 
 
 def _executor(broker_url: str, runtime: str, key_file: Path, **kw) -> Executor:  # noqa: ANN003
@@ -76,3 +77,17 @@ def test_the_jobinfo_record_survives_a_connection_lost_while_the_consumer_starts
     finally:
         go.touch()
     assert attached.n == 3 and out == [1, 2, 3]
+
+
+@pytest.mark.parametrize("job_id", ["..", "../../etc", "ABCDEF012345", "abc", "0123456789abc"])
+def test_attach_refuses_a_job_id_that_is_not_one(
+    broker_url: str, runtime: str, key_file: Path, job_id: str
+) -> None:
+    """Checked before the broker is asked or a spill path is made from it (``release``
+    removes that path)."""
+    ex = _executor(broker_url, runtime, key_file)
+    try:
+        with pytest.raises(ConfigError, match="12 lowercase hex"):
+            ex.attach(job_id)
+    finally:
+        ex.shutdown()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -55,6 +56,7 @@ from .spillwatch import SpillWatch
 from .tasks import publish_chunks
 
 log = logging.getLogger("sif_magic.rabbitmq")
+JOB_ID = re.compile(r"[0-9a-f]{12}")  # what new_job_id makes: uuid4().hex[:12]
 
 
 class RabbitBackend(Backend):
@@ -302,6 +304,11 @@ class RabbitBackend(Backend):
 
         Results of finished calls come back from the job's durable result queue,
         the state and logs of the rest from the monitoring exchange."""
+        if not JOB_ID.fullmatch(job_id):  # a path under spill_dir is made from it, and removed
+            raise ConfigError(
+                f"{job_id!r} is not a job id: a job id is 12 lowercase hex digits (job.job_id, "
+                "as the job's view shows it)"
+            )
         reply_to = protocol.result_queue(self.scope, job_id)
         if not self.conn.queue_exists(reply_to):
             raise ConfigError(
