@@ -491,6 +491,37 @@ def test_spilled_calls_fail_clearly_once_no_live_worker_sees_the_directory(
         assert spill.default_dir() in str(e) and "spill_arrays_mb=0" in str(e)
 
 
+def slow_sum(a):  # noqa: ANN001, ANN201 - runs longer than spillwatch.GRACE
+    import time
+
+    time.sleep(12)
+    return float(a.sum())
+
+
+def test_a_worker_with_another_spill_root_on_the_same_filesystem_runs_spilled_calls(
+    broker_url: str, runtime: str, workers, key_file: Path, tmp_path: Path, monkeypatch
+) -> None:  # noqa: ANN001
+    """Its heartbeat names another root, but it reads the job's files: its call runs to
+    the end, not failed after GRACE as if no worker saw them (an input over the message
+    limit spills even with spill_arrays_mb=0)."""
+    monkeypatch.setenv("SIF_MAGIC_SPILL_DIR", str(tmp_path / "worker_root"))
+    workers.start(runtime, processes=1)
+    monkeypatch.delenv("SIF_MAGIC_SPILL_DIR")
+    ex = _executor(
+        broker_url, runtime, key_file, spill_dir=str(tmp_path / "client_root"),
+        max_message_mb=2, spill_arrays_mb=0,
+    )  # fmt: skip
+    try:
+        (w,) = _wait_heartbeat(ex)
+        assert w["spill"][0] == str(tmp_path / "worker_root")  # not the client's root
+        job = ex.map_job(slow_sum, [np.ones(3 * MB // 8)])
+        (out,) = job.results(timeout=120, errors="collect")
+    finally:
+        ex.shutdown(cancel_futures=True)
+    assert job.spilled_calls == [0]  # its input went by file
+    assert out == 3 * MB // 8, out
+
+
 def test_a_job_that_waits_longer_than_result_ttl_keeps_its_input_files(
     broker_url: str, runtime: str, workers, key_file: Path, tmp_path: Path
 ) -> None:  # noqa: ANN001

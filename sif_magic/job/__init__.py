@@ -227,6 +227,12 @@ class Job:
             self._events.fold(batch)
             self._version += 1
 
+    def spill_refusals(self) -> dict[str, float]:
+        """Worker -> when it last handed back a chunk of this job because it cannot read
+        the job's spill directory (``time.monotonic()``)."""
+        with self._lock:
+            return dict(self._events.spill_refused)
+
     def mark_lost(self, worker: str, note: str) -> int:
         """Show the calls ``worker`` was running (or retrying) as lost, with ``note``
         (it died or stopped answering; they wait to be redelivered); how many."""

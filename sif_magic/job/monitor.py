@@ -17,6 +17,8 @@ Owner: the ``Job`` that made the folder.
 
 from __future__ import annotations
 
+import time
+
 from ..protocol import (
     CANCELLED,
     FINISHING,
@@ -52,6 +54,9 @@ class EventFolder:
         # call -> (fraction, message) it reported last (sif_magic.report)
         self.progress: dict[int, tuple[float, str]] = {}
         self.batches = 0  # batches folded in (0 when not following live)
+        # worker -> when it last handed back a chunk of this job whose spill file it cannot
+        # read (forgotten once it starts a call of the job): ``spillwatch`` reads it
+        self.spill_refused: dict[str, float] = {}
 
     def partial(self) -> tuple[float, dict[int, tuple[float, str]]]:
         """(the sum of the fractions calls without an outcome reported, those calls'
@@ -71,6 +76,10 @@ class EventFolder:
                 a, b = max(int(a), 0), min(int(b), last)
                 if a <= b:
                     outcomes.show(table, a, b)
+        if batch.unseen:
+            self.spill_refused[batch.worker] = time.monotonic()
+        elif batch.calls:
+            self.spill_refused.pop(batch.worker, None)  # it does read the job's files
         if batch.calls:
             hid = outcomes.host_id(batch.worker, batch.host, 0)
             for entry in batch.calls:

@@ -26,7 +26,10 @@ class EventBatch:
     (stderr), in the order written. ``notes`` holds free text per call, such as
     why a call is retrying (``{"17": "worker lost"}``). ``progress`` holds what
     running calls reported last (``sif_magic.report``): ``{"17": [0.4, "step 4/10"]}``;
-    it travels only when not empty (older readers ignore it).
+    it travels only when not empty (older readers ignore it). ``unseen`` lists calls
+    this worker handed back because their inputs are in a spill file it cannot read
+    (``worker.foreign.spill_unseen``; only when not empty): the client fails such calls
+    once every live worker has done so (``backends.rabbitmq.spillwatch``).
     """
 
     job_id: str
@@ -38,6 +41,7 @@ class EventBatch:
     logs: list[list[Any]] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
     progress: dict[str, list[Any]] = field(default_factory=dict)
+    unseen: list[int] = field(default_factory=list)
 
     def encode(self) -> bytes:
         d: dict[str, Any] = {
@@ -52,6 +56,8 @@ class EventBatch:
         }
         if self.progress:
             d["progress"] = self.progress
+        if self.unseen:
+            d["unseen"] = self.unseen
         return compact_json(d).encode()
 
     @classmethod
@@ -71,6 +77,7 @@ class EventBatch:
             logs=list(d.get("logs") or []),
             notes=dict(d.get("notes") or {}),
             progress=_progress(d.get("progress")),
+            unseen=[int(i) for i in d.get("unseen") or []],
         )
 
 

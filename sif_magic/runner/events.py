@@ -38,7 +38,9 @@ def _merge(ranges: list[list[int]]) -> list[list[int]]:
 
 
 class _Pending:
-    __slots__ = ("states", "done", "calls", "logs", "notes", "progress", "log_bytes", "cut")
+    __slots__ = (
+        "states", "done", "calls", "logs", "notes", "progress", "unseen", "log_bytes", "cut",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.states: dict[int, int] = {}
@@ -47,6 +49,7 @@ class _Pending:
         self.logs: list[list] = []
         self.notes: dict[str, str] = {}
         self.progress: dict[str, list] = {}  # call -> [fraction, message], the newest only
+        self.unseen: list[int] = []  # calls handed back: their spill file is not readable here
         self.log_bytes = 0
         self.cut = 0
 
@@ -98,6 +101,14 @@ class EventBuffer:
         with self._lock:
             self._get(job_id).notes[str(index)] = text
 
+    def unseen(self, job_id: str, indices: list[int], text: str) -> None:
+        """Calls handed back because their inputs are in a spill file this worker cannot
+        read: a note each (``text``), and the batch's ``unseen`` list."""
+        with self._lock:
+            p = self._get(job_id)
+            p.unseen.extend(indices)
+            p.notes.update(dict.fromkeys(map(str, indices), text))
+
     def progress(self, job_id: str, index: int, fraction: float, message: str) -> None:
         """What a call reported (``sif_magic.report``): only the newest per interval goes."""
         with self._lock:
@@ -140,6 +151,7 @@ class EventBuffer:
                 logs=p.logs,
                 notes=p.notes,
                 progress=p.progress,
+                unseen=p.unseen,
             )
             try:
                 self.sink(batch)

@@ -140,16 +140,16 @@ class ForeignTasks:
 def spill_unseen(w: Any, task: Any, delivery: Any, queue: str, body: bytes, path: str) -> None:
     """``task``'s inputs are in ``path`` (the client's spill directory), which worker
     ``w`` cannot read (another filesystem): its calls get a note in the job's view and
-    the task goes back to the queue for a worker that sees the directory (the client
-    fails those calls, saying what to set, once no live worker does)."""
+    the task goes back to the queue for a worker that sees the directory (the batch's
+    ``unseen`` list tells the client: it fails those calls, saying what to set, once
+    every live worker has handed back a chunk of the job, ``spillwatch``)."""
     root = os.path.dirname(os.path.dirname(path))
     mine = w.spill_root[0] if w.spill_root else "none usable"
     note = (
         f"worker {w.worker_id} on {w.host} cannot read the job's spill_dir {root}; "
         "handed back for a worker that can"
     )
-    for idx in task.calls:
-        w.events.note(task.job_id, idx, note)
+    w.events.unseen(task.job_id, list(task.calls), note)
     w.foreign.hold_for_others(
         f"job {task.job_id}: its inputs are in {path}, which this worker on {w.host} cannot "
         f"read (its own spill root: {mine})",

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -55,6 +56,7 @@ from .spillwatch import SpillWatch
 from .tasks import publish_chunks
 
 log = logging.getLogger("sif_magic.rabbitmq")
+JOB_ID = re.compile(r"[0-9a-f]{12}")  # what new_job_id makes: uuid4().hex[:12]
 
 
 class RabbitBackend(Backend):
@@ -170,7 +172,8 @@ class RabbitBackend(Backend):
     def sees_spill(self, root: list[str]) -> bool:
         """Every live worker of the runtime sent ``root`` in its last heartbeat (a
         worker that joins later and does not see it hands such a job's chunks back for
-        one that does; once none does, ``spillwatch`` fails them, saying what to set)."""
+        one that does; once every live worker has, ``spillwatch`` fails them, saying
+        what to set)."""
         live = self.live_workers()
         return bool(root) and bool(live) and all(w.get("spill") == root for w in live)
 
@@ -222,7 +225,10 @@ class RabbitBackend(Backend):
         Future of the consume (the broker's refusal: a BrokerError). ``declared``: its
         queue and exchange are (``spare``): not declared again the first time."""
         stream = ResultStream(job.job_id, self.key, self._refuse, job=job)
-        first = [info]  # the jobinfo record goes once, ahead of any result
+        # the jobinfo record goes ahead of any result, again on every run of ``setup``
+        # until the consume is answered (unconfirmed, it may be lost with a connection
+        # that drops meanwhile; a second one is ignored: ``ResultStream.on_message``)
+        first = [info]
         again = [not declared]
 
         def setup(ch: Any) -> str:
@@ -234,7 +240,7 @@ class RabbitBackend(Backend):
             if self.config.monitor:
                 self.monitor.bind(ch, job.job_id, wait=False)
             if first:
-                self.conn.publish_on(ch, stream.queue, first.pop(), kind="jobinfo", key=self.key)
+                self.conn.publish_on(ch, stream.queue, first[0], kind="jobinfo", key=self.key)
             return stream.queue
 
         self._streams[job.job_id] = stream
@@ -242,6 +248,7 @@ class RabbitBackend(Backend):
             setup, stream.on_message, prefetch=0, closed_note=RESULTS_HELD, writable=True,
             shared=True, wait=False,
         )  # fmt: skip
+        consumed.add_done_callback(lambda f: f.exception() is None and first.clear())
         job.add_done_callback(self._ended)
         return consumed
 
@@ -297,6 +304,11 @@ class RabbitBackend(Backend):
 
         Results of finished calls come back from the job's durable result queue,
         the state and logs of the rest from the monitoring exchange."""
+        if not JOB_ID.fullmatch(job_id):  # a path under spill_dir is made from it, and removed
+            raise ConfigError(
+                f"{job_id!r} is not a job id: a job id is 12 lowercase hex digits (job.job_id, "
+                "as the job's view shows it)"
+            )
         reply_to = protocol.result_queue(self.scope, job_id)
         if not self.conn.queue_exists(reply_to):
             raise ConfigError(

@@ -4,7 +4,8 @@
 The first message of every result queue is a ``jobinfo`` record (calls, name,
 ...): a job followed by ``attach`` is made from it (results that come before it
 wait in ``early``; the done calls of a result whose spill file is gone, read by
-the kernel that ran the job, fail saying so: ``collected``). A job started here has an exchange while it may run calls
+the kernel that ran the job or in a directory not seen here, fail saying so:
+``collected``). A job started here has an exchange while it may run calls
 (``declare``; the client deletes it when the job ends). Results are not acked
 while the job object lives: if this kernel dies, they return to the queue, and
 the next ``attach`` gets them again.
@@ -117,17 +118,28 @@ def collected(seg: ResultSegment) -> ResultSegment:
     """``seg`` as an attached job takes it: if its values were in a spill file that is
     gone (a kernel read them: a result's file goes once its values are unpickled; or
     swept, ``result_ttl`` after no kernel followed the job), its done calls fail,
-    saying so, instead of every ``results()`` failing on the missing file."""
+    saying so, instead of every ``results()`` failing on the missing file; if the
+    spill root it is in is not here at all (another machine, another spill_dir), they
+    fail saying that instead."""
     path = spill.path_of(seg.values)
     if not path or os.path.exists(path):
         return seg
-    why = (
-        f"the result of this call was already collected: it came through the spill file "
-        f"{path}, which is gone (the kernel that ran the job read it: a result's file is "
-        "removed once its values are unpickled; or it was swept, result_ttl after no "
-        "kernel followed the job). Only results not read before attach come back: run "
-        "this call again"
-    )
+    job_dir = os.path.dirname(path)
+    if os.path.isdir(os.path.dirname(job_dir)):
+        why = (
+            f"the result of this call was already collected: it came through the spill file "
+            f"{path}, which is gone (the kernel that ran the job read it: a result's file is "
+            "removed once its values are unpickled; or it was swept, result_ttl after no "
+            "kernel followed the job). Only results not read before attach come back: run "
+            "this call again"
+        )
+    else:
+        why = (
+            f"the result of this call came through a file of the job's spill directory "
+            f"{job_dir}, which is not visible from this kernel (it ran on another machine, "
+            "or with another spill_dir). Attach from a kernel that sees it (the same "
+            "spill_dir, on a filesystem both share), or run this call again"
+        )
     error = {"type": wire_name(SerializationError), "message": why, "frames": []}
     extra = dict(seg.extra)
     status = bytearray(seg.status)
