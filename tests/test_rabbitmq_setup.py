@@ -80,3 +80,61 @@ def test_a_refused_result_queue_fails_the_job_and_spares_the_others(
     finally:
         conn.channel().queue_delete(queue)
         conn.close()
+
+
+def _close_shared_while_consuming(ex: Executor, times: int = 1) -> None:
+    """The broker closes the shared result channel while the next job's consume is on
+    its way there, for a reason that is not that job's (an ack of an unknown delivery,
+    as another job's refused operation or RabbitMQ's consumer_timeout would): each of
+    the next ``times`` shared channels gets such an ack right after it is handed out."""
+    consumers = ex.backend.conn._consumers
+    handed = consumers._channel
+    left = [times]
+
+    def channel(c, conn, generation):  # noqa: ANN001, ANN202
+        ch = handed(c, conn, generation)
+        if c.shared and left[0] > 0:
+            left[0] -= 1
+            ch._impl.basic_ack(10**6)  # the broker closes the channel: PRECONDITION_FAILED
+        return ch
+
+    consumers._channel = channel
+
+
+def test_a_shared_channel_closed_for_another_reason_does_not_fail_a_job_start(
+    workers, ex: Executor, runtime: str
+) -> None:
+    """The broker closes the channel the kernel's result consumers share while a job
+    starts, for a reason not about that job: the job starts on a new channel and runs;
+    a job that ran before gets its results all the same."""
+    workers.start(runtime, processes=1)
+    before = ex.map_job(lambda x: x + 1, range(5))
+    assert before.results(timeout=60) == [1, 2, 3, 4, 5]
+    _close_shared_while_consuming(ex)
+    job = ex.map_job(lambda x: x * 2, range(3))
+    assert job.results(timeout=60) == [0, 2, 4]
+    assert before.results(timeout=10) == [1, 2, 3, 4, 5]
+    assert ex.map_job(lambda x: -x, range(3)).results(timeout=60) == [0, -1, -2]
+
+
+def test_a_job_that_cannot_start_leaves_no_result_queue(
+    workers, ex: Executor, runtime: str, broker_url: str
+) -> None:
+    """The shared channel is closed under a job's consume twice in a row: the job fails
+    with a BrokerError naming the broker's reason, its result queue is deleted, and the
+    next job runs."""
+    workers.start(runtime, processes=1)
+    assert ex.map_job(lambda x: x, range(2)).results(timeout=60) == [0, 1]
+    _close_shared_while_consuming(ex, times=2)
+    ids: list[str] = []
+    take = ex.backend.new_job_id
+    ex.backend.new_job_id = lambda: ids.append(take()) or ids[-1]  # type: ignore[method-assign]
+    with pytest.raises(BrokerError, match="unknown delivery tag"):
+        ex.map_job(lambda x: x, range(3))
+    del ex.backend.new_job_id
+    queue = protocol.result_queue(ex.backend.scope, ids[0])
+    deadline = time.time() + 10
+    while _queue_exists(broker_url, queue) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _queue_exists(broker_url, queue)
+    assert ex.map_job(lambda x: -x, range(3)).results(timeout=60) == [0, -1, -2]
