@@ -138,3 +138,64 @@ def test_a_job_that_cannot_start_leaves_no_result_queue(
         time.sleep(0.1)
     assert not _queue_exists(broker_url, queue)
     assert ex.map_job(lambda x: -x, range(3)).results(timeout=60) == [0, -1, -2]
+
+
+def test_a_failed_start_prepares_the_next_jobs_queue(workers, ex: Executor, runtime: str) -> None:
+    """A job that could not start took the queue declared ahead: the next job's is
+    declared again, as after a job that ran."""
+    workers.start(runtime, processes=1)
+    assert ex.map_job(lambda x: x, range(2)).results(timeout=60) == [0, 1]
+    _close_shared_while_consuming(ex, times=2)
+    with pytest.raises(BrokerError):
+        ex.map_job(lambda x: x, range(3))
+    assert ex.backend.spares._next is not None
+
+
+def _spare_queues(broker_url: str, scope: str, ids: list[str]) -> list[str]:
+    names = [protocol.result_queue(scope, i) for i in ids]
+    return [n for n in names if _queue_exists(broker_url, n)]
+
+
+def test_spares_dropped_at_once_leave_no_queue(ex: Executor, broker_url: str) -> None:
+    """A spare deleted while its declare is still on its way (dropped by the next
+    ``take``, or at shutdown) leaves no queue behind; nor does a job that ends after
+    the spares were closed, while the executor shuts down."""
+    spares, scope = ex.backend.spares, ex.backend.scope
+    ids = []
+    for _ in range(5):
+        spares.close()
+        spares._closed = False
+        spares.after_job()
+        ids.append(spares._next.job_id)  # type: ignore[union-attr]
+    spares.close()
+    spares.after_job()  # a job that ends between spares.close() and conn.close()
+    if spares._next is not None:
+        ids.append(spares._next.job_id)
+    ex.shutdown()
+    assert _spare_queues(broker_url, scope, ids) == []
+
+
+def test_take_from_two_threads(ex: Executor) -> None:
+    """Executor.submit from two threads at once: the thread that took the queue
+    declared ahead gets its id, though another took the next id meanwhile."""
+    import threading
+
+    from sif_magic.backends.rabbitmq.spare import Spare
+
+    spares = ex.backend.spares
+    spares.close()
+    spare = Spare("0" * 12, spares._arguments(), ex.backend.conn.generation, ready=True)
+    spares._next = spare
+    drop = spares._drop
+    other: list[str] = []
+
+    def meanwhile(s, wait=False):  # noqa: ANN001, ANN202 - the other thread's take, now
+        spares._drop = drop
+        t = threading.Thread(target=lambda: other.append(spares.take()))
+        t.start()
+        t.join()
+        drop(s, wait)
+
+    spares._drop = meanwhile
+    assert spares.take() == spare.job_id
+    assert other and other[0] != spare.job_id

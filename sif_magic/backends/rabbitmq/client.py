@@ -209,6 +209,7 @@ class RabbitBackend(Backend):
             self._streams.pop(job.job_id, None)
             if not isinstance(e, QueueRefused):  # what its setup declared: not left behind
                 self._delete_results(reply_to)
+            self.spares.after_job()  # the next job's queue, ahead, as after a job that ran
             raise
 
     def add_chunks(self, job: Job, task: JobTask) -> None:
