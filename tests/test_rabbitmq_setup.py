@@ -80,3 +80,122 @@ def test_a_refused_result_queue_fails_the_job_and_spares_the_others(
     finally:
         conn.channel().queue_delete(queue)
         conn.close()
+
+
+def _close_shared_while_consuming(ex: Executor, times: int = 1) -> None:
+    """The broker closes the shared result channel while the next job's consume is on
+    its way there, for a reason that is not that job's (an ack of an unknown delivery,
+    as another job's refused operation or RabbitMQ's consumer_timeout would): each of
+    the next ``times`` shared channels gets such an ack right after it is handed out."""
+    consumers = ex.backend.conn._consumers
+    handed = consumers._channel
+    left = [times]
+
+    def channel(c, conn, generation):  # noqa: ANN001, ANN202
+        ch = handed(c, conn, generation)
+        if c.shared and left[0] > 0:
+            left[0] -= 1
+            ch._impl.basic_ack(10**6)  # the broker closes the channel: PRECONDITION_FAILED
+        return ch
+
+    consumers._channel = channel
+
+
+def test_a_shared_channel_closed_for_another_reason_does_not_fail_a_job_start(
+    workers, ex: Executor, runtime: str
+) -> None:
+    """The broker closes the channel the kernel's result consumers share while a job
+    starts, for a reason not about that job: the job starts on a new channel and runs;
+    a job that ran before gets its results all the same."""
+    workers.start(runtime, processes=1)
+    before = ex.map_job(lambda x: x + 1, range(5))
+    assert before.results(timeout=60) == [1, 2, 3, 4, 5]
+    _close_shared_while_consuming(ex)
+    job = ex.map_job(lambda x: x * 2, range(3))
+    assert job.results(timeout=60) == [0, 2, 4]
+    assert before.results(timeout=10) == [1, 2, 3, 4, 5]
+    assert ex.map_job(lambda x: -x, range(3)).results(timeout=60) == [0, -1, -2]
+
+
+def test_a_job_that_cannot_start_leaves_no_result_queue(
+    workers, ex: Executor, runtime: str, broker_url: str
+) -> None:
+    """The shared channel is closed under a job's consume twice in a row: the job fails
+    with a BrokerError naming the broker's reason, its result queue is deleted, and the
+    next job runs."""
+    workers.start(runtime, processes=1)
+    assert ex.map_job(lambda x: x, range(2)).results(timeout=60) == [0, 1]
+    _close_shared_while_consuming(ex, times=2)
+    ids: list[str] = []
+    take = ex.backend.new_job_id
+    ex.backend.new_job_id = lambda: ids.append(take()) or ids[-1]  # type: ignore[method-assign]
+    with pytest.raises(BrokerError, match="unknown delivery tag"):
+        ex.map_job(lambda x: x, range(3))
+    del ex.backend.new_job_id
+    queue = protocol.result_queue(ex.backend.scope, ids[0])
+    deadline = time.time() + 10
+    while _queue_exists(broker_url, queue) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _queue_exists(broker_url, queue)
+    assert ex.map_job(lambda x: -x, range(3)).results(timeout=60) == [0, -1, -2]
+
+
+def test_a_failed_start_prepares_the_next_jobs_queue(workers, ex: Executor, runtime: str) -> None:
+    """A job that could not start took the queue declared ahead: the next job's is
+    declared again, as after a job that ran."""
+    workers.start(runtime, processes=1)
+    assert ex.map_job(lambda x: x, range(2)).results(timeout=60) == [0, 1]
+    _close_shared_while_consuming(ex, times=2)
+    with pytest.raises(BrokerError):
+        ex.map_job(lambda x: x, range(3))
+    assert ex.backend.spares._next is not None
+
+
+def _spare_queues(broker_url: str, scope: str, ids: list[str]) -> list[str]:
+    names = [protocol.result_queue(scope, i) for i in ids]
+    return [n for n in names if _queue_exists(broker_url, n)]
+
+
+def test_spares_dropped_at_once_leave_no_queue(ex: Executor, broker_url: str) -> None:
+    """A spare deleted while its declare is still on its way (dropped by the next
+    ``take``, or at shutdown) leaves no queue behind; nor does a job that ends after
+    the spares were closed, while the executor shuts down."""
+    spares, scope = ex.backend.spares, ex.backend.scope
+    ids = []
+    for _ in range(5):
+        spares.close()
+        spares._closed = False
+        spares.after_job()
+        ids.append(spares._next.job_id)  # type: ignore[union-attr]
+    spares.close()
+    spares.after_job()  # a job that ends between spares.close() and conn.close()
+    if spares._next is not None:
+        ids.append(spares._next.job_id)
+    ex.shutdown()
+    assert _spare_queues(broker_url, scope, ids) == []
+
+
+def test_take_from_two_threads(ex: Executor) -> None:
+    """Executor.submit from two threads at once: the thread that took the queue
+    declared ahead gets its id, though another took the next id meanwhile."""
+    import threading
+
+    from sif_magic.backends.rabbitmq.spare import Spare
+
+    spares = ex.backend.spares
+    spares.close()
+    spare = Spare("0" * 12, spares._arguments(), ex.backend.conn.generation, ready=True)
+    spares._next = spare
+    drop = spares._drop
+    other: list[str] = []
+
+    def meanwhile(s, wait=False):  # noqa: ANN001, ANN202 - the other thread's take, now
+        spares._drop = drop
+        t = threading.Thread(target=lambda: other.append(spares.take()))
+        t.start()
+        t.join()
+        drop(s, wait)
+
+    spares._drop = meanwhile
+    assert spares.take() == spare.job_id
+    assert other and other[0] != spare.job_id

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from .connect import connection_parameters, dial, explain_connect_error, parameters_list
 from .connection import Connection
-from .consumers import Delivery
+from .consumers import Delivery, QueueRefused
 from .topology import (
     bind,
     declare_job_exchange,
@@ -52,4 +52,5 @@ __all__ = [
     "declare_topology",
     "explain_connect_error",
     "parameters_list",
+    "QueueRefused",
 ]

@@ -292,15 +292,32 @@ class Connection(IOThread):
         or the connection was lost first."""
 
         def op() -> None:
-            ch = self._ahead
-            if ch is None or not ch.is_open:
-                ch = self._ahead = self._conn.channel()  # type: ignore[union-attr]
-                ch._impl.add_on_close_callback(lambda _ch, _why: self._ahead_failed())
+            ch = self._ahead_channel()
             declare(ch)
             self._ahead_waiting.append(done)
             ch._impl.basic_qos(prefetch_count=0, callback=lambda _frame: self._ahead_done(done))
 
         self.later(op)
+
+    def undo_ahead(self, undo: Callable[[Any], None], timeout: float | None = None) -> None:
+        """Undo what ``prepare`` declared: ``undo(channel)`` on its channel, after what
+        was sent there before (the broker runs one channel's methods in order, not
+        two channels'). ``timeout``: waited for that long, else not waited for."""
+
+        def op() -> None:
+            undo(self._ahead_channel())
+
+        if timeout is None:
+            self.post(op)
+        else:
+            self.call(op, timeout=timeout)
+
+    def _ahead_channel(self) -> Any:
+        ch = self._ahead
+        if ch is None or not ch.is_open:
+            ch = self._ahead = self._conn.channel()  # type: ignore[union-attr]
+            ch._impl.add_on_close_callback(lambda _ch, _why: self._ahead_failed())
+        return ch
 
     def _ahead_done(self, done: Callable[[bool], None]) -> None:
         if done in self._ahead_waiting:

@@ -1,10 +1,16 @@
-"""Consumers of one connection: each on its own channel, started again on every new one.
+"""Consumers of one connection, on channels of their own or a shared one; started again
+on every new connection.
 
-A broker error on one consumer's channel closes only that channel: it is logged
-(which queue, the broker's reason, what becomes of the deliveries it held) and the
-consumer starts again on a new channel of the same connection. A consumer's
-prefetch is channel-wide (RabbitMQ's "global" QoS: the consumer is alone on its
-channel), so it can be changed while consuming. Quorum queues refuse a channel-wide
+A consumer has a channel of its own, or (``shared``: a kernel's result consumers)
+the one channel the shared consumers of the connection have in common. A broker
+error on a channel closes only that channel: it is logged (which queue, the broker's
+reason, what becomes of the deliveries it held) and every consumer that was on it
+starts again on a new channel of the same connection (the shared ones on one new
+shared channel). A shared consumer being started when the broker closes that channel
+for a reason not about its own queue starts once more on a new one (``add``). The
+prefetch of a consumer on its own channel is channel-wide (RabbitMQ's "global" QoS:
+the consumer is alone there), so it can be changed while consuming; shared ones
+have none. Quorum queues refuse a channel-wide
 prefetch (RabbitMQ 3.10 closes the whole connection: NOT_IMPLEMENTED): with
 ``channel_qos=False`` the prefetch is the consumer's own, and a new value takes effect
 when the consumer starts again (after a reconnect). Changing it at once would mean
@@ -63,7 +69,7 @@ class _Consumer:
     exclusive: bool = False
     transactional: bool = False
     tag: str = ""
-    channel: Any = None  # each consumer has its own: a broker error on one closes only that
+    channel: Any = None  # its own (a broker error closes only it), or the shared one
     queue: str = ""
     tx: _Tx | None = None  # its channel's transaction (transactional consumers)
     closed_note: str = ""  # what becomes of what it held if the broker closes its channel
@@ -75,6 +81,16 @@ _TIMEOUT_HINT = (
     " (RabbitMQ's consumer_timeout: a delivery was held unacknowledged longer than the "
     "broker allows)"
 )
+
+
+class QueueRefused(BrokerError):
+    """The broker refused to consume a queue for a reason about that queue (missing,
+    declared with other arguments, locked): its consumer declared nothing."""
+
+
+def _about(c: _Consumer, e: pe.ChannelClosedByBroker) -> bool:
+    """Whether the broker's close ``e`` of ``c``'s channel names ``c``'s own queue."""
+    return bool(c.queue) and c.queue in str(e.reply_text)
 
 
 class _WritableAssembler(pika.channel.ContentFrameAssembler):
@@ -116,14 +132,27 @@ class Consumers:
         self.paused: list[_Consumer] = []
 
     def add(self, c: _Consumer, conn: Any, generation: int) -> str:
-        """Start ``c`` on ``conn`` and keep it (started again on the next connections)."""
-        try:
-            queue = self.start(c, conn, generation)
-        except pe.ChannelClosedByBroker as e:  # refused (queue missing, other arguments)
-            why = refused_queue(c.queue, e)  # a declare not waited for is refused here
-            if isinstance(why, BrokerError):
-                raise why from None
-            raise BrokerError(f"the broker refused to consume {c.queue}: {e.reply_text}") from None
+        """Start ``c`` on ``conn`` and keep it (started again on the next connections).
+
+        A shared consumer whose channel the broker closed for a reason not about its
+        own queue (another consumer's refused operation, a delivery of another job held
+        past RabbitMQ's consumer_timeout) starts once more on a new shared channel; a
+        refusal about its queue raises ``QueueRefused`` (nothing of it was declared),
+        any other a BrokerError (what its setup declared may be there)."""
+        for attempt in (1, 2):
+            try:
+                queue = self.start(c, conn, generation)
+                break
+            except pe.ChannelClosedByBroker as e:  # refused (queue missing, other arguments)
+                own = _about(c, e)
+                if c.shared and not own and attempt == 1:
+                    log.info("consuming %s on a new shared channel (%s)", c.queue, e.reply_text)
+                    continue
+                why = refused_queue(c.queue, e)  # a declare not waited for is refused here
+                text = str(why) if isinstance(why, BrokerError) else (
+                    f"the broker refused to consume {c.queue}: {e.reply_text}"
+                )  # fmt: skip
+                raise (QueueRefused(text) if own else BrokerError(text)) from None
         self.consumers.append(c)
         return queue
 
@@ -220,6 +249,8 @@ class Consumers:
         try:
             self.start(c, conn, generation)
         except pe.ChannelClosedByBroker as e:
+            if c.shared and not _about(c, e):
+                return  # another's refusal: that close queued this again (``_closed``)
             log.error("stopped consuming %s: the broker refused it again (%s)", c.queue, e)
             self.consumers.remove(c)
 

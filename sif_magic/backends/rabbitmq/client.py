@@ -45,7 +45,7 @@ from ...errors import ConfigError
 from ...job import Job
 from ...runner import spill
 from ...runner.resources import need_of
-from ...transport import Connection, declare_task_queue
+from ...transport import Connection, QueueRefused, declare_task_queue
 from ..base import Backend, JobTask
 from .monitor import Monitor
 from .readiness import check_resources, check_versions, wait_for_workers
@@ -207,9 +207,12 @@ class RabbitBackend(Backend):
         ).start()
         try:
             consumed.result()
-        except BaseException:
+        except BaseException as e:
             self.jobs.pop(job.job_id, None)
             self._streams.pop(job.job_id, None)
+            if not isinstance(e, QueueRefused):  # what its setup declared: not left behind
+                self._delete_results(reply_to)
+            self.spares.after_job()  # the next job's queue, ahead, as after a job that ran
             raise
 
     def add_chunks(self, job: Job, task: JobTask) -> None:
@@ -280,6 +283,15 @@ class RabbitBackend(Backend):
                 break
             time.sleep(0.02)
         job.mark_cancelled()
+
+    def _delete_results(self, queue: str) -> None:
+        """Delete result queue ``queue`` (its job's exchange goes with it), not waited for."""
+
+        def op() -> None:
+            self.conn.forget_consumer(queue)  # deleting the queue cancels it
+            self.conn.sub_channel.queue_delete(queue)
+
+        self.conn.post(op)
 
     def release(self, job: Job) -> None:
         """Forget a finished job: delete its result queue on the broker."""

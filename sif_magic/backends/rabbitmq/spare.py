@@ -57,7 +57,8 @@ class Spares:
         self.config = config  # result_ttl, queue_type: read when a spare is made and taken
         self._next: Spare | None = None  # declared (or on its way), not handed out
         self._taken: Spare | None = None  # handed out, its job not started yet
-        self._lock = threading.Lock()  # guards _next and _taken
+        self._lock = threading.Lock()  # guards _next, _taken and _closed
+        self._closed = False  # after ``close``: no more spares (their queues would stay)
 
     def _arguments(self) -> dict[str, Any]:
         return protocol.result_queue_arguments(
@@ -69,11 +70,12 @@ class Spares:
         with self._lock:
             taken, self._taken = self._taken, None
             spare, self._next = self._next, None
+            job_id = uuid.uuid4().hex[:12]
             if spare is not None and self._fits(spare):
-                self._taken, spare = spare, None
+                self._taken, spare, job_id = spare, None, spare.job_id
         self._drop(taken)
         self._drop(spare)
-        return self._taken.job_id if self._taken is not None else uuid.uuid4().hex[:12]
+        return job_id
 
     def _fits(self, s: Spare) -> bool:
         return (
@@ -96,7 +98,7 @@ class Spares:
         """A job ended: declare the next one's queue now, if none is ready or on its way."""
         spare = Spare(uuid.uuid4().hex[:12], self._arguments(), self.conn.generation)
         with self._lock:
-            if self._next is not None or self.conn.closed:
+            if self._next is not None or self._closed or self.conn.closed:
                 return
             self._next = spare
         queue = protocol.result_queue(self.scope, spare.job_id)
@@ -108,22 +110,20 @@ class Spares:
         self.conn.prepare(declare, spare.done)
 
     def close(self) -> None:
-        """Delete the spares not used (before the connection closes)."""
+        """Delete the spares not used (before the connection closes); none is made after."""
         with self._lock:
             spares, self._next, self._taken = (self._next, self._taken), None, None
+            self._closed = True
         for spare in spares:
             self._drop(spare, wait=True)
 
     def _drop(self, spare: Spare | None, wait: bool = False) -> None:
-        """Delete ``spare``'s queue (its exchange goes with it: auto-delete)."""
+        """Delete ``spare``'s queue (its exchange goes with it: auto-delete), on the
+        channel that declared it: after its declare, which may still be on its way."""
         if spare is None or spare.failed:
             return
         queue = protocol.result_queue(self.scope, spare.job_id)
-
-        def op() -> None:
-            self.conn.sub_channel.queue_delete(queue)
-
         try:
-            self.conn.call(op, timeout=5) if wait else self.conn.post(op)
+            self.conn.undo_ahead(lambda ch: ch.queue_delete(queue), timeout=5 if wait else None)
         except Exception:  # noqa: BLE001 - a broker that is down: it goes by its x-expires
             pass
