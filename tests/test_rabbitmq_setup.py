@@ -199,3 +199,22 @@ def test_take_from_two_threads(ex: Executor) -> None:
     spares._drop = meanwhile
     assert spares.take() == spare.job_id
     assert other and other[0] != spare.job_id
+
+
+def test_a_spare_taken_by_one_job_is_not_deleted_by_another_jobs_take(
+    ex: Executor, broker_url: str
+) -> None:
+    """Two jobs made at once (Executor.submit on two threads): the second take must
+    not delete the queue the first job took and is about to consume (its delete and
+    the first job's own declare would race on two channels: results lost)."""
+    spares, scope = ex.backend.spares, ex.backend.scope
+    deadline = time.time() + 10
+    while not (spares._next is not None and spares._next.ready) and time.time() < deadline:
+        time.sleep(0.05)
+    first = spares.take()
+    second = spares.take()
+    assert first != second
+    time.sleep(0.5)  # a delete posted by the second take would have run by now
+    assert _queue_exists(broker_url, protocol.result_queue(scope, first))
+    assert spares.started(first) is True  # declared ahead: the job skips its declares
+    assert spares.started(second) is False

@@ -49,14 +49,17 @@ class Spare:
 
 
 class Spares:
-    """At most one spare result queue of connection ``conn`` (scope ``scope``)."""
+    """The next job's result queue of connection ``conn`` (scope ``scope``), and those
+    taken by jobs that have not started yet."""
 
     def __init__(self, conn: Connection, scope: str, config: Any) -> None:
         self.conn = conn
         self.scope = scope
         self.config = config  # result_ttl, queue_type: read when a spare is made and taken
         self._next: Spare | None = None  # declared (or on its way), not handed out
-        self._taken: Spare | None = None  # handed out, its job not started yet
+        # handed out, their jobs not started yet, by job id (jobs made on several
+        # threads at once: each keeps its own, none deletes another's)
+        self._taken: dict[str, Spare] = {}
         self._lock = threading.Lock()  # guards _next, _taken and _closed
         self._closed = False  # after ``close``: no more spares (their queues would stay)
 
@@ -66,15 +69,19 @@ class Spares:
         )
 
     def take(self) -> str:
-        """The id of the next job: the spare's if it fits, else a new one."""
+        """The id of the next job: the spare's if it fits, else a new one. Spares taken
+        by jobs that never started (a bad input, every call from the cache) and no
+        longer fit are deleted here."""
         with self._lock:
-            taken, self._taken = self._taken, None
+            stale = [s for s in self._taken.values() if not self._fits(s)]
+            for s in stale:
+                del self._taken[s.job_id]
             spare, self._next = self._next, None
             job_id = uuid.uuid4().hex[:12]
             if spare is not None and self._fits(spare):
-                self._taken, spare, job_id = spare, None, spare.job_id
-        self._drop(taken)
-        self._drop(spare)
+                self._taken[spare.job_id], spare, job_id = spare, None, spare.job_id
+        for s in [*stale, spare]:
+            self._drop(s)
         return job_id
 
     def _fits(self, s: Spare) -> bool:
@@ -88,11 +95,8 @@ class Spares:
     def started(self, job_id: str) -> bool:
         """Job ``job_id`` starts: whether its queue and exchange are declared already."""
         with self._lock:
-            spare, self._taken = self._taken, None
-        if spare is None or spare.job_id != job_id:
-            self._drop(spare)
-            return False
-        return spare.ready and self._fits(spare)
+            spare = self._taken.pop(job_id, None)
+        return spare is not None and spare.ready and self._fits(spare)
 
     def after_job(self) -> None:
         """A job ended: declare the next one's queue now, if none is ready or on its way."""
@@ -112,7 +116,8 @@ class Spares:
     def close(self) -> None:
         """Delete the spares not used (before the connection closes); none is made after."""
         with self._lock:
-            spares, self._next, self._taken = (self._next, self._taken), None, None
+            spares = [self._next, *self._taken.values()]
+            self._next, self._taken = None, {}
             self._closed = True
         for spare in spares:
             self._drop(spare, wait=True)
