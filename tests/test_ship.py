@@ -100,7 +100,7 @@ def test_a_redelivered_chunk_is_split_with_the_modules_of_its_inputs(
     def split(blob: bytes) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, SLOT_SCRIPT, "split"],
-            input=pickle.dumps((blob, args, [1, 0], [])),
+            input=pickle.dumps((blob, args, [1, 0], [], "", 0, 0)),
             capture_output=True,
             cwd=tmp_path,  # not the folder: only the bundle has ucpkg
         )
