@@ -85,3 +85,27 @@ def until(what: str, cond: Any, timeout: float = 60.0) -> None:
     while not cond():
         assert time.time() < end, f"waited {timeout:g} s for {what}"
         time.sleep(0.02)
+
+
+def waits_at(slow: int, go: Path, fail_first: Path | None = None, wait: float = 60.0) -> Any:
+    """A function whose call ``slow`` waits for ``go`` (``wait`` seconds at most); each
+    returns (x, its pid). With ``fail_first`` (a folder), every call fails its first
+    attempt. (The split tests: a slow call among quick ones of one chunk.)"""
+
+    def f(x: int) -> tuple[int, int]:
+        import os
+        import time
+
+        if fail_first is not None:
+            mark = fail_first / str(x)
+            if not mark.exists():
+                mark.touch()
+                raise RuntimeError(f"first attempt of {x}")
+        if x == slow:
+            for _ in range(int(wait * 100)):
+                if go.exists():
+                    break
+                time.sleep(0.01)
+        return x, os.getpid()
+
+    return f

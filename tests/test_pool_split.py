@@ -13,11 +13,10 @@ import os
 import pickle
 import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import test_pool
-from procs import wait_until
+from procs import wait_until, waits_at
 from test_pool import Recorder, chunk
 
 from sif_magic.protocol import CANCELLED, DONE, FAILED
@@ -29,29 +28,6 @@ from sif_magic.runner.slotproc import SlotProc
 
 N, SLOW = 40, 3  # calls of the chunk; the one that waits
 pool, rec = test_pool.pool, test_pool.rec  # the fixtures: a pool of 2 slots, its Recorder
-
-
-def waits_at(slow: int, go: Path, fail_first: Path | None = None) -> Any:
-    """A function whose call ``slow`` waits for ``go``; each returns (x, its pid). With
-    ``fail_first`` (a folder), every call fails its first attempt."""
-
-    def f(x: int) -> tuple[int, int]:
-        import os
-        import time
-
-        if fail_first is not None:
-            mark = fail_first / str(x)
-            if not mark.exists():
-                mark.touch()
-                raise RuntimeError(f"first attempt of {x}")
-        if x == slow:
-            for _ in range(6000):
-                if go.exists():
-                    break
-                time.sleep(0.01)
-        return x, os.getpid()
-
-    return f
 
 
 def others_reported(rec: Recorder, slow: int = SLOW, n: int = N) -> bool:

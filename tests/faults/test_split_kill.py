@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 from faultkit import FaultWorkers, descendants, wait_gone, wait_until
+from procs import waits_at
 
 N, SLOW = 40, 3
 
@@ -22,19 +23,8 @@ def test_a_worker_killed_in_a_split_chunk_loses_no_call(
     slots = descendants(victim.pid)
     go = tmp_path / "go"
 
-    def waits(x: int) -> tuple[int, int]:
-        import os
-        import time
-
-        if x == SLOW:
-            for _ in range(12000):
-                if go.exists():
-                    break
-                time.sleep(0.01)
-        return x, os.getpid()
-
     ex = make_ex(amqp_url=fworkers.url, runtime=runtime)
-    job = ex.map_job(waits, range(N), chunksize=N)  # one chunk, one delivery
+    job = ex.map_job(waits_at(SLOW, go, wait=120), range(N), chunksize=N)  # one chunk, one delivery
     others = [i for i in range(N) if i != SLOW]
     wait_until(lambda: all(job.describe_call(i)["state"] == "done" for i in others), 120,
                "the calls behind the slow one, on the other slot")  # fmt: skip
