@@ -52,6 +52,7 @@ from .timings import Timings, timings_of
 
 HOLD = 2.0  # seconds ``wait()`` gives a view to draw the end of a finished job
 PRE_DECODE_EVERY = 0.005  # seconds between two looks of ``results()`` at values that came
+PRE_DECODE_IDLE = 0.2  # seconds between looks while no new value came
 
 
 def _part(part: str, name: str, doc: str) -> Any:
@@ -431,12 +432,14 @@ class Job:
         block too: a value is one object) nor for values in spill files; a value that
         cannot be unpickled here stops it (``_decode`` raises it once the job is over,
         as before)."""
-        seen = 0
-        while not self._done.wait(PRE_DECODE_EVERY):
+        seen, pause = 0, PRE_DECODE_EVERY
+        while not self._done.wait(pause):
             if deadline is not None and time.monotonic() > deadline:
                 return
             with self._lock:
                 blocks = self._outcomes.blocks_since(seen)
+            # nothing new (long calls): look less often, up to PRE_DECODE_IDLE apart
+            pause = PRE_DECODE_EVERY if blocks else min(PRE_DECODE_IDLE, pause * 2)
             for block in blocks:
                 with self._lock:  # one block at a time: the folds go on between them
                     if self._futures is not None or self._outcomes.decoded is not None:
